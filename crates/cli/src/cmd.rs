@@ -1,0 +1,288 @@
+//! The commands and their arguments.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use clusterkit_core::plan::{plan, ClusterPlan};
+use clusterkit_core::source::SourceFile;
+use clusterkit_core::spec::{self, Loaded};
+use clusterkit_core::{Problems, SpecError};
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+
+use crate::exit;
+use crate::output::{color_stderr, print_problems};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success (warnings may have been printed)
+  1  failure while running (unreadable file, unreachable node, ...)
+  2  bad command-line usage
+  3  the cluster description has errors (each printed with file:line:col and a fix)
+
+Start here:
+  clusterkit init -i hosts.ini     # a commented clusterkit.toml for your Ansible inventory
+  clusterkit validate              # check it, touching no server
+  clusterkit plan                  # what every node will get";
+
+/// clusterkit turns a handful of Linux servers reachable over SSH into an
+/// egalitarian, highly available cluster: a WireGuard mesh, Docker Swarm with
+/// every node a manager, distributed S3 storage and monitoring.
+#[derive(Debug, Parser)]
+#[command(name = "clusterkit", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// When to colour the output.
+    #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
+    color: Color,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Color {
+    /// On a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Where the cluster is described.
+#[derive(Debug, clap::Args)]
+struct Input {
+    /// clusterkit.toml (default: ./clusterkit.toml when it exists).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// An Ansible inventory, INI or YAML (replaces the config's `inventory`).
+    #[arg(short, long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a commented clusterkit.toml with every setting at its default.
+    #[command(
+        after_help = "Examples:\n  clusterkit init                   # nodes listed in the file, to fill in\n  clusterkit init -i hosts.ini      # nodes taken from an Ansible inventory\n  clusterkit init -o prod.toml --force"
+    )]
+    Init {
+        /// Take the nodes from this Ansible inventory (checked first).
+        #[arg(short, long, value_name = "FILE")]
+        inventory: Option<PathBuf>,
+        /// Where to write.
+        #[arg(short, long, value_name = "FILE", default_value = "clusterkit.toml")]
+        output: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check the cluster description without touching any server.
+    #[command(
+        after_help = "Every problem is shown at once, with file:line:col, what is wrong and how to fix it.\n\nExamples:\n  clusterkit validate\n  clusterkit validate -i hosts.ini\n  clusterkit validate -c clusterkit.toml"
+    )]
+    Validate {
+        #[command(flatten)]
+        input: Input,
+    },
+    /// Show what each node gets: mesh address, peers, swarm role, services.
+    #[command(
+        after_help = "Mesh addresses are allocated here and recorded in .clusterkit/state.toml beside the\nconfig, so that adding or removing a node never renumbers the others.\n\nExamples:\n  clusterkit plan -i examples/hosts.ini\n  clusterkit plan --json | jq '.nodes[].mesh_address'"
+    )]
+    Plan {
+        #[command(flatten)]
+        input: Input,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a command; the return value is the exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let color = color_stderr(cli.color);
+    match cli.command {
+        Command::Init {
+            inventory,
+            output,
+            force,
+        } => init(inventory.as_deref(), &output, force, color),
+        Command::Validate { input } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            let s = &loaded.built.spec;
+            let p = plan(s);
+            println!(
+                "ok: {} node(s), {} manager(s) (tolerates {} loss(es)), mesh {}, {} warning(s)",
+                s.nodes.len(),
+                p.swarm.managers,
+                p.swarm.tolerates,
+                s.mesh.cidr,
+                loaded.built.warnings.0.len()
+            );
+            Ok(exit::OK)
+        }
+        Command::Plan { input, json } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            let p = plan(&loaded.built.spec);
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &p)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "{}", table(&p))?;
+            }
+            if loaded.state_changed {
+                loaded.built.state.save(&loaded.state_path)?;
+                eprintln!("recorded mesh addresses in {}", loaded.state_path.display());
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Loads the description, printing every problem; `None` when it has errors.
+fn load(input: &Input, color: bool) -> anyhow::Result<Option<Loaded>> {
+    let config = match (&input.config, &input.inventory) {
+        (Some(c), _) => Some(c.clone()),
+        (None, Some(_)) => None,
+        (None, None) => {
+            let default = PathBuf::from("clusterkit.toml");
+            if !default.exists() {
+                bail!("no cluster description here: pass -i hosts.ini or -c clusterkit.toml, or write one with `clusterkit init`");
+            }
+            Some(default)
+        }
+    };
+    match spec::load(config.as_deref(), input.inventory.as_deref()) {
+        Ok(loaded) => {
+            print_problems(&loaded.built.warnings, color);
+            Ok(Some(loaded))
+        }
+        Err(SpecError::Invalid(problems)) => {
+            print_problems(&problems, color);
+            eprintln!(
+                "error: {} error(s), {} warning(s): nothing was changed",
+                problems.errors().count(),
+                problems.warnings().count()
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn table(p: &ClusterPlan) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY).set_header([
+        "NODE",
+        "SSH",
+        "MESH ADDRESS",
+        "ROLE",
+        "PEERS",
+        "SERVICES",
+    ]);
+    for n in &p.nodes {
+        let peers = if n.peers.len() <= 4 {
+            n.peers
+                .iter()
+                .map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            format!("{} nodes", n.peers.len())
+        };
+        t.add_row([
+            n.name.to_string(),
+            n.ssh.clone(),
+            n.mesh_address.to_string(),
+            format!("{:?}", n.role).to_lowercase(),
+            peers,
+            n.services.join(", "),
+        ]);
+    }
+    let mut out = format!(
+        "cluster {}: mesh {} (udp/{}, mtu {}, {:?} backend), swarm {} manager(s) + {} worker(s), quorum {}, tolerates {} loss(es)\n",
+        p.cluster,
+        p.mesh.cidr,
+        p.mesh.port,
+        p.mesh.mtu,
+        p.mesh.backend,
+        p.swarm.managers,
+        p.swarm.workers,
+        p.swarm.quorum,
+        p.swarm.tolerates
+    )
+    .to_lowercase();
+    out.push_str(&t.to_string());
+    if !p.services.is_empty() {
+        out.push_str("\n\ncluster services:\n");
+        for s in &p.services {
+            out.push_str(&format!(
+                "  {:<14} {:<11} {}\n",
+                s.name, s.stack, s.placement
+            ));
+        }
+    }
+    for s in &p.stacks {
+        out.push_str(&format!("  stack {:<8} {}\n", s.name, s.file));
+    }
+    out.trim_end().to_string()
+}
+
+fn init(inventory: Option<&Path>, output: &Path, force: bool, color: bool) -> anyhow::Result<u8> {
+    if output.exists() && !force {
+        bail!("{} exists: pass --force to overwrite it", output.display());
+    }
+    let text = match inventory {
+        Some(inv) => {
+            let loaded = load(
+                &Input {
+                    config: None,
+                    inventory: Some(inv.to_path_buf()),
+                },
+                color,
+            )?;
+            if loaded.is_none() {
+                return Ok(exit::INVALID);
+            }
+            let dir = output
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let rel = relative(inv, dir);
+            clusterkit_core::config::starter(Some(&rel), &[])
+        }
+        None => clusterkit_core::config::starter(
+            None,
+            &[
+                ("node1".into(), "192.0.2.1".into()),
+                ("node2".into(), "192.0.2.2".into()),
+                ("node3".into(), "192.0.2.3".into()),
+            ],
+        ),
+    };
+    // The starter must itself validate (placeholders aside): check it parses.
+    let mut problems = Problems::default();
+    let file = SourceFile::new(output.display().to_string(), text.clone());
+    clusterkit_core::config::ConfigFile::parse(&file, &mut problems)
+        .context("internal error: the starter file does not parse")?;
+    std::fs::write(output, text).with_context(|| format!("cannot write {}", output.display()))?;
+    println!(
+        "wrote {}: edit it, then run `clusterkit validate -c {}`",
+        output.display(),
+        output.display()
+    );
+    Ok(exit::OK)
+}
+
+/// `path` relative to `dir` when it lies below it, else absolute.
+fn relative(path: &Path, dir: &Path) -> String {
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (p, d) = (abs(path), abs(dir));
+    p.strip_prefix(&d).unwrap_or(&p).display().to_string()
+}

@@ -1,0 +1,36 @@
+//! `clusterkit`: the thin command line over the clusterkit crates.
+//!
+//! Parsing with clap, printing, exit codes; everything else lives in the libraries.
+
+mod cmd;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit codes, documented in `--help` and the README.
+pub mod exit {
+    /// Success (warnings may have been printed).
+    pub const OK: u8 = 0;
+    /// A failure while running (a file could not be read or written, a node failed).
+    pub const FAILURE: u8 = 1;
+    /// Bad command-line usage.
+    pub const USAGE: u8 = 2;
+    /// The cluster description (inventory, clusterkit.toml) has errors.
+    pub const INVALID: u8 = 3;
+}
+
+fn main() -> ExitCode {
+    let cli = cmd::Cli::parse();
+    match cmd::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if output::is_broken_pipe(&e) {
+                return ExitCode::from(exit::OK);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}

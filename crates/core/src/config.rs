@@ -1,0 +1,252 @@
+//! The native configuration file, `clusterkit.toml`, as written (before validation).
+//!
+//! Every field is optional; [`crate::spec`] fills in the defaults documented here
+//! and checks the values. `clusterkit init` writes [`starter`], a commented file
+//! with every field at its default.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::diag::{did_you_mean, Problem, Problems};
+use crate::source::{Loc, Located, SourceFile, Span};
+
+/// The whole `clusterkit.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The cluster's name, used to name its networks and stacks. Default: `clusterkit`.
+    pub name: Option<Spanned<String>>,
+    /// An Ansible inventory (INI or YAML) to take the nodes from, relative to this
+    /// file; instead of `[[nodes]]`.
+    pub inventory: Option<Spanned<String>>,
+    /// Only the hosts of this inventory group (and its children). Default: every host.
+    pub inventory_group: Option<Spanned<String>>,
+    /// The servers, in order: `[[nodes]]` tables.
+    #[serde(default)]
+    pub nodes: Vec<NodeEntry>,
+    /// The WireGuard mesh.
+    #[serde(default)]
+    pub mesh: MeshSection,
+    /// Docker Swarm.
+    #[serde(default)]
+    pub swarm: SwarmSection,
+    /// Distributed S3 storage and the volume driver.
+    #[serde(default)]
+    pub storage: StorageSection,
+    /// Prometheus, Grafana and the exporters.
+    #[serde(default)]
+    pub monitoring: MonitoringSection,
+    /// Application stacks to deploy: `[[stacks]]` tables.
+    #[serde(default)]
+    pub stacks: Vec<StackEntry>,
+}
+
+/// One server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// Its name (hostname in the mesh and the swarm). Required.
+    pub name: Spanned<String>,
+    /// Address or host name clusterkit reaches it at over SSH. Required.
+    pub address: Spanned<String>,
+    /// SSH user. Default: `root`.
+    pub user: Option<Spanned<String>>,
+    /// SSH port. Default: 22.
+    pub port: Option<Spanned<i64>>,
+    /// SSH private key file. Default: the SSH agent, then `~/.ssh/id_ed25519`, `~/.ssh/id_rsa`.
+    pub key: Option<Spanned<String>>,
+    /// Run commands through `sudo` (needed when `user` is not root). Default: false.
+    #[serde(rename = "become")]
+    pub become_: Option<Spanned<bool>>,
+    /// Its mesh address, pinned. Default: allocated from `mesh.cidr` and then kept.
+    pub mesh_address: Option<Spanned<String>>,
+    /// `manager` or `worker`. Default: manager, up to `swarm.max_managers`.
+    pub role: Option<Spanned<String>>,
+    /// Whether it holds a share of the distributed storage. Default: true.
+    pub storage: Option<Spanned<bool>>,
+}
+
+/// `[mesh]`: the WireGuard network between the nodes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshSection {
+    /// Private IPv4 network of the mesh. Default: `10.0.0.0/24`.
+    pub cidr: Option<Spanned<String>>,
+    /// UDP port WireGuard listens on. Default: 51820.
+    pub port: Option<Spanned<i64>>,
+    /// MTU of the mesh interface. Default: 1420.
+    pub mtu: Option<Spanned<i64>>,
+    /// Seconds between keepalives (0 turns them off). Default: 25.
+    pub keepalive: Option<Spanned<i64>>,
+    /// Interface name. Default: `wg0`.
+    pub interface: Option<Spanned<String>>,
+    /// `auto` (kernel WireGuard where present, else userspace), `kernel` or `userspace`. Default: `auto`.
+    pub backend: Option<Spanned<String>>,
+}
+
+/// `[swarm]`: Docker Swarm.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmSection {
+    /// Where Swarm takes overlay subnets from; must not overlap the mesh. Default: `10.200.0.0/16`.
+    pub default_addr_pool: Option<Spanned<String>>,
+    /// Prefix length of each overlay subnet. Default: 24.
+    pub subnet_size: Option<Spanned<i64>>,
+    /// Nodes beyond this many join as workers (Raft works best with at most 7 managers). Default: 7.
+    pub max_managers: Option<Spanned<i64>>,
+}
+
+/// `[storage]`: distributed S3 storage.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// `garage`, `minio` or `none`. Default: `garage`.
+    pub backend: Option<Spanned<String>>,
+    /// Server image. Default: `clusterkit/garage:2.5.0` (garage) or `pgsty/minio:latest` (minio).
+    pub image: Option<Spanned<String>>,
+    /// Directory on each node holding its share of the data. Default: `/var/lib/clusterkit/storage`.
+    pub data_path: Option<Spanned<String>>,
+    /// Copies kept of each object. Default: 3 (or the number of storage nodes, if fewer).
+    pub replication: Option<Spanned<i64>>,
+}
+
+/// `[monitoring]`: Prometheus, Grafana, node-exporter, cAdvisor.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringSection {
+    /// Deploy the monitoring stack. Default: true.
+    pub enabled: Option<Spanned<bool>>,
+    /// How long Prometheus keeps data (Prometheus duration). Default: `15d`.
+    pub retention: Option<Spanned<String>>,
+    /// Grafana administrator's login; the password is generated and kept as a Swarm secret. Default: `admin`.
+    pub grafana_admin_user: Option<Spanned<String>>,
+}
+
+/// One application stack.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackEntry {
+    /// Stack name (as `docker stack ls` shows it). Required.
+    pub name: Spanned<String>,
+    /// Compose file (format 3), relative to this file. Required.
+    pub file: Spanned<String>,
+}
+
+/// Turns a TOML span into a location in `file`.
+pub(crate) fn located<T>(file: &Arc<SourceFile>, s: Spanned<T>) -> Located<T> {
+    let span = s.span();
+    Located::at(
+        s.into_inner(),
+        Loc::new(file, Span::new(span.start, span.end - span.start)),
+    )
+}
+
+/// Converts an optional spanned value.
+pub(crate) fn opt<T>(file: &Arc<SourceFile>, s: Option<Spanned<T>>) -> Option<Located<T>> {
+    s.map(|s| located(file, s))
+}
+
+impl ConfigFile {
+    /// Parses `clusterkit.toml`; a syntax or type error becomes a located problem.
+    pub fn parse(file: &Arc<SourceFile>, problems: &mut Problems) -> Option<Self> {
+        match toml::from_str::<ConfigFile>(&file.text) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problems.push(toml_problem(file, &e));
+                None
+            }
+        }
+    }
+}
+
+fn toml_problem(file: &Arc<SourceFile>, e: &toml::de::Error) -> Problem {
+    let msg = e.message().trim().to_string();
+    let loc = e
+        .span()
+        .map(|r| Loc::new(file, Span::new(r.start, r.end.saturating_sub(r.start))));
+    // serde's unknown-field message names the culprit and the known fields:
+    // "unknown field `cidre`, expected one of `cidr`, `port`".
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or("");
+        let known: Vec<&str> = rest
+            .split_once("expected")
+            .map(|(_, k)| k.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        let help = did_you_mean(field, known.iter().copied())
+            .unwrap_or_else(|| format!("known keys here: {}", known.join(", ")));
+        return Problem::error(format!("unknown key `{field}`"))
+            .at(loc.as_ref(), "unknown key")
+            .help(help);
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or("");
+        return Problem::error(format!("missing key `{field}`"))
+            .at(loc.as_ref(), format!("this table needs `{field}`"))
+            .help(format!(
+                "add `{field} = ...`; `clusterkit init` writes a commented example"
+            ));
+    }
+    let first = msg.lines().next().unwrap_or("invalid TOML").to_string();
+    let help = if first.contains("invalid type") {
+        "check the value's type: text in quotes, numbers and true/false without"
+    } else {
+        "see `clusterkit init` for a valid, commented clusterkit.toml"
+    };
+    Problem::error(lowercase_first(&first))
+        .at(loc.as_ref(), "here")
+        .help(help)
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// The commented starter `clusterkit.toml` that `clusterkit init` writes:
+/// every field at its default; nodes listed inline or taken from `inventory`.
+pub fn starter(inventory: Option<&str>, nodes: &[(String, String)]) -> String {
+    let mut out = String::from(
+        "# clusterkit.toml: the cluster clusterkit builds.\n\
+         # Every key is optional unless marked required; the values shown are the defaults.\n\
+         # Check it with `clusterkit validate`, see what would be built with `clusterkit plan`.\n\n\
+         # name = \"clusterkit\"            # names the cluster's networks and stacks\n",
+    );
+    match inventory {
+        Some(inv) => out.push_str(&format!(
+            "inventory = \"{inv}\"              # nodes come from this Ansible inventory\n\
+             # inventory_group = \"servers\"  # only this group's hosts (default: every host)\n"
+        )),
+        None => {
+            out.push_str("\n# One [[nodes]] table per server.\n");
+            for (name, addr) in nodes {
+                out.push_str(&format!(
+                    "[[nodes]]\nname = \"{name}\"                # required\naddress = \"{addr}\"      # required: SSH address\n\
+                     # user = \"root\"\n# port = 22\n# key = \"~/.ssh/id_ed25519\"   # default: ssh-agent, then ~/.ssh/id_ed25519, ~/.ssh/id_rsa\n\
+                     # become = false             # sudo for a non-root user\n# mesh_address = \"10.0.0.1\"  # default: allocated, then kept\n\
+                     # role = \"manager\"           # or \"worker\"\n# storage = true\n\n"
+                ));
+            }
+        }
+    }
+    out.push_str(
+        "\n[mesh]                          # WireGuard full mesh\n\
+         # cidr = \"10.0.0.0/24\"\n# port = 51820\n# mtu = 1420\n# keepalive = 25             # seconds; 0 = off\n\
+         # interface = \"wg0\"\n# backend = \"auto\"            # auto | kernel | userspace (boringtun)\n\
+         \n[swarm]                         # every node a manager, up to max_managers\n\
+         # default_addr_pool = \"10.200.0.0/16\"   # overlay subnets; must not overlap mesh.cidr\n\
+         # subnet_size = 24\n# max_managers = 7\n\
+         \n[storage]                       # distributed S3 behind a Docker volume driver\n\
+         # backend = \"garage\"          # garage | minio | none\n# image = \"clusterkit/garage:2.5.0\"\n\
+         # data_path = \"/var/lib/clusterkit/storage\"\n# replication = 3\n\
+         \n[monitoring]                    # Prometheus, Grafana, node-exporter, cAdvisor\n\
+         # enabled = true\n# retention = \"15d\"\n# grafana_admin_user = \"admin\"   # password generated, kept as a Swarm secret\n\
+         \n# [[stacks]]                    # application stacks deployed onto the swarm\n\
+         # name = \"app\"\n# file = \"stacks/app.yml\"\n",
+    );
+    out
+}

@@ -1,0 +1,409 @@
+//! Ansible inventories (INI and YAML), read with the location of every value.
+//!
+//! Both formats are read into one [`Inventory`]: hosts, groups and variables
+//! with their locations. [`Inventory::hosts_in`] then resolves each host's
+//! variables with Ansible's precedence (`all` < parent groups < child groups <
+//! the host itself) and [`Inventory::nodes`] turns the `ansible_*` variables
+//! clusterkit understands into [`NodeInput`]s.
+
+mod ini;
+mod range;
+mod yaml;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::diag::{did_you_mean, Problem, Problems};
+use crate::source::{Located, SourceFile};
+use crate::spec::NodeInput;
+
+pub use range::expand_host_pattern;
+
+/// A variable as written: `key=value` with both locations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Var {
+    /// The variable's name.
+    pub key: Located<String>,
+    /// Its value as text (Ansible INI values are text; YAML scalars are read as text).
+    pub value: Located<String>,
+}
+
+/// A group of hosts.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Group {
+    /// Its name.
+    pub name: String,
+    /// Variables set on the group (`[name:vars]` or `vars:`).
+    pub vars: Vec<Var>,
+    /// Names of its child groups (`[name:children]` or `children:`).
+    pub children: Vec<Located<String>>,
+    /// Names of the hosts listed directly in it.
+    pub hosts: Vec<String>,
+}
+
+/// A host, with the variables written on its own line or entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    /// The host's name (after range expansion).
+    pub name: Located<String>,
+    /// An SSH port written as `name:port`.
+    pub port: Option<Located<String>>,
+    /// Its own variables.
+    pub vars: Vec<Var>,
+}
+
+/// An Ansible inventory as read, before any clusterkit meaning is given to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inventory {
+    /// The file it was read from.
+    pub file: Arc<SourceFile>,
+    /// Hosts in order of first appearance, each once.
+    pub hosts: Vec<Host>,
+    /// Groups in order of first appearance; `all` and `ungrouped` included.
+    pub groups: Vec<Group>,
+}
+
+/// Inventory formats clusterkit reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Ansible's INI inventory (`hosts.ini`).
+    Ini,
+    /// Ansible's YAML inventory (`hosts.yml`).
+    Yaml,
+}
+
+impl Format {
+    /// Guesses the format from the file name, then from the text.
+    pub fn guess(name: &str, text: &str) -> Self {
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".yml") || lower.ends_with(".yaml") {
+            return Self::Yaml;
+        }
+        if lower.ends_with(".ini") {
+            return Self::Ini;
+        }
+        let first = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'));
+        match first {
+            Some(l) if l == "---" || (l.ends_with(':') && !l.starts_with('[')) => Self::Yaml,
+            _ => Self::Ini,
+        }
+    }
+}
+
+/// The `ansible_*` variables clusterkit uses; every other `ansible_*` variable
+/// is kept and reported as ignored.
+pub const KNOWN_ANSIBLE_VARS: &[&str] = &[
+    "ansible_host",
+    "ansible_ssh_host",
+    "ansible_user",
+    "ansible_ssh_user",
+    "ansible_port",
+    "ansible_ssh_port",
+    "ansible_ssh_private_key_file",
+    "ansible_private_key_file",
+    "ansible_become",
+];
+
+/// clusterkit's own host variables, usable in an Ansible inventory.
+pub const CLUSTERKIT_VARS: &[&str] = &[
+    "clusterkit_mesh_address",
+    "clusterkit_swarm_role",
+    "clusterkit_storage",
+];
+
+impl Inventory {
+    /// Reads an inventory in the given format; problems are added to `problems`
+    /// and what could be read is returned.
+    pub fn parse(file: Arc<SourceFile>, format: Format, problems: &mut Problems) -> Self {
+        let mut inv = Self {
+            file,
+            hosts: Vec::new(),
+            groups: Vec::new(),
+        };
+        match format {
+            Format::Ini => ini::parse(&mut inv, problems),
+            Format::Yaml => yaml::parse(&mut inv, problems),
+        }
+        inv
+    }
+
+    pub(crate) fn group_mut(&mut self, name: &str) -> &mut Group {
+        match self.groups.iter().position(|g| g.name == name) {
+            Some(i) => &mut self.groups[i],
+            None => {
+                self.groups.push(Group {
+                    name: name.to_owned(),
+                    ..Group::default()
+                });
+                self.groups.last_mut().expect("just pushed")
+            }
+        }
+    }
+
+    /// Adds a host to a group, merging with an earlier mention of the same host.
+    pub(crate) fn add_host(&mut self, group: &str, host: Host, problems: &mut Problems) {
+        let g = self.group_mut(group);
+        if g.hosts.contains(&host.name.value) {
+            let earlier = self
+                .hosts
+                .iter()
+                .find(|h| h.name.value == host.name.value)
+                .and_then(|h| h.name.loc.clone());
+            problems.push(
+                Problem::error(format!(
+                    "host `{}` is listed twice in group `{group}`",
+                    host.name.value
+                ))
+                .at(host.name.loc.as_ref(), "listed again here")
+                .at(earlier.as_ref(), "first listed here")
+                .help("remove one of the two lines, or give the hosts different names"),
+            );
+            return;
+        }
+        g.hosts.push(host.name.value.clone());
+        match self
+            .hosts
+            .iter_mut()
+            .find(|h| h.name.value == host.name.value)
+        {
+            Some(existing) => {
+                existing.vars.extend(host.vars);
+                if host.port.is_some() {
+                    existing.port = host.port;
+                }
+            }
+            None => self.hosts.push(host),
+        }
+    }
+
+    /// Every group `name` contains, directly or through children, itself included.
+    fn descendants<'a>(&'a self, name: &'a str) -> Vec<&'a str> {
+        let mut out = vec![];
+        let mut todo = vec![name];
+        while let Some(g) = todo.pop() {
+            if out.contains(&g) {
+                continue;
+            }
+            out.push(g);
+            if let Some(group) = self.groups.iter().find(|x| x.name == g) {
+                todo.extend(group.children.iter().map(|c| c.value.as_str()));
+            }
+        }
+        out
+    }
+
+    /// The depth of each group below `all`: variables of deeper groups win.
+    fn depths(&self) -> HashMap<&str, usize> {
+        let mut depth: HashMap<&str, usize> = HashMap::new();
+        // Relax edges until nothing changes; inventories are small and a cycle
+        // is cut off by the iteration bound.
+        for _ in 0..=self.groups.len() {
+            let mut changed = false;
+            for g in &self.groups {
+                let d = if g.name == "all" {
+                    0
+                } else {
+                    *depth.get(g.name.as_str()).unwrap_or(&1)
+                };
+                depth.entry(&g.name).or_insert(d);
+                for c in &g.children {
+                    let e = depth.entry(c.value.as_str()).or_insert(1);
+                    if *e < d + 1 {
+                        *e = d + 1;
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        depth
+    }
+
+    /// The hosts of `group` (all hosts when `None`) with their variables resolved
+    /// by Ansible's precedence. An unknown group is an error naming the groups there are.
+    pub fn hosts_in(
+        &self,
+        group: Option<&Located<String>>,
+        problems: &mut Problems,
+    ) -> Vec<(Host, BTreeMap<String, Var>)> {
+        let members: Option<Vec<&str>> = match group {
+            None => None,
+            Some(g) if g.value == "all" => None,
+            Some(g) => {
+                if !self.groups.iter().any(|x| x.name == g.value) {
+                    let names: Vec<&str> = self.groups.iter().map(|x| x.name.as_str()).collect();
+                    let mut p =
+                        Problem::error(format!("group `{}` is not in {}", g.value, self.file.name))
+                            .at(g.loc.as_ref(), "no such group");
+                    p = p.help(match did_you_mean(&g.value, names.iter().copied()) {
+                        Some(dym) => dym,
+                        None => format!("groups there: {}", names.join(", ")),
+                    });
+                    problems.push(p);
+                    return Vec::new();
+                }
+                Some(self.descendants(&g.value))
+            }
+        };
+        let depths = self.depths();
+        let mut ordered: Vec<(usize, usize, &Group)> = self
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (*depths.get(g.name.as_str()).unwrap_or(&1), i, g))
+            .collect();
+        ordered.sort_by_key(|(d, i, _)| (*d, *i));
+
+        self.hosts
+            .iter()
+            .filter(|h| {
+                members.as_ref().is_none_or(|m| {
+                    m.iter().any(|g| {
+                        self.groups
+                            .iter()
+                            .any(|x| x.name == *g && x.hosts.contains(&h.name.value))
+                    })
+                })
+            })
+            .map(|h| {
+                let mut vars = BTreeMap::new();
+                for (_, _, g) in &ordered {
+                    let applies = g.name == "all"
+                        || self.descendants(&g.name).iter().any(|d| {
+                            self.groups
+                                .iter()
+                                .any(|x| x.name == *d && x.hosts.contains(&h.name.value))
+                        });
+                    if applies {
+                        for v in &g.vars {
+                            vars.insert(v.key.value.clone(), v.clone());
+                        }
+                    }
+                }
+                for v in &h.vars {
+                    vars.insert(v.key.value.clone(), v.clone());
+                }
+                (h.clone(), vars)
+            })
+            .collect()
+    }
+
+    /// Warns once for every `ansible_*` variable clusterkit does not use, at the
+    /// place it is written.
+    pub fn warn_ignored_vars(&self, problems: &mut Problems) {
+        let all_vars = self
+            .groups
+            .iter()
+            .flat_map(|g| g.vars.iter())
+            .chain(self.hosts.iter().flat_map(|h| h.vars.iter()));
+        let mut seen = std::collections::HashSet::new();
+        for v in all_vars {
+            let k = v.key.value.as_str();
+            if k.starts_with("ansible_") && !KNOWN_ANSIBLE_VARS.contains(&k) && seen.insert(k) {
+                let why = match k {
+                    "ansible_python_interpreter" => {
+                        "clusterkit runs no Python on the nodes".to_string()
+                    }
+                    _ => "clusterkit does not use it".to_string(),
+                };
+                problems.push(
+                    Problem::warning(format!("`{k}` is ignored: {why}"))
+                        .at(v.key.loc.as_ref(), "ignored")
+                        .help(format!(
+                            "clusterkit reads {}; remove the others to silence this warning",
+                            KNOWN_ANSIBLE_VARS.join(", ")
+                        )),
+                );
+            }
+            if k.starts_with("clusterkit_") && !CLUSTERKIT_VARS.contains(&k) {
+                let mut p = Problem::error(format!("unknown clusterkit variable `{k}`"))
+                    .at(v.key.loc.as_ref(), "unknown");
+                p = p.help(
+                    did_you_mean(k, CLUSTERKIT_VARS.iter().copied())
+                        .unwrap_or_else(|| format!("known: {}", CLUSTERKIT_VARS.join(", "))),
+                );
+                problems.push(p);
+            }
+        }
+    }
+
+    /// The cluster nodes this inventory describes: the hosts of `group` (all
+    /// when `None`) with the variables clusterkit understands, checked.
+    pub fn nodes(
+        &self,
+        group: Option<&Located<String>>,
+        problems: &mut Problems,
+    ) -> Vec<NodeInput> {
+        self.warn_ignored_vars(problems);
+        let hosts = self.hosts_in(group, problems);
+        if hosts.is_empty() && !problems.has_errors() {
+            problems.push(
+                Problem::error(format!("{} lists no hosts", self.file.name)).help(
+                    "add one line per server under a group, e.g. `[servers]` then `node1 ansible_host=192.168.1.1`",
+                ),
+            );
+        }
+        hosts
+            .into_iter()
+            .map(|(host, vars)| node_from_vars(host, &vars, problems))
+            .collect()
+    }
+}
+
+fn pick<'a>(vars: &'a BTreeMap<String, Var>, keys: &[&str]) -> Option<&'a Var> {
+    keys.iter().find_map(|k| vars.get(*k))
+}
+
+fn node_from_vars(host: Host, vars: &BTreeMap<String, Var>, problems: &mut Problems) -> NodeInput {
+    let address = pick(vars, &["ansible_host", "ansible_ssh_host"])
+        .map(|v| v.value.clone())
+        .unwrap_or_else(|| host.name.clone());
+    let port = pick(vars, &["ansible_port", "ansible_ssh_port"])
+        .map(|v| v.value.clone())
+        .or(host.port.clone());
+    let become_ = pick(vars, &["ansible_become"]).and_then(|v| {
+        match v.value.value.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => Some(Located {
+                value: true,
+                loc: v.value.loc.clone(),
+            }),
+            "false" | "no" | "0" | "off" => Some(Located {
+                value: false,
+                loc: v.value.loc.clone(),
+            }),
+            other => {
+                problems.push(
+                    Problem::error(format!(
+                        "ansible_become must be true or false, not `{other}`"
+                    ))
+                    .at(v.value.loc.as_ref(), "not a boolean")
+                    .help("write ansible_become=true (or yes) or ansible_become=false (or no)"),
+                );
+                None
+            }
+        }
+    });
+    NodeInput {
+        name: host.name,
+        address,
+        user: pick(vars, &["ansible_user", "ansible_ssh_user"]).map(|v| v.value.clone()),
+        port,
+        key: pick(
+            vars,
+            &["ansible_ssh_private_key_file", "ansible_private_key_file"],
+        )
+        .map(|v| v.value.clone()),
+        become_,
+        mesh_address: pick(vars, &["clusterkit_mesh_address"]).map(|v| v.value.clone()),
+        role: pick(vars, &["clusterkit_swarm_role"]).map(|v| v.value.clone()),
+        storage: pick(vars, &["clusterkit_storage"]).map(|v| v.value.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

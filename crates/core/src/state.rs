@@ -1,0 +1,67 @@
+//! clusterkit's state directory, `.clusterkit/` beside the config: what must
+//! stay stable between runs (mesh addresses). It never holds a secret.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::diag::SpecError;
+
+/// The name of the state directory, created beside the config or inventory.
+pub const STATE_DIR: &str = ".clusterkit";
+
+/// What `.clusterkit/state.toml` records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The mesh CIDR the addresses were allocated in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_cidr: Option<String>,
+    /// Each node's mesh address, by node name.
+    #[serde(default)]
+    pub mesh_addresses: BTreeMap<String, Ipv4Addr>,
+}
+
+impl State {
+    /// The state file inside `dir` (the directory holding the config).
+    pub fn path_in(dir: &Path) -> PathBuf {
+        dir.join(STATE_DIR).join("state.toml")
+    }
+
+    /// Reads the state file; a missing file is an empty state.
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| SpecError::Read {
+                path: path.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{e}; the file is clusterkit's own: move it away to start afresh (mesh addresses may change)"),
+                ),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(SpecError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes the state file atomically (a temporary file, then a rename).
+    pub fn save(&self, path: &Path) -> Result<(), SpecError> {
+        let err = |source| SpecError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let text = format!(
+            "# written by clusterkit: mesh addresses stay stable across runs.\n# no secrets here.\n{}",
+            toml::to_string(self).expect("state serializes")
+        );
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+}
