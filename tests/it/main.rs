@@ -1,1 +1,6 @@
-fn main() {}
+//! clusterkit's one integration-test crate: a module per capability, all
+//! driving the real `clusterkit` binary.
+
+mod bin;
+mod inventory_errors;
+mod plan;

@@ -188,7 +188,13 @@ fn toml_problem(file: &Arc<SourceFile>, e: &toml::de::Error) -> Problem {
                 "add `{field} = ...`; `clusterkit init` writes a commented example"
             ));
     }
-    let first = msg.lines().next().unwrap_or("invalid TOML").to_string();
+    let first = msg
+        .lines()
+        .next()
+        .unwrap_or("invalid TOML")
+        .replace("expected i64", "expected a whole number")
+        .replace("expected a boolean", "expected true or false")
+        .replace("expected a string", "expected text in quotes");
     let help = if first.contains("invalid type") {
         "check the value's type: text in quotes, numbers and true/false without"
     } else {

@@ -140,9 +140,12 @@ impl SourceCode for crate::source::SourceFile {
 pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
-    /// Records a problem.
+    /// Records a problem, once: a group variable shared by many hosts is reported
+    /// at its one place, not once per host.
     pub fn push(&mut self, p: Problem) {
-        self.0.push(p);
+        if !self.0.contains(&p) {
+            self.0.push(p);
+        }
     }
 
     /// True when at least one problem is an error.

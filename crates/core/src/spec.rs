@@ -243,6 +243,15 @@ pub struct Built {
     pub state: State,
 }
 
+/// A node whose fields passed their own checks.
+struct Checked {
+    name: NodeName,
+    ssh: SshTarget,
+    pin: Option<Ipv4Addr>,
+    role: Option<SwarmRole>,
+    storage: bool,
+}
+
 /// Checks a value with `check`, recording a problem at its location on failure.
 fn check<T, U>(
     v: &Located<T>,
@@ -495,12 +504,12 @@ pub fn build(
             let pool_where = if pool_v.loc.is_some() {
                 "swarm.default_addr_pool"
             } else {
-                "swarm.default_addr_pool (default)"
+                "the default swarm.default_addr_pool"
             };
             let mesh_where = if mesh_cidr_v.loc.is_some() {
                 "mesh.cidr"
             } else {
-                "mesh.cidr (default)"
+                "the default mesh.cidr"
             };
             problems.push(
                 Problem::error(format!(
@@ -649,13 +658,7 @@ pub fn build(
     }
 
     // Each node.
-    let mut nodes: Vec<(
-        NodeName,
-        SshTarget,
-        Option<Ipv4Addr>,
-        Option<SwarmRole>,
-        bool,
-    )> = Vec::new();
+    let mut nodes: Vec<Checked> = Vec::new();
     let mut by_name: HashMap<String, &NodeInput> = HashMap::new();
     let mut by_endpoint: HashMap<(String, u16), &NodeInput> = HashMap::new();
     let mut by_pin: HashMap<Ipv4Addr, &NodeInput> = HashMap::new();
@@ -786,9 +789,9 @@ pub fn build(
             }
         }
         if let Some(name) = name {
-            nodes.push((
+            nodes.push(Checked {
                 name,
-                SshTarget {
+                ssh: SshTarget {
                     host: n.address.value.clone(),
                     port,
                     user,
@@ -798,14 +801,14 @@ pub fn build(
                 pin,
                 role,
                 storage,
-            ));
+            });
         }
     }
 
     // Roles: managers first in inventory order, up to max_managers.
     let mut managers = 0usize;
     let mut roles = Vec::with_capacity(nodes.len());
-    for (_, _, _, role, _) in &nodes {
+    for Checked { role, .. } in &nodes {
         let r = match role {
             Some(r) => *r,
             None if managers < max_managers => SwarmRole::Manager,
@@ -822,7 +825,7 @@ pub fn build(
                 .help("remove `role = \"worker\"` from at least one node"),
         );
     }
-    if managers > 0 && managers % 2 == 0 {
+    if managers > 0 && managers.is_multiple_of(2) {
         let tolerated = (managers - 1) / 2;
         problems.push(Problem::warning(format!(
             "{managers} managers: Raft needs a majority ({} of {managers}), so they tolerate {tolerated} loss(es), no more than {} managers would",
@@ -830,7 +833,7 @@ pub fn build(
             managers - 1
         )).help("use an odd number of managers: add a node, or make one a worker (role = \"worker\")"));
     }
-    let storage_nodes = nodes.iter().filter(|n| n.4).count();
+    let storage_nodes = nodes.iter().filter(|n| n.storage).count();
     let replication = match replication {
         Some(r)
             if storage_backend != StorageBackend::None
@@ -863,7 +866,7 @@ pub fn build(
             .filter_map(|(k, v)| NodeName::new(k).ok().map(|n| (n, *v)))
             .collect();
         let wanted: Vec<(NodeName, Option<Ipv4Addr>)> =
-            nodes.iter().map(|n| (n.0.clone(), n.2)).collect();
+            nodes.iter().map(|n| (n.name.clone(), n.pin)).collect();
         match allocate(cidr, &wanted, &prev) {
             Ok(a) => {
                 for (name, old) in &a.renumbered {
@@ -902,13 +905,20 @@ pub fn build(
         nodes: nodes
             .into_iter()
             .zip(roles)
-            .map(|((name, ssh, _, _, storage), role)| Node {
-                mesh_address: addresses[&name],
-                name,
-                ssh,
-                role,
-                storage,
-            })
+            .map(
+                |(
+                    Checked {
+                        name, ssh, storage, ..
+                    },
+                    role,
+                )| Node {
+                    mesh_address: addresses[&name],
+                    name,
+                    ssh,
+                    role,
+                    storage,
+                },
+            )
             .collect(),
         mesh: MeshSpec {
             cidr: mesh_cidr.expect("checked"),

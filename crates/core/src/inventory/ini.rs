@@ -153,6 +153,16 @@ pub(super) fn parse(inv: &mut Inventory, problems: &mut Problems) {
                     );
                     continue;
                 }
+                if key.contains(char::is_whitespace) {
+                    problems.push(
+                        Problem::error(format!("`{key}` is not a variable name"))
+                            .at(loc(Span::new(key_at, key.len())).as_ref(), "a space in a variable name")
+                            .help(format!(
+                                "[{group}:vars] holds one `name=value` per line; is this a host? hosts go under a group such as [servers]"
+                            )),
+                    );
+                    continue;
+                }
                 let var = Var {
                     key: Located {
                         value: key.to_string(),
@@ -269,7 +279,9 @@ fn host_line(inv: &mut Inventory, group: &str, line: &str, base: usize, problems
     // `name:port`, but not an IPv6 address.
     let (pattern, port) = match first.text.rsplit_once(':') {
         Some((h, p))
-            if !h.contains(':') && !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) =>
+            if !outside_brackets(h).contains(':')
+                && !p.is_empty()
+                && p.chars().all(|c| c.is_ascii_digit()) =>
         {
             let at = first.span.offset + h.len() + 1;
             (
@@ -305,4 +317,19 @@ fn host_line(inv: &mut Inventory, group: &str, line: &str, base: usize, problems
         };
         inv.add_host(group, host, problems);
     }
+}
+
+/// The text with every `[...]` range removed, to tell `host:port` from IPv6.
+fn outside_brackets(s: &str) -> String {
+    let mut depth = 0;
+    s.chars()
+        .filter(|c| {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                _ => return depth == 0,
+            }
+            false
+        })
+        .collect()
 }

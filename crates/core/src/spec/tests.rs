@@ -1,1 +1,122 @@
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
+use proptest::prelude::*;
+
+use super::*;
+use crate::alloc::{allocate, capacity};
+
+fn ini(text: &str) -> Result<Built, Problems> {
+    let mut problems = Problems::default();
+    let inv = Inventory::parse(
+        SourceFile::new("hosts.ini", text),
+        Format::Ini,
+        &mut problems,
+    );
+    assert!(!problems.has_errors(), "{problems:?}");
+    build(None, Some(&inv), &State::default(), &|_| None)
+}
+
+#[test]
+fn seed_inventory_builds_with_defaults() {
+    let b = ini("[servers]\nnode1 ansible_host=192.168.1.1 ansible_user=root\nnode2 ansible_host=192.168.1.2 ansible_user=root\nnode3 ansible_host=192.168.1.3 ansible_user=root\n").unwrap();
+    let s = &b.spec;
+    assert_eq!(s.nodes.len(), 3);
+    assert!(s.nodes.iter().all(|n| n.role == SwarmRole::Manager));
+    assert_eq!(s.mesh.cidr.to_string(), "10.0.0.0/24");
+    assert_eq!(s.swarm.default_addr_pool.to_string(), "10.200.0.0/16");
+    assert_eq!(s.storage.replication, 3);
+    assert_eq!(b.state.mesh_addresses["node3"], Ipv4Addr::new(10, 0, 0, 3));
+}
+
+#[test]
+fn managers_capped_and_even_count_warned() {
+    let hosts: String = (1..=9)
+        .map(|i| format!("n{i} ansible_host=10.9.0.{i}\n"))
+        .collect();
+    let b = ini(&format!("[s]\n{hosts}")).unwrap();
+    assert_eq!(b.spec.managers().count(), 7);
+    assert!(b.warnings.0.is_empty());
+    let b = ini("[s]\na ansible_host=10.9.0.1\nb ansible_host=10.9.0.2\n").unwrap();
+    assert_eq!(b.warnings.warnings().count(), 1);
+    assert!(b.warnings.0[0].message.contains("tolerate 0 loss"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let e = ini("[s]\na ansible_host=10.9.0.1 ansible_port=0\nb ansible_host=10.9.0.1 ansible_port=0\nc ansible_host=bad_host\n").unwrap_err();
+    assert_eq!(e.errors().count(), 4, "{e:?}");
+}
+
+fn name(i: usize) -> NodeName {
+    NodeName::new(&format!("n{i}")).unwrap()
+}
+
+proptest! {
+    /// Adding and removing nodes never moves the nodes that stay, and never
+    /// hands out the network, the broadcast address or a duplicate.
+    #[test]
+    fn allocation_is_stable(
+        prefix in 24u8..=29,
+        first in proptest::collection::btree_set(0usize..40, 1..12),
+        second in proptest::collection::btree_set(0usize..40, 1..12),
+    ) {
+        let cidr = Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), prefix).unwrap();
+        let round = |set: &std::collections::BTreeSet<usize>, prev: &BTreeMap<NodeName, Ipv4Addr>| {
+            let nodes: Vec<_> = set.iter().map(|i| (name(*i), None)).collect();
+            allocate(cidr, &nodes, prev)
+        };
+        let Ok(a) = round(&first, &BTreeMap::new()) else {
+            prop_assert!((first.len() as u64) > capacity(cidr));
+            return Ok(());
+        };
+        let Ok(b) = round(&second, &a.addresses) else {
+            prop_assert!((second.len() as u64) > capacity(cidr));
+            return Ok(());
+        };
+        for alloc in [&a, &b] {
+            let addrs: Vec<_> = alloc.addresses.values().collect();
+            let unique: std::collections::HashSet<_> = addrs.iter().collect();
+            prop_assert_eq!(unique.len(), addrs.len());
+            for ip in addrs {
+                prop_assert!(cidr.contains(ip));
+                prop_assert_ne!(*ip, cidr.network());
+                prop_assert_ne!(*ip, cidr.broadcast());
+            }
+        }
+        prop_assert!(b.renumbered.is_empty());
+        for (n, ip) in &b.addresses {
+            if let Some(old) = a.addresses.get(n) {
+                prop_assert_eq!(old, ip, "{} moved", n);
+            }
+        }
+        // Deterministic: the same input gives the same output.
+        prop_assert_eq!(round(&second, &a.addresses).unwrap(), b);
+    }
+}
+
+#[test]
+fn pins_win_and_displace_an_earlier_holder() {
+    let cidr: Ipv4Net = "10.0.0.0/29".parse().unwrap();
+    let prev = BTreeMap::from([(name(1), Ipv4Addr::new(10, 0, 0, 1))]);
+    let a = allocate(
+        cidr,
+        &[(name(1), None), (name(2), Some(Ipv4Addr::new(10, 0, 0, 1)))],
+        &prev,
+    )
+    .unwrap();
+    assert_eq!(a.addresses[&name(2)], Ipv4Addr::new(10, 0, 0, 1));
+    assert_eq!(a.addresses[&name(1)], Ipv4Addr::new(10, 0, 0, 2));
+    assert_eq!(a.renumbered, vec![(name(1), Ipv4Addr::new(10, 0, 0, 1))]);
+}
+
+#[test]
+fn durations() {
+    for ok in ["15d", "1y", "12h30m", "500ms"] {
+        assert!(is_duration(ok), "{ok}");
+    }
+    for bad in ["", "15", "d", "15 days", "1x"] {
+        assert!(!is_duration(bad), "{bad}");
+    }
+}
