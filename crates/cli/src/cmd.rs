@@ -260,9 +260,9 @@ fn init(inventory: Option<&Path>, output: &Path, force: bool, color: bool) -> an
         None => clusterkit_core::config::starter(
             None,
             &[
-                ("node1".into(), "192.0.2.1".into()),
-                ("node2".into(), "192.0.2.2".into()),
-                ("node3".into(), "192.0.2.3".into()),
+                ("node1".into(), "node1.example.invalid".into()),
+                ("node2".into(), "node2.example.invalid".into()),
+                ("node3".into(), "node3.example.invalid".into()),
             ],
         ),
     };
