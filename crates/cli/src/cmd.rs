@@ -86,6 +86,15 @@ enum Command {
         #[command(flatten)]
         input: Input,
     },
+    /// A local cluster of real Linux hosts (systemd, sshd, dockerd) in containers.
+    #[command(after_help = "Examples:\n  clusterkit sandbox up               # 3 nodes; prints how to use them\n  clusterkit sandbox status\n  clusterkit sandbox partition node2  # cut node2 off from the others\n  clusterkit sandbox down")]
+    Sandbox {
+        /// The sandbox's name (prefixes its containers, volumes and network).
+        #[arg(long, default_value = "clusterkit", global = true)]
+        name: String,
+        #[command(subcommand)]
+        cmd: crate::sandbox::SandboxCmd,
+    },
     /// Show what each node gets: mesh address, peers, swarm role, services.
     #[command(
         after_help = "Mesh addresses are allocated here and recorded in .clusterkit/state.toml beside the\nconfig, so that adding or removing a node never renumbers the others.\n\nExamples:\n  clusterkit plan -i examples/hosts.ini\n  clusterkit plan --json | jq '.nodes[].mesh_address'"
@@ -108,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             output,
             force,
         } => init(inventory.as_deref(), &output, force, color),
+        Command::Sandbox { name, cmd } => crate::sandbox::run(&name, cmd),
         Command::Validate { input } => {
             let Some(loaded) = load(&input, color)? else {
                 return Ok(exit::INVALID);

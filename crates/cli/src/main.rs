@@ -4,6 +4,7 @@
 
 mod cmd;
 mod output;
+mod sandbox;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,175 @@
+//! `clusterkit sandbox ...`: a local cluster of real Linux hosts in containers.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Subcommand;
+use clusterkit_sandbox as sb;
+
+use crate::exit;
+
+/// `clusterkit sandbox` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SandboxCmd {
+    /// Create the sandbox (or complete it, or just check it) and write its inventory.
+    #[command(after_help = "The first run builds the node image from Debian packages (about a minute, needs\n\
+        root and debootstrap); later runs reuse it. Re-running is safe: running nodes are kept.\n\n\
+        Examples:\n  clusterkit sandbox up\n  clusterkit sandbox up --nodes 5 --subnet 172.29.7.0/24")]
+    Up {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Subnet of the sandbox's bridge network; node N gets address .(10+N).
+        #[arg(long, default_value = "172.29.0.0/24")]
+        subnet: ipnet::Ipv4Net,
+        /// Where to write the key, hosts.ini, clusterkit.toml and known_hosts
+        /// [default: ~/.local/share/clusterkit/sandboxes/NAME].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Also build the service images (Prometheus, node-exporter, rclone) and load them into the nodes.
+        #[arg(long)]
+        images: bool,
+    },
+    /// Show every node: container state, address, sshd, dockerd, partition.
+    Status,
+    /// Remove every container, volume and network of the sandbox, and its files.
+    Down,
+    /// Open a shell on a node (or run a command), with the sandbox's key and checked host key.
+    #[command(after_help = "Examples:\n  clusterkit sandbox ssh node1\n  clusterkit sandbox ssh node2 -- docker info")]
+    Ssh {
+        /// The node (node1, node2, ...).
+        node: String,
+        /// A command to run instead of a shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Cut a node's power (its container is killed).
+    Stop {
+        /// The node.
+        node: String,
+    },
+    /// Power a node on and wait until sshd and dockerd answer.
+    Start {
+        /// The node.
+        node: String,
+    },
+    /// Cut a node off from the other nodes (this machine still reaches it).
+    Partition {
+        /// The node.
+        node: String,
+    },
+    /// Reconnect a partitioned node.
+    Heal {
+        /// The node.
+        node: String,
+    },
+    /// Copy images from this machine's engine into every node's engine.
+    #[command(after_help = "Example:\n  clusterkit sandbox load-image clusterkit/prometheus:bookworm")]
+    LoadImage {
+        /// Images (name:tag).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Build the service images from Debian packages (cached by recipe).
+    BuildImages,
+}
+
+/// A progress sink printing `[  12.3s] message` lines to stderr.
+fn progress() -> impl Fn(&str) + Sync {
+    let start = Instant::now();
+    move |msg: &str| eprintln!("[{:>6.1}s] {msg}", start.elapsed().as_secs_f64())
+}
+
+/// Runs a sandbox command.
+pub fn run(name: &str, cmd: SandboxCmd) -> anyhow::Result<u8> {
+    let p = progress();
+    match cmd {
+        SandboxCmd::Up { nodes, subnet, dir, images } => {
+            let mut cfg = sb::SandboxConfig::new(name);
+            cfg.nodes = nodes;
+            cfg.subnet = subnet;
+            if let Some(d) = dir {
+                cfg.dir = d;
+            }
+            let s = sb::up(&cfg, &p)?;
+            if images {
+                let built = sb::build_service_images(&p)?;
+                sb::load_images(name, &built, &p)?;
+            }
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "sandbox `{name}` is up: {} node(s), image {}", s.nodes.len(), s.image)?;
+            for n in &s.nodes {
+                writeln!(out, "  {:<8} {:<16} container {}", n.hostname, n.address, n.container)?;
+            }
+            writeln!(out, "\nfiles:\n  {}\n  {}\n  {} (mode 0600)\n  {}", s.config.display(), s.hosts_ini.display(), s.key.display(), s.known_hosts.display())?;
+            writeln!(
+                out,
+                "\nnext:\n  clusterkit plan -c {}\n  clusterkit sandbox ssh node1\n  clusterkit sandbox down --name {name}",
+                s.config.display()
+            )?;
+            Ok(exit::OK)
+        }
+        SandboxCmd::Status => {
+            let st = sb::status(name)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{:<8} {:<16} {:<10} {:<5} {:<7} PARTITIONED", "NODE", "ADDRESS", "STATE", "SSH", "DOCKER")?;
+            let yn = |b: bool| if b { "yes" } else { "no" };
+            for s in &st {
+                writeln!(out, "{:<8} {:<16} {:<10} {:<5} {:<7} {}", s.node.hostname, s.node.address, s.state, yn(s.ssh), yn(s.docker), yn(s.partitioned))?;
+            }
+            let healthy = st.iter().all(|s| s.ssh && s.docker && !s.partitioned);
+            Ok(if healthy { exit::OK } else { exit::FAILURE })
+        }
+        SandboxCmd::Down => {
+            let r = sb::down(name, None)?;
+            println!(
+                "removed sandbox `{name}`: {} container(s), {} volume(s), {} network(s)",
+                r.containers.len(),
+                r.volumes.len(),
+                r.networks.len()
+            );
+            Ok(exit::OK)
+        }
+        SandboxCmd::Ssh { node, command } => {
+            let mut cmd = sb::ssh_command(name, &node, &command)?;
+            if command.is_empty() {
+                cmd.arg("-t");
+            }
+            // Replaces this process: the terminal belongs to ssh.
+            let err = cmd.exec();
+            Err(err).context("running ssh (apt-get install openssh-client)")
+        }
+        SandboxCmd::Stop { node } => {
+            sb::stop(name, &node)?;
+            p(&format!("{node}: powered off"));
+            Ok(exit::OK)
+        }
+        SandboxCmd::Start { node } => {
+            sb::start(name, &node, &p)?;
+            Ok(exit::OK)
+        }
+        SandboxCmd::Partition { node } => {
+            sb::partition(name, &node)?;
+            p(&format!("{node}: cut off from the other nodes (`clusterkit sandbox heal {node}` reconnects it)"));
+            Ok(exit::OK)
+        }
+        SandboxCmd::Heal { node } => {
+            sb::heal(name, &node)?;
+            p(&format!("{node}: reconnected"));
+            Ok(exit::OK)
+        }
+        SandboxCmd::LoadImage { images } => {
+            sb::load_images(name, &images, &p)?;
+            Ok(exit::OK)
+        }
+        SandboxCmd::BuildImages => {
+            for i in sb::build_service_images(&p)? {
+                println!("{i}");
+            }
+            Ok(exit::OK)
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The files `sandbox up` writes for the user: inventory, config, known_hosts.
+//! Pure rendering, so they can be checked in tests.
+
+use crate::NodeInfo;
+
+/// `hosts.ini`: an Ansible inventory of the sandbox, usable by clusterkit and by Ansible.
+pub fn hosts_ini(name: &str, subnet: &str, key: &str, nodes: &[NodeInfo]) -> String {
+    let mut out = format!(
+        "# clusterkit sandbox `{name}`: {} node(s) on {subnet}, written by `clusterkit sandbox up`.\n[servers]\n",
+        nodes.len()
+    );
+    for n in nodes {
+        out.push_str(&format!("{} ansible_host={}\n", n.hostname, n.address));
+    }
+    out.push_str(&format!("\n[all:vars]\nansible_user=root\nansible_ssh_private_key_file={key}\n"));
+    out
+}
+
+/// `clusterkit.toml` for the sandbox: the inventory beside it, everything else at its default.
+pub fn clusterkit_toml(name: &str) -> String {
+    format!(
+        "# clusterkit sandbox `{name}`, written by `clusterkit sandbox up`.\n\
+         # Try: clusterkit validate -c THIS_FILE ; clusterkit plan -c THIS_FILE\n\
+         name = \"{name}\"\n\
+         inventory = \"hosts.ini\"\n"
+    )
+}
+
+/// `known_hosts` lines for the nodes' host keys, read through the engine
+/// (a trusted channel), so SSH can check them strictly from the first contact.
+pub fn known_hosts(nodes: &[(NodeInfo, String)]) -> String {
+    nodes
+        .iter()
+        .map(|(n, key)| format!("{} {}\n", n.address, key.split_whitespace().take(2).collect::<Vec<_>>().join(" ")))
+        .collect()
+}

@@ -1,0 +1,244 @@
+//! Images built from Debian packages: no registry is needed, only Debian's
+//! package mirror. `debootstrap` makes a root filesystem, a few files and
+//! commands finish it, and `docker import` turns it into an image tagged by a
+//! hash of its recipe, so an unchanged recipe is never rebuilt.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use sha2::{Digest, Sha256};
+
+use crate::docker::{docker, exists, run, tail};
+use crate::Error;
+
+/// Debian release every image is built from.
+pub const SUITE: &str = "bookworm";
+
+/// How to build one image.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// Repository name, e.g. `clusterkit/node`.
+    pub repo: &'static str,
+    /// A stable tag given besides the hash tag, e.g. `bookworm`; the name stacks use.
+    pub alias: &'static str,
+    /// Debian packages to install (dependencies follow; recommends do not).
+    pub packages: &'static [&'static str],
+    /// Files written into the root filesystem: path, mode, content.
+    pub files: &'static [(&'static str, u32, &'static str)],
+    /// Shell run in the root filesystem (chroot) after the files are written.
+    pub script: &'static str,
+    /// `docker import --change` instructions (CMD, ENTRYPOINT, ENV, LABEL...).
+    pub changes: &'static [&'static str],
+}
+
+impl Recipe {
+    /// The hash of everything that makes the image, first 12 hex digits.
+    pub fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(format!("v1\n{SUITE}\n{}\n{:?}\n{:?}\n{}\n{:?}", self.repo, self.packages, self.files, self.script, self.changes));
+        let digest = h.finalize();
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// `repo:hash`, the tag that identifies this exact recipe.
+    pub fn tag(&self) -> String {
+        format!("{}:{}", self.repo, self.hash())
+    }
+
+    /// `repo:alias`, the name generated stacks use.
+    pub fn alias_tag(&self) -> String {
+        format!("{}:{}", self.repo, self.alias)
+    }
+}
+
+const SSHD_CONF: &str = "# clusterkit sandbox: keys only\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUseDNS no\n";
+
+const HOSTKEYS_UNIT: &str = "[Unit]\nDescription=Generate this node's own SSH host keys\nBefore=ssh.service\nConditionPathExists=!/etc/ssh/ssh_host_ed25519_key\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/ssh-keygen -A\n\n[Install]\nWantedBy=multi-user.target\n";
+
+/// A sandbox node: a Debian server with systemd, sshd and Docker Engine, as
+/// clusterkit expects a real server to be (systemd as init, so services are
+/// ordered and restarted as on a server).
+pub const NODE: Recipe = Recipe {
+    repo: "clusterkit/node",
+    alias: SUITE,
+    packages: &[
+        "systemd", "systemd-sysv", "dbus", "openssh-server", "docker.io", "containerd", "runc",
+        "iproute2", "iptables", "nftables", "wireguard-tools", "ca-certificates", "procps",
+        "python3", "iputils-ping", "fuse3", "kmod", "curl",
+    ],
+    files: &[
+        ("/etc/ssh/sshd_config.d/clusterkit.conf", 0o644, SSHD_CONF),
+        ("/etc/systemd/system/clusterkit-hostkeys.service", 0o644, HOSTKEYS_UNIT),
+    ],
+    // Host keys are made on each node at first boot, never baked into the
+    // image; units that cannot work in a container are masked (as kind does).
+    script: "set -e\n\
+        rm -f /etc/ssh/ssh_host_*\n\
+        mkdir -p -m 0700 /root/.ssh\n\
+        systemctl enable clusterkit-hostkeys.service ssh.service docker.service containerd.service\n\
+        systemctl mask systemd-udevd.service systemd-udevd-kernel.socket systemd-udevd-control.socket \
+          getty.target console-getty.service systemd-modules-load.service sys-kernel-config.mount \
+          sys-kernel-debug.mount sys-kernel-tracing.mount systemd-remount-fs.service systemd-firstboot.service\n\
+        echo ReadKMsg=no >> /etc/systemd/journald.conf\n\
+        : > /etc/machine-id\n\
+        apt-get clean\n",
+    changes: &["CMD [\"/sbin/init\"]", "ENV container=docker"],
+};
+
+/// Prometheus from Debian's package, for the monitoring stack.
+pub const PROMETHEUS: Recipe = Recipe {
+    repo: "clusterkit/prometheus",
+    alias: SUITE,
+    packages: &["prometheus", "ca-certificates"],
+    files: &[],
+    script: "set -e\nmkdir -p /prometheus\napt-get clean\n",
+    changes: &[
+        "ENTRYPOINT [\"/usr/bin/prometheus\"]",
+        "CMD [\"--config.file=/etc/prometheus/prometheus.yml\", \"--storage.tsdb.path=/prometheus\"]",
+        "EXPOSE 9090",
+    ],
+};
+
+/// prometheus-node-exporter from Debian's package.
+pub const NODE_EXPORTER: Recipe = Recipe {
+    repo: "clusterkit/node-exporter",
+    alias: SUITE,
+    packages: &["prometheus-node-exporter"],
+    files: &[],
+    script: "set -e\napt-get clean\n",
+    changes: &["ENTRYPOINT [\"/usr/bin/prometheus-node-exporter\"]", "EXPOSE 9100"],
+};
+
+/// rclone (and FUSE) from Debian's packages, for the volume driver.
+pub const RCLONE: Recipe = Recipe {
+    repo: "clusterkit/rclone",
+    alias: SUITE,
+    packages: &["rclone", "fuse3", "ca-certificates"],
+    files: &[],
+    script: "set -e\napt-get clean\n",
+    changes: &["ENTRYPOINT [\"/usr/bin/rclone\"]"],
+};
+
+/// The service images the sandbox can build. Grafana, cAdvisor and MinIO have
+/// no Debian package: see ARCHITECTURE.md.
+pub const SERVICES: &[&Recipe] = &[&PROMETHEUS, &NODE_EXPORTER, &RCLONE];
+
+/// The Debian mirror: `CLUSTERKIT_DEBIAN_MIRROR`, else the one this machine's
+/// apt uses, else deb.debian.org.
+pub fn mirror() -> String {
+    if let Ok(m) = std::env::var("CLUSTERKIT_DEBIAN_MIRROR") {
+        return m;
+    }
+    let from_sources = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
+        .ok()
+        .and_then(|t| {
+            t.split("\n\n")
+                .find(|stanza| stanza.lines().any(|l| l.starts_with("Suites:") && l.contains(SUITE) && !l.contains("security")))
+                .and_then(|s| s.lines().find_map(|l| l.strip_prefix("URIs:")))
+                .map(|u| u.split_whitespace().next().unwrap_or("").to_string())
+        });
+    let from_list = || {
+        std::fs::read_to_string("/etc/apt/sources.list").ok().and_then(|t| {
+            t.lines()
+                .filter(|l| l.starts_with("deb ") && !l.contains("security"))
+                .find_map(|l| l.split_whitespace().find(|w| w.starts_with("http")).map(String::from))
+        })
+    };
+    from_sources
+        .filter(|m| !m.is_empty())
+        .or_else(from_list)
+        .unwrap_or_else(|| "http://deb.debian.org/debian".into())
+}
+
+/// Builds the image unless an image of this exact recipe exists; returns its tag.
+pub fn ensure(recipe: &Recipe, progress: &(dyn Fn(&str) + Sync)) -> Result<String, Error> {
+    let tag = recipe.tag();
+    if exists("image", &tag) {
+        if !exists("image", &recipe.alias_tag()) {
+            docker(&["tag", &tag, &recipe.alias_tag()])?;
+        }
+        return Ok(tag);
+    }
+    progress(&format!("building image {tag} from Debian packages (debootstrap, about a minute)"));
+    let work = scratch_dir(recipe)?;
+    let result = build_in(recipe, &work, &tag);
+    let _ = std::fs::remove_dir_all(&work);
+    result?;
+    docker(&["tag", &tag, &recipe.alias_tag()])?;
+    progress(&format!("built image {tag}"));
+    Ok(tag)
+}
+
+fn scratch_dir(recipe: &Recipe) -> Result<PathBuf, Error> {
+    let dir = std::env::temp_dir()
+        .join(format!("clusterkit-image-{}-{}", recipe.repo.replace('/', "-"), std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Io { what: format!("creating {}", dir.display()), source: e })?;
+    Ok(dir)
+}
+
+/// Where debootstrap keeps downloaded packages between builds.
+fn cache_dir() -> PathBuf {
+    std::env::var_os("CLUSTERKIT_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/clusterkit/debootstrap"))
+}
+
+fn build_in(recipe: &Recipe, work: &Path, tag: &str) -> Result<(), Error> {
+    let rootfs = work.join("rootfs");
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache).map_err(|e| Error::Io { what: format!("creating {}", cache.display()), source: e })?;
+    let include = format!("--include={}", recipe.packages.join(","));
+    let cache_arg = format!("--cache-dir={}", cache.display());
+    let mirror = mirror();
+    run(
+        Command::new("debootstrap").args(["--variant=minbase", &cache_arg, &include, SUITE]).arg(&rootfs).arg(&mirror),
+        &format!("debootstrap --variant=minbase {include} {SUITE} {} {mirror}", rootfs.display()),
+    )?;
+    for (path, mode, content) in recipe.files {
+        let p = rootfs.join(path.trim_start_matches('/'));
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Io { what: format!("creating {}", dir.display()), source: e })?;
+        }
+        std::fs::write(&p, content).map_err(|e| Error::Io { what: format!("writing {}", p.display()), source: e })?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))
+            .map_err(|e| Error::Io { what: format!("chmod {}", p.display()), source: e })?;
+    }
+    run(
+        Command::new("chroot").arg(&rootfs).args(["/bin/sh", "-c", recipe.script]),
+        &format!("chroot {} /bin/sh -c <{} script>", rootfs.display(), recipe.repo),
+    )?;
+    let mut import: Vec<String> = vec!["import".into()];
+    for c in recipe.changes {
+        import.push("--change".into());
+        import.push((*c).into());
+    }
+    import.push("--change".into());
+    import.push(format!("LABEL io.clusterkit.recipe={}", recipe.hash()));
+    import.push("-".into());
+    import.push(tag.into());
+    // tar | docker import, streamed: the root filesystem is hundreds of MB.
+    let mut tar = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .args(["--numeric-owner", "-c", "."])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Io { what: "running tar".into(), source: e })?;
+    let out = Command::new("docker")
+        .args(&import)
+        .stdin(tar.stdout.take().expect("piped"))
+        .output()
+        .map_err(|e| Error::Io { what: "running docker import".into(), source: e })?;
+    let tar_status = tar.wait().map_err(|e| Error::Io { what: "waiting for tar".into(), source: e })?;
+    if !out.status.success() || !tar_status.success() {
+        return Err(Error::Command {
+            command: format!("tar -C {} -c . | docker import - {tag}", rootfs.display()),
+            status: out.status.to_string(),
+            stderr: tail(&String::from_utf8_lossy(&out.stderr)),
+        });
+    }
+    Ok(())
+}
