@@ -47,8 +47,8 @@ impl Scratch {
     /// Runs `clusterkit ARGS` inside the directory, without colours.
     pub fn run(&self, args: &[&str]) -> Output {
         let out = Command::new(clusterkit())
-            .args(args)
             .arg("--color=never")
+            .args(args)
             .current_dir(self.path())
             .env_remove("NO_COLOR")
             .output()

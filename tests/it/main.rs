@@ -4,3 +4,4 @@
 mod bin;
 mod inventory_errors;
 mod plan;
+mod sandbox;

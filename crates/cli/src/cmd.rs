@@ -87,7 +87,9 @@ enum Command {
         input: Input,
     },
     /// A local cluster of real Linux hosts (systemd, sshd, dockerd) in containers.
-    #[command(after_help = "Examples:\n  clusterkit sandbox up               # 3 nodes; prints how to use them\n  clusterkit sandbox status\n  clusterkit sandbox partition node2  # cut node2 off from the others\n  clusterkit sandbox down")]
+    #[command(
+        after_help = "Examples:\n  clusterkit sandbox up               # 3 nodes; prints how to use them\n  clusterkit sandbox status\n  clusterkit sandbox partition node2  # cut node2 off from the others\n  clusterkit sandbox down"
+    )]
     Sandbox {
         /// The sandbox's name (prefixes its containers, volumes and network).
         #[arg(long, default_value = "clusterkit", global = true)]

@@ -15,9 +15,11 @@ use crate::exit;
 #[derive(Debug, Subcommand)]
 pub enum SandboxCmd {
     /// Create the sandbox (or complete it, or just check it) and write its inventory.
-    #[command(after_help = "The first run builds the node image from Debian packages (about a minute, needs\n\
+    #[command(
+        after_help = "The first run builds the node image from Debian packages (about a minute, needs\n\
         root and debootstrap); later runs reuse it. Re-running is safe: running nodes are kept.\n\n\
-        Examples:\n  clusterkit sandbox up\n  clusterkit sandbox up --nodes 5 --subnet 172.29.7.0/24")]
+        Examples:\n  clusterkit sandbox up\n  clusterkit sandbox up --nodes 5 --subnet 172.29.7.0/24"
+    )]
     Up {
         /// Number of nodes.
         #[arg(long, default_value_t = 3)]
@@ -38,7 +40,9 @@ pub enum SandboxCmd {
     /// Remove every container, volume and network of the sandbox, and its files.
     Down,
     /// Open a shell on a node (or run a command), with the sandbox's key and checked host key.
-    #[command(after_help = "Examples:\n  clusterkit sandbox ssh node1\n  clusterkit sandbox ssh node2 -- docker info")]
+    #[command(
+        after_help = "Examples:\n  clusterkit sandbox ssh node1\n  clusterkit sandbox ssh node2 -- docker info"
+    )]
     Ssh {
         /// The node (node1, node2, ...).
         node: String,
@@ -67,7 +71,9 @@ pub enum SandboxCmd {
         node: String,
     },
     /// Copy images from this machine's engine into every node's engine.
-    #[command(after_help = "Example:\n  clusterkit sandbox load-image clusterkit/prometheus:bookworm")]
+    #[command(
+        after_help = "Example:\n  clusterkit sandbox load-image clusterkit/prometheus:bookworm"
+    )]
     LoadImage {
         /// Images (name:tag).
         #[arg(required = true)]
@@ -87,7 +93,12 @@ fn progress() -> impl Fn(&str) + Sync {
 pub fn run(name: &str, cmd: SandboxCmd) -> anyhow::Result<u8> {
     let p = progress();
     match cmd {
-        SandboxCmd::Up { nodes, subnet, dir, images } => {
+        SandboxCmd::Up {
+            nodes,
+            subnet,
+            dir,
+            images,
+        } => {
             let mut cfg = sb::SandboxConfig::new(name);
             cfg.nodes = nodes;
             cfg.subnet = subnet;
@@ -100,11 +111,27 @@ pub fn run(name: &str, cmd: SandboxCmd) -> anyhow::Result<u8> {
                 sb::load_images(name, &built, &p)?;
             }
             let mut out = std::io::stdout().lock();
-            writeln!(out, "sandbox `{name}` is up: {} node(s), image {}", s.nodes.len(), s.image)?;
+            writeln!(
+                out,
+                "sandbox `{name}` is up: {} node(s), image {}",
+                s.nodes.len(),
+                s.image
+            )?;
             for n in &s.nodes {
-                writeln!(out, "  {:<8} {:<16} container {}", n.hostname, n.address, n.container)?;
+                writeln!(
+                    out,
+                    "  {:<8} {:<16} container {}",
+                    n.hostname, n.address, n.container
+                )?;
             }
-            writeln!(out, "\nfiles:\n  {}\n  {}\n  {} (mode 0600)\n  {}", s.config.display(), s.hosts_ini.display(), s.key.display(), s.known_hosts.display())?;
+            writeln!(
+                out,
+                "\nfiles:\n  {}\n  {}\n  {} (mode 0600)\n  {}",
+                s.config.display(),
+                s.hosts_ini.display(),
+                s.key.display(),
+                s.known_hosts.display()
+            )?;
             writeln!(
                 out,
                 "\nnext:\n  clusterkit plan -c {}\n  clusterkit sandbox ssh node1\n  clusterkit sandbox down --name {name}",
@@ -115,10 +142,23 @@ pub fn run(name: &str, cmd: SandboxCmd) -> anyhow::Result<u8> {
         SandboxCmd::Status => {
             let st = sb::status(name)?;
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{:<8} {:<16} {:<10} {:<5} {:<7} PARTITIONED", "NODE", "ADDRESS", "STATE", "SSH", "DOCKER")?;
+            writeln!(
+                out,
+                "{:<8} {:<16} {:<10} {:<5} {:<7} PARTITIONED",
+                "NODE", "ADDRESS", "STATE", "SSH", "DOCKER"
+            )?;
             let yn = |b: bool| if b { "yes" } else { "no" };
             for s in &st {
-                writeln!(out, "{:<8} {:<16} {:<10} {:<5} {:<7} {}", s.node.hostname, s.node.address, s.state, yn(s.ssh), yn(s.docker), yn(s.partitioned))?;
+                writeln!(
+                    out,
+                    "{:<8} {:<16} {:<10} {:<5} {:<7} {}",
+                    s.node.hostname,
+                    s.node.address,
+                    s.state,
+                    yn(s.ssh),
+                    yn(s.docker),
+                    yn(s.partitioned)
+                )?;
             }
             let healthy = st.iter().all(|s| s.ssh && s.docker && !s.partitioned);
             Ok(if healthy { exit::OK } else { exit::FAILURE })

@@ -14,7 +14,10 @@ pub(crate) fn tail(text: &str) -> String {
 
 /// Runs `docker ARGS`, returning stdout; a failure names the command and its stderr.
 pub(crate) fn docker(args: &[&str]) -> Result<String, Error> {
-    run(Command::new("docker").args(args), &format!("docker {}", args.join(" ")))
+    run(
+        Command::new("docker").args(args),
+        &format!("docker {}", args.join(" ")),
+    )
 }
 
 /// Runs a command, returning stdout.
@@ -52,14 +55,27 @@ fn spawn_error(program: &str, e: std::io::Error) -> Error {
             .to_string(),
         }
     } else {
-        Error::Io { what: format!("running {program}"), source: e }
+        Error::Io {
+            what: format!("running {program}"),
+            source: e,
+        }
     }
 }
 
 /// Whether an object (`container`, `network`, `volume`, `image`) exists.
 pub(crate) fn exists(kind: &str, name: &str) -> bool {
     Command::new("docker")
-        .args([kind, "inspect", "--format", if kind == "volume" { "{{.Name}}" } else { "{{.Id}}" }, name])
+        .args([
+            kind,
+            "inspect",
+            "--format",
+            if kind == "volume" {
+                "{{.Name}}"
+            } else {
+                "{{.Id}}"
+            },
+            name,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -77,10 +93,22 @@ pub(crate) fn labelled(kind: &str, label: &str, value: &str) -> Result<Vec<Strin
     let out = match kind {
         "container" => docker(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])?,
         "volume" => docker(&["volume", "ls", "--filter", &filter, "--format", "{{.Name}}"])?,
-        "network" => docker(&["network", "ls", "--filter", &filter, "--format", "{{.Name}}"])?,
+        "network" => docker(&[
+            "network",
+            "ls",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Name}}",
+        ])?,
         _ => unreachable!("kind {kind}"),
     };
-    let mut names: Vec<String> = out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    let mut names: Vec<String> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
     names.sort();
     Ok(names)
 }

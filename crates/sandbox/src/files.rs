@@ -12,7 +12,9 @@ pub fn hosts_ini(name: &str, subnet: &str, key: &str, nodes: &[NodeInfo]) -> Str
     for n in nodes {
         out.push_str(&format!("{} ansible_host={}\n", n.hostname, n.address));
     }
-    out.push_str(&format!("\n[all:vars]\nansible_user=root\nansible_ssh_private_key_file={key}\n"));
+    out.push_str(&format!(
+        "\n[all:vars]\nansible_user=root\nansible_ssh_private_key_file={key}\n"
+    ));
     out
 }
 
@@ -31,6 +33,12 @@ pub fn clusterkit_toml(name: &str) -> String {
 pub fn known_hosts(nodes: &[(NodeInfo, String)]) -> String {
     nodes
         .iter()
-        .map(|(n, key)| format!("{} {}\n", n.address, key.split_whitespace().take(2).collect::<Vec<_>>().join(" ")))
+        .map(|(n, key)| {
+            format!(
+                "{} {}\n",
+                n.address,
+                key.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+            )
+        })
         .collect()
 }

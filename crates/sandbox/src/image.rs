@@ -35,7 +35,10 @@ impl Recipe {
     /// The hash of everything that makes the image, first 12 hex digits.
     pub fn hash(&self) -> String {
         let mut h = Sha256::new();
-        h.update(format!("v1\n{SUITE}\n{}\n{:?}\n{:?}\n{}\n{:?}", self.repo, self.packages, self.files, self.script, self.changes));
+        h.update(format!(
+            "v1\n{SUITE}\n{}\n{:?}\n{:?}\n{}\n{:?}",
+            self.repo, self.packages, self.files, self.script, self.changes
+        ));
         let digest = h.finalize();
         digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
     }
@@ -106,7 +109,10 @@ pub const NODE_EXPORTER: Recipe = Recipe {
     packages: &["prometheus-node-exporter"],
     files: &[],
     script: "set -e\napt-get clean\n",
-    changes: &["ENTRYPOINT [\"/usr/bin/prometheus-node-exporter\"]", "EXPOSE 9100"],
+    changes: &[
+        "ENTRYPOINT [\"/usr/bin/prometheus-node-exporter\"]",
+        "EXPOSE 9100",
+    ],
 };
 
 /// rclone (and FUSE) from Debian's packages, for the volume driver.
@@ -133,16 +139,26 @@ pub fn mirror() -> String {
         .ok()
         .and_then(|t| {
             t.split("\n\n")
-                .find(|stanza| stanza.lines().any(|l| l.starts_with("Suites:") && l.contains(SUITE) && !l.contains("security")))
+                .find(|stanza| {
+                    stanza.lines().any(|l| {
+                        l.starts_with("Suites:") && l.contains(SUITE) && !l.contains("security")
+                    })
+                })
                 .and_then(|s| s.lines().find_map(|l| l.strip_prefix("URIs:")))
                 .map(|u| u.split_whitespace().next().unwrap_or("").to_string())
         });
     let from_list = || {
-        std::fs::read_to_string("/etc/apt/sources.list").ok().and_then(|t| {
-            t.lines()
-                .filter(|l| l.starts_with("deb ") && !l.contains("security"))
-                .find_map(|l| l.split_whitespace().find(|w| w.starts_with("http")).map(String::from))
-        })
+        std::fs::read_to_string("/etc/apt/sources.list")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .filter(|l| l.starts_with("deb ") && !l.contains("security"))
+                    .find_map(|l| {
+                        l.split_whitespace()
+                            .find(|w| w.starts_with("http"))
+                            .map(String::from)
+                    })
+            })
     };
     from_sources
         .filter(|m| !m.is_empty())
@@ -159,7 +175,9 @@ pub fn ensure(recipe: &Recipe, progress: &(dyn Fn(&str) + Sync)) -> Result<Strin
         }
         return Ok(tag);
     }
-    progress(&format!("building image {tag} from Debian packages (debootstrap, about a minute)"));
+    progress(&format!(
+        "building image {tag} from Debian packages (debootstrap, about a minute)"
+    ));
     let work = scratch_dir(recipe)?;
     let result = build_in(recipe, &work, &tag);
     let _ = std::fs::remove_dir_all(&work);
@@ -170,10 +188,16 @@ pub fn ensure(recipe: &Recipe, progress: &(dyn Fn(&str) + Sync)) -> Result<Strin
 }
 
 fn scratch_dir(recipe: &Recipe) -> Result<PathBuf, Error> {
-    let dir = std::env::temp_dir()
-        .join(format!("clusterkit-image-{}-{}", recipe.repo.replace('/', "-"), std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "clusterkit-image-{}-{}",
+        recipe.repo.replace('/', "-"),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Io { what: format!("creating {}", dir.display()), source: e })?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+        what: format!("creating {}", dir.display()),
+        source: e,
+    })?;
     Ok(dir)
 }
 
@@ -187,27 +211,52 @@ fn cache_dir() -> PathBuf {
 fn build_in(recipe: &Recipe, work: &Path, tag: &str) -> Result<(), Error> {
     let rootfs = work.join("rootfs");
     let cache = cache_dir();
-    std::fs::create_dir_all(&cache).map_err(|e| Error::Io { what: format!("creating {}", cache.display()), source: e })?;
+    std::fs::create_dir_all(&cache).map_err(|e| Error::Io {
+        what: format!("creating {}", cache.display()),
+        source: e,
+    })?;
     let include = format!("--include={}", recipe.packages.join(","));
     let cache_arg = format!("--cache-dir={}", cache.display());
     let mirror = mirror();
     run(
-        Command::new("debootstrap").args(["--variant=minbase", &cache_arg, &include, SUITE]).arg(&rootfs).arg(&mirror),
-        &format!("debootstrap --variant=minbase {include} {SUITE} {} {mirror}", rootfs.display()),
+        Command::new("debootstrap")
+            .args(["--variant=minbase", &cache_arg, &include, SUITE])
+            .arg(&rootfs)
+            .arg(&mirror),
+        &format!(
+            "debootstrap --variant=minbase {include} {SUITE} {} {mirror}",
+            rootfs.display()
+        ),
     )?;
     for (path, mode, content) in recipe.files {
         let p = rootfs.join(path.trim_start_matches('/'));
         if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Io { what: format!("creating {}", dir.display()), source: e })?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+                what: format!("creating {}", dir.display()),
+                source: e,
+            })?;
         }
-        std::fs::write(&p, content).map_err(|e| Error::Io { what: format!("writing {}", p.display()), source: e })?;
+        std::fs::write(&p, content).map_err(|e| Error::Io {
+            what: format!("writing {}", p.display()),
+            source: e,
+        })?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))
-            .map_err(|e| Error::Io { what: format!("chmod {}", p.display()), source: e })?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).map_err(|e| {
+            Error::Io {
+                what: format!("chmod {}", p.display()),
+                source: e,
+            }
+        })?;
     }
     run(
-        Command::new("chroot").arg(&rootfs).args(["/bin/sh", "-c", recipe.script]),
-        &format!("chroot {} /bin/sh -c <{} script>", rootfs.display(), recipe.repo),
+        Command::new("chroot")
+            .arg(&rootfs)
+            .args(["/bin/sh", "-c", recipe.script]),
+        &format!(
+            "chroot {} /bin/sh -c <{} script>",
+            rootfs.display(),
+            recipe.repo
+        ),
     )?;
     let mut import: Vec<String> = vec!["import".into()];
     for c in recipe.changes {
@@ -226,13 +275,22 @@ fn build_in(recipe: &Recipe, work: &Path, tag: &str) -> Result<(), Error> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::Io { what: "running tar".into(), source: e })?;
+        .map_err(|e| Error::Io {
+            what: "running tar".into(),
+            source: e,
+        })?;
     let out = Command::new("docker")
         .args(&import)
         .stdin(tar.stdout.take().expect("piped"))
         .output()
-        .map_err(|e| Error::Io { what: "running docker import".into(), source: e })?;
-    let tar_status = tar.wait().map_err(|e| Error::Io { what: "waiting for tar".into(), source: e })?;
+        .map_err(|e| Error::Io {
+            what: "running docker import".into(),
+            source: e,
+        })?;
+    let tar_status = tar.wait().map_err(|e| Error::Io {
+        what: "waiting for tar".into(),
+        source: e,
+    })?;
     if !out.status.success() || !tar_status.success() {
         return Err(Error::Command {
             command: format!("tar -C {} -c . | docker import - {tag}", rootfs.display()),

@@ -223,7 +223,10 @@ fn each_node<T: Send>(
 ) -> Result<Vec<T>, Error> {
     let results: Vec<Result<T, Error>> = std::thread::scope(|s| {
         let handles: Vec<_> = nodes.iter().map(|n| s.spawn(|| f(n))).collect();
-        handles.into_iter().map(|h| h.join().expect("node thread panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("node thread panicked"))
+            .collect()
     });
     let mut ok = Vec::new();
     let mut failed = Vec::new();
@@ -246,15 +249,24 @@ fn each_node<T: Send>(
 /// created, the key is reused. Waits until sshd and dockerd answer on every node.
 pub fn up(cfg: &SandboxConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<Summary, Error> {
     if cfg.nodes == 0 || cfg.nodes > 50 {
-        return Err(Error::Conflict(format!("a sandbox has 1 to 50 nodes, not {}", cfg.nodes)));
+        return Err(Error::Conflict(format!(
+            "a sandbox has 1 to 50 nodes, not {}",
+            cfg.nodes
+        )));
     }
     if cfg.subnet.prefix_len() > 26 {
-        return Err(Error::Conflict(format!("sandbox subnet {} is too small: use a /24", cfg.subnet)));
+        return Err(Error::Conflict(format!(
+            "sandbox subnet {} is too small: use a /24",
+            cfg.subnet
+        )));
     }
     docker::check_engine()?;
     let existing = labelled("container", LABEL, &cfg.name)?;
     let wanted: Vec<NodeInfo> = cfg.node_infos();
-    if let Some(extra) = existing.iter().find(|c| !wanted.iter().any(|n| &n.container == *c)) {
+    if let Some(extra) = existing
+        .iter()
+        .find(|c| !wanted.iter().any(|n| &n.container == *c))
+    {
         return Err(Error::Conflict(format!(
             "sandbox `{}` already has {} node(s) ({extra} among them): pass --nodes {} or run `clusterkit sandbox down --name {}` first",
             cfg.name,
@@ -266,13 +278,18 @@ pub fn up(cfg: &SandboxConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<Summa
     let image = image::ensure(&image::NODE, progress)?;
 
     std::fs::create_dir_all(&cfg.dir).map_err(io(format!("creating {}", cfg.dir.display())))?;
-    let dir = std::fs::canonicalize(&cfg.dir).map_err(io(format!("resolving {}", cfg.dir.display())))?;
+    let dir =
+        std::fs::canonicalize(&cfg.dir).map_err(io(format!("resolving {}", cfg.dir.display())))?;
     let key = dir.join("id_ed25519");
     let public = ensure_key(&key)?;
 
     let network = cfg.network();
     if exists("network", &network) {
-        let subnet = inspect("network", &network, "{{range .IPAM.Config}}{{.Subnet}}{{end}}")?;
+        let subnet = inspect(
+            "network",
+            &network,
+            "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+        )?;
         if subnet != cfg.subnet.to_string() {
             return Err(Error::Conflict(format!(
                 "network {network} exists with subnet {subnet}, not {}: pass --subnet {subnet}, or `clusterkit sandbox down --name {}` first",
@@ -297,25 +314,50 @@ pub fn up(cfg: &SandboxConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<Summa
     }
 
     let drop = caps_to_drop();
-    each_node(&wanted, |n| create_or_start(cfg, n, &image, &dir, &public, &drop, progress))?;
+    each_node(&wanted, |n| {
+        create_or_start(cfg, n, &image, &dir, &public, &drop, progress)
+    })?;
     each_node(&wanted, |n| wait_ready(n, progress))?;
 
     // Host keys, read through the engine, recorded for strict checking.
     let host_keys = each_node(&wanted, |n| {
-        let key = docker(&["exec", &n.container, "cat", "/etc/ssh/ssh_host_ed25519_key.pub"])?;
+        let key = docker(&[
+            "exec",
+            &n.container,
+            "cat",
+            "/etc/ssh/ssh_host_ed25519_key.pub",
+        ])?;
         Ok((n.clone(), key.trim().to_string()))
     })?;
     let known_hosts = dir.join("known_hosts");
     write(&known_hosts, &files::known_hosts(&host_keys), 0o644)?;
     let hosts_ini = dir.join("hosts.ini");
-    write(&hosts_ini, &files::hosts_ini(&cfg.name, &cfg.subnet.to_string(), &key.display().to_string(), &wanted), 0o644)?;
+    write(
+        &hosts_ini,
+        &files::hosts_ini(
+            &cfg.name,
+            &cfg.subnet.to_string(),
+            &key.display().to_string(),
+            &wanted,
+        ),
+        0o644,
+    )?;
     let config = dir.join("clusterkit.toml");
     write(&config, &files::clusterkit_toml(&cfg.name), 0o644)?;
     // The files must describe a valid cluster: check them with clusterkit's own validation.
     if let Err(e) = clusterkit_core::spec::load(Some(&config), None) {
-        return Err(Error::Conflict(format!("internal error: the sandbox's clusterkit.toml does not validate: {e:?}")));
+        return Err(Error::Conflict(format!(
+            "internal error: the sandbox's clusterkit.toml does not validate: {e:?}"
+        )));
     }
-    Ok(Summary { nodes: wanted, image, key, hosts_ini, config, known_hosts })
+    Ok(Summary {
+        nodes: wanted,
+        image,
+        key,
+        hosts_ini,
+        config,
+        known_hosts,
+    })
 }
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<(), Error> {
@@ -329,8 +371,10 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<(), Error> {
         .mode(mode)
         .open(&tmp)
         .map_err(io(format!("writing {}", tmp.display())))?;
-    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io(format!("writing {}", tmp.display())))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io(format!("chmod {}", tmp.display())))?;
+    std::io::Write::write_all(&mut f, text.as_bytes())
+        .map_err(io(format!("writing {}", tmp.display())))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .map_err(io(format!("chmod {}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(io(format!("renaming {}", tmp.display())))
 }
 
@@ -338,8 +382,12 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<(), Error> {
 fn ensure_key(key: &Path) -> Result<String, Error> {
     use ssh_key::{Algorithm, LineEnding, PrivateKey};
     if let Ok(text) = std::fs::read_to_string(key) {
-        let private = PrivateKey::from_openssh(&text)
-            .map_err(|e| Error::Conflict(format!("{} is not an OpenSSH private key ({e}): remove it and run `sandbox up` again", key.display())))?;
+        let private = PrivateKey::from_openssh(&text).map_err(|e| {
+            Error::Conflict(format!(
+                "{} is not an OpenSSH private key ({e}): remove it and run `sandbox up` again",
+                key.display()
+            ))
+        })?;
         return private
             .public_key()
             .to_openssh()
@@ -373,7 +421,10 @@ fn create_or_start(
         let running = inspect("container", &n.container, "{{.State.Running}}")?;
         let current = inspect("container", &n.container, "{{.Config.Image}}")?;
         if current != image {
-            progress(&format!("{}: runs image {current}, not {image}; `sandbox down` and `up` to rebuild it", n.hostname));
+            progress(&format!(
+                "{}: runs image {current}, not {image}; `sandbox down` and `up` to rebuild it",
+                n.hostname
+            ));
         }
         if running != "true" {
             progress(&format!("{}: starting", n.hostname));
@@ -381,56 +432,94 @@ fn create_or_start(
         }
         return Ok(());
     }
-    progress(&format!("{}: creating {} at {}", n.hostname, n.container, n.address));
+    progress(&format!(
+        "{}: creating {} at {}",
+        n.hostname, n.container, n.address
+    ));
     let volume = format!("{}-docker", n.container);
     let label = format!("{LABEL}={}", cfg.name);
     docker(&["volume", "create", "--label", &label, &volume])?;
     let mut args: Vec<String> = vec![
         "create".into(),
-        "--name".into(), n.container.clone(),
-        "--hostname".into(), n.hostname.clone(),
-        "--network".into(), cfg.network(),
-        "--ip".into(), n.address.to_string(),
-        "--label".into(), label,
-        "--label".into(), format!("{LABEL_NODE}={}", n.hostname),
-        "--label".into(), format!("{LABEL_ADDRESS}={}", n.address),
-        "--label".into(), format!("{LABEL_DIR}={}", dir.display()),
-        "--cap-add".into(), "ALL".into(),
+        "--name".into(),
+        n.container.clone(),
+        "--hostname".into(),
+        n.hostname.clone(),
+        "--network".into(),
+        cfg.network(),
+        "--ip".into(),
+        n.address.to_string(),
+        "--label".into(),
+        label,
+        "--label".into(),
+        format!("{LABEL_NODE}={}", n.hostname),
+        "--label".into(),
+        format!("{LABEL_ADDRESS}={}", n.address),
+        "--label".into(),
+        format!("{LABEL_DIR}={}", dir.display()),
+        "--cap-add".into(),
+        "ALL".into(),
     ];
     for c in drop {
         args.extend(["--cap-drop".into(), c.clone()]);
     }
     args.extend(
         [
-            "--security-opt", "seccomp=unconfined",
-            "--security-opt", "apparmor=unconfined",
-            "--security-opt", "systempaths=unconfined",
-            "--device", "/dev/net/tun",
-            "--device", "/dev/fuse",
-            "--tmpfs", "/run",
-            "--tmpfs", "/run/lock",
-            "--tmpfs", "/tmp",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "apparmor=unconfined",
+            "--security-opt",
+            "systempaths=unconfined",
+            "--device",
+            "/dev/net/tun",
+            "--device",
+            "/dev/fuse",
+            "--tmpfs",
+            "/run",
+            "--tmpfs",
+            "/run/lock",
+            "--tmpfs",
+            "/tmp",
             // cgroup v1: nested dockerd needs the hierarchy writable; systemd
             // keeps to the container's own subtree.
-            "--cgroupns", "host",
-            "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-            "--stop-signal", "SIGRTMIN+3",
+            "--cgroupns",
+            "host",
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+            "--stop-signal",
+            "SIGRTMIN+3",
         ]
         .map(String::from),
     );
-    args.extend(["-v".into(), format!("{volume}:/var/lib/docker"), image.to_string()]);
+    args.extend([
+        "-v".into(),
+        format!("{volume}:/var/lib/docker"),
+        image.to_string(),
+    ]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     docker(&refs)?;
     // Files the node needs from its first boot: the authorised key and the
     // engine's settings, copied in before it starts.
-    let staging = std::env::temp_dir().join(format!("clusterkit-{}-{}", n.container, std::process::id()));
+    let staging =
+        std::env::temp_dir().join(format!("clusterkit-{}-{}", n.container, std::process::id()));
     std::fs::create_dir_all(&staging).map_err(io(format!("creating {}", staging.display())))?;
     let keys = staging.join("authorized_keys");
     write(&keys, &format!("{public_key}\n"), 0o600)?;
     let daemon = staging.join("daemon.json");
     write(&daemon, &daemon_json(n.index), 0o644)?;
-    let copied = docker(&["cp", &keys.display().to_string(), &format!("{}:/root/.ssh/authorized_keys", n.container)])
-        .and_then(|_| docker(&["cp", &daemon.display().to_string(), &format!("{}:/etc/docker/daemon.json", n.container)]));
+    let copied = docker(&[
+        "cp",
+        &keys.display().to_string(),
+        &format!("{}:/root/.ssh/authorized_keys", n.container),
+    ])
+    .and_then(|_| {
+        docker(&[
+            "cp",
+            &daemon.display().to_string(),
+            &format!("{}:/etc/docker/daemon.json", n.container),
+        ])
+    });
     let _ = std::fs::remove_dir_all(&staging);
     copied?;
     docker(&["start", &n.container])?;
@@ -451,7 +540,14 @@ fn ssh_answers(addr: Ipv4Addr) -> bool {
 /// Whether the node's dockerd answers.
 fn docker_answers(container: &str) -> bool {
     Command::new("docker")
-        .args(["exec", container, "docker", "info", "--format", "{{.ServerVersion}}"])
+        .args([
+            "exec",
+            container,
+            "docker",
+            "info",
+            "--format",
+            "{{.ServerVersion}}",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -477,7 +573,11 @@ fn wait_ready(n: &NodeInfo, progress: &(dyn Fn(&str) + Sync)) -> Result<(), Erro
             std::thread::sleep(Duration::from_millis(300));
         }
     }
-    progress(&format!("{}: ready (sshd, dockerd) in {:.1} s", n.hostname, start.elapsed().as_secs_f64()));
+    progress(&format!(
+        "{}: ready (sshd, dockerd) in {:.1} s",
+        n.hostname,
+        start.elapsed().as_secs_f64()
+    ));
     Ok(())
 }
 
@@ -495,10 +595,17 @@ pub fn nodes(name: &str) -> Result<Vec<NodeInfo>, Error> {
             &format!("{{{{index .Config.Labels \"{LABEL_NODE}\"}}}} {{{{index .Config.Labels \"{LABEL_ADDRESS}\"}}}}"),
         )?;
         let mut it = labels.split_whitespace();
-        let (Some(host), Some(addr)) = (it.next(), it.next()) else { continue };
+        let (Some(host), Some(addr)) = (it.next(), it.next()) else {
+            continue;
+        };
         let Ok(address) = addr.parse() else { continue };
         let index = host.trim_start_matches("node").parse().unwrap_or(0);
-        out.push(NodeInfo { index, hostname: host.to_string(), container: c, address });
+        out.push(NodeInfo {
+            index,
+            hostname: host.to_string(),
+            container: c,
+            address,
+        });
     }
     out.sort_by_key(|n| n.index);
     Ok(out)
@@ -506,12 +613,19 @@ pub fn nodes(name: &str) -> Result<Vec<NodeInfo>, Error> {
 
 fn find(name: &str, node: &str) -> Result<(NodeInfo, Vec<NodeInfo>), Error> {
     let all = nodes(name)?;
-    match all.iter().find(|n| n.hostname == node || n.container == node) {
+    match all
+        .iter()
+        .find(|n| n.hostname == node || n.container == node)
+    {
         Some(n) => Ok((n.clone(), all)),
         None => Err(Error::UnknownNode {
             sandbox: name.to_string(),
             node: node.to_string(),
-            nodes: all.iter().map(|n| n.hostname.as_str()).collect::<Vec<_>>().join(", "),
+            nodes: all
+                .iter()
+                .map(|n| n.hostname.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
 }
@@ -535,7 +649,14 @@ pub fn down(name: &str, dir: Option<&Path>) -> Result<Removed, Error> {
     let dir = dir.map(Path::to_path_buf).or_else(|| {
         containers
             .first()
-            .and_then(|c| inspect("container", c, &format!("{{{{index .Config.Labels \"{LABEL_DIR}\"}}}}")).ok())
+            .and_then(|c| {
+                inspect(
+                    "container",
+                    c,
+                    &format!("{{{{index .Config.Labels \"{LABEL_DIR}\"}}}}"),
+                )
+                .ok()
+            })
             .filter(|d| !d.is_empty())
             .map(PathBuf::from)
     });
@@ -555,13 +676,23 @@ pub fn down(name: &str, dir: Option<&Path>) -> Result<Removed, Error> {
         docker(&["network", "rm", n])?;
     }
     if let Some(dir) = dir {
-        for f in ["id_ed25519", "id_ed25519.pub", "hosts.ini", "clusterkit.toml", "known_hosts"] {
+        for f in [
+            "id_ed25519",
+            "id_ed25519.pub",
+            "hosts.ini",
+            "clusterkit.toml",
+            "known_hosts",
+        ] {
             let _ = std::fs::remove_file(dir.join(f));
         }
         let _ = std::fs::remove_dir_all(dir.join(clusterkit_core::state::STATE_DIR));
         let _ = std::fs::remove_dir(&dir);
     }
-    Ok(Removed { containers, volumes, networks })
+    Ok(Removed {
+        containers,
+        volumes,
+        networks,
+    })
 }
 
 /// One node's state, as `sandbox status` shows it.
@@ -619,7 +750,9 @@ pub fn start(name: &str, node: &str, progress: &(dyn Fn(&str) + Sync)) -> Result
 /// reachable from this machine. Undone by [`heal`] or by a power cycle.
 pub fn partition(name: &str, node: &str) -> Result<(), Error> {
     let (n, all) = find(name, node)?;
-    let mut script = format!("set -e\niptables -N {PARTITION_CHAIN} 2>/dev/null || iptables -F {PARTITION_CHAIN}\n");
+    let mut script = format!(
+        "set -e\niptables -N {PARTITION_CHAIN} 2>/dev/null || iptables -F {PARTITION_CHAIN}\n"
+    );
     for other in all.iter().filter(|o| o.container != n.container) {
         script.push_str(&format!(
             "iptables -A {PARTITION_CHAIN} -s {a} -j DROP\niptables -A {PARTITION_CHAIN} -d {a} -j DROP\n",
@@ -649,7 +782,11 @@ pub fn heal(name: &str, node: &str) -> Result<(), Error> {
 /// The directory holding a sandbox's key and files, from its labels.
 pub fn dir_of(name: &str) -> Result<PathBuf, Error> {
     let all = nodes(name)?;
-    let dir = inspect("container", &all[0].container, &format!("{{{{index .Config.Labels \"{LABEL_DIR}\"}}}}"))?;
+    let dir = inspect(
+        "container",
+        &all[0].container,
+        &format!("{{{{index .Config.Labels \"{LABEL_DIR}\"}}}}"),
+    )?;
     Ok(PathBuf::from(dir))
 }
 
@@ -661,9 +798,19 @@ pub fn ssh_command(name: &str, node: &str, args: &[String]) -> Result<Command, E
     let mut cmd = Command::new("ssh");
     cmd.arg("-i")
         .arg(dir.join("id_ed25519"))
-        .args(["-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+        ])
         .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", dir.join("known_hosts").display()))
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            dir.join("known_hosts").display()
+        ))
         .arg(format!("root@{}", n.address))
         .args(args);
     Ok(cmd)
@@ -671,7 +818,11 @@ pub fn ssh_command(name: &str, node: &str, args: &[String]) -> Result<Command, E
 
 /// Copies images from the local engine into every node's engine (save once,
 /// load on every node at once): what an air-gapped cluster needs too.
-pub fn load_images(name: &str, images: &[String], progress: &(dyn Fn(&str) + Sync)) -> Result<(), Error> {
+pub fn load_images(
+    name: &str,
+    images: &[String],
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(), Error> {
     let all = nodes(name)?;
     for i in images {
         if !exists("image", i) {
@@ -680,14 +831,20 @@ pub fn load_images(name: &str, images: &[String], progress: &(dyn Fn(&str) + Syn
             )));
         }
     }
-    let archive = std::env::temp_dir().join(format!("clusterkit-images-{}.tar", std::process::id()));
-    let mut args = vec!["save".to_string(), "-o".into(), archive.display().to_string()];
+    let archive =
+        std::env::temp_dir().join(format!("clusterkit-images-{}.tar", std::process::id()));
+    let mut args = vec![
+        "save".to_string(),
+        "-o".into(),
+        archive.display().to_string(),
+    ];
     args.extend(images.iter().cloned());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     progress(&format!("saving {}", images.join(" ")));
     docker(&refs)?;
     let result = each_node(&all, |n| {
-        let file = std::fs::File::open(&archive).map_err(io(format!("reading {}", archive.display())))?;
+        let file =
+            std::fs::File::open(&archive).map_err(io(format!("reading {}", archive.display())))?;
         let out = Command::new("docker")
             .args(["exec", "-i", &n.container, "docker", "load"])
             .stdin(Stdio::from(file))

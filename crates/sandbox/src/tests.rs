@@ -15,9 +15,25 @@ fn nodes_get_fixed_addresses_and_names() {
 fn written_files() {
     let cfg = SandboxConfig::new("ck");
     let nodes = cfg.node_infos();
-    insta::assert_snapshot!(files::hosts_ini("ck", "172.29.0.0/24", "/k/id_ed25519", &nodes));
-    let keys: Vec<_> = nodes.iter().map(|n| (n.clone(), format!("ssh-ed25519 AAAA{} root@{}", n.index, n.hostname))).collect();
-    assert_eq!(files::known_hosts(&keys).lines().next(), Some("172.29.0.11 ssh-ed25519 AAAA1"));
+    insta::assert_snapshot!(files::hosts_ini(
+        "ck",
+        "172.29.0.0/24",
+        "/k/id_ed25519",
+        &nodes
+    ));
+    let keys: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                format!("ssh-ed25519 AAAA{} root@{}", n.index, n.hostname),
+            )
+        })
+        .collect();
+    assert_eq!(
+        files::known_hosts(&keys).lines().next(),
+        Some("172.29.0.11 ssh-ed25519 AAAA1")
+    );
 }
 
 #[test]

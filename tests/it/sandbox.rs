@@ -1,0 +1,453 @@
+//! The sandbox test bed: one 3-node sandbox shared by every integration test
+//! of a run (created once, removed when the test process exits), and the
+//! tests of the sandbox itself.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use crate::bin::{clusterkit, Output, Scratch};
+
+/// The shared sandbox's name and subnet: distinct from a user's default sandbox.
+pub const NAME: &str = "ck-it";
+const SUBNET: &str = "172.29.250.0/24";
+
+/// The shared sandbox.
+pub struct Shared {
+    /// Its files (key, inventory, config, known_hosts).
+    pub dir: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+static SHARED: OnceLock<Shared> = OnceLock::new();
+static DISRUPT: Mutex<()> = Mutex::new(());
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the integration tests need the docker CLI and a running Docker Engine")
+}
+
+/// Runs `clusterkit ARGS` from anywhere.
+pub fn ck(args: &[&str]) -> Output {
+    let out = Command::new(clusterkit())
+        .arg("--color=never")
+        .args(args)
+        .output()
+        .expect("running clusterkit");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The shared sandbox, created on first use. A missing engine is a failure
+/// with a clear message, never a skip.
+pub fn shared() -> &'static Shared {
+    SHARED.get_or_init(|| {
+        let v = docker(&["version", "--format", "{{.Server.Version}}"]);
+        assert!(
+            v.status.success(),
+            "the integration tests need a running Docker Engine: {}",
+            String::from_utf8_lossy(&v.stderr)
+        );
+        let leftovers = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.clusterkit.sandbox={NAME}"),
+        ]);
+        if !leftovers.stdout.is_empty() {
+            eprintln!("removing sandbox `{NAME}` left over by an earlier, interrupted run");
+            let out = ck(&["sandbox", "down", "--name", NAME]);
+            assert_eq!(out.code, 0, "{}", out.stderr);
+        }
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let dir = scratch.path().join("sandbox");
+        let out = ck(&[
+            "sandbox",
+            "up",
+            "--name",
+            NAME,
+            "--subnet",
+            SUBNET,
+            "--dir",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            out.code, 0,
+            "sandbox up failed:\n{}\n{}",
+            out.stdout, out.stderr
+        );
+        Shared {
+            dir,
+            _scratch: scratch,
+        }
+    })
+}
+
+/// Serialises the tests that stop, start or cut off nodes of the shared sandbox.
+pub fn disrupt() -> MutexGuard<'static, ()> {
+    DISRUPT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes the shared sandbox when the test process ends (unless
+/// CLUSTERKIT_KEEP_SANDBOX is set, to look at it after a failure).
+#[dtor::dtor]
+#[allow(unsafe_code)]
+unsafe fn teardown() {
+    if SHARED.get().is_some() && std::env::var_os("CLUSTERKIT_KEEP_SANDBOX").is_none() {
+        let _ = Command::new(clusterkit())
+            .args(["sandbox", "down", "--name", NAME])
+            .output();
+    }
+}
+
+/// Runs a shell command on a node over SSH (the sandbox's key, checked host key).
+pub fn ssh(node: &str, cmd: &str) -> Output {
+    shared();
+    ck(&["sandbox", "ssh", "--name", NAME, node, "--", cmd])
+}
+
+/// Whether `from` reaches `to_addr` with one ping.
+fn pings(from: &str, to_addr: &str) -> bool {
+    docker(&[
+        "exec",
+        &format!("{NAME}-{from}"),
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        to_addr,
+    ])
+    .status
+    .success()
+}
+
+fn addr(i: u8) -> String {
+    format!("172.29.250.{}", 10 + i)
+}
+
+#[test]
+fn every_node_answers_ssh_with_its_recorded_host_key_and_runs_dockerd() {
+    let s = shared();
+    for i in 1..=3 {
+        let node = format!("node{i}");
+        let out = ssh(
+            &node,
+            "hostname; docker info --format '{{.ServerVersion}} {{.Driver}}'",
+        );
+        assert_eq!(out.code, 0, "{node}: {}", out.stderr);
+        let mut lines = out.stdout.lines();
+        assert_eq!(lines.next(), Some(node.as_str()));
+        assert!(
+            lines.next().unwrap_or("").ends_with(" overlay2"),
+            "{}",
+            out.stdout
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.dir.join("id_ed25519"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the private key must be 0600");
+    let known = std::fs::read_to_string(s.dir.join("known_hosts")).unwrap();
+    assert_eq!(known.lines().count(), 3, "{known}");
+    // Each node made its own host key.
+    let keys: std::collections::HashSet<_> = known
+        .lines()
+        .map(|l| l.split(' ').nth(2).unwrap())
+        .collect();
+    assert_eq!(keys.len(), 3);
+    // A wrong host key is refused: SSH really checks against the recorded keys.
+    let bad = s.dir.join("known_hosts.bad");
+    std::fs::write(
+        &bad,
+        known
+            .replace(&addr(1), "172.29.250.99")
+            .replace(&addr(2), &addr(1)),
+    )
+    .unwrap();
+    let out = Command::new("ssh")
+        .args([
+            "-i",
+            s.dir.join("id_ed25519").to_str().unwrap(),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg(format!("-oUserKnownHostsFile={}", bad.display()))
+        .arg(format!("root@{}", addr(1)))
+        .arg("true")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HOST IDENTIFICATION HAS CHANGED"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The written inventory and config describe a valid cluster.
+    let out = ck(&[
+        "validate",
+        "-c",
+        s.dir.join("clusterkit.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.starts_with("ok: 3 node(s)"), "{}", out.stdout);
+}
+
+#[test]
+fn stop_cuts_the_power_and_start_brings_the_node_back() {
+    shared();
+    let _g = disrupt();
+    assert!(pings("node1", &addr(3)));
+    let out = ck(&["sandbox", "stop", "--name", NAME, "node3"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!pings("node1", &addr(3)), "node3 still answers after stop");
+    let st = ck(&["sandbox", "status", "--name", NAME]);
+    assert_eq!(st.code, 1, "status must fail while a node is down");
+    assert!(
+        st.stdout
+            .lines()
+            .any(|l| l.starts_with("node3") && l.contains("exited")),
+        "{}",
+        st.stdout
+    );
+    let out = ck(&["sandbox", "start", "--name", NAME, "node3"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(pings("node1", &addr(3)));
+    assert_eq!(
+        ssh("node3", "systemctl is-active docker ssh").stdout,
+        "active\nactive\n"
+    );
+}
+
+#[test]
+fn partition_cuts_a_node_off_from_the_others_and_heal_reconnects_it() {
+    shared();
+    let _g = disrupt();
+    let out = ck(&["sandbox", "partition", "--name", NAME, "node2"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!pings("node1", &addr(2)));
+    assert!(!pings("node3", &addr(2)));
+    assert!(!pings("node2", &addr(1)));
+    assert!(pings("node1", &addr(3)), "the others still see each other");
+    let st = ck(&["sandbox", "status", "--name", NAME]);
+    assert!(
+        st.stdout
+            .lines()
+            .any(|l| l.starts_with("node2") && l.ends_with("yes")),
+        "{}",
+        st.stdout
+    );
+    let out = ck(&["sandbox", "heal", "--name", NAME, "node2"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(pings("node1", &addr(2)));
+    assert!(pings("node2", &addr(3)));
+    assert_eq!(ck(&["sandbox", "status", "--name", NAME]).code, 0);
+}
+
+#[test]
+fn load_image_copies_a_local_image_into_every_node() {
+    shared();
+    // A tiny image made here: one file.
+    let scratch = Scratch::new(&[("hello.txt", "loaded\n")]);
+    let tar = Command::new("tar")
+        .args([
+            "-C",
+            scratch.path().to_str().unwrap(),
+            "-cf",
+            "-",
+            "hello.txt",
+        ])
+        .output()
+        .unwrap();
+    let mut import = Command::new("docker")
+        .args(["import", "-", "ck-it/tiny:1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(import.stdin.as_mut().unwrap(), &tar.stdout).unwrap();
+    drop(import.stdin.take());
+    assert!(import.wait().unwrap().success());
+    let out = ck(&["sandbox", "load-image", "--name", NAME, "ck-it/tiny:1"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for i in 1..=3 {
+        let out = ssh(
+            &format!("node{i}"),
+            "docker image inspect --format '{{.Id}}' ck-it/tiny:1",
+        );
+        assert_eq!(out.code, 0, "node{i}: {}", out.stderr);
+    }
+    let missing = ck(&["sandbox", "load-image", "--name", NAME, "ck-it/absent:1"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("not in the local engine"),
+        "{}",
+        missing.stderr
+    );
+    let _ = docker(&["rmi", "ck-it/tiny:1"]);
+}
+
+#[test]
+fn up_is_idempotent_and_down_leaves_nothing_behind() {
+    const OTHER: &str = "ck-it-down";
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("s");
+    let args = [
+        "sandbox",
+        "up",
+        "--name",
+        OTHER,
+        "--nodes",
+        "1",
+        "--subnet",
+        "172.29.251.0/24",
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
+    let first = ck(&args);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let id = docker(&["inspect", "--format", "{{.Id}}", &format!("{OTHER}-node1")]).stdout;
+    let again = ck(&args);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        !again.stderr.contains("creating"),
+        "a re-run creates nothing: {}",
+        again.stderr
+    );
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.Id}}", &format!("{OTHER}-node1")]).stdout,
+        id
+    );
+    // Asking for fewer nodes than exist is refused with the way out.
+    let fewer = ck(&[
+        "sandbox",
+        "up",
+        "--name",
+        OTHER,
+        "--nodes",
+        "0",
+        "--subnet",
+        "172.29.251.0/24",
+    ]);
+    assert_eq!(fewer.code, 1);
+    let down = ck(&["sandbox", "down", "--name", OTHER]);
+    assert_eq!(down.code, 0, "{}", down.stderr);
+    let label = format!("label=io.clusterkit.sandbox={OTHER}");
+    assert!(
+        docker(&["ps", "-aq", "--filter", &label]).stdout.is_empty(),
+        "a container is left"
+    );
+    assert!(
+        docker(&["volume", "ls", "-q", "--filter", &label])
+            .stdout
+            .is_empty(),
+        "a volume is left"
+    );
+    assert!(
+        docker(&["network", "ls", "-q", "--filter", &label])
+            .stdout
+            .is_empty(),
+        "a network is left"
+    );
+    assert!(!dir.join("id_ed25519").exists(), "the key is left");
+    // Down again: nothing to do, no error.
+    assert_eq!(ck(&["sandbox", "down", "--name", OTHER]).code, 0);
+}
+
+#[test]
+fn unknown_node_and_missing_sandbox_are_explained() {
+    shared();
+    let out = ck(&["sandbox", "stop", "--name", NAME, "node9"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("has no node `node9`; its nodes: node1, node2, node3"),
+        "{}",
+        out.stderr
+    );
+    let out = ck(&["sandbox", "status", "--name", "ck-it-absent"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("there is no sandbox `ck-it-absent`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn service_images_are_built_from_debian_packages_and_serve() {
+    shared();
+    let out = ck(&["sandbox", "build-images"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "clusterkit/prometheus:bookworm\nclusterkit/node-exporter:bookworm\nclusterkit/rclone:bookworm\n");
+    let version = |image: &str, arg: &str| {
+        let o = docker(&["run", "--rm", image, arg]);
+        assert!(
+            o.status.success(),
+            "{image}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    assert!(
+        version("clusterkit/prometheus:bookworm", "--version").contains("prometheus, version 2.")
+    );
+    assert!(version("clusterkit/rclone:bookworm", "version").contains("rclone v1."));
+
+    // node-exporter, loaded into the nodes' engines, serves metrics on a node.
+    let out = ck(&[
+        "sandbox",
+        "load-image",
+        "--name",
+        NAME,
+        "clusterkit/node-exporter:bookworm",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = ssh(
+        "node1",
+        "docker rm -f ne >/dev/null 2>&1; docker run -d --name ne --network host clusterkit/node-exporter:bookworm >/dev/null \
+         && for i in $(seq 50); do curl -sf localhost:9100/metrics && break; sleep 0.2; done | grep -c '^node_uname_info'; docker rm -f ne >/dev/null",
+    );
+    assert_eq!(out.stdout.trim(), "1", "{}{}", out.stdout, out.stderr);
+
+    // Prometheus serves on the sandbox network, reached from a node.
+    let prom = "ck-it-prometheus";
+    let _ = docker(&["rm", "-f", prom]);
+    let run = docker(&[
+        "run",
+        "-d",
+        "--name",
+        prom,
+        "--network",
+        &format!("{NAME}-net"),
+        "--ip",
+        "172.29.250.200",
+        "clusterkit/prometheus:bookworm",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out = ssh("node2", "for i in $(seq 100); do curl -sf http://172.29.250.200:9090/-/ready && exit 0; sleep 0.2; done; exit 1");
+    let _ = docker(&["rm", "-f", prom]);
+    assert_eq!(
+        out.code, 0,
+        "prometheus never became ready: {}{}",
+        out.stdout, out.stderr
+    );
+    assert!(out.stdout.contains("Ready"), "{}", out.stdout);
+}
