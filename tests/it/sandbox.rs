@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::bin::{clusterkit, Output, Scratch};
 
@@ -20,7 +20,7 @@ pub struct Shared {
 }
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
-static DISRUPT: Mutex<()> = Mutex::new(());
+static DISRUPT: RwLock<()> = RwLock::new(());
 
 fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker")
@@ -88,9 +88,16 @@ pub fn shared() -> &'static Shared {
     })
 }
 
-/// Serialises the tests that stop, start or cut off nodes of the shared sandbox.
-pub fn disrupt() -> MutexGuard<'static, ()> {
-    DISRUPT.lock().unwrap_or_else(|e| e.into_inner())
+/// Taken by a test that stops, starts or cuts off nodes of the shared sandbox:
+/// it runs alone.
+pub fn disrupt() -> RwLockWriteGuard<'static, ()> {
+    DISRUPT.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Taken by a test that needs every node up: it runs beside other such tests,
+/// never during a disruptive one.
+pub fn calm() -> RwLockReadGuard<'static, ()> {
+    DISRUPT.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Removes the shared sandbox when the test process ends (unless
@@ -134,6 +141,7 @@ fn addr(i: u8) -> String {
 #[test]
 fn every_node_answers_ssh_with_its_recorded_host_key_and_runs_dockerd() {
     let s = shared();
+    let _g = calm();
     for i in 1..=3 {
         let node = format!("node{i}");
         let out = ssh(
@@ -256,6 +264,7 @@ fn partition_cuts_a_node_off_from_the_others_and_heal_reconnects_it() {
 #[test]
 fn load_image_copies_a_local_image_into_every_node() {
     shared();
+    let _g = calm();
     // A tiny image made here: one file.
     let scratch = Scratch::new(&[("hello.txt", "loaded\n")]);
     let tar = Command::new("tar")
@@ -386,6 +395,7 @@ fn unknown_node_and_missing_sandbox_are_explained() {
 #[test]
 fn service_images_are_built_from_debian_packages_and_serve() {
     shared();
+    let _g = calm();
     let out = ck(&["sandbox", "build-images"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout, "clusterkit/prometheus:bookworm\nclusterkit/node-exporter:bookworm\nclusterkit/rclone:bookworm\n");
