@@ -97,6 +97,25 @@ enum Command {
         #[command(subcommand)]
         cmd: crate::sandbox::SandboxCmd,
     },
+    /// Connect to every node and show its facts and the problems found.
+    #[command(after_help = "Connects over SSH (host keys recorded in .clusterkit/known_hosts beside the config at\nfirst contact, checked afterwards), gathers each node's facts in one round trip, and\nexits non-zero when a node is unreachable or has a blocking problem.\n\nExamples:\n  clusterkit check -i hosts.ini\n  clusterkit check --strict-host-keys --json")]
+    Check {
+        #[command(flatten)]
+        input: Input,
+        /// Refuse nodes whose host key is not recorded yet.
+        #[arg(long)]
+        strict_host_keys: bool,
+        /// Print facts and problems as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage recorded SSH host keys.
+    KnownHosts {
+        #[command(flatten)]
+        input: Input,
+        #[command(subcommand)]
+        cmd: KnownHostsCmd,
+    },
     /// Show what each node gets: mesh address, peers, swarm role, services.
     #[command(
         after_help = "Mesh addresses are allocated here and recorded in .clusterkit/state.toml beside the\nconfig, so that adding or removing a node never renumbers the others.\n\nExamples:\n  clusterkit plan -i examples/hosts.ini\n  clusterkit plan --json | jq '.nodes[].mesh_address'"
@@ -110,6 +129,16 @@ enum Command {
     },
 }
 
+/// `clusterkit known-hosts` subcommands.
+#[derive(Debug, Subcommand)]
+enum KnownHostsCmd {
+    /// Forget a node's recorded host key (after a reinstall); the next connection records the new one.
+    Forget {
+        /// The node.
+        node: String,
+    },
+}
+
 /// Runs a command; the return value is the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let color = color_stderr(cli.color);
@@ -120,6 +149,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             force,
         } => init(inventory.as_deref(), &output, force, color),
         Command::Sandbox { name, cmd } => crate::sandbox::run(&name, cmd),
+        Command::Check { input, strict_host_keys, json } => {
+            let Some(loaded) = load(&input, color)? else { return Ok(exit::INVALID) };
+            crate::remote::check(&loaded, strict_host_keys, json)
+        }
+        Command::KnownHosts { input, cmd: KnownHostsCmd::Forget { node } } => {
+            let Some(loaded) = load(&input, color)? else { return Ok(exit::INVALID) };
+            crate::remote::forget(&loaded, &node)
+        }
         Command::Validate { input } => {
             let Some(loaded) = load(&input, color)? else {
                 return Ok(exit::INVALID);

@@ -4,6 +4,7 @@
 
 mod cmd;
 mod output;
+mod remote;
 mod sandbox;
 
 use std::process::ExitCode;

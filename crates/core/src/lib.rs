@@ -26,6 +26,7 @@ pub mod plan;
 pub mod source;
 pub mod spec;
 pub mod state;
+pub mod transport;
 
 pub use diag::{Problem, Problems, Severity, SpecError};
 pub use names::{NodeName, Port};

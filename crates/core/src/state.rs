@@ -12,6 +12,14 @@ use crate::diag::SpecError;
 /// The name of the state directory, created beside the config or inventory.
 pub const STATE_DIR: &str = ".clusterkit";
 
+/// Creates a directory (and its parents) readable by its owner only: the state
+/// directory holds known_hosts and, later, files that must not be world-readable.
+pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 /// What `.clusterkit/state.toml` records.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -54,7 +62,7 @@ impl State {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
+            ensure_private_dir(dir).map_err(err)?;
         }
         let text = format!(
             "# written by clusterkit: mesh addresses stay stable across runs.\n# no secrets here.\n{}",

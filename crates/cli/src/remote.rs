@@ -1,0 +1,130 @@
+//! Commands that reach the nodes: `check`, `known-hosts`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clusterkit_core::spec::Loaded;
+use clusterkit_core::transport::facts::{self, Facts};
+use clusterkit_core::transport::known_hosts::{self, HostKeyPolicy};
+use clusterkit_core::transport::ssh::{connect_all, ConnectEvent, SshOptions};
+use clusterkit_core::transport::{fan_out, Transport};
+
+use crate::exit;
+
+/// The known_hosts file of a loaded description: in its state directory.
+pub fn known_hosts_path(loaded: &Loaded) -> PathBuf {
+    loaded
+        .state_path
+        .parent()
+        .map(|d| d.join("known_hosts"))
+        .unwrap_or_else(|| PathBuf::from(".clusterkit/known_hosts"))
+}
+
+/// Connects to every node; prints first-contact fingerprints; returns the
+/// sessions and the failures.
+pub async fn connect(loaded: &Loaded, strict: bool) -> (Vec<Arc<dyn Transport>>, Vec<(String, String)>) {
+    let mut opts = SshOptions::new(known_hosts_path(loaded));
+    if strict {
+        opts.policy = HostKeyPolicy::Strict;
+    }
+    let nodes: Vec<_> = loaded.built.spec.nodes.iter().map(|n| (n.name.to_string(), n.ssh.clone())).collect();
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for (name, r) in connect_all(&nodes, &opts).await {
+        match r {
+            Ok(s) => {
+                for e in &s.events {
+                    let ConnectEvent::HostKeyLearned { node, fingerprint } = e;
+                    eprintln!("{node}: first contact, recorded host key {fingerprint} in {}", opts.known_hosts.display());
+                }
+                ok.push(Arc::new(s) as Arc<dyn Transport>);
+            }
+            Err(e) => failed.push((name, e.to_string())),
+        }
+    }
+    (ok, failed)
+}
+
+/// `clusterkit check`.
+pub fn check(loaded: &Loaded, strict: bool, json: bool) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async {
+        let (sessions, mut failed) = connect(loaded, strict).await;
+        let mut rows: Vec<(String, Facts, Vec<facts::FactProblem>)> = Vec::new();
+        for (node, r) in fan_out(&sessions, 16, facts::gather).await {
+            match r {
+                Ok(f) => {
+                    let t = &loaded.built.spec.node(&node).expect("connected nodes come from the spec").ssh;
+                    let p = facts::problems(&f, &t.user, t.become_);
+                    rows.push((node, f, p));
+                }
+                Err(e) => failed.push((node, e.to_string())),
+            }
+        }
+        // Inventory order, whatever finished first.
+        let order: Vec<String> = loaded.built.spec.nodes.iter().map(|n| n.name.to_string()).collect();
+        rows.sort_by_key(|r| order.iter().position(|n| *n == r.0));
+        failed.sort_by_key(|r| order.iter().position(|n| *n == r.0));
+        let blocking = !failed.is_empty() || rows.iter().any(|r| r.2.iter().any(|p| p.blocking));
+        let mut out = std::io::stdout().lock();
+        if json {
+            let v = serde_json::json!({
+                "nodes": rows.iter().map(|(n, f, p)| serde_json::json!({"node": n, "facts": f, "problems": p})).collect::<Vec<_>>(),
+                "unreachable": failed.iter().map(|(n, e)| serde_json::json!({"node": n, "error": e})).collect::<Vec<_>>(),
+            });
+            serde_json::to_writer_pretty(&mut out, &v)?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{:<10} {:<18} {:<8} {:<22} {:<10} {:<15} {:<9} {:>9} {:>7}", "NODE", "OS", "ARCH", "KERNEL", "WIREGUARD", "DOCKER", "SWARM", "DISK MiB", "CLOCK")?;
+            for (n, f, _) in &rows {
+                writeln!(
+                    out,
+                    "{:<10} {:<18} {:<8} {:<22} {:<10} {:<15} {:<9} {:>9} {:>+6.2}s",
+                    n,
+                    format!("{} {} {}", f.os_id, f.os_version, f.codename),
+                    f.arch,
+                    f.kernel,
+                    if f.wireguard_kernel { "kernel" } else { "userspace" },
+                    f.docker.as_deref().unwrap_or("-"),
+                    f.swarm.as_deref().unwrap_or("-"),
+                    f.disk_free_mib,
+                    f.clock_offset_s
+                )?;
+            }
+            let mut any = false;
+            for (n, _, ps) in &rows {
+                for p in ps {
+                    if !any {
+                        writeln!(out, "\nproblems:")?;
+                        any = true;
+                    }
+                    writeln!(out, "  {n}: {}: {}", if p.blocking { "error" } else { "warning" }, p.message)?;
+                }
+            }
+            for (n, e) in &failed {
+                if !any {
+                    writeln!(out, "\nproblems:")?;
+                    any = true;
+                }
+                writeln!(out, "  {n}: error: {e}")?;
+            }
+            if !any {
+                writeln!(out, "\nno problems: every node is ready")?;
+            }
+        }
+        Ok(if blocking { exit::FAILURE } else { exit::OK })
+    })
+}
+
+/// `clusterkit known-hosts forget NODE`.
+pub fn forget(loaded: &Loaded, node: &str) -> anyhow::Result<u8> {
+    let Some(n) = loaded.built.spec.node(node) else {
+        anyhow::bail!("no node `{node}` in the cluster description");
+    };
+    let path = known_hosts_path(loaded);
+    let removed = known_hosts::forget(&path, &n.ssh.host, n.ssh.port.get()).with_context(|| format!("updating {}", path.display()))?;
+    println!("{node}: forgot {removed} recorded host key(s) in {}; the next connection records the key it shows", path.display());
+    Ok(exit::OK)
+}

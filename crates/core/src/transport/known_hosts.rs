@@ -1,0 +1,95 @@
+//! clusterkit's own known_hosts file (OpenSSH format) in the state directory.
+//! Lookups and recording use russh's known_hosts functions.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use russh::keys::ssh_key::HashAlg;
+use russh::keys::PublicKey;
+
+/// How unknown host keys are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyPolicy {
+    /// Record a host's key at first contact and print its fingerprint (trust on first use).
+    #[default]
+    AcceptNew,
+    /// Refuse hosts whose key is not recorded yet.
+    Strict,
+}
+
+/// What checking a host key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeyCheck {
+    /// The recorded key matches.
+    Known,
+    /// No key was recorded; it has been recorded now (policy AcceptNew).
+    Learned {
+        /// Its fingerprint.
+        fingerprint: String,
+    },
+    /// No key was recorded and the policy is strict.
+    Unknown {
+        /// Its fingerprint.
+        fingerprint: String,
+    },
+    /// A different key is recorded.
+    Changed {
+        /// The recorded key's fingerprint.
+        old: String,
+        /// The key shown now.
+        new: String,
+    },
+}
+
+/// The SHA-256 fingerprint, as `ssh-keygen -l` prints it.
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+// Several nodes may record their keys at once: one writer at a time.
+static WRITE: Mutex<()> = Mutex::new(());
+
+/// Checks `key` for `host:port` against `path`, recording it when unknown and
+/// the policy allows.
+pub fn check(path: &Path, host: &str, port: u16, key: &PublicKey, policy: HostKeyPolicy) -> Result<HostKeyCheck, String> {
+    let _guard = WRITE.lock().unwrap_or_else(|e| e.into_inner());
+    let recorded = russh::keys::known_hosts::known_host_keys_path(host, port, path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let same_algo: Vec<&PublicKey> = recorded.iter().map(|(_, k)| k).filter(|k| k.algorithm() == key.algorithm()).collect();
+    if same_algo.contains(&key) {
+        return Ok(HostKeyCheck::Known);
+    }
+    if let Some(old) = same_algo.first() {
+        return Ok(HostKeyCheck::Changed { old: fingerprint(old), new: fingerprint(key) });
+    }
+    if policy == HostKeyPolicy::Strict {
+        return Ok(HostKeyCheck::Unknown { fingerprint: fingerprint(key) });
+    }
+    if let Some(dir) = path.parent() {
+        crate::state::ensure_private_dir(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    russh::keys::known_hosts::learn_known_hosts_path(host, port, key, path).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(HostKeyCheck::Learned { fingerprint: fingerprint(key) })
+}
+
+/// Removes every recorded key of `host:port`; returns how many lines went.
+pub fn forget(path: &Path, host: &str, port: u16) -> std::io::Result<usize> {
+    let _guard = WRITE.lock().unwrap_or_else(|e| e.into_inner());
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let name = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
+    let mut removed = 0;
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            let hit = l.split_whitespace().next().is_some_and(|hosts| hosts.split(',').any(|h| h == name));
+            removed += usize::from(hit);
+            !hit
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept)?;
+    Ok(removed)
+}

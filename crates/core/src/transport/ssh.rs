@@ -1,0 +1,319 @@
+//! [`SshSession`]: one russh connection per node, reused by every step of a
+//! run; exec channels for commands, a direct-streamlocal channel to
+//! `/var/run/docker.sock` per Docker API request.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use russh::client::{self, Handle};
+use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::ChannelMsg;
+
+use super::known_hosts::{self, HostKeyCheck, HostKeyPolicy};
+use super::{Cmd, ExecOutput, Transport, TransportError};
+use crate::spec::SshTarget;
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    /// clusterkit's known_hosts file.
+    pub known_hosts: PathBuf,
+    /// What to do with unknown host keys.
+    pub policy: HostKeyPolicy,
+    /// Bound on one connection attempt (TCP, key exchange, authentication).
+    pub connect_timeout: Duration,
+    /// Attempts before giving up; waits 0.5 s, 1 s, 2 s... between them.
+    pub attempts: u32,
+    /// Keepalive interval; a node silent for 3 intervals is dropped.
+    pub keepalive: Duration,
+    /// Bound on one command.
+    pub command_timeout: Duration,
+}
+
+impl SshOptions {
+    /// Defaults with the known_hosts file at `known_hosts`.
+    pub fn new(known_hosts: impl Into<PathBuf>) -> Self {
+        Self {
+            known_hosts: known_hosts.into(),
+            policy: HostKeyPolicy::AcceptNew,
+            connect_timeout: Duration::from_secs(10),
+            attempts: 3,
+            keepalive: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Something worth telling the user about a connection (first contact).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectEvent {
+    /// A host key was recorded at first contact.
+    HostKeyLearned {
+        /// Node.
+        node: String,
+        /// Its fingerprint.
+        fingerprint: String,
+    },
+}
+
+struct Client {
+    node: String,
+    host: String,
+    port: u16,
+    opts: SshOptions,
+    outcome: Arc<Mutex<Option<HostKeyCheck>>>,
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            return Ok(false);
+        };
+        let check = known_hosts::check(&self.opts.known_hosts, &self.host, self.port, key, self.opts.policy);
+        let accepted = matches!(check, Ok(HostKeyCheck::Known | HostKeyCheck::Learned { .. }));
+        let _ = &self.node;
+        *self.outcome.lock().expect("not poisoned") = check.ok();
+        Ok(accepted)
+    }
+}
+
+/// One SSH connection to one node.
+pub struct SshSession {
+    node: String,
+    target: SshTarget,
+    handle: Arc<Handle<Client>>,
+    command_timeout: Duration,
+    /// What happened at connection (a learned host key), for the caller to print.
+    pub events: Vec<ConnectEvent>,
+}
+
+impl std::fmt::Debug for SshSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SshSession({} {})", self.node, self.target)
+    }
+}
+
+fn expand_home(p: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => p.to_path_buf(),
+    }
+}
+
+impl SshSession {
+    /// Connects and authenticates, retrying with backoff on network failures
+    /// (never on a host-key or authentication refusal).
+    pub async fn connect(node: &str, target: &SshTarget, opts: &SshOptions) -> Result<Self, TransportError> {
+        let addr = format!("{}:{}", target.host, target.port);
+        let mut last = String::new();
+        for attempt in 1..=opts.attempts.max(1) {
+            if attempt > 1 {
+                tokio::time::sleep(Duration::from_millis(500 << (attempt - 2).min(4))).await;
+            }
+            match tokio::time::timeout(opts.connect_timeout, Self::connect_once(node, target, opts)).await {
+                Ok(Ok(s)) => return Ok(s),
+                Ok(Err(Retry::No(e))) => return Err(e),
+                Ok(Err(Retry::Yes(reason))) => last = reason,
+                Err(_) => last = format!("no answer within {} s", opts.connect_timeout.as_secs()),
+            }
+        }
+        Err(TransportError::Connect { node: node.to_string(), addr, attempts: opts.attempts.max(1), reason: last })
+    }
+
+    async fn connect_once(node: &str, target: &SshTarget, opts: &SshOptions) -> Result<Self, Retry> {
+        let addr = format!("{}:{}", target.host, target.port);
+        let config = Arc::new(client::Config {
+            keepalive_interval: Some(opts.keepalive),
+            keepalive_max: 3,
+            inactivity_timeout: None,
+            ..Default::default()
+        });
+        let outcome = Arc::new(Mutex::new(None));
+        let handler = Client {
+            node: node.to_string(),
+            host: target.host.clone(),
+            port: target.port.get(),
+            opts: opts.clone(),
+            outcome: outcome.clone(),
+        };
+        let connected = client::connect(config, (target.host.as_str(), target.port.get()), handler).await;
+        let check = outcome.lock().expect("not poisoned").clone();
+        let known_hosts = opts.known_hosts.display().to_string();
+        let mut handle = match (connected, check) {
+            (Ok(h), _) => h,
+            (Err(_), Some(HostKeyCheck::Changed { old, new })) => {
+                return Err(Retry::No(TransportError::HostKeyChanged { node: node.into(), addr, old, new, known_hosts }))
+            }
+            (Err(_), Some(HostKeyCheck::Unknown { fingerprint })) => {
+                return Err(Retry::No(TransportError::HostKeyUnknown { node: node.into(), addr, fingerprint, known_hosts }))
+            }
+            (Err(e), _) => return Err(Retry::Yes(e.to_string())),
+        };
+        let mut events = Vec::new();
+        if let Some(HostKeyCheck::Learned { fingerprint }) = outcome.lock().expect("not poisoned").clone() {
+            events.push(ConnectEvent::HostKeyLearned { node: node.to_string(), fingerprint });
+        }
+        authenticate(&mut handle, node, target).await?;
+        Ok(Self {
+            node: node.to_string(),
+            target: target.clone(),
+            handle: Arc::new(handle),
+            command_timeout: opts.command_timeout,
+            events,
+        })
+    }
+
+    /// The target this session reaches.
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+
+    fn ssh_error(&self, e: impl std::fmt::Display) -> TransportError {
+        TransportError::Ssh { node: self.node.clone(), addr: self.addr(), reason: e.to_string() }
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) {
+        let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+    }
+}
+
+enum Retry {
+    Yes(String),
+    No(TransportError),
+}
+
+async fn authenticate(handle: &mut Handle<Client>, node: &str, target: &SshTarget) -> Result<(), Retry> {
+    let addr = format!("{}:{}", target.host, target.port);
+    let mut tried = Vec::new();
+    let rsa_hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+    let files: Vec<PathBuf> = match &target.key {
+        Some(k) => vec![expand_home(k)],
+        None => {
+            // The agent first, as ssh does.
+            if let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_env().await {
+                if let Ok(ids) = agent.request_identities().await {
+                    for id in ids {
+                        let russh::keys::agent::AgentIdentity::PublicKey { key, comment } = id else { continue };
+                        tried.push(format!("agent key {comment}"));
+                        let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
+                        if let Ok(r) = handle.authenticate_publickey_with(&target.user, key, hash, &mut agent).await {
+                            if r.success() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
+            ["~/.ssh/id_ed25519", "~/.ssh/id_rsa", "~/.ssh/id_ecdsa"].iter().map(|p| expand_home(Path::new(p))).filter(|p| p.exists()).collect()
+        }
+    };
+    for file in files {
+        tried.push(file.display().to_string());
+        let key = match russh::keys::load_secret_key(&file, None) {
+            Ok(k) => k,
+            Err(e) => {
+                return Err(Retry::No(TransportError::Auth {
+                    node: node.into(),
+                    addr,
+                    user: target.user.clone(),
+                    tried: format!("{} (unreadable: {e})", file.display()),
+                }))
+            }
+        };
+        let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
+        match handle.authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash)).await {
+            Ok(r) if r.success() => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(Retry::Yes(e.to_string())),
+        }
+    }
+    Err(Retry::No(TransportError::Auth {
+        node: node.into(),
+        addr,
+        user: target.user.clone(),
+        tried: if tried.is_empty() { "no key (none given, no agent, no ~/.ssh/id_*)".into() } else { tried.join(", ") },
+    }))
+}
+
+#[async_trait]
+impl Transport for SshSession {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn addr(&self) -> String {
+        format!("{}:{}", self.target.host, self.target.port)
+    }
+
+    async fn exec_raw(&self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<ExecOutput, TransportError> {
+        let script = if self.target.become_ && self.target.user != "root" {
+            format!("sudo -n sh -c {}", super::quote(cmd.script()))
+        } else {
+            cmd.script().to_string()
+        };
+        let run = async {
+            let mut channel = self.handle.channel_open_session().await.map_err(|e| self.ssh_error(e))?;
+            channel.exec(true, script.as_bytes()).await.map_err(|e| self.ssh_error(e))?;
+            if let Some(data) = stdin {
+                channel.data(data).await.map_err(|e| self.ssh_error(e))?;
+            }
+            channel.eof().await.map_err(|e| self.ssh_error(e))?;
+            let mut out = ExecOutput { status: 255, ..Default::default() };
+            while let Some(msg) = channel.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
+                    ChannelMsg::ExitStatus { exit_status } => out.status = exit_status,
+                    _ => {}
+                }
+            }
+            Ok(out)
+        };
+        match tokio::time::timeout(self.command_timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout {
+                node: self.node.clone(),
+                addr: self.addr(),
+                what: cmd.redacted(),
+                secs: self.command_timeout.as_secs(),
+            }),
+        }
+    }
+
+    async fn docker(&self) -> Result<bollard::Docker, TransportError> {
+        let handle = self.handle.clone();
+        let node = self.node.clone();
+        let transport = move |req: bollard::BollardRequest| {
+            let handle = handle.clone();
+            let node = node.clone();
+            async move {
+                let io_err = |what: &str, e: &dyn std::fmt::Display| bollard::errors::Error::IOError {
+                    err: std::io::Error::other(format!("{node}: {what}: {e}")),
+                };
+                let channel = handle
+                    .channel_open_direct_streamlocal("/var/run/docker.sock")
+                    .await
+                    .map_err(|e| io_err("opening /var/run/docker.sock over ssh", &e))?;
+                let io = hyper_util::rt::TokioIo::new(channel.into_stream());
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .map_err(|e| io_err("http handshake with the engine", &e))?;
+                tokio::spawn(conn);
+                sender.send_request(req).await.map_err(|e| io_err("engine request", &e))
+            }
+        };
+        bollard::Docker::connect_with_custom_transport(transport, Some("http://docker"), 120, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| TransportError::Docker { node: self.node.clone(), addr: self.addr(), reason: e.to_string() })
+    }
+}
+
+/// Connects to every node at once; each node's result is reported.
+pub async fn connect_all(nodes: &[(String, SshTarget)], opts: &SshOptions) -> Vec<(String, Result<SshSession, TransportError>)> {
+    let futures = nodes.iter().map(|(name, target)| async move { (name.clone(), SshSession::connect(name, target, opts).await) });
+    futures::future::join_all(futures).await
+}
