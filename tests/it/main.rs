@@ -5,3 +5,4 @@ mod bin;
 mod inventory_errors;
 mod plan;
 mod sandbox;
+mod transport;

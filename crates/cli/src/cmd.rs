@@ -98,7 +98,9 @@ enum Command {
         cmd: crate::sandbox::SandboxCmd,
     },
     /// Connect to every node and show its facts and the problems found.
-    #[command(after_help = "Connects over SSH (host keys recorded in .clusterkit/known_hosts beside the config at\nfirst contact, checked afterwards), gathers each node's facts in one round trip, and\nexits non-zero when a node is unreachable or has a blocking problem.\n\nExamples:\n  clusterkit check -i hosts.ini\n  clusterkit check --strict-host-keys --json")]
+    #[command(
+        after_help = "Connects over SSH (host keys recorded in .clusterkit/known_hosts beside the config at\nfirst contact, checked afterwards), gathers each node's facts in one round trip, and\nexits non-zero when a node is unreachable or has a blocking problem.\n\nExamples:\n  clusterkit check -i hosts.ini\n  clusterkit check --strict-host-keys --json"
+    )]
     Check {
         #[command(flatten)]
         input: Input,
@@ -149,12 +151,23 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             force,
         } => init(inventory.as_deref(), &output, force, color),
         Command::Sandbox { name, cmd } => crate::sandbox::run(&name, cmd),
-        Command::Check { input, strict_host_keys, json } => {
-            let Some(loaded) = load(&input, color)? else { return Ok(exit::INVALID) };
+        Command::Check {
+            input,
+            strict_host_keys,
+            json,
+        } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
             crate::remote::check(&loaded, strict_host_keys, json)
         }
-        Command::KnownHosts { input, cmd: KnownHostsCmd::Forget { node } } => {
-            let Some(loaded) = load(&input, color)? else { return Ok(exit::INVALID) };
+        Command::KnownHosts {
+            input,
+            cmd: KnownHostsCmd::Forget { node },
+        } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
             crate::remote::forget(&loaded, &node)
         }
         Command::Validate { input } => {

@@ -24,12 +24,21 @@ pub fn known_hosts_path(loaded: &Loaded) -> PathBuf {
 
 /// Connects to every node; prints first-contact fingerprints; returns the
 /// sessions and the failures.
-pub async fn connect(loaded: &Loaded, strict: bool) -> (Vec<Arc<dyn Transport>>, Vec<(String, String)>) {
+pub async fn connect(
+    loaded: &Loaded,
+    strict: bool,
+) -> (Vec<Arc<dyn Transport>>, Vec<(String, String)>) {
     let mut opts = SshOptions::new(known_hosts_path(loaded));
     if strict {
         opts.policy = HostKeyPolicy::Strict;
     }
-    let nodes: Vec<_> = loaded.built.spec.nodes.iter().map(|n| (n.name.to_string(), n.ssh.clone())).collect();
+    let nodes: Vec<_> = loaded
+        .built
+        .spec
+        .nodes
+        .iter()
+        .map(|n| (n.name.to_string(), n.ssh.clone()))
+        .collect();
     let mut ok = Vec::new();
     let mut failed = Vec::new();
     for (name, r) in connect_all(&nodes, &opts).await {
@@ -37,7 +46,10 @@ pub async fn connect(loaded: &Loaded, strict: bool) -> (Vec<Arc<dyn Transport>>,
             Ok(s) => {
                 for e in &s.events {
                     let ConnectEvent::HostKeyLearned { node, fingerprint } = e;
-                    eprintln!("{node}: first contact, recorded host key {fingerprint} in {}", opts.known_hosts.display());
+                    eprintln!(
+                        "{node}: first contact, recorded host key {fingerprint} in {}",
+                        opts.known_hosts.display()
+                    );
                 }
                 ok.push(Arc::new(s) as Arc<dyn Transport>);
             }
@@ -124,7 +136,8 @@ pub fn forget(loaded: &Loaded, node: &str) -> anyhow::Result<u8> {
         anyhow::bail!("no node `{node}` in the cluster description");
     };
     let path = known_hosts_path(loaded);
-    let removed = known_hosts::forget(&path, &n.ssh.host, n.ssh.port.get()).with_context(|| format!("updating {}", path.display()))?;
+    let removed = known_hosts::forget(&path, &n.ssh.host, n.ssh.port.get())
+        .with_context(|| format!("updating {}", path.display()))?;
     println!("{node}: forgot {removed} recorded host key(s) in {}; the next connection records the key it shows", path.display());
     Ok(exit::OK)
 }

@@ -333,8 +333,13 @@ pub fn up(cfg: &SandboxConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<Summa
     write(&known_hosts, &files::known_hosts(&host_keys), 0o644)?;
     // clusterkit's own known_hosts beside the config: strict checking works from the first run.
     let state = dir.join(clusterkit_core::state::STATE_DIR);
-    clusterkit_core::state::ensure_private_dir(&state).map_err(io(format!("creating {}", state.display())))?;
-    write(&state.join("known_hosts"), &files::known_hosts(&host_keys), 0o600)?;
+    clusterkit_core::state::ensure_private_dir(&state)
+        .map_err(io(format!("creating {}", state.display())))?;
+    write(
+        &state.join("known_hosts"),
+        &files::known_hosts(&host_keys),
+        0o600,
+    )?;
     let hosts_ini = dir.join("hosts.ini");
     write(
         &hosts_ini,

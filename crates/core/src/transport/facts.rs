@@ -58,7 +58,9 @@ echo "ports=$(ss -Hlntu 2>/dev/null | awk '{print $5}' | sed 's/.*://' | sort -u
 if ip link show wg0 >/dev/null 2>&1; then echo mesh=yes; else echo mesh=no; fi"#;
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Parses the script's output; `midpoint` is this machine's clock halfway through the round trip.
@@ -105,19 +107,35 @@ pub fn problems(f: &Facts, user: &str, become_: bool) -> Vec<FactProblem> {
     let mut out = Vec::new();
     let mut add = |blocking: bool, message: String| out.push(FactProblem { blocking, message });
     if !SUPPORTED_OS.contains(&f.os_id.as_str()) {
-        add(true, format!("unsupported OS `{}` {}: clusterkit installs onto Debian and Ubuntu", f.os_id, f.os_version));
+        add(
+            true,
+            format!(
+                "unsupported OS `{}` {}: clusterkit installs onto Debian and Ubuntu",
+                f.os_id, f.os_version
+            ),
+        );
     }
     if user != "root" && !become_ {
         add(true, format!("user `{user}` is not root and ansible_become is off: set `become = true` (or ansible_become=true)"));
     }
     if user != "root" && become_ && !f.sudo {
-        add(true, "sudo is not installed, but the user is not root: install sudo or connect as root".into());
+        add(
+            true,
+            "sudo is not installed, but the user is not root: install sudo or connect as root"
+                .into(),
+        );
     }
     if f.clock_offset_s.abs() > 1.0 {
         add(false, format!("clock is {:+.1} s off this machine's: enable NTP (timedatectl set-ntp true); Raft and TLS need close clocks", f.clock_offset_s));
     }
     if f.disk_free_mib < 2048 {
-        add(true, format!("only {} MiB free on /: images and storage need at least 2 GiB", f.disk_free_mib));
+        add(
+            true,
+            format!(
+                "only {} MiB free on /: images and storage need at least 2 GiB",
+                f.disk_free_mib
+            ),
+        );
     }
     let swarm_active = f.swarm.as_deref() == Some("active");
     for p in &f.ports_in_use {
@@ -131,7 +149,10 @@ pub fn problems(f: &Facts, user: &str, become_: bool) -> Vec<FactProblem> {
         }
     }
     if f.docker.is_none() {
-        add(false, "Docker Engine is not running: `clusterkit up` installs it".into());
+        add(
+            false,
+            "Docker Engine is not running: `clusterkit up` installs it".into(),
+        );
     }
     out
 }

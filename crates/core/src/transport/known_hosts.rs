@@ -51,24 +51,44 @@ static WRITE: Mutex<()> = Mutex::new(());
 
 /// Checks `key` for `host:port` against `path`, recording it when unknown and
 /// the policy allows.
-pub fn check(path: &Path, host: &str, port: u16, key: &PublicKey, policy: HostKeyPolicy) -> Result<HostKeyCheck, String> {
+pub fn check(
+    path: &Path,
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+    policy: HostKeyPolicy,
+) -> Result<HostKeyCheck, String> {
     let _guard = WRITE.lock().unwrap_or_else(|e| e.into_inner());
-    let recorded = russh::keys::known_hosts::known_host_keys_path(host, port, path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let same_algo: Vec<&PublicKey> = recorded.iter().map(|(_, k)| k).filter(|k| k.algorithm() == key.algorithm()).collect();
+    let recorded = russh::keys::known_hosts::known_host_keys_path(host, port, path)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let same_algo: Vec<&PublicKey> = recorded
+        .iter()
+        .map(|(_, k)| k)
+        .filter(|k| k.algorithm() == key.algorithm())
+        .collect();
     if same_algo.contains(&key) {
         return Ok(HostKeyCheck::Known);
     }
     if let Some(old) = same_algo.first() {
-        return Ok(HostKeyCheck::Changed { old: fingerprint(old), new: fingerprint(key) });
+        return Ok(HostKeyCheck::Changed {
+            old: fingerprint(old),
+            new: fingerprint(key),
+        });
     }
     if policy == HostKeyPolicy::Strict {
-        return Ok(HostKeyCheck::Unknown { fingerprint: fingerprint(key) });
+        return Ok(HostKeyCheck::Unknown {
+            fingerprint: fingerprint(key),
+        });
     }
     if let Some(dir) = path.parent() {
-        crate::state::ensure_private_dir(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        crate::state::ensure_private_dir(dir)
+            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
-    russh::keys::known_hosts::learn_known_hosts_path(host, port, key, path).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    Ok(HostKeyCheck::Learned { fingerprint: fingerprint(key) })
+    russh::keys::known_hosts::learn_known_hosts_path(host, port, key, path)
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(HostKeyCheck::Learned {
+        fingerprint: fingerprint(key),
+    })
 }
 
 /// Removes every recorded key of `host:port`; returns how many lines went.
@@ -79,12 +99,19 @@ pub fn forget(path: &Path, host: &str, port: u16) -> std::io::Result<usize> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
-    let name = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
+    let name = if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    };
     let mut removed = 0;
     let kept: String = text
         .lines()
         .filter(|l| {
-            let hit = l.split_whitespace().next().is_some_and(|hosts| hosts.split(',').any(|h| h == name));
+            let hit = l
+                .split_whitespace()
+                .next()
+                .is_some_and(|hosts| hosts.split(',').any(|h| h == name));
             removed += usize::from(hit);
             !hit
         })

@@ -34,7 +34,10 @@ pub struct Cmd {
 impl Cmd {
     /// A command from shell text.
     pub fn new(script: impl Into<String>) -> Self {
-        Self { script: script.into(), secrets: Vec::new() }
+        Self {
+            script: script.into(),
+            secrets: Vec::new(),
+        }
     }
 
     /// Appends shell text.
@@ -101,7 +104,10 @@ impl fmt::Display for Cmd {
 
 /// Quotes a word for `sh`.
 pub fn quote(word: &str) -> String {
-    shlex::try_quote(word).map_or_else(|_| format!("'{}'", word.replace('\'', "'\\''")), |q| q.into_owned())
+    shlex::try_quote(word).map_or_else(
+        |_| format!("'{}'", word.replace('\'', "'\\''")),
+        |q| q.into_owned(),
+    )
 }
 
 /// What a command printed and how it ended.
@@ -123,7 +129,11 @@ impl ExecOutput {
 
     /// The last lines of stderr (or of stdout when stderr is empty).
     pub fn tail(&self) -> String {
-        let text = if self.stderr.is_empty() { &self.stdout } else { &self.stderr };
+        let text = if self.stderr.is_empty() {
+            &self.stdout
+        } else {
+            &self.stderr
+        };
         let text = String::from_utf8_lossy(text);
         let lines: Vec<&str> = text.trim_end().lines().collect();
         lines[lines.len().saturating_sub(5)..].join("\n")
@@ -272,7 +282,8 @@ pub trait Transport: Send + Sync {
     fn addr(&self) -> String;
 
     /// Runs a command, with `stdin` if given; a non-zero exit is not an error here.
-    async fn exec_raw(&self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<ExecOutput, TransportError>;
+    async fn exec_raw(&self, cmd: &Cmd, stdin: Option<&[u8]>)
+        -> Result<ExecOutput, TransportError>;
 
     /// The node's Docker Engine API, through this connection (never over TCP).
     async fn docker(&self) -> Result<bollard::Docker, TransportError>;
@@ -284,7 +295,11 @@ pub trait Transport: Send + Sync {
     }
 
     /// [`Transport::exec`] with data on stdin.
-    async fn exec_with_input(&self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<ExecOutput, TransportError> {
+    async fn exec_with_input(
+        &self,
+        cmd: &Cmd,
+        stdin: Option<&[u8]>,
+    ) -> Result<ExecOutput, TransportError> {
         let out = self.exec_raw(cmd, stdin).await?;
         if out.status != 0 {
             return Err(TransportError::Failed {
@@ -320,8 +335,14 @@ pub trait Transport: Send + Sync {
             dir = quote(&dir),
             mode = file.mode,
         );
-        let out = self.exec_with_input(&Cmd::new(script), Some(file.content)).await?;
-        Ok(if out.stdout_str().trim() == "unchanged" { UploadOutcome::Unchanged } else { UploadOutcome::Written })
+        let out = self
+            .exec_with_input(&Cmd::new(script), Some(file.content))
+            .await?;
+        Ok(if out.stdout_str().trim() == "unchanged" {
+            UploadOutcome::Unchanged
+        } else {
+            UploadOutcome::Written
+        })
     }
 
     /// Reads a file from the node.
@@ -332,7 +353,11 @@ pub trait Transport: Send + Sync {
 
 /// Runs `step` on every node at once, at most `limit` at a time, and returns
 /// every node's result in the order given: one failure hides nothing.
-pub async fn fan_out<'a, T, F, Fut>(nodes: &'a [Arc<dyn Transport>], limit: usize, step: F) -> Vec<(String, Result<T, TransportError>)>
+pub async fn fan_out<'a, T, F, Fut>(
+    nodes: &'a [Arc<dyn Transport>],
+    limit: usize,
+    step: F,
+) -> Vec<(String, Result<T, TransportError>)>
 where
     F: Fn(&'a dyn Transport) -> Fut,
     Fut: Future<Output = Result<T, TransportError>> + 'a,

@@ -69,12 +69,24 @@ struct Client {
 impl client::Handler for Client {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
             return Ok(false);
         };
-        let check = known_hosts::check(&self.opts.known_hosts, &self.host, self.port, key, self.opts.policy);
-        let accepted = matches!(check, Ok(HostKeyCheck::Known | HostKeyCheck::Learned { .. }));
+        let check = known_hosts::check(
+            &self.opts.known_hosts,
+            &self.host,
+            self.port,
+            key,
+            self.opts.policy,
+        );
+        let accepted = matches!(
+            check,
+            Ok(HostKeyCheck::Known | HostKeyCheck::Learned { .. })
+        );
         let _ = &self.node;
         *self.outcome.lock().expect("not poisoned") = check.ok();
         Ok(accepted)
@@ -107,24 +119,39 @@ fn expand_home(p: &Path) -> PathBuf {
 impl SshSession {
     /// Connects and authenticates, retrying with backoff on network failures
     /// (never on a host-key or authentication refusal).
-    pub async fn connect(node: &str, target: &SshTarget, opts: &SshOptions) -> Result<Self, TransportError> {
+    pub async fn connect(
+        node: &str,
+        target: &SshTarget,
+        opts: &SshOptions,
+    ) -> Result<Self, TransportError> {
         let addr = format!("{}:{}", target.host, target.port);
         let mut last = String::new();
         for attempt in 1..=opts.attempts.max(1) {
             if attempt > 1 {
                 tokio::time::sleep(Duration::from_millis(500 << (attempt - 2).min(4))).await;
             }
-            match tokio::time::timeout(opts.connect_timeout, Self::connect_once(node, target, opts)).await {
+            match tokio::time::timeout(opts.connect_timeout, Self::connect_once(node, target, opts))
+                .await
+            {
                 Ok(Ok(s)) => return Ok(s),
                 Ok(Err(Retry::No(e))) => return Err(e),
                 Ok(Err(Retry::Yes(reason))) => last = reason,
                 Err(_) => last = format!("no answer within {} s", opts.connect_timeout.as_secs()),
             }
         }
-        Err(TransportError::Connect { node: node.to_string(), addr, attempts: opts.attempts.max(1), reason: last })
+        Err(TransportError::Connect {
+            node: node.to_string(),
+            addr,
+            attempts: opts.attempts.max(1),
+            reason: last,
+        })
     }
 
-    async fn connect_once(node: &str, target: &SshTarget, opts: &SshOptions) -> Result<Self, Retry> {
+    async fn connect_once(
+        node: &str,
+        target: &SshTarget,
+        opts: &SshOptions,
+    ) -> Result<Self, Retry> {
         let addr = format!("{}:{}", target.host, target.port);
         let config = Arc::new(client::Config {
             keepalive_interval: Some(opts.keepalive),
@@ -140,22 +167,39 @@ impl SshSession {
             opts: opts.clone(),
             outcome: outcome.clone(),
         };
-        let connected = client::connect(config, (target.host.as_str(), target.port.get()), handler).await;
+        let connected =
+            client::connect(config, (target.host.as_str(), target.port.get()), handler).await;
         let check = outcome.lock().expect("not poisoned").clone();
         let known_hosts = opts.known_hosts.display().to_string();
         let mut handle = match (connected, check) {
             (Ok(h), _) => h,
             (Err(_), Some(HostKeyCheck::Changed { old, new })) => {
-                return Err(Retry::No(TransportError::HostKeyChanged { node: node.into(), addr, old, new, known_hosts }))
+                return Err(Retry::No(TransportError::HostKeyChanged {
+                    node: node.into(),
+                    addr,
+                    old,
+                    new,
+                    known_hosts,
+                }))
             }
             (Err(_), Some(HostKeyCheck::Unknown { fingerprint })) => {
-                return Err(Retry::No(TransportError::HostKeyUnknown { node: node.into(), addr, fingerprint, known_hosts }))
+                return Err(Retry::No(TransportError::HostKeyUnknown {
+                    node: node.into(),
+                    addr,
+                    fingerprint,
+                    known_hosts,
+                }))
             }
             (Err(e), _) => return Err(Retry::Yes(e.to_string())),
         };
         let mut events = Vec::new();
-        if let Some(HostKeyCheck::Learned { fingerprint }) = outcome.lock().expect("not poisoned").clone() {
-            events.push(ConnectEvent::HostKeyLearned { node: node.to_string(), fingerprint });
+        if let Some(HostKeyCheck::Learned { fingerprint }) =
+            outcome.lock().expect("not poisoned").clone()
+        {
+            events.push(ConnectEvent::HostKeyLearned {
+                node: node.to_string(),
+                fingerprint,
+            });
         }
         authenticate(&mut handle, node, target).await?;
         Ok(Self {
@@ -173,12 +217,19 @@ impl SshSession {
     }
 
     fn ssh_error(&self, e: impl std::fmt::Display) -> TransportError {
-        TransportError::Ssh { node: self.node.clone(), addr: self.addr(), reason: e.to_string() }
+        TransportError::Ssh {
+            node: self.node.clone(),
+            addr: self.addr(),
+            reason: e.to_string(),
+        }
     }
 
     /// Closes the connection.
     pub async fn close(&self) {
-        let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
     }
 }
 
@@ -187,10 +238,19 @@ enum Retry {
     No(TransportError),
 }
 
-async fn authenticate(handle: &mut Handle<Client>, node: &str, target: &SshTarget) -> Result<(), Retry> {
+async fn authenticate(
+    handle: &mut Handle<Client>,
+    node: &str,
+    target: &SshTarget,
+) -> Result<(), Retry> {
     let addr = format!("{}:{}", target.host, target.port);
     let mut tried = Vec::new();
-    let rsa_hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+    let rsa_hash = handle
+        .best_supported_rsa_hash()
+        .await
+        .ok()
+        .flatten()
+        .flatten();
     let files: Vec<PathBuf> = match &target.key {
         Some(k) => vec![expand_home(k)],
         None => {
@@ -198,10 +258,20 @@ async fn authenticate(handle: &mut Handle<Client>, node: &str, target: &SshTarge
             if let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_env().await {
                 if let Ok(ids) = agent.request_identities().await {
                     for id in ids {
-                        let russh::keys::agent::AgentIdentity::PublicKey { key, comment } = id else { continue };
+                        let russh::keys::agent::AgentIdentity::PublicKey { key, comment } = id
+                        else {
+                            continue;
+                        };
                         tried.push(format!("agent key {comment}"));
-                        let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
-                        if let Ok(r) = handle.authenticate_publickey_with(&target.user, key, hash, &mut agent).await {
+                        let hash = if key.algorithm().is_rsa() {
+                            rsa_hash
+                        } else {
+                            None
+                        };
+                        if let Ok(r) = handle
+                            .authenticate_publickey_with(&target.user, key, hash, &mut agent)
+                            .await
+                        {
                             if r.success() {
                                 return Ok(());
                             }
@@ -209,7 +279,11 @@ async fn authenticate(handle: &mut Handle<Client>, node: &str, target: &SshTarge
                     }
                 }
             }
-            ["~/.ssh/id_ed25519", "~/.ssh/id_rsa", "~/.ssh/id_ecdsa"].iter().map(|p| expand_home(Path::new(p))).filter(|p| p.exists()).collect()
+            ["~/.ssh/id_ed25519", "~/.ssh/id_rsa", "~/.ssh/id_ecdsa"]
+                .iter()
+                .map(|p| expand_home(Path::new(p)))
+                .filter(|p| p.exists())
+                .collect()
         }
     };
     for file in files {
@@ -225,8 +299,18 @@ async fn authenticate(handle: &mut Handle<Client>, node: &str, target: &SshTarge
                 }))
             }
         };
-        let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
-        match handle.authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash)).await {
+        let hash = if key.algorithm().is_rsa() {
+            rsa_hash
+        } else {
+            None
+        };
+        match handle
+            .authenticate_publickey(
+                &target.user,
+                PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+            )
+            .await
+        {
             Ok(r) if r.success() => return Ok(()),
             Ok(_) => {}
             Err(e) => return Err(Retry::Yes(e.to_string())),
@@ -236,7 +320,11 @@ async fn authenticate(handle: &mut Handle<Client>, node: &str, target: &SshTarge
         node: node.into(),
         addr,
         user: target.user.clone(),
-        tried: if tried.is_empty() { "no key (none given, no agent, no ~/.ssh/id_*)".into() } else { tried.join(", ") },
+        tried: if tried.is_empty() {
+            "no key (none given, no agent, no ~/.ssh/id_*)".into()
+        } else {
+            tried.join(", ")
+        },
     }))
 }
 
@@ -250,24 +338,40 @@ impl Transport for SshSession {
         format!("{}:{}", self.target.host, self.target.port)
     }
 
-    async fn exec_raw(&self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<ExecOutput, TransportError> {
+    async fn exec_raw(
+        &self,
+        cmd: &Cmd,
+        stdin: Option<&[u8]>,
+    ) -> Result<ExecOutput, TransportError> {
         let script = if self.target.become_ && self.target.user != "root" {
             format!("sudo -n sh -c {}", super::quote(cmd.script()))
         } else {
             cmd.script().to_string()
         };
         let run = async {
-            let mut channel = self.handle.channel_open_session().await.map_err(|e| self.ssh_error(e))?;
-            channel.exec(true, script.as_bytes()).await.map_err(|e| self.ssh_error(e))?;
+            let mut channel = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| self.ssh_error(e))?;
+            channel
+                .exec(true, script.as_bytes())
+                .await
+                .map_err(|e| self.ssh_error(e))?;
             if let Some(data) = stdin {
                 channel.data(data).await.map_err(|e| self.ssh_error(e))?;
             }
             channel.eof().await.map_err(|e| self.ssh_error(e))?;
-            let mut out = ExecOutput { status: 255, ..Default::default() };
+            let mut out = ExecOutput {
+                status: 255,
+                ..Default::default()
+            };
             while let Some(msg) = channel.wait().await {
                 match msg {
                     ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        out.stderr.extend_from_slice(&data)
+                    }
                     ChannelMsg::ExitStatus { exit_status } => out.status = exit_status,
                     _ => {}
                 }
@@ -288,13 +392,19 @@ impl Transport for SshSession {
     async fn docker(&self) -> Result<bollard::Docker, TransportError> {
         let handle = self.handle.clone();
         let node = self.node.clone();
-        let transport = move |req: bollard::BollardRequest| {
+        let transport = move |mut req: bollard::BollardRequest| {
+            // A raw HTTP/1 connection sends no Host header by itself; the engine requires one.
+            req.headers_mut().insert(
+                hyper::header::HOST,
+                hyper::header::HeaderValue::from_static("docker"),
+            );
             let handle = handle.clone();
             let node = node.clone();
             async move {
-                let io_err = |what: &str, e: &dyn std::fmt::Display| bollard::errors::Error::IOError {
-                    err: std::io::Error::other(format!("{node}: {what}: {e}")),
-                };
+                let io_err =
+                    |what: &str, e: &dyn std::fmt::Display| bollard::errors::Error::IOError {
+                        err: std::io::Error::other(format!("{node}: {what}: {e}")),
+                    };
                 let channel = handle
                     .channel_open_direct_streamlocal("/var/run/docker.sock")
                     .await
@@ -304,16 +414,33 @@ impl Transport for SshSession {
                     .await
                     .map_err(|e| io_err("http handshake with the engine", &e))?;
                 tokio::spawn(conn);
-                sender.send_request(req).await.map_err(|e| io_err("engine request", &e))
+                sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| io_err("engine request", &e))
             }
         };
-        bollard::Docker::connect_with_custom_transport(transport, Some("http://docker"), 120, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| TransportError::Docker { node: self.node.clone(), addr: self.addr(), reason: e.to_string() })
+        bollard::Docker::connect_with_custom_transport(
+            transport,
+            Some("http://docker"),
+            120,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(|e| TransportError::Docker {
+            node: self.node.clone(),
+            addr: self.addr(),
+            reason: e.to_string(),
+        })
     }
 }
 
 /// Connects to every node at once; each node's result is reported.
-pub async fn connect_all(nodes: &[(String, SshTarget)], opts: &SshOptions) -> Vec<(String, Result<SshSession, TransportError>)> {
-    let futures = nodes.iter().map(|(name, target)| async move { (name.clone(), SshSession::connect(name, target, opts).await) });
+pub async fn connect_all(
+    nodes: &[(String, SshTarget)],
+    opts: &SshOptions,
+) -> Vec<(String, Result<SshSession, TransportError>)> {
+    let futures = nodes.iter().map(|(name, target)| async move {
+        (name.clone(), SshSession::connect(name, target, opts).await)
+    });
     futures::future::join_all(futures).await
 }

@@ -1,1 +1,57 @@
+use super::facts::{parse, problems};
+use super::*;
 
+#[test]
+fn secrets_are_redacted_even_when_quoted() {
+    let c = Cmd::new("printf %s ")
+        .secret("p@ss word")
+        .push(" | docker secret create x -");
+    assert_eq!(
+        c.script(),
+        "printf %s 'p@ss word' | docker secret create x -"
+    );
+    assert_eq!(
+        c.redacted(),
+        "printf %s <redacted> | docker secret create x -"
+    );
+    assert_eq!(
+        c.redact("error: p@ss word rejected"),
+        "error: <redacted> rejected"
+    );
+}
+
+#[test]
+fn quoting() {
+    assert_eq!(quote("plain"), "plain");
+    assert_eq!(quote("it's"), "\"it's\"");
+    assert_eq!(quote("a b"), "'a b'");
+}
+
+const SAMPLE: &str = "time=1000.5\nos_id=debian\nos_version=12\ncodename=bookworm\narch=x86_64\nkernel=6.1.0\nwg=no\n\
+docker=20.10.24\nswarm=inactive\ndisk_kib=1048576\ninit=systemd\nsudo=no\nports=22 51820 \nmesh=no\n";
+
+#[test]
+fn facts_parse_and_judge() {
+    let f = parse(SAMPLE, 1000.0);
+    assert_eq!(f.codename, "bookworm");
+    assert_eq!(f.disk_free_mib, 1024);
+    assert!((f.clock_offset_s - 0.5).abs() < 1e-9);
+    assert_eq!(f.ports_in_use, vec![51820]);
+    let p: Vec<String> = problems(&f, "root", false)
+        .into_iter()
+        .map(|p| p.message)
+        .collect();
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].starts_with("only 1024 MiB free"));
+    assert!(p[1].starts_with("port 51820 is already in use"));
+    // A non-root user needs become and sudo.
+    let p = problems(&f, "deploy", true);
+    assert!(p
+        .iter()
+        .any(|p| p.blocking && p.message.starts_with("sudo is not installed")));
+    // Once the mesh is up, 51820 is ours.
+    let mut up = f.clone();
+    up.mesh_up = true;
+    up.disk_free_mib = 10_000;
+    assert!(problems(&up, "root", false).is_empty());
+}

@@ -1,0 +1,335 @@
+//! The SSH transport on the shared sandbox: parallel exec and upload, Docker's
+//! API through the connection, host-key checking, unreachable nodes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clusterkit::core::spec::SshTarget;
+use clusterkit::core::transport::known_hosts::HostKeyPolicy;
+use clusterkit::core::transport::ssh::{SshOptions, SshSession};
+use clusterkit::core::transport::{fan_out, Cmd, Transport, TransportError, Upload, UploadOutcome};
+use clusterkit::core::Port;
+
+use crate::sandbox::{calm, ck, disrupt, shared, NAME};
+
+fn target(i: u8, dir: &Path) -> SshTarget {
+    SshTarget {
+        host: format!("172.29.250.{}", 10 + i),
+        port: Port::new(22).unwrap(),
+        user: "root".into(),
+        key: Some(dir.join("id_ed25519")),
+        become_: false,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+/// Strict sessions to the three nodes, checked against the sandbox's recorded host keys.
+async fn sessions(dir: &Path) -> Vec<Arc<dyn Transport>> {
+    let mut opts = SshOptions::new(dir.join("known_hosts"));
+    opts.policy = HostKeyPolicy::Strict;
+    let mut out: Vec<Arc<dyn Transport>> = Vec::new();
+    for i in 1..=3 {
+        let s = SshSession::connect(&format!("node{i}"), &target(i, dir), &opts)
+            .await
+            .expect("connect");
+        out.push(Arc::new(s));
+    }
+    out
+}
+
+#[test]
+fn exec_and_upload_run_on_three_nodes_in_parallel_over_one_connection_each() {
+    let s = shared();
+    let _g = calm();
+    rt().block_on(async {
+        let nodes = sessions(&s.dir).await;
+        let names = fan_out(&nodes, 8, |t| async move {
+            t.exec(&Cmd::new("hostname")).await.map(|o| o.stdout_str())
+        })
+        .await;
+        for (node, r) in &names {
+            assert_eq!(r.as_ref().unwrap().trim(), node);
+        }
+        // Many steps reuse the same connection: sshd sees one session per node.
+        for _ in 0..5 {
+            for t in &nodes {
+                t.exec(&Cmd::new("true")).await.unwrap();
+            }
+        }
+        let count = nodes[0]
+            .exec(&Cmd::new(
+                "ss -Htn state established '( sport = :22 )' | grep -c 172.29.250.1:",
+            ))
+            .await
+            .unwrap()
+            .stdout_str();
+        assert_eq!(
+            count.trim(),
+            "1",
+            "one connection from this machine to node1"
+        );
+
+        let path = "/etc/clusterkit-test/secret.conf";
+        let results = fan_out(&nodes, 8, |t| async move {
+            let content = format!("node={}\n", t.node());
+            let up = Upload {
+                content: content.as_bytes(),
+                path,
+                mode: 0o600,
+                owner: Some("root:root"),
+            };
+            let first = t.upload(&up).await?;
+            let second = t.upload(&up).await?;
+            let back = t.download(path).await?;
+            let mode = t
+                .exec(&Cmd::new("stat -c %a ").arg(path))
+                .await?
+                .stdout_str();
+            Ok((first, second, String::from_utf8(back).unwrap(), mode))
+        })
+        .await;
+        for (node, r) in results {
+            let (first, second, back, mode) = r.unwrap();
+            assert_eq!(first, UploadOutcome::Written, "{node}");
+            assert_eq!(
+                second,
+                UploadOutcome::Unchanged,
+                "{node}: the same content is not written again"
+            );
+            assert_eq!(back, format!("node={node}\n"));
+            assert_eq!(mode.trim(), "600");
+        }
+        // A changed content is written again, atomically (no temporary file left).
+        let up = Upload {
+            content: b"v2\n",
+            path,
+            mode: 0o640,
+            owner: None,
+        };
+        assert_eq!(nodes[0].upload(&up).await.unwrap(), UploadOutcome::Written);
+        let left = nodes[0]
+            .exec(&Cmd::new("ls -A /etc/clusterkit-test"))
+            .await
+            .unwrap()
+            .stdout_str();
+        assert_eq!(left.trim(), "secret.conf");
+        fan_out(&nodes, 8, |t| async move {
+            t.exec(&Cmd::new("rm -rf /etc/clusterkit-test")).await
+        })
+        .await;
+    });
+}
+
+#[test]
+fn a_failing_command_names_node_command_and_stderr_with_secrets_redacted() {
+    let s = shared();
+    let _g = calm();
+    rt().block_on(async {
+        let nodes = sessions(&s.dir).await;
+        let secret = "SWMTKN-1-very-secret-token";
+        let cmd = Cmd::new("echo using ")
+            .secret(secret)
+            .push(" >&2; echo ")
+            .arg(secret)
+            .push(" >&2; exit 3");
+        let err = nodes[1].exec(&cmd).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, TransportError::Failed { status: 3, .. }),
+            "{msg}"
+        );
+        assert!(
+            msg.starts_with("node2 (172.29.250.12:22): echo using <redacted>"),
+            "{msg}"
+        );
+        assert!(msg.contains("exit status 3: using <redacted>"), "{msg}");
+        assert!(!msg.contains(secret), "{msg}");
+        assert!(!format!("{cmd:?} {cmd}").contains(secret));
+    });
+}
+
+#[test]
+fn docker_engine_api_answers_through_the_ssh_connection() {
+    let s = shared();
+    let _g = calm();
+    rt().block_on(async {
+        let nodes = sessions(&s.dir).await;
+        for t in &nodes {
+            let docker = t.docker().await.unwrap();
+            let v = docker
+                .version()
+                .await
+                .unwrap_or_else(|e| panic!("{}: version: {e}", t.node()));
+            assert!(
+                v.version.unwrap_or_default().starts_with("20.10"),
+                "{}",
+                t.node()
+            );
+            let info = docker.info().await.unwrap();
+            assert_eq!(
+                info.name.as_deref(),
+                Some(t.node()),
+                "the engine answering is the node's own"
+            );
+            // Several requests in a row: one channel each, same connection.
+            assert!(docker.ping().await.is_ok());
+        }
+    });
+}
+
+fn copy_sandbox_config(dir: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join(".clusterkit")).unwrap();
+    for f in ["hosts.ini", "clusterkit.toml"] {
+        std::fs::copy(dir.join(f), to.join(f)).unwrap();
+    }
+    std::fs::copy(dir.join("known_hosts"), to.join(".clusterkit/known_hosts")).unwrap();
+}
+
+#[test]
+fn a_changed_host_key_is_refused_until_forgotten() {
+    let s = shared();
+    let _g = calm();
+    let scratch = tempfile::tempdir().unwrap();
+    let d = scratch.path();
+    copy_sandbox_config(&s.dir, d);
+    // node1's recorded key replaced by another node's: as if node1 were a different machine.
+    let kh = d.join(".clusterkit/known_hosts");
+    let text = std::fs::read_to_string(&kh).unwrap();
+    let key2 = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_once(' ')
+        .unwrap()
+        .1
+        .to_string();
+    let tampered: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("172.29.250.11 ") {
+                format!("172.29.250.11 {key2}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&kh, tampered).unwrap();
+    let config = d.join("clusterkit.toml");
+    let out = ck(&["check", "-c", config.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("HOST KEY CHANGED"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(
+        line.starts_with(
+            "  node1: error: node1 (172.29.250.11:22): HOST KEY CHANGED: recorded SHA256:"
+        ),
+        "{line}"
+    );
+    assert!(
+        line.contains("the node now shows SHA256:")
+            && line.contains("clusterkit known-hosts forget node1"),
+        "{line}"
+    );
+    // The other nodes were checked all the same.
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("node2 ")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("node3 ")),
+        "{}",
+        out.stdout
+    );
+
+    let out = ck(&[
+        "known-hosts",
+        "-c",
+        config.to_str().unwrap(),
+        "forget",
+        "node1",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = ck(&["check", "-c", config.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("node1: first contact, recorded host key SHA256:"),
+        "{}",
+        out.stderr
+    );
+    // Strict mode refuses an unknown host.
+    std::fs::write(&kh, "").unwrap();
+    let out = ck(&[
+        "check",
+        "--strict-host-keys",
+        "-c",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("unknown host key SHA256:")
+            && out.stdout.contains("strict host-key checking is on"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn check_reports_every_node_facts() {
+    let s = shared();
+    let _g = calm();
+    let out = ck(&[
+        "check",
+        "--strict-host-keys",
+        "-c",
+        s.dir.join("clusterkit.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    insta::with_settings!({ filters => vec![
+        (r"6\.\d+\.\d+\S*", "[kernel]"),
+        (r"20\.10\.\d+\S*", "[docker]"),
+        (r" +\d+ +[+-]\d+\.\d+s", " [disk] [clock]"),
+    ]}, {
+        insta::assert_snapshot!("check_sandbox", out.stdout);
+    });
+}
+
+#[test]
+fn a_stopped_node_fails_within_bounds_while_the_others_succeed() {
+    let s = shared();
+    let _g = disrupt();
+    let config = s.dir.join("clusterkit.toml");
+    let out = ck(&["sandbox", "stop", "--name", NAME, "node3"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let start = Instant::now();
+    let out = ck(&["check", "-c", config.to_str().unwrap()]);
+    let took = start.elapsed();
+    let restart = ck(&["sandbox", "start", "--name", NAME, "node3"]);
+    assert_eq!(restart.code, 0, "{}", restart.stderr);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("node1 ")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("node2 ")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("node3: error: node3 (172.29.250.13:22): cannot connect after 3 attempt(s)"),
+        "{}",
+        out.stdout
+    );
+}
