@@ -83,8 +83,8 @@ impl Cmd {
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in &self.secrets {
-            out = out.replace(s.as_str(), "<redacted>");
             out = out.replace(&quote(s), "<redacted>");
+            out = out.replace(s.as_str(), "<redacted>");
         }
         out
     }
