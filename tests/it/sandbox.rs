@@ -22,7 +22,7 @@ pub struct Shared {
 static SHARED: OnceLock<Shared> = OnceLock::new();
 static DISRUPT: RwLock<()> = RwLock::new(());
 
-fn docker(args: &[&str]) -> std::process::Output {
+pub fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker")
         .args(args)
         .output()
@@ -110,6 +110,30 @@ unsafe fn teardown() {
             .args(["sandbox", "down", "--name", NAME])
             .output();
     }
+}
+
+/// Makes a tiny image (one file) in the local engine.
+pub fn tiny_image(tag: &str) {
+    let scratch = Scratch::new(&[("hello.txt", "loaded\n")]);
+    let tar = Command::new("tar")
+        .args([
+            "-C",
+            scratch.path().to_str().unwrap(),
+            "-cf",
+            "-",
+            "hello.txt",
+        ])
+        .output()
+        .unwrap();
+    let mut import = Command::new("docker")
+        .args(["import", "-", tag])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(import.stdin.as_mut().unwrap(), &tar.stdout).unwrap();
+    drop(import.stdin.take());
+    assert!(import.wait().unwrap().success());
 }
 
 /// Runs a shell command on a node over SSH (the sandbox's key, checked host key).
@@ -265,27 +289,7 @@ fn partition_cuts_a_node_off_from_the_others_and_heal_reconnects_it() {
 fn load_image_copies_a_local_image_into_every_node() {
     shared();
     let _g = calm();
-    // A tiny image made here: one file.
-    let scratch = Scratch::new(&[("hello.txt", "loaded\n")]);
-    let tar = Command::new("tar")
-        .args([
-            "-C",
-            scratch.path().to_str().unwrap(),
-            "-cf",
-            "-",
-            "hello.txt",
-        ])
-        .output()
-        .unwrap();
-    let mut import = Command::new("docker")
-        .args(["import", "-", "ck-it/tiny:1"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(import.stdin.as_mut().unwrap(), &tar.stdout).unwrap();
-    drop(import.stdin.take());
-    assert!(import.wait().unwrap().success());
+    tiny_image("ck-it/tiny:1");
     let out = ck(&["sandbox", "load-image", "--name", NAME, "ck-it/tiny:1"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     for i in 1..=3 {

@@ -333,3 +333,92 @@ fn a_stopped_node_fails_within_bounds_while_the_others_succeed() {
         out.stdout
     );
 }
+
+#[test]
+fn images_push_sends_only_to_the_nodes_that_lack_them() {
+    let s = shared();
+    let _g = calm();
+    crate::sandbox::tiny_image("ck-it/push:1");
+    let config = s.dir.join("clusterkit.toml");
+    let push = || {
+        ck(&[
+            "images",
+            "-c",
+            config.to_str().unwrap(),
+            "push",
+            "ck-it/push:1",
+        ])
+    };
+    let out = push();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for i in 1..=3 {
+        assert!(
+            out.stdout
+                .contains(&format!("node{i}: loaded ck-it/push:1")),
+            "{}",
+            out.stdout
+        );
+    }
+    let out = push();
+    assert_eq!(
+        out.stdout.matches("has every image").count(),
+        3,
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        crate::sandbox::ssh("node2", "docker rmi -f ck-it/push:1 >/dev/null").code,
+        0
+    );
+    let out = push();
+    assert!(
+        out.stdout.contains("node2: loaded ck-it/push:1"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        out.stdout.matches("has every image").count(),
+        2,
+        "{}",
+        out.stdout
+    );
+    let _ = crate::sandbox::docker(&["rmi", "ck-it/push:1"]);
+}
+
+#[test]
+fn docker_engine_is_installed_where_missing_and_left_alone_where_present() {
+    use clusterkit::core::transport::facts::gather;
+    use clusterkit::core::transport::install::{ensure_docker, DockerAction, DockerSource};
+    let s = shared();
+    let _g = disrupt();
+    rt().block_on(async {
+        let nodes = sessions(&s.dir).await;
+        let node3 = &nodes[2];
+        let f = gather(node3.as_ref()).await.unwrap();
+        let present = ensure_docker(node3.as_ref(), &f, DockerSource::Distribution)
+            .await
+            .unwrap();
+        assert!(
+            matches!(present, DockerAction::Present(ref v) if v.starts_with("20.10")),
+            "{present:?}"
+        );
+        // Remove the engine, as on a bare server.
+        node3
+            .exec(&Cmd::new(
+                "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq docker.io >/dev/null 2>&1",
+            ))
+            .await
+            .unwrap();
+        let f = gather(node3.as_ref()).await.unwrap();
+        assert_eq!(f.docker, None);
+        let installed = ensure_docker(node3.as_ref(), &f, DockerSource::Distribution)
+            .await
+            .unwrap();
+        assert!(
+            matches!(installed, DockerAction::Installed(ref v) if v.starts_with("20.10")),
+            "{installed:?}"
+        );
+        let info = node3.docker().await.unwrap().info().await.unwrap();
+        assert_eq!(info.name.as_deref(), Some("node3"));
+    });
+}

@@ -111,6 +111,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send images to the nodes (for clusters that cannot pull).
+    Images {
+        #[command(flatten)]
+        input: Input,
+        #[command(subcommand)]
+        cmd: ImagesCmd,
+    },
     /// Manage recorded SSH host keys.
     KnownHosts {
         #[command(flatten)]
@@ -128,6 +135,20 @@ enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `clusterkit images` subcommands.
+#[derive(Debug, Subcommand)]
+enum ImagesCmd {
+    /// Copy images from this machine's engine to every node that lacks them.
+    #[command(
+        after_help = "The images are saved once (`docker save`) and loaded over each node's SSH\nconnection; nodes that already have them get nothing.\n\nExample:\n  clusterkit images push -i hosts.ini clusterkit/prometheus:bookworm"
+    )]
+    Push {
+        /// Images (name:tag).
+        #[arg(required = true)]
+        images: Vec<String>,
     },
 }
 
@@ -160,6 +181,15 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::INVALID);
             };
             crate::remote::check(&loaded, strict_host_keys, json)
+        }
+        Command::Images {
+            input,
+            cmd: ImagesCmd::Push { images },
+        } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::remote::push_images(&loaded, &images)
         }
         Command::KnownHosts {
             input,

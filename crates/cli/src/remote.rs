@@ -141,3 +141,48 @@ pub fn forget(loaded: &Loaded, node: &str) -> anyhow::Result<u8> {
     println!("{node}: forgot {removed} recorded host key(s) in {}; the next connection records the key it shows", path.display());
     Ok(exit::OK)
 }
+
+/// `clusterkit images push IMAGE...`: local images to every node lacking them.
+pub fn push_images(loaded: &Loaded, images: &[String]) -> anyhow::Result<u8> {
+    let mut args = vec!["save".to_string()];
+    args.extend(images.iter().cloned());
+    let out = std::process::Command::new("docker")
+        .args(&args)
+        .output()
+        .context("running docker save (is the docker CLI installed?)")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "docker save {}: {}",
+            images.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let archive = out.stdout;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async {
+        let (sessions, failed) = connect(loaded, false).await;
+        let results = fan_out(&sessions, 4, |t| {
+            clusterkit_core::transport::images::push(t, &archive, images)
+        })
+        .await;
+        let mut code = if failed.is_empty() {
+            exit::OK
+        } else {
+            exit::FAILURE
+        };
+        for (node, e) in &failed {
+            eprintln!("{node}: error: {e}");
+        }
+        for (node, r) in results {
+            match r {
+                Ok(sent) if sent.is_empty() => println!("{node}: has every image"),
+                Ok(sent) => println!("{node}: loaded {}", sent.join(", ")),
+                Err(e) => {
+                    eprintln!("{node}: error: {e}");
+                    code = exit::FAILURE;
+                }
+            }
+        }
+        Ok(code)
+    })
+}

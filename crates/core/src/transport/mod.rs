@@ -4,6 +4,8 @@
 //! node's Docker Engine API through the same connection ([`Transport::docker`]).
 
 pub mod facts;
+pub mod images;
+pub mod install;
 pub mod known_hosts;
 pub mod ssh;
 
