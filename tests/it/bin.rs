@@ -8,6 +8,12 @@ use std::sync::OnceLock;
 pub fn clusterkit() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        // The userspace WireGuard binary is found beside `clusterkit`.
+        escargot::CargoBuild::new()
+            .package("clusterkit-wg-userspace")
+            .bin("clusterkit-wg-userspace")
+            .run()
+            .expect("building clusterkit-wg-userspace");
         escargot::CargoBuild::new()
             .package("clusterkit-cli")
             .bin("clusterkit")

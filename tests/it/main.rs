@@ -6,3 +6,4 @@ mod inventory_errors;
 mod plan;
 mod sandbox;
 mod transport;
+mod wg;

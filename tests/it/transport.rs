@@ -89,7 +89,7 @@ fn exec_and_upload_run_on_three_nodes_in_parallel_over_one_connection_each() {
                 .exec(&Cmd::new("stat -c %a ").arg(path))
                 .await?
                 .stdout_str();
-            Ok((first, second, String::from_utf8(back).unwrap(), mode))
+            Ok::<_, TransportError>((first, second, String::from_utf8(back).unwrap(), mode))
         })
         .await;
         for (node, r) in results {

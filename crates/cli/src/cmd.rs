@@ -54,10 +54,10 @@ pub enum Color {
 #[derive(Debug, clap::Args)]
 struct Input {
     /// clusterkit.toml (default: ./clusterkit.toml when it exists).
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// An Ansible inventory, INI or YAML (replaces the config's `inventory`).
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", global = true)]
     inventory: Option<PathBuf>,
 }
 
@@ -110,6 +110,13 @@ enum Command {
         /// Print facts and problems as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// The WireGuard mesh: build it, check every pair, rotate keys.
+    Wg {
+        #[command(flatten)]
+        input: Input,
+        #[command(subcommand)]
+        cmd: crate::mesh::WgCmd,
     },
     /// Send images to the nodes (for clusters that cannot pull).
     Images {
@@ -181,6 +188,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::INVALID);
             };
             crate::remote::check(&loaded, strict_host_keys, json)
+        }
+        Command::Wg { input, cmd } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::mesh::run(&loaded, cmd)
         }
         Command::Images {
             input,

@@ -3,6 +3,7 @@
 //! Parsing with clap, printing, exit codes; everything else lives in the libraries.
 
 mod cmd;
+mod mesh;
 mod output;
 mod remote;
 mod sandbox;

@@ -1,14 +1,501 @@
 //! clusterkit-wg: the WireGuard full mesh between the nodes of a
-//! [`clusterkit_core::ClusterSpec`].
+//! [`clusterkit_core::ClusterSpec`], usable alone.
 //!
-//! Not built yet (issue [D]): keys made on each node, `wg-quick` rendering,
-//! kernel or userspace (boringtun) interface. What exists today is the peer
-//! list every node gets, which `clusterkit plan` shows.
+//! - [`model`]: keys, peers, interfaces; [`render`]: wg-quick files, the
+//!   peer-sync script, the firewall (pure, snapshot-tested);
+//! - [`ensure_key`] makes each node's private key on the node (only the public
+//!   key travels); [`plan`] computes every node's interface and peers;
+//!   [`apply_node`] installs and converges one node; [`up`] does the whole mesh
+//!   and proves it with pings between every pair; [`status`] and [`rotate`].
+//!
+//! Kernel WireGuard is used where the module is present; elsewhere wg-quick
+//! falls back to `clusterkit-wg-userspace` (boringtun), which clusterkit uploads.
 
-use clusterkit_core::spec::{ClusterSpec, Node};
+pub mod model;
+pub mod render;
 
-/// The peers of `node` in the full mesh: every other node, in inventory order.
-pub fn peers<'a>(spec: &'a ClusterSpec, node: &Node) -> impl Iterator<Item = &'a Node> {
-    let name = node.name.clone();
-    spec.nodes.iter().filter(move |n| n.name != name)
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use clusterkit_core::spec::{ClusterSpec, WgBackend};
+use clusterkit_core::transport::facts::Facts;
+use clusterkit_core::transport::{fan_out, Cmd, Transport, TransportError, Upload, UploadOutcome};
+use serde::Serialize;
+
+use crate::model::{NodeMesh, Peer, WgPublicKey};
+
+/// Where the userspace implementation is installed on a node.
+pub const USERSPACE_PATH: &str = "/usr/local/bin/clusterkit-wg-userspace";
+const FIREWALL_SCRIPT: &str = "/usr/local/lib/clusterkit/firewall.sh";
+const FIREWALL_UNIT_PATH: &str = "/etc/systemd/system/clusterkit-firewall.service";
+
+/// Errors of the mesh.
+#[derive(Debug, thiserror::Error)]
+pub enum WgError {
+    /// A remote operation failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A node printed something that is not a public key.
+    #[error("{node}: `wg pubkey` printed `{text}`, not a public key: is wireguard-tools installed (apt-get install wireguard-tools)?")]
+    BadKey {
+        /// Node.
+        node: String,
+        /// What it printed.
+        text: String,
+    },
+    /// The node needs the userspace implementation and none fits.
+    #[error("{node}: its kernel has no WireGuard and no userspace binary is at hand for {arch}: load the wireguard module, or build clusterkit-wg-userspace for {arch} and set CLUSTERKIT_WG_USERSPACE to it")]
+    NoUserspaceBinary {
+        /// Node.
+        node: String,
+        /// Its architecture.
+        arch: String,
+    },
+    /// `mesh.backend = "kernel"` but the node has no module.
+    #[error("{node}: mesh.backend is `kernel` but the kernel has no WireGuard module: set mesh.backend = \"auto\" to use the userspace implementation")]
+    KernelMissing {
+        /// Node.
+        node: String,
+    },
+    /// Some pairs of nodes cannot reach each other over the mesh.
+    #[error("the mesh is not full: {}", .0.join("; "))]
+    Unreachable(Vec<String>),
+    /// Several nodes failed; each is listed.
+    #[error("{} node(s) failed:\n{}", .0.len(), .0.iter().map(|(n, e)| format!("  {n}: {e}")).collect::<Vec<_>>().join("\n"))]
+    Nodes(Vec<(String, WgError)>),
 }
+
+/// Collects per-node results: all values, or every failure.
+fn all_ok<T>(results: Vec<(String, Result<T, WgError>)>) -> Result<BTreeMap<String, T>, WgError> {
+    let mut ok = BTreeMap::new();
+    let mut failed = Vec::new();
+    for (n, r) in results {
+        match r {
+            Ok(v) => {
+                ok.insert(n, v);
+            }
+            Err(e) => failed.push((n, e)),
+        }
+    }
+    if failed.is_empty() {
+        Ok(ok)
+    } else {
+        Err(WgError::Nodes(failed))
+    }
+}
+
+/// Makes the node's private key unless it exists (mode 0600, on the node) and
+/// returns the public key. The private key is never read by clusterkit.
+pub async fn ensure_key(t: &dyn Transport, interface: &str) -> Result<WgPublicKey, WgError> {
+    let key = format!("/etc/wireguard/{interface}.key");
+    let cmd = Cmd::new(format!(
+        "umask 077; mkdir -p /etc/wireguard; [ -s {key} ] || wg genkey > {key}; chmod 600 {key}; wg pubkey < {key}"
+    ));
+    let out = t.exec(&cmd).await?.stdout_str();
+    WgPublicKey::parse(&out).map_err(|_| WgError::BadKey {
+        node: t.node().into(),
+        text: out.trim().into(),
+    })
+}
+
+/// Every node's interface and peers, from the spec and the nodes' public keys (pure).
+pub fn plan(spec: &ClusterSpec, keys: &BTreeMap<String, WgPublicKey>) -> Vec<NodeMesh> {
+    let peers: Vec<Peer> = spec
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            keys.get(n.name.as_str()).map(|k| Peer {
+                name: n.name.to_string(),
+                public_key: k.clone(),
+                mesh_address: n.mesh_address,
+                endpoint: format!("{}:{}", n.ssh.host, spec.mesh.port),
+                keepalive: spec.mesh.keepalive,
+            })
+        })
+        .collect();
+    spec.nodes
+        .iter()
+        .map(|n| NodeMesh {
+            node: n.name.to_string(),
+            interface: spec.mesh.interface.clone(),
+            address: n.mesh_address,
+            prefix: spec.mesh.cidr.prefix_len(),
+            listen_port: spec.mesh.port.get(),
+            mtu: spec.mesh.mtu,
+            peers: peers
+                .iter()
+                .filter(|p| p.name != n.name.as_str())
+                .cloned()
+                .collect(),
+        })
+        .collect()
+}
+
+/// What converging one node changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NodeChange {
+    /// The userspace binary or its drop-in was written.
+    pub userspace_installed: bool,
+    /// The firewall script or unit was (re)written and applied.
+    pub firewall: bool,
+    /// The wg-quick file was written.
+    pub conf_written: bool,
+    /// The interface was started (it was down).
+    pub started: bool,
+    /// The interface was restarted (its own settings changed).
+    pub restarted: bool,
+    /// Peers were changed live, without a restart.
+    pub peers_synced: bool,
+}
+
+impl NodeChange {
+    /// Whether anything changed on the node.
+    pub fn any(&self) -> bool {
+        *self != Self::default()
+    }
+}
+
+/// The userspace binary to upload, and the architecture it was built for.
+#[derive(Debug, Clone, Copy)]
+pub struct UserspaceBinary<'a> {
+    /// The executable.
+    pub bytes: &'a [u8],
+    /// `uname -m` of the machines it runs on (`x86_64`).
+    pub arch: &'a str,
+}
+
+/// Converges one node: userspace implementation where needed, firewall, the
+/// wg-quick file, the service; a peer change is applied live, an interface
+/// change restarts the interface, nothing changed touches nothing.
+pub async fn apply_node(
+    t: &dyn Transport,
+    m: &NodeMesh,
+    facts: &Facts,
+    backend: WgBackend,
+    binary: Option<UserspaceBinary<'_>>,
+) -> Result<NodeChange, WgError> {
+    let mut change = NodeChange::default();
+    let iface = &m.interface;
+    let unit = format!("wg-quick@{iface}");
+    let mut reload = false;
+    let needs_userspace = match backend {
+        WgBackend::Kernel if !facts.wireguard_kernel => {
+            return Err(WgError::KernelMissing {
+                node: t.node().into(),
+            })
+        }
+        WgBackend::Kernel => false,
+        WgBackend::Auto => !facts.wireguard_kernel,
+        WgBackend::Userspace => true,
+    };
+    if needs_userspace {
+        let bin =
+            binary
+                .filter(|b| b.arch == facts.arch)
+                .ok_or_else(|| WgError::NoUserspaceBinary {
+                    node: t.node().into(),
+                    arch: facts.arch.clone(),
+                })?;
+        let a = t
+            .upload(&Upload {
+                content: bin.bytes,
+                path: USERSPACE_PATH,
+                mode: 0o755,
+                owner: None,
+            })
+            .await?;
+        let dropin = render::userspace_dropin(USERSPACE_PATH);
+        let path = format!("/etc/systemd/system/{unit}.service.d/clusterkit.conf");
+        let b = t
+            .upload(&Upload {
+                content: dropin.as_bytes(),
+                path: &path,
+                mode: 0o644,
+                owner: None,
+            })
+            .await?;
+        change.userspace_installed = a == UploadOutcome::Written || b == UploadOutcome::Written;
+        reload |= b == UploadOutcome::Written;
+    }
+    let script = render::firewall_script(iface);
+    let a = t
+        .upload(&Upload {
+            content: script.as_bytes(),
+            path: FIREWALL_SCRIPT,
+            mode: 0o755,
+            owner: None,
+        })
+        .await?;
+    let b = t
+        .upload(&Upload {
+            content: render::FIREWALL_UNIT.as_bytes(),
+            path: FIREWALL_UNIT_PATH,
+            mode: 0o644,
+            owner: None,
+        })
+        .await?;
+    change.firewall = a == UploadOutcome::Written || b == UploadOutcome::Written;
+    reload |= b == UploadOutcome::Written;
+    if reload {
+        t.exec(&Cmd::new("systemctl daemon-reload")).await?;
+    }
+    if change.firewall {
+        t.exec(&Cmd::new("systemctl enable clusterkit-firewall.service >/dev/null 2>&1; systemctl restart clusterkit-firewall.service")).await?;
+    }
+
+    let conf = render::wg_quick(m);
+    let old = t
+        .exec_raw(&Cmd::new("cat ").arg(&m.conf_file()), None)
+        .await?
+        .stdout_str();
+    let written = t
+        .upload(&Upload {
+            content: conf.as_bytes(),
+            path: &m.conf_file(),
+            mode: 0o600,
+            owner: None,
+        })
+        .await?
+        == UploadOutcome::Written;
+    change.conf_written = written;
+    let state = t
+        .exec_raw(
+            &Cmd::new(format!(
+                "systemctl is-active {unit}; systemctl is-enabled {unit}"
+            )),
+            None,
+        )
+        .await?
+        .stdout_str();
+    let mut lines = state.lines();
+    let active = lines.next() == Some("active");
+    let enabled = lines.next() == Some("enabled");
+    if !enabled {
+        t.exec(&Cmd::new(format!("systemctl enable {unit} 2>/dev/null")))
+            .await?;
+    }
+    let start_cmd = |verb: &str| {
+        Cmd::new(format!(
+            "systemctl {verb} {unit} || {{ journalctl -u {unit} -n 15 --no-pager >&2; exit 1; }}"
+        ))
+    };
+    if !active {
+        t.exec(&start_cmd("start")).await?;
+        change.started = true;
+    } else if written || change.userspace_installed {
+        let old_iface = old.split("\n[Peer]").next().unwrap_or("");
+        if !old_iface.contains(&render::interface_section(m)) || change.userspace_installed {
+            t.exec(&start_cmd("restart")).await?;
+            change.restarted = true;
+        } else {
+            t.exec(&Cmd::new(render::sync_peers_script(m))).await?;
+            change.peers_synced = true;
+        }
+    }
+    Ok(change)
+}
+
+/// One directed pair of the mesh as `wg status` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairStatus {
+    /// The node asked.
+    pub from: String,
+    /// Its peer.
+    pub to: String,
+    /// Seconds since the latest handshake; `None`: never.
+    pub handshake_age_s: Option<u64>,
+    /// Ping round trip over the mesh in ms; `None`: no answer.
+    pub ping_ms: Option<f64>,
+}
+
+/// Shell reporting the backend, handshakes and a ping to each peer, in one round trip.
+fn status_script(m: &NodeMesh) -> String {
+    let mut s = format!(
+        "IF={iface}\nif [ -S /var/run/wireguard/$IF.sock ]; then echo mode userspace; else echo mode kernel; fi\necho now $(date +%s)\n\
+         wg show $IF latest-handshakes 2>/dev/null | sed 's/^/hs /'\n",
+        iface = m.interface
+    );
+    for p in &m.peers {
+        // A few tries: a handshake may be under way.
+        s.push_str(&format!(
+            "( for i in 1 2 3 4 5; do r=$(ping -c1 -W1 {ip} 2>/dev/null | sed -n 's/.*time=\\([0-9.]*\\) ms.*/\\1/p'); [ -n \"$r\" ] && break; done; echo ping {ip} ${{r:--}} ) &\n",
+            ip = p.mesh_address
+        ));
+    }
+    s.push_str("wait\n");
+    s
+}
+
+/// Parses the status script's output for one node (pure; backend-aware
+/// handshake ages: boringtun reports seconds since, the kernel a Unix time).
+pub fn parse_status(m: &NodeMesh, out: &str) -> Vec<PairStatus> {
+    let mut userspace = false;
+    let mut now = 0u64;
+    let mut hs: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut ping: BTreeMap<&str, Option<f64>> = BTreeMap::new();
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["mode", m] => userspace = *m == "userspace",
+            ["now", n] => now = n.parse().unwrap_or(0),
+            ["hs", key, t] => {
+                hs.insert(key, t.parse().unwrap_or(0));
+            }
+            ["ping", ip, r] => {
+                ping.insert(ip, r.parse().ok());
+            }
+            _ => {}
+        }
+    }
+    m.peers
+        .iter()
+        .map(|p| {
+            let raw = hs.get(p.public_key.as_str()).copied().unwrap_or(0);
+            let age = match (raw, userspace) {
+                (0, _) => None,
+                (t, true) => Some(t),
+                (t, false) => Some(now.saturating_sub(t)),
+            };
+            PairStatus {
+                from: m.node.clone(),
+                to: p.name.clone(),
+                handshake_age_s: age,
+                ping_ms: ping
+                    .get(p.mesh_address.to_string().as_str())
+                    .copied()
+                    .flatten(),
+            }
+        })
+        .collect()
+}
+
+/// Every node's public key, in parallel.
+pub async fn keys(
+    nodes: &[Arc<dyn Transport>],
+    interface: &str,
+) -> Result<BTreeMap<String, WgPublicKey>, WgError> {
+    let results = fan_out(nodes, 16, |t| async move { ensure_key(t, interface).await }).await;
+    all_ok(results)
+}
+
+/// Every pair's handshake and ping, all nodes in parallel.
+pub async fn status(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+) -> Result<Vec<PairStatus>, WgError> {
+    let keys = keys(nodes, &spec.mesh.interface).await?;
+    let meshes = plan(spec, &keys);
+    let results = fan_out(nodes, 16, |t| {
+        let m = meshes.iter().find(|m| m.node == t.node()).cloned();
+        async move {
+            let Some(m) = m else { return Ok(Vec::new()) };
+            let out = t.exec_raw(&Cmd::new(status_script(&m)), None).await?;
+            Ok::<_, WgError>(parse_status(&m, &out.stdout_str()))
+        }
+    })
+    .await;
+    Ok(all_ok(results)?.into_values().flatten().collect())
+}
+
+/// What [`up`] did on each node.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeshReport {
+    /// Per node, what changed.
+    pub changes: BTreeMap<String, NodeChange>,
+    /// Every pair, after convergence.
+    pub pairs: Vec<PairStatus>,
+}
+
+/// Builds or converges the whole mesh: keys, files and services on every
+/// node in parallel, then proves it with a ping between every pair.
+pub async fn up(
+    nodes: &[Arc<dyn Transport>],
+    facts: &BTreeMap<String, Facts>,
+    spec: &ClusterSpec,
+    binary: Option<UserspaceBinary<'_>>,
+) -> Result<MeshReport, WgError> {
+    let keys = keys(nodes, &spec.mesh.interface).await?;
+    let meshes = plan(spec, &keys);
+    let results = fan_out(nodes, 16, |t| {
+        let m = meshes.iter().find(|m| m.node == t.node());
+        let f = facts.get(t.node());
+        async move {
+            let (Some(m), Some(f)) = (m, f) else {
+                return Ok(NodeChange::default());
+            };
+            apply_node(t, m, f, spec.mesh.backend, binary).await
+        }
+    })
+    .await;
+    let changes = all_ok(results)?;
+    let pairs = status(nodes, spec).await?;
+    let broken: Vec<String> = pairs
+        .iter()
+        .filter(|p| p.ping_ms.is_none())
+        .map(|p| format!("{} cannot reach {} over the mesh", p.from, p.to))
+        .collect();
+    if !broken.is_empty() {
+        return Err(WgError::Unreachable(broken));
+    }
+    Ok(MeshReport { changes, pairs })
+}
+
+/// Replaces a node's key without taking the mesh down: a new key is made on
+/// the node, the other nodes swap its peer entry live, then the node switches.
+pub async fn rotate(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    node: &str,
+) -> Result<WgPublicKey, WgError> {
+    let iface = &spec.mesh.interface;
+    let Some(target) = nodes.iter().find(|t| t.node() == node) else {
+        return Err(WgError::Unreachable(vec![format!(
+            "{node} is not connected"
+        )]));
+    };
+    let key = format!("/etc/wireguard/{iface}.key");
+    let out = target
+        .exec(&Cmd::new(format!(
+            "umask 077; wg genkey > {key}.new; wg pubkey < {key}.new"
+        )))
+        .await?
+        .stdout_str();
+    let new = WgPublicKey::parse(&out).map_err(|_| WgError::BadKey {
+        node: node.into(),
+        text: out.trim().into(),
+    })?;
+    let mut keys = keys(nodes, iface).await?;
+    keys.insert(node.to_string(), new.clone());
+    let meshes = plan(spec, &keys);
+    // The others first: their files and live peers point at the new key.
+    let others: Vec<Arc<dyn Transport>> =
+        nodes.iter().filter(|t| t.node() != node).cloned().collect();
+    let results = fan_out(&others, 16, |t| {
+        let m = meshes.iter().find(|m| m.node == t.node()).cloned();
+        async move {
+            let Some(m) = m else { return Ok(()) };
+            let conf = render::wg_quick(&m);
+            t.upload(&Upload {
+                content: conf.as_bytes(),
+                path: &m.conf_file(),
+                mode: 0o600,
+                owner: None,
+            })
+            .await?;
+            t.exec(&Cmd::new(render::sync_peers_script(&m))).await?;
+            Ok::<_, WgError>(())
+        }
+    })
+    .await;
+    all_ok(results)?;
+    // Then the node itself switches to its new key.
+    target
+        .exec(&Cmd::new(format!(
+            "wg set {iface} private-key {key}.new && mv -f {key}.new {key}"
+        )))
+        .await?;
+    Ok(new)
+}
+
+#[cfg(test)]
+mod tests;

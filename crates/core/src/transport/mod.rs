@@ -321,6 +321,16 @@ pub trait Transport: Send + Sync {
     /// sees half a file.
     async fn upload(&self, file: &Upload<'_>) -> Result<UploadOutcome, TransportError> {
         let hash = hex::encode(Sha256::digest(file.content));
+        // A large file is compared first, so that an unchanged one is not sent at all.
+        if file.content.len() > 64 * 1024 {
+            let current = self
+                .exec_raw(&Cmd::new("sha256sum ").arg(file.path), None)
+                .await?
+                .stdout_str();
+            if current.split_whitespace().next() == Some(hash.as_str()) {
+                return Ok(UploadOutcome::Unchanged);
+            }
+        }
         let dir = match file.path.rsplit_once('/') {
             Some(("", _)) => "/".to_string(),
             Some((d, _)) => d.to_string(),
@@ -355,14 +365,14 @@ pub trait Transport: Send + Sync {
 
 /// Runs `step` on every node at once, at most `limit` at a time, and returns
 /// every node's result in the order given: one failure hides nothing.
-pub async fn fan_out<'a, T, F, Fut>(
+pub async fn fan_out<'a, T, E, F, Fut>(
     nodes: &'a [Arc<dyn Transport>],
     limit: usize,
     step: F,
-) -> Vec<(String, Result<T, TransportError>)>
+) -> Vec<(String, Result<T, E>)>
 where
     F: Fn(&'a dyn Transport) -> Fut,
-    Fut: Future<Output = Result<T, TransportError>> + 'a,
+    Fut: Future<Output = Result<T, E>> + 'a,
 {
     let permits = Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
     let futures = nodes.iter().map(|t| {

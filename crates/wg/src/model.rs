@@ -1,0 +1,88 @@
+//! The mesh as values: keys, peers, interfaces. Types validate on construction.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+/// A WireGuard public key: 32 bytes, base64 (44 characters). Private keys
+/// never leave their node and have no type here.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct WgPublicKey(String);
+
+impl WgPublicKey {
+    /// Checks the text of a public key, as `wg pubkey` prints it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let ok = t.len() == 44
+            && t.ends_with('=')
+            && t[..43]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/');
+        if ok {
+            Ok(Self(t.to_string()))
+        } else {
+            Err(format!(
+                "`{t}` is not a WireGuard public key (44 base64 characters)"
+            ))
+        }
+    }
+
+    /// The base64 text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WgPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One peer of a node's interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Peer {
+    /// The peer's node name (a comment in the file).
+    pub name: String,
+    /// Its public key.
+    pub public_key: WgPublicKey,
+    /// Its mesh address; AllowedIPs is this /32.
+    pub mesh_address: Ipv4Addr,
+    /// `host:port` it listens on.
+    pub endpoint: String,
+    /// PersistentKeepalive seconds, 0 for none.
+    pub keepalive: u16,
+}
+
+/// A node's interface and its peers: what `/etc/wireguard/IFACE.conf` says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeMesh {
+    /// The node's name.
+    pub node: String,
+    /// Interface name (`wg0`).
+    pub interface: String,
+    /// The node's mesh address.
+    pub address: Ipv4Addr,
+    /// Prefix length of the mesh network.
+    pub prefix: u8,
+    /// UDP listen port.
+    pub listen_port: u16,
+    /// Interface MTU.
+    pub mtu: u16,
+    /// Every other node.
+    pub peers: Vec<Peer>,
+}
+
+impl NodeMesh {
+    /// The private key file on the node (mode 0600; never read by clusterkit).
+    pub fn key_file(&self) -> String {
+        format!("/etc/wireguard/{}.key", self.interface)
+    }
+
+    /// The wg-quick file on the node.
+    pub fn conf_file(&self) -> String {
+        format!("/etc/wireguard/{}.conf", self.interface)
+    }
+}

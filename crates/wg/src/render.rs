@@ -1,0 +1,152 @@
+//! Rendering of standard wg-quick files (pure).
+
+use crate::model::NodeMesh;
+
+/// The `[Interface]` part: a change here needs the interface restarted;
+/// a change in the peers alone is applied live.
+pub fn interface_section(m: &NodeMesh) -> String {
+    format!(
+        "[Interface]\n\
+         Address = {addr}/{prefix}\n\
+         ListenPort = {port}\n\
+         MTU = {mtu}\n\
+         # The private key stays in its own file (0600), never in this one.\n\
+         PostUp = wg set %i private-key {key}\n",
+        addr = m.address,
+        prefix = m.prefix,
+        port = m.listen_port,
+        mtu = m.mtu,
+        key = m.key_file(),
+    )
+}
+
+/// The whole `/etc/wireguard/IFACE.conf`. It holds no private key.
+///
+/// ```
+/// # use clusterkit_wg::model::*;
+/// let m = NodeMesh { node: "node1".into(), interface: "wg0".into(), address: "10.0.0.1".parse().unwrap(),
+///     prefix: 24, listen_port: 51820, mtu: 1420, peers: vec![] };
+/// assert!(clusterkit_wg::render::wg_quick(&m).contains("Address = 10.0.0.1/24"));
+/// ```
+pub fn wg_quick(m: &NodeMesh) -> String {
+    let mut out = format!(
+        "# {}: WireGuard mesh of node {}, written by clusterkit. Do not edit.\n",
+        m.conf_file(),
+        m.node
+    );
+    out.push_str(&interface_section(m));
+    for p in &m.peers {
+        out.push_str(&format!(
+            "\n[Peer]\n# {name}\nPublicKey = {key}\nAllowedIPs = {ip}/32\nEndpoint = {endpoint}\n",
+            name = p.name,
+            key = p.public_key,
+            ip = p.mesh_address,
+            endpoint = p.endpoint,
+        ));
+        if p.keepalive > 0 {
+            out.push_str(&format!("PersistentKeepalive = {}\n", p.keepalive));
+        }
+    }
+    out
+}
+
+/// Shell that makes the live interface's peers exactly `m.peers`, without
+/// restarting it: unwanted peers are removed, missing ones added, and a peer
+/// whose settings differ is removed and added again. A peer already right is
+/// not touched, so its session goes on. (boringtun 0.7 cannot modify a peer in
+/// place: it panics and its configuration socket hangs; removing and adding
+/// works on both backends.)
+pub fn sync_peers_script(m: &NodeMesh) -> String {
+    let wanted: Vec<&str> = m.peers.iter().map(|p| p.public_key.as_str()).collect();
+    let mut s = format!(
+        "set -e\nIF={iface}\n\
+         cur=$(wg show \"$IF\" dump | tail -n +2)\n\
+         for p in $(printf '%s\\n' \"$cur\" | cut -f1); do case \" {keys} \" in *\" $p \"*) ;; *) wg set \"$IF\" peer \"$p\" remove ;; esac; done\n\
+         want() {{\n\
+         \x20 line=$(printf '%s\\n' \"$cur\" | awk -F'\\t' -v k=\"$1\" '$1 == k {{ print $3 \" \" $4 \" \" $8 }}')\n\
+         \x20 [ \"$line\" = \"$3 $2 $4\" ] && return 0\n\
+         \x20 [ -n \"$line\" ] && wg set \"$IF\" peer \"$1\" remove\n\
+         \x20 wg set \"$IF\" peer \"$1\" allowed-ips \"$2\" endpoint \"$3\" persistent-keepalive \"$4\"\n\
+         }}\n",
+        iface = m.interface,
+        keys = wanted.join(" "),
+    );
+    for p in &m.peers {
+        s.push_str(&format!(
+            "want {key} {ip}/32 {endpoint} {ka}\n",
+            key = p.public_key,
+            ip = p.mesh_address,
+            endpoint = p.endpoint,
+            ka = if p.keepalive == 0 {
+                "off".to_string()
+            } else {
+                p.keepalive.to_string()
+            },
+        ));
+    }
+    s
+}
+
+/// Ports the cluster uses that must be reachable over the mesh only:
+/// Swarm (2377/tcp, 7946/tcp+udp, 4789/udp), Garage (3900-3903/tcp),
+/// node-exporter (9100), cAdvisor (8080), Prometheus (9090), Alertmanager
+/// (9093), Grafana (3000).
+pub const MESH_ONLY_TCP: &[u16] = &[
+    2377, 7946, 3900, 3901, 3902, 3903, 9100, 8080, 9090, 9093, 3000,
+];
+/// UDP ports reachable over the mesh only.
+pub const MESH_ONLY_UDP: &[u16] = &[7946, 4789];
+
+/// The firewall script: the cluster's ports are dropped unless they arrive on
+/// the mesh interface (or loopback); SSH and the WireGuard port stay open.
+/// Idempotent: the chain is rebuilt each time. iptables where present, else nftables.
+pub fn firewall_script(interface: &str) -> String {
+    let tcp = MESH_ONLY_TCP.iter().map(u16::to_string).collect::<Vec<_>>();
+    let udp = MESH_ONLY_UDP.iter().map(u16::to_string).collect::<Vec<_>>();
+    format!(
+        "#!/bin/sh\n\
+         # Written by clusterkit: the cluster's ports answer over the mesh ({iface}) only.\n\
+         set -e\n\
+         if command -v iptables >/dev/null 2>&1; then\n\
+         \x20 iptables -N CLUSTERKIT-MESH 2>/dev/null || iptables -F CLUSTERKIT-MESH\n\
+         \x20 iptables -A CLUSTERKIT-MESH -i lo -j RETURN\n\
+         \x20 iptables -A CLUSTERKIT-MESH -i {iface} -j RETURN\n\
+         \x20 iptables -A CLUSTERKIT-MESH -p tcp -m multiport --dports {tcp} -j DROP\n\
+         \x20 iptables -A CLUSTERKIT-MESH -p udp -m multiport --dports {udp} -j DROP\n\
+         \x20 iptables -C INPUT -j CLUSTERKIT-MESH 2>/dev/null || iptables -I INPUT -j CLUSTERKIT-MESH\n\
+         else\n\
+         \x20 nft add table inet clusterkit\n\
+         \x20 nft 'add chain inet clusterkit input {{ type filter hook input priority -10 ; }}'\n\
+         \x20 nft flush chain inet clusterkit input\n\
+         \x20 nft add rule inet clusterkit input iifname != {{ lo, {iface} }} tcp dport {{ {tcp_n} }} drop\n\
+         \x20 nft add rule inet clusterkit input iifname != {{ lo, {iface} }} udp dport {{ {udp_n} }} drop\n\
+         fi\n",
+        iface = interface,
+        tcp = tcp.join(","),
+        udp = udp.join(","),
+        tcp_n = tcp.join(", "),
+        udp_n = udp.join(", "),
+    )
+}
+
+/// The systemd unit applying [`firewall_script`] at every boot, before the mesh and the engine.
+pub const FIREWALL_UNIT: &str = "[Unit]\n\
+    Description=clusterkit firewall: cluster ports over the mesh only\n\
+    DefaultDependencies=no\n\
+    After=local-fs.target\n\
+    Before=network-pre.target wg-quick.target docker.service\n\
+    Wants=network-pre.target\n\n\
+    [Service]\n\
+    Type=oneshot\n\
+    RemainAfterExit=yes\n\
+    ExecStart=/usr/local/lib/clusterkit/firewall.sh\n\n\
+    [Install]\n\
+    WantedBy=multi-user.target\n";
+
+/// The drop-in that lets wg-quick fall back to clusterkit's userspace implementation.
+pub fn userspace_dropin(binary: &str) -> String {
+    format!(
+        "# Written by clusterkit: where the kernel has no WireGuard, wg-quick runs this instead.\n\
+         [Service]\nEnvironment=WG_QUICK_USERSPACE_IMPLEMENTATION={binary}\n"
+    )
+}

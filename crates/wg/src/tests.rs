@@ -1,0 +1,87 @@
+use std::collections::BTreeMap;
+
+use clusterkit_core::inventory::{Format, Inventory};
+use clusterkit_core::source::SourceFile;
+use clusterkit_core::spec::build;
+use clusterkit_core::state::State;
+use clusterkit_core::Problems;
+
+use super::model::WgPublicKey;
+use super::*;
+
+fn spec(n: usize) -> ClusterSpec {
+    let hosts: String = (1..=n)
+        .map(|i| format!("node{i} ansible_host=192.168.1.{i}\n"))
+        .collect();
+    let mut p = Problems::default();
+    let inv = Inventory::parse(
+        SourceFile::new("hosts.ini", format!("[servers]\n{hosts}")),
+        Format::Ini,
+        &mut p,
+    );
+    build(None, Some(&inv), &State::default(), &|_| None)
+        .unwrap()
+        .spec
+}
+
+/// Public keys made up for the tests (any 32 bytes are a valid public key).
+fn keys(n: usize) -> BTreeMap<String, WgPublicKey> {
+    (1..=n)
+        .map(|i| {
+            let b64 = format!("{}{i}=", "A".repeat(42));
+            (format!("node{i}"), WgPublicKey::parse(&b64).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn every_node_has_every_other_as_peer() {
+    let s = spec(3);
+    let meshes = plan(&s, &keys(3));
+    assert_eq!(meshes.len(), 3);
+    for m in &meshes {
+        assert_eq!(m.peers.len(), 2);
+        assert!(m.peers.iter().all(|p| p.name != m.node));
+    }
+    insta::assert_snapshot!(render::wg_quick(&meshes[0]));
+}
+
+#[test]
+fn sync_script_removes_unwanted_and_never_modifies_in_place() {
+    let s = spec(2);
+    let m = &plan(&s, &keys(2))[0];
+    let script = render::sync_peers_script(m);
+    insta::assert_snapshot!(script);
+}
+
+#[test]
+fn firewall_script() {
+    insta::assert_snapshot!(render::firewall_script("wg0"));
+}
+
+#[test]
+fn key_validation() {
+    assert!(WgPublicKey::parse("not a key").is_err());
+    assert!(WgPublicKey::parse(&format!("{}=", "A".repeat(43))).is_ok());
+}
+
+#[test]
+fn handshake_ages_know_the_backend() {
+    let s = spec(2);
+    let m = &plan(&s, &keys(2))[0];
+    let k = m.peers[0].public_key.as_str();
+    let userspace = parse_status(
+        m,
+        &format!("mode userspace\nnow 1000\nhs {k} 12\nping 10.0.0.2 0.41\n"),
+    );
+    assert_eq!(userspace[0].handshake_age_s, Some(12));
+    assert_eq!(userspace[0].ping_ms, Some(0.41));
+    let kernel = parse_status(
+        m,
+        &format!("mode kernel\nnow 1000\nhs {k} 990\nping 10.0.0.2 -\n"),
+    );
+    assert_eq!(kernel[0].handshake_age_s, Some(10));
+    assert_eq!(kernel[0].ping_ms, None);
+    let never = parse_status(m, &format!("mode kernel\nnow 1000\nhs {k} 0\n"));
+    assert_eq!(never[0].handshake_age_s, None);
+}
