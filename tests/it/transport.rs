@@ -59,7 +59,12 @@ fn exec_and_upload_run_on_three_nodes_in_parallel_over_one_connection_each() {
         for t in &nodes {
             let mut seen = std::collections::HashSet::new();
             for _ in 0..5 {
-                seen.insert(t.exec(&Cmd::new("echo $SSH_CONNECTION")).await.unwrap().stdout_str());
+                seen.insert(
+                    t.exec(&Cmd::new("echo $SSH_CONNECTION"))
+                        .await
+                        .unwrap()
+                        .stdout_str(),
+                );
             }
             assert_eq!(seen.len(), 1, "{}: {seen:?}", t.node());
         }

@@ -9,9 +9,15 @@
 use std::process::Command;
 
 fn exec(container: &str, script: &str) -> String {
-    let out = Command::new("docker").args(["exec", container, "sh", "-c", script]).output().expect("docker");
+    let out = Command::new("docker")
+        .args(["exec", container, "sh", "-c", script])
+        .output()
+        .expect("docker");
     if !out.status.success() {
-        eprintln!("{container}: {script}: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "{container}: {script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::process::exit(1);
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -25,12 +31,20 @@ fn main() {
     });
     let (a, b) = (&nodes[0], &nodes[1]);
     let mesh_b = "10.0.0.2";
-    exec(&b.container, "pkill iperf3; (iperf3 -s -D >/dev/null 2>&1); sleep 0.5");
+    exec(
+        &b.container,
+        "pkill iperf3; (iperf3 -s -D >/dev/null 2>&1); sleep 0.5",
+    );
     println!("{:<28} {:>14} {:>14}", "path", "throughput", "ping rtt avg");
-    for (label, target) in [("bridge (no WireGuard)", b.address.to_string()), ("userspace WireGuard mesh", mesh_b.to_string())] {
+    for (label, target) in [
+        ("bridge (no WireGuard)", b.address.to_string()),
+        ("userspace WireGuard mesh", mesh_b.to_string()),
+    ] {
         let json = exec(&a.container, &format!("iperf3 -c {target} -t 5 -J"));
         let v: serde_json::Value = serde_json::from_str(&json).expect("iperf3 json");
-        let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+        let bps = v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0);
         let ping = exec(&a.container, &format!("ping -q -c 20 -i 0.05 {target}"));
         let avg = ping
             .lines()

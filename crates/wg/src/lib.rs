@@ -281,7 +281,10 @@ pub async fn apply_node(
     };
     if !active {
         // An interface left by a hand-run wg-quick would make the service fail: remove it first.
-        t.exec(&Cmd::new(format!("ip link show {iface} >/dev/null 2>&1 && ip link delete {iface}; true"))).await?;
+        t.exec(&Cmd::new(format!(
+            "ip link show {iface} >/dev/null 2>&1 && ip link delete {iface}; true"
+        )))
+        .await?;
         t.exec(&start_cmd("start")).await?;
         change.started = true;
     } else if written || change.userspace_installed {

@@ -422,17 +422,17 @@ impl Transport for SshSession {
                     .map_err(|e| io_err("engine request", &e))
             }
         };
-        bollard::Docker::connect_with_custom_transport(
-            transport,
-            Some("http://docker"),
-            120,
-            bollard::API_DEFAULT_VERSION,
-        )
-        .map_err(|e| TransportError::Docker {
-            node: self.node.clone(),
-            addr: self.addr(),
-            reason: e.to_string(),
-        })
+        // API 1.41 is Docker 20.10's, the oldest engine clusterkit accepts; newer engines serve it too.
+        let api = bollard::ClientVersion {
+            major_version: 1,
+            minor_version: 41,
+        };
+        bollard::Docker::connect_with_custom_transport(transport, Some("http://docker"), 120, &api)
+            .map_err(|e| TransportError::Docker {
+                node: self.node.clone(),
+                addr: self.addr(),
+                reason: e.to_string(),
+            })
     }
 }
 
