@@ -5,5 +5,6 @@ mod bin;
 mod inventory_errors;
 mod plan;
 mod sandbox;
+mod swarm;
 mod transport;
 mod wg;

@@ -88,6 +88,26 @@ pub fn shared() -> &'static Shared {
     })
 }
 
+/// Powers nodes back on when dropped, so that a failing disruptive test does
+/// not leave the shared sandbox broken for the others.
+pub struct PowerBack(pub Vec<&'static str>);
+
+impl Drop for PowerBack {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let running = docker(&[
+                "inspect",
+                "--format",
+                "{{.State.Running}}",
+                &format!("{NAME}-{n}"),
+            ]);
+            if String::from_utf8_lossy(&running.stdout).trim() != "true" {
+                let _ = ck(&["sandbox", "start", "--name", NAME, n]);
+            }
+        }
+    }
+}
+
 /// Taken by a test that stops, starts or cuts off nodes of the shared sandbox:
 /// it runs alone.
 pub fn disrupt() -> RwLockWriteGuard<'static, ()> {

@@ -16,7 +16,7 @@ fn pings(container: &str, ip: &str) -> bool {
 
 /// Brings the shared sandbox's mesh up (idempotent) and returns the captured
 /// output. One run at a time: two `up`s of the same cluster at once race.
-fn mesh_up() -> String {
+pub fn mesh_up() -> String {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let s = shared();

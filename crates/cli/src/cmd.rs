@@ -118,6 +118,13 @@ enum Command {
         #[command(subcommand)]
         cmd: crate::mesh::WgCmd,
     },
+    /// Docker Swarm on the mesh: build it, check quorum and leader, recover it.
+    Swarm {
+        #[command(flatten)]
+        input: Input,
+        #[command(subcommand)]
+        cmd: crate::swarm::SwarmCmd,
+    },
     /// Send images to the nodes (for clusters that cannot pull).
     Images {
         #[command(flatten)]
@@ -188,6 +195,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::INVALID);
             };
             crate::remote::check(&loaded, strict_host_keys, json)
+        }
+        Command::Swarm { input, cmd } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::swarm::run(&loaded, cmd)
         }
         Command::Wg { input, cmd } => {
             let Some(loaded) = load(&input, color)? else {

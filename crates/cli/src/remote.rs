@@ -28,9 +28,23 @@ pub async fn connect(
     loaded: &Loaded,
     strict: bool,
 ) -> (Vec<Arc<dyn Transport>>, Vec<(String, String)>) {
+    connect_with(loaded, strict, false).await
+}
+
+/// [`connect`]; `quick` gives a node one short attempt (status commands,
+/// where a down node is an answer, not something to wait for).
+pub async fn connect_with(
+    loaded: &Loaded,
+    strict: bool,
+    quick: bool,
+) -> (Vec<Arc<dyn Transport>>, Vec<(String, String)>) {
     let mut opts = SshOptions::new(known_hosts_path(loaded));
     if strict {
         opts.policy = HostKeyPolicy::Strict;
+    }
+    if quick {
+        opts.attempts = 1;
+        opts.connect_timeout = std::time::Duration::from_secs(3);
     }
     let nodes: Vec<_> = loaded
         .built

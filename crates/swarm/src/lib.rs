@@ -1,12 +1,551 @@
-//! clusterkit-swarm: Docker Swarm where every node is a manager, bound to the mesh.
+//! clusterkit-swarm: Docker Swarm where every node is a manager (up to
+//! `swarm.max_managers`), bound to the WireGuard mesh, driven through each
+//! node's Docker API over SSH ([`clusterkit_core::transport::Transport::docker`]).
 //!
-//! Not built yet (issue [E]). Roles are decided by [`clusterkit_core::spec`]
-//! (every node a manager up to `swarm.max_managers`); this crate will init,
-//! join and watch the swarm.
+//! [`up`] initialises or completes the swarm idempotently; [`status`] reports
+//! managers, leader and quorum from the engines' own answers; [`recover`]
+//! re-forms a swarm that lost its majority from a survivor.
 
-use clusterkit_core::ClusterSpec;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-/// How many managers may be lost while the swarm keeps a Raft majority.
-pub fn tolerated_losses(spec: &ClusterSpec) -> usize {
-    spec.managers().count().saturating_sub(1) / 2
+use bollard::models::{
+    LocalNodeState, NetworkCreateRequest, NodeSpec, NodeSpecRoleEnum, Reachability,
+    SwarmInitRequest, SwarmJoinRequest,
+};
+use bollard::query_parameters::{LeaveSwarmOptions, ListNetworksOptions, UpdateNodeOptions};
+use clusterkit_core::spec::{ClusterSpec, Node, SwarmRole};
+use clusterkit_core::transport::{fan_out, Cmd, Transport, TransportError, Upload, UploadOutcome};
+use serde::Serialize;
+
+/// The attachable overlay network for the cluster's own services.
+pub const NETWORK: &str = "clusterkit";
+/// VXLAN's overhead inside the mesh: overlay MTU = mesh MTU - 50.
+pub const VXLAN_OVERHEAD: u16 = 50;
+
+/// Errors of the swarm.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    /// A remote operation failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The engine refused a request.
+    #[error("{node}: docker engine: {what}: {reason}")]
+    Engine {
+        /// Node.
+        node: String,
+        /// What was asked.
+        what: String,
+        /// The engine's answer.
+        reason: String,
+    },
+    /// A node belongs to a swarm that is not this cluster's.
+    #[error("{node} is already in another swarm (cluster {other}, this cluster is {ours}): if that is an old swarm, run `docker swarm leave --force` on {node} (its services there stop), then run again")]
+    OtherSwarm {
+        /// Node.
+        node: String,
+        /// Its swarm.
+        other: String,
+        /// This cluster's swarm.
+        ours: String,
+    },
+    /// A node is in the swarm but bound to an address that is not its mesh address.
+    #[error("{node} is in the swarm at {addr}, not at its mesh address {mesh}: run `docker swarm leave --force` on {node}, then run again")]
+    WrongAddress {
+        /// Node.
+        node: String,
+        /// Where it is bound.
+        addr: String,
+        /// Where it should be.
+        mesh: String,
+    },
+    /// No manager could answer: the swarm has lost its majority.
+    #[error("no manager answers with a majority: {0}")]
+    NoQuorum(String),
+}
+
+fn engine(node: &str, what: &str, e: impl std::fmt::Display) -> SwarmError {
+    SwarmError::Engine {
+        node: node.into(),
+        what: what.into(),
+        reason: e.to_string(),
+    }
+}
+
+/// What [`up`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SwarmChange {
+    /// The node the swarm was initialised on, if it was.
+    pub initialized: Option<String>,
+    /// Nodes that joined.
+    pub joined: Vec<String>,
+    /// Nodes whose role or labels were updated.
+    pub updated: Vec<String>,
+    /// The overlay network was created.
+    pub network_created: bool,
+    /// Nodes whose engine now starts after the mesh at boot.
+    pub boot_order: Vec<String>,
+}
+
+impl SwarmChange {
+    /// Whether anything changed.
+    pub fn any(&self) -> bool {
+        *self != Self::default()
+    }
+}
+
+/// The systemd drop-in that starts the engine after the mesh: the engine binds
+/// the swarm to the mesh address, which exists only once the mesh is up.
+pub fn boot_order_dropin(interface: &str) -> String {
+    format!(
+        "# Written by clusterkit: the swarm listens on the mesh address, so the engine starts after the mesh.\n\
+         [Unit]\nAfter=wg-quick@{interface}.service\nWants=wg-quick@{interface}.service\n"
+    )
+}
+
+/// The labels clusterkit puts on each swarm node.
+pub fn labels(n: &Node) -> HashMap<String, String> {
+    HashMap::from([
+        ("clusterkit.node".to_string(), n.name.to_string()),
+        ("clusterkit.storage".to_string(), n.storage.to_string()),
+    ])
+}
+
+struct Local {
+    state: LocalNodeState,
+    cluster: Option<String>,
+    addr: Option<String>,
+    control: bool,
+}
+
+async fn local(t: &dyn Transport) -> Result<Local, SwarmError> {
+    let info = t
+        .docker()
+        .await?
+        .info()
+        .await
+        .map_err(|e| engine(t.node(), "info", e))?;
+    let s = info.swarm.unwrap_or_default();
+    Ok(Local {
+        state: s.local_node_state.unwrap_or(LocalNodeState::INACTIVE),
+        cluster: s.cluster.and_then(|c| c.id),
+        addr: s.node_addr,
+        control: s.control_available.unwrap_or(false),
+    })
+}
+
+fn find<'a>(nodes: &'a [Arc<dyn Transport>], name: &str) -> Option<&'a Arc<dyn Transport>> {
+    nodes.iter().find(|t| t.node() == name)
+}
+
+/// Initialises or completes the swarm: the first manager inits it on its mesh
+/// address (with the spec's address pool, clear of the mesh), the others join
+/// with the manager or worker token (never printed), roles and labels follow
+/// the spec, the overlay network exists. A re-run on a complete swarm changes nothing.
+pub async fn up(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+) -> Result<SwarmChange, SwarmError> {
+    let mut change = SwarmChange::default();
+    let dropin = boot_order_dropin(&spec.mesh.interface);
+    for (node, r) in fan_out(nodes, 16, |t| {
+        let dropin = dropin.clone();
+        async move {
+            let up = Upload {
+                content: dropin.as_bytes(),
+                path: "/etc/systemd/system/docker.service.d/clusterkit-mesh.conf",
+                mode: 0o644,
+                owner: None,
+            };
+            let written = t.upload(&up).await? == UploadOutcome::Written;
+            if written {
+                t.exec(&Cmd::new("systemctl daemon-reload")).await?;
+            }
+            Ok::<_, TransportError>(written)
+        }
+    })
+    .await
+    {
+        if r? {
+            change.boot_order.push(node);
+        }
+    }
+
+    let mut locals = BTreeMap::new();
+    for (node, r) in fan_out(nodes, 16, |t| local(t)).await {
+        locals.insert(node, r?);
+    }
+    let members: Vec<&Node> = spec
+        .nodes
+        .iter()
+        .filter(|n| find(nodes, n.name.as_str()).is_some())
+        .collect();
+    let mesh_addr = |n: &Node| n.mesh_address.to_string();
+
+    // The cluster: the one the active nodes are in, or a new one.
+    let active: Vec<(&Node, &Local)> = members
+        .iter()
+        .filter_map(|n| locals.get(n.name.as_str()).map(|l| (*n, l)))
+        .filter(|(_, l)| l.state == LocalNodeState::ACTIVE)
+        .collect();
+    for (n, l) in &active {
+        if let Some(a) = &l.addr {
+            if *a != mesh_addr(n) {
+                return Err(SwarmError::WrongAddress {
+                    node: n.name.to_string(),
+                    addr: a.clone(),
+                    mesh: mesh_addr(n),
+                });
+            }
+        }
+    }
+    // A manager that really answers for the swarm (a node back from a
+    // recover may still believe it is one).
+    let mut answering = None;
+    for (n, _) in active.iter().filter(|(_, l)| l.control) {
+        let t = find(nodes, n.name.as_str()).expect("member");
+        if t.docker().await?.list_nodes(None).await.is_ok() {
+            answering = Some(*n);
+            break;
+        }
+    }
+    let leader_node: &Node = match answering {
+        Some(n) => n,
+        None if active.is_empty() => {
+            let first = members
+                .iter()
+                .find(|n| n.role == SwarmRole::Manager)
+                .ok_or_else(|| SwarmError::NoQuorum("no manager among the reachable nodes".into()))?;
+            let t = find(nodes, first.name.as_str()).expect("member");
+            let addr = mesh_addr(first);
+            let req = SwarmInitRequest {
+                listen_addr: Some(format!("{addr}:2377")),
+                advertise_addr: Some(format!("{addr}:2377")),
+                data_path_addr: Some(addr.clone()),
+                default_addr_pool: Some(vec![spec.swarm.default_addr_pool.to_string()]),
+                subnet_size: Some(u32::from(spec.swarm.subnet_size)),
+                ..Default::default()
+            };
+            t.docker().await?.init_swarm(req).await.map_err(|e| engine(t.node(), "swarm init", e))?;
+            change.initialized = Some(first.name.to_string());
+            first
+        }
+        None => {
+            return Err(SwarmError::NoQuorum(format!(
+                "{} node(s) are in the swarm but none can reach a majority of managers: see `clusterkit swarm status`, and `clusterkit swarm recover` if the missing managers are gone for good",
+                active.len()
+            )))
+        }
+    };
+    let leader_t = find(nodes, leader_node.name.as_str()).expect("member");
+    let docker = leader_t.docker().await?;
+    let swarm = docker
+        .inspect_swarm()
+        .await
+        .map_err(|e| engine(leader_t.node(), "swarm inspect", e))?;
+    let ours = swarm.id.clone().unwrap_or_default();
+    for (n, l) in &active {
+        if let Some(c) = &l.cluster {
+            if *c != ours {
+                return Err(SwarmError::OtherSwarm {
+                    node: n.name.to_string(),
+                    other: c.clone(),
+                    ours,
+                });
+            }
+        }
+    }
+    let tokens = swarm.join_tokens.unwrap_or_default();
+
+    // Who the swarm counts as a live member (by mesh address).
+    let before = docker
+        .list_nodes(None)
+        .await
+        .map_err(|e| engine(leader_t.node(), "node ls", e))?;
+    let live: Vec<String> = before
+        .iter()
+        .filter(|x| {
+            x.status.as_ref().and_then(|s| s.state) != Some(bollard::models::NodeState::DOWN)
+        })
+        .filter_map(|x| x.status.as_ref().and_then(|s| s.addr.clone()))
+        .collect();
+
+    // Joins, one at a time: Raft adds managers one by one.
+    for n in &members {
+        let l = &locals[n.name.as_str()];
+        if change.initialized.as_deref() == Some(n.name.as_str()) {
+            continue;
+        }
+        if l.state == LocalNodeState::ACTIVE && live.contains(&mesh_addr(n)) {
+            continue;
+        }
+        let t = find(nodes, n.name.as_str()).expect("member");
+        if l.state != LocalNodeState::INACTIVE {
+            // A node that thinks it is in the swarm the swarm no longer counts
+            // (it was away during a recover): it leaves its stale state first.
+            t.docker()
+                .await?
+                .leave_swarm(Some(LeaveSwarmOptions { force: true }))
+                .await
+                .map_err(|e| engine(t.node(), "swarm leave (stale member)", e))?;
+        }
+        let token = match n.role {
+            SwarmRole::Manager => tokens.manager.clone(),
+            SwarmRole::Worker => tokens.worker.clone(),
+        };
+        let addr = mesh_addr(n);
+        let req = SwarmJoinRequest {
+            listen_addr: Some(format!("{addr}:2377")),
+            advertise_addr: Some(format!("{addr}:2377")),
+            data_path_addr: Some(addr.clone()),
+            remote_addrs: Some(vec![format!("{}:2377", mesh_addr(leader_node))]),
+            join_token: token,
+        };
+        // The engine's error never contains the token; ours does not either.
+        t.docker()
+            .await?
+            .join_swarm(req)
+            .await
+            .map_err(|e| engine(t.node(), "swarm join", e))?;
+        change.joined.push(n.name.to_string());
+    }
+
+    // Roles and labels, as the spec says.
+    let listed = docker
+        .list_nodes(None)
+        .await
+        .map_err(|e| engine(leader_t.node(), "node ls", e))?;
+    for n in &members {
+        let Some(node) = listed.iter().find(|x| {
+            x.status.as_ref().and_then(|s| s.addr.as_deref()) == Some(mesh_addr(n).as_str())
+                && x.status.as_ref().and_then(|s| s.state) != Some(bollard::models::NodeState::DOWN)
+        }) else {
+            continue;
+        };
+        let current = node.spec.clone().unwrap_or_default();
+        let role = match n.role {
+            SwarmRole::Manager => NodeSpecRoleEnum::MANAGER,
+            SwarmRole::Worker => NodeSpecRoleEnum::WORKER,
+        };
+        let mut want_labels = current.labels.clone().unwrap_or_default();
+        want_labels.extend(labels(n));
+        if current.role == Some(role) && current.labels.as_ref() == Some(&want_labels) {
+            continue;
+        }
+        let new = NodeSpec {
+            role: Some(role),
+            labels: Some(want_labels),
+            ..current
+        };
+        let version = node.version.as_ref().and_then(|v| v.index).unwrap_or(0) as i64;
+        let id = node.id.clone().unwrap_or_default();
+        docker
+            .update_node(&id, new, UpdateNodeOptions { version })
+            .await
+            .map_err(|e| engine(leader_t.node(), "node update", e))?;
+        change.updated.push(n.name.to_string());
+    }
+
+    // The cluster's own overlay network, its MTU fitted inside the mesh's.
+    let filters = HashMap::from([("name".to_string(), vec![NETWORK.to_string()])]);
+    let existing = docker
+        .list_networks(Some(ListNetworksOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map_err(|e| engine(leader_t.node(), "network ls", e))?;
+    if !existing.iter().any(|n| n.name.as_deref() == Some(NETWORK)) {
+        let mtu = spec.mesh.mtu - VXLAN_OVERHEAD;
+        let req = NetworkCreateRequest {
+            name: NETWORK.into(),
+            driver: Some("overlay".into()),
+            attachable: Some(true),
+            options: Some(HashMap::from([(
+                "com.docker.network.driver.mtu".to_string(),
+                mtu.to_string(),
+            )])),
+            labels: Some(HashMap::from([(
+                "clusterkit".to_string(),
+                "true".to_string(),
+            )])),
+            ..Default::default()
+        };
+        docker
+            .create_network(req)
+            .await
+            .map_err(|e| engine(leader_t.node(), "network create", e))?;
+        change.network_created = true;
+    }
+    Ok(change)
+}
+
+/// One manager, as the swarm sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManagerInfo {
+    /// Host name.
+    pub hostname: String,
+    /// Its swarm address (the mesh address).
+    pub addr: String,
+    /// Reachable from the others.
+    pub reachable: bool,
+    /// The current leader.
+    pub leader: bool,
+}
+
+/// The swarm's health, from the engines' own answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwarmStatus {
+    /// Managers known to the swarm.
+    pub managers: Vec<ManagerInfo>,
+    /// Number of workers.
+    pub workers: usize,
+    /// The leader's host name, if there is one.
+    pub leader: Option<String>,
+    /// Managers needed for a majority.
+    pub quorum: usize,
+    /// Whether a majority of managers is reachable.
+    pub has_quorum: bool,
+    /// How many more managers may be lost right now (0 when at the edge or without quorum).
+    pub tolerates: usize,
+    /// Which node answered.
+    pub answered_by: Option<String>,
+}
+
+/// Asks the reachable nodes, in turn, for the swarm's view; a node that cannot
+/// answer (no quorum) is skipped. Without any answer, the quorum is lost.
+pub async fn status(nodes: &[Arc<dyn Transport>]) -> Result<SwarmStatus, SwarmError> {
+    let mut last = String::from("no node reachable");
+    let mut known_managers = 0usize;
+    for t in nodes {
+        let docker = match t.docker().await {
+            Ok(d) => d,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        if let Ok(info) = docker.info().await {
+            known_managers =
+                known_managers.max(info.swarm.and_then(|s| s.managers).unwrap_or(0) as usize);
+        }
+        match docker.list_nodes(None).await {
+            Ok(list) => {
+                let mut managers = Vec::new();
+                let mut workers = 0;
+                for n in &list {
+                    match n.manager_status.as_ref() {
+                        Some(m) => managers.push(ManagerInfo {
+                            hostname: n
+                                .description
+                                .as_ref()
+                                .and_then(|d| d.hostname.clone())
+                                .unwrap_or_default(),
+                            addr: m
+                                .addr
+                                .clone()
+                                .unwrap_or_default()
+                                .trim_end_matches(":2377")
+                                .to_string(),
+                            reachable: m.reachability == Some(Reachability::REACHABLE),
+                            leader: m.leader.unwrap_or(false),
+                        }),
+                        None => workers += 1,
+                    }
+                }
+                managers.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+                let total = managers.len();
+                let quorum = total / 2 + 1;
+                let reachable = managers.iter().filter(|m| m.reachable).count();
+                return Ok(SwarmStatus {
+                    leader: managers
+                        .iter()
+                        .find(|m| m.leader)
+                        .map(|m| m.hostname.clone()),
+                    has_quorum: reachable >= quorum,
+                    tolerates: reachable.saturating_sub(quorum),
+                    quorum,
+                    managers,
+                    workers,
+                    answered_by: Some(t.node().to_string()),
+                });
+            }
+            Err(e) => last = format!("{}: {e}", t.node()),
+        }
+    }
+    let counted = if known_managers > 0 {
+        format!(
+            "the swarm has {known_managers} manager(s) and needs {} to decide; ",
+            known_managers / 2 + 1
+        )
+    } else {
+        String::new()
+    };
+    Err(SwarmError::NoQuorum(format!(
+        "{last}. {counted}bring the stopped managers back, \
+         or, if they are gone for good, run `clusterkit swarm recover` on a survivor (force-new-cluster)"
+    )))
+}
+
+/// Re-forms the swarm from `survivor` (`--force-new-cluster`: it keeps the
+/// swarm's state, services and secrets, and becomes its only manager), then
+/// has the other reachable managers leave and join again. Managers that come
+/// back later rejoin with the next `up`.
+pub async fn recover(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    survivor: &str,
+) -> Result<SwarmChange, SwarmError> {
+    let Some(t) = find(nodes, survivor) else {
+        return Err(SwarmError::NoQuorum(format!("{survivor} is not reachable")));
+    };
+    let n = spec.node(survivor).ok_or_else(|| {
+        SwarmError::NoQuorum(format!("{survivor} is not in the cluster description"))
+    })?;
+    let addr = n.mesh_address.to_string();
+    let req = SwarmInitRequest {
+        listen_addr: Some(format!("{addr}:2377")),
+        advertise_addr: Some(format!("{addr}:2377")),
+        data_path_addr: Some(addr),
+        force_new_cluster: Some(true),
+        ..Default::default()
+    };
+    t.docker()
+        .await?
+        .init_swarm(req)
+        .await
+        .map_err(|e| engine(survivor, "swarm init --force-new-cluster", e))?;
+    // The survivor is the only manager now: the old managers' entries go, and
+    // those that answer leave their stale state to join afresh.
+    let docker = t.docker().await?;
+    let listed = docker
+        .list_nodes(None)
+        .await
+        .map_err(|e| engine(survivor, "node ls", e))?;
+    for node in listed {
+        let is_self = node.status.as_ref().and_then(|s| s.addr.as_deref())
+            == Some(n.mesh_address.to_string().as_str());
+        if is_self {
+            continue;
+        }
+        if let Some(id) = node.id {
+            let _ = t
+                .exec(
+                    &Cmd::new("docker node demote ")
+                        .arg(&id)
+                        .push(" >/dev/null 2>&1; docker node rm --force ")
+                        .arg(&id),
+                )
+                .await;
+        }
+    }
+    for other in nodes.iter().filter(|o| o.node() != survivor) {
+        let _ = other
+            .docker()
+            .await?
+            .leave_swarm(Some(LeaveSwarmOptions { force: true }))
+            .await;
+    }
+    let mut change = up(nodes, spec).await?;
+    change.initialized = Some(survivor.to_string());
+    Ok(change)
 }

@@ -1,0 +1,171 @@
+//! `clusterkit swarm ...`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Subcommand;
+use clusterkit_core::spec::Loaded;
+use clusterkit_core::transport::Transport;
+use clusterkit_swarm::SwarmStatus;
+
+use crate::exit;
+use crate::remote::connect_with;
+
+/// `clusterkit swarm` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SwarmCmd {
+    /// Initialise or complete the swarm on the mesh (every node a manager, up to swarm.max_managers).
+    #[command(
+        after_help = "Needs the mesh (`clusterkit wg up`). A re-run on a complete swarm changes nothing.\n\nExample:\n  clusterkit swarm up -i hosts.ini"
+    )]
+    Up,
+    /// Managers, leader, quorum, and how many more losses the swarm tolerates now.
+    Status {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-form a swarm that lost its majority for good, from a surviving manager.
+    #[command(
+        after_help = "What happens: the survivor runs `docker swarm init --force-new-cluster`. It keeps the\n\
+        swarm's services, secrets and configs and becomes the only manager; the other reachable\n\
+        nodes leave and join again; managers that come back later rejoin with the next\n\
+        `clusterkit swarm up`. Do it only when the missing managers will not come back soon:\n\
+        if they do, they return to a swarm that went on without them.\n\nExample:\n  clusterkit swarm recover --node node1 --yes"
+    )]
+    Recover {
+        /// The survivor to re-form from (default: the first reachable manager).
+        #[arg(long)]
+        node: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn print_status(s: &SwarmStatus, unreachable: &[(String, String)]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<10} {:<12} {:<12} LEADER",
+        "MANAGER", "ADDRESS", "REACHABLE"
+    )?;
+    for m in &s.managers {
+        writeln!(
+            out,
+            "{:<10} {:<12} {:<12} {}",
+            m.hostname,
+            m.addr,
+            if m.reachable { "yes" } else { "no" },
+            if m.leader { "yes" } else { "" }
+        )?;
+    }
+    let reachable = s.managers.iter().filter(|m| m.reachable).count();
+    writeln!(
+        out,
+        "\nleader: {}; {reachable} of {} managers reachable, quorum {}; tolerates {} more loss(es); {} worker(s)",
+        s.leader.as_deref().unwrap_or("none"),
+        s.managers.len(),
+        s.quorum,
+        s.tolerates,
+        s.workers
+    )?;
+    for (n, e) in unreachable {
+        writeln!(out, "{n}: not reachable over SSH: {e}")?;
+    }
+    if !s.has_quorum {
+        writeln!(
+            out,
+            "quorum lost: {reachable} of {} managers reachable, {} needed to decide. Bring the stopped managers back; \
+             if they are gone for good, run `clusterkit swarm recover` (see its --help)",
+            s.managers.len(),
+            s.quorum
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs a `swarm` command.
+pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async {
+        let quick = !matches!(cmd, SwarmCmd::Up);
+        let (nodes, failed) = connect_with(loaded, false, quick).await;
+        let spec = &loaded.built.spec;
+        match cmd {
+            SwarmCmd::Up => {
+                if !failed.is_empty() {
+                    for (n, e) in &failed {
+                        eprintln!("{n}: error: {e}");
+                    }
+                    anyhow::bail!("{} node(s) unreachable: nothing was changed", failed.len());
+                }
+                let c = clusterkit_swarm::up(&nodes, spec).await?;
+                if let Some(n) = &c.initialized {
+                    eprintln!("{n}: swarm initialised on {}", spec.node(n).map(|x| x.mesh_address.to_string()).unwrap_or_default());
+                }
+                for n in &c.joined {
+                    eprintln!("{n}: joined as {}", spec.node(n).map(|x| format!("{:?}", x.role).to_lowercase()).unwrap_or_default());
+                }
+                for n in &c.updated {
+                    eprintln!("{n}: role and labels updated");
+                }
+                if c.network_created {
+                    eprintln!("overlay network `{}` created (mtu {})", clusterkit_swarm::NETWORK, spec.mesh.mtu - clusterkit_swarm::VXLAN_OVERHEAD);
+                }
+                if !c.any() {
+                    eprintln!("swarm unchanged");
+                }
+                let s = clusterkit_swarm::status(&nodes).await?;
+                print_status(&s, &[])?;
+                Ok(exit::OK)
+            }
+            SwarmCmd::Status { json } => match clusterkit_swarm::status(&nodes).await {
+                Ok(s) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&s)?);
+                    } else {
+                        print_status(&s, &failed)?;
+                    }
+                    let healthy = s.has_quorum && s.managers.iter().all(|m| m.reachable) && failed.is_empty();
+                    Ok(if healthy { exit::OK } else { exit::FAILURE })
+                }
+                Err(e) => {
+                    for (n, err) in &failed {
+                        println!("{n}: not reachable over SSH: {err}");
+                    }
+                    println!("quorum lost: {e}");
+                    Ok(exit::FAILURE)
+                }
+            },
+            SwarmCmd::Recover { node, yes } => {
+                let survivor = match node {
+                    Some(n) => n,
+                    None => spec
+                        .managers()
+                        .map(|m| m.name.to_string())
+                        .find(|m| nodes.iter().any(|t: &Arc<dyn Transport>| t.node() == m))
+                        .context("no manager is reachable over SSH: nothing to recover from")?,
+                };
+                if !yes {
+                    if !std::io::stdin().is_terminal() {
+                        anyhow::bail!("recover re-forms the swarm from {survivor}: pass --yes to confirm (see --help for what happens)");
+                    }
+                    eprint!("re-form the swarm from {survivor} with --force-new-cluster? [y/N] ");
+                    let mut answer = String::new();
+                    std::io::stdin().read_line(&mut answer)?;
+                    if !answer.trim().eq_ignore_ascii_case("y") {
+                        eprintln!("nothing was changed");
+                        return Ok(exit::FAILURE);
+                    }
+                }
+                let c = clusterkit_swarm::recover(&nodes, spec, &survivor).await?;
+                eprintln!("{survivor}: swarm re-formed; rejoined: {}", if c.joined.is_empty() { "none yet".into() } else { c.joined.join(", ") });
+                let s = clusterkit_swarm::status(&nodes).await?;
+                print_status(&s, &failed)?;
+                Ok(exit::OK)
+            }
+        }
+    })
+}

@@ -1,0 +1,216 @@
+//! Docker Swarm on the shared sandbox's mesh: every node a manager, leader
+//! failover with a replicated service, quorum loss and recovery.
+
+use std::time::{Duration, Instant};
+
+use crate::sandbox::{calm, ck, disrupt, docker, shared, NAME};
+
+fn config() -> String {
+    shared()
+        .dir
+        .join("clusterkit.toml")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Mesh and swarm up, one run at a time.
+pub fn swarm_up() -> crate::bin::Output {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    crate::wg::mesh_up();
+    let out = ck(&["swarm", "up", "-c", &config()]);
+    assert_eq!(
+        out.code, 0,
+        "swarm up failed:\n{}\n{}",
+        out.stdout, out.stderr
+    );
+    out
+}
+
+fn exec(node: &str, script: &str) -> String {
+    let out = docker(&["exec", &format!("{NAME}-{node}"), "sh", "-c", script]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn three_managers_on_mesh_addresses_and_a_rerun_changes_nothing() {
+    shared();
+    let _g = calm();
+    swarm_up();
+    let again = swarm_up();
+    assert!(again.stderr.contains("swarm unchanged"), "{}", again.stderr);
+    assert!(
+        again
+            .stdout
+            .contains("3 of 3 managers reachable, quorum 2; tolerates 1 more loss(es)"),
+        "{}",
+        again.stdout
+    );
+    for i in 1..=3 {
+        let addrs = exec(
+            &format!("node{i}"),
+            "docker node inspect self --format '{{.ManagerStatus.Addr}} {{.Status.Addr}}'",
+        );
+        assert_eq!(
+            addrs.trim(),
+            format!("10.0.0.{i}:2377 10.0.0.{i}"),
+            "node{i}"
+        );
+    }
+    // Swarm's networks stay clear of the mesh.
+    let subnets = exec("node1", "docker network inspect ingress clusterkit --format '{{range .IPAM.Config}}{{.Subnet}}{{end}}'");
+    assert!(
+        subnets.lines().all(|l| l.starts_with("10.200.")),
+        "{subnets}"
+    );
+    let labels = exec(
+        "node2",
+        "docker node inspect self --format '{{index .Spec.Labels \"clusterkit.node\"}}'",
+    );
+    assert_eq!(labels.trim(), "node2");
+    // The engine starts after the mesh at boot.
+    assert!(exec("node3", "systemctl show docker -p After").contains("wg-quick@wg0.service"));
+}
+
+/// A 2 MB image made on each node from its own files: `sleep infinity`.
+fn sleeper_image() {
+    for i in 1..=3 {
+        exec(
+            &format!("node{i}"),
+            "docker image inspect ck/sleeper:1 >/dev/null 2>&1 || tar -C / -c lib lib64 usr/lib64 usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 \
+             usr/lib/x86_64-linux-gnu/libc.so.6 usr/bin/sleep 2>/dev/null | docker import -c 'CMD [\"/usr/bin/sleep\",\"infinity\"]' - ck/sleeper:1",
+        );
+    }
+}
+
+fn leader() -> Option<String> {
+    let out = ck(&["swarm", "status", "--json", "-c", &config()]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+    v["leader"].as_str().map(String::from)
+}
+
+#[test]
+fn the_swarm_survives_its_leader_and_keeps_every_replica() {
+    shared();
+    let _g = disrupt();
+    swarm_up();
+    sleeper_image();
+    exec("node1", "docker service rm keeper >/dev/null 2>&1; docker service create -d --name keeper --replicas 3 ck/sleeper:1 >/dev/null");
+    let running = |exclude: &str| {
+        let ps = exec("node1", "docker service ps keeper --filter desired-state=running --format '{{.Node}} {{.CurrentState}}'");
+        let ps = if ps.trim().is_empty() {
+            exec("node2", "docker service ps keeper --filter desired-state=running --format '{{.Node}} {{.CurrentState}}'")
+        } else {
+            ps
+        };
+        ps.lines()
+            .filter(|l| l.contains("Running") && !l.starts_with(exclude))
+            .count()
+    };
+    wait_for("3 replicas running", Duration::from_secs(60), || {
+        running("-") == 3
+    });
+    let old = leader().expect("a leader");
+    let _back = crate::sandbox::PowerBack(vec!["node1", "node2", "node3"]);
+    assert_eq!(ck(&["sandbox", "stop", "--name", NAME, &old]).code, 0);
+    let took = wait_for("a new leader", Duration::from_secs(90), || {
+        leader().is_some_and(|l| l != old)
+    });
+    eprintln!("new leader after {took:?}");
+    let survivors: Vec<String> = (1..=3)
+        .map(|i| format!("node{i}"))
+        .filter(|n| *n != old)
+        .collect();
+    wait_for(
+        "3 replicas on the survivors",
+        Duration::from_secs(120),
+        || {
+            let ps = exec(&survivors[0], "docker service ps keeper --filter desired-state=running --format '{{.Node}} {{.CurrentState}}'");
+            ps.lines()
+                .filter(|l| l.contains("Running") && !l.starts_with(&old))
+                .count()
+                == 3
+        },
+    );
+    assert_eq!(ck(&["sandbox", "start", "--name", NAME, &old]).code, 0);
+    wait_for(
+        "the old leader back as a reachable manager",
+        Duration::from_secs(120),
+        || {
+            exec(
+                &survivors[0],
+                "docker node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}'",
+            )
+            .contains(&format!("{old} Ready Reachable"))
+        },
+    );
+    exec(&survivors[0], "docker service rm keeper >/dev/null");
+}
+
+#[test]
+fn losing_the_majority_is_reported_and_recover_brings_the_swarm_back() {
+    shared();
+    let _g = disrupt();
+    swarm_up();
+    let _back = crate::sandbox::PowerBack(vec!["node2", "node3"]);
+    for n in ["node2", "node3"] {
+        assert_eq!(ck(&["sandbox", "stop", "--name", NAME, n]).code, 0);
+    }
+    let mut status = ck(&["swarm", "status", "-c", &config()]);
+    wait_for(
+        "status to report the lost quorum",
+        Duration::from_secs(60),
+        || {
+            status = ck(&["swarm", "status", "-c", &config()]);
+            status.stdout.contains("quorum lost")
+        },
+    );
+    assert_eq!(status.code, 1);
+    assert!(
+        status.stdout.contains("clusterkit swarm recover"),
+        "{}",
+        status.stdout
+    );
+    let no = ck(&["swarm", "recover", "-c", &config()]);
+    assert_eq!(no.code, 1, "recover must ask first");
+    assert!(no.stderr.contains("--yes"), "{}", no.stderr);
+    let out = ck(&[
+        "swarm",
+        "recover",
+        "--yes",
+        "--node",
+        "node1",
+        "-c",
+        &config(),
+    ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("leader: node1"), "{}", out.stdout);
+    assert!(
+        exec("node1", "docker node ls >/dev/null && echo ok").contains("ok"),
+        "the swarm answers again"
+    );
+    drop(_back);
+    // The returning managers rejoin with the next `up`.
+    let out = swarm_up();
+    assert!(
+        out.stderr.contains("node2: joined as manager")
+            && out.stderr.contains("node3: joined as manager"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("3 of 3 managers reachable"),
+        "{}",
+        out.stdout
+    );
+}
