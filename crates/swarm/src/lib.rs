@@ -172,7 +172,7 @@ pub async fn up(
     }
 
     let mut locals = BTreeMap::new();
-    for (node, r) in fan_out(nodes, 16, |t| local(t)).await {
+    for (node, r) in fan_out(nodes, 16, local).await {
         locals.insert(node, r?);
     }
     let members: Vec<&Node> = spec
