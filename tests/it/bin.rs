@@ -52,17 +52,21 @@ impl Scratch {
 
     /// Runs `clusterkit ARGS` inside the directory, without colours.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(clusterkit())
-            .arg("--color=never")
-            .args(args)
-            .current_dir(self.path())
-            .env_remove("NO_COLOR")
-            .output()
-            .expect("running clusterkit");
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        run(Some(self.path()), args)
+    }
+}
+
+/// Runs `clusterkit ARGS` (in `dir` when given), without colours.
+pub fn run(dir: Option<&Path>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(clusterkit());
+    cmd.arg("--color=never").args(args).env_remove("NO_COLOR");
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    let out = cmd.output().expect("running clusterkit");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }

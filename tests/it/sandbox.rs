@@ -31,16 +31,7 @@ pub fn docker(args: &[&str]) -> std::process::Output {
 
 /// Runs `clusterkit ARGS` from anywhere.
 pub fn ck(args: &[&str]) -> Output {
-    let out = Command::new(clusterkit())
-        .arg("--color=never")
-        .args(args)
-        .output()
-        .expect("running clusterkit");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    crate::bin::run(None, args)
 }
 
 /// The shared sandbox, created on first use. A missing engine is a failure
