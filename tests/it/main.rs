@@ -7,4 +7,5 @@ mod plan;
 mod sandbox;
 mod swarm;
 mod transport;
+mod up;
 mod wg;

@@ -99,6 +99,13 @@ impl Drop for PowerBack {
     }
 }
 
+/// Held while a command changes the shared cluster (`wg up`, `swarm up`,
+/// `up`): two runs on the same nodes at once race, as they would for a user.
+pub fn cluster_change() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Taken by a test that stops, starts or cuts off nodes of the shared sandbox:
 /// it runs alone.
 pub fn disrupt() -> RwLockWriteGuard<'static, ()> {

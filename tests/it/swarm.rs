@@ -16,9 +16,8 @@ fn config() -> String {
 
 /// Mesh and swarm up, one run at a time.
 pub fn swarm_up() -> crate::bin::Output {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    crate::wg::mesh_up();
+    let _one = crate::sandbox::cluster_change();
+    crate::wg::mesh_up_held();
     let out = ck(&["swarm", "up", "-c", &config()]);
     assert_eq!(
         out.code, 0,

@@ -14,11 +14,14 @@ fn pings(container: &str, ip: &str) -> bool {
         .success()
 }
 
-/// Brings the shared sandbox's mesh up (idempotent) and returns the captured
-/// output. One run at a time: two `up`s of the same cluster at once race.
+/// Brings the shared sandbox's mesh up (idempotent) and returns the captured output.
 pub fn mesh_up() -> String {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = crate::sandbox::cluster_change();
+    mesh_up_held()
+}
+
+/// [`mesh_up`] for a caller that holds [`crate::sandbox::cluster_change`].
+pub fn mesh_up_held() -> String {
     let s = shared();
     let out = ck(&[
         "wg",

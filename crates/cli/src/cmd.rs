@@ -78,6 +78,19 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Build the cluster, or converge it: facts, Docker Engine, WireGuard mesh, Swarm.
+    #[command(
+        after_help = "Every phase is idempotent: a re-run on a converged cluster changes nothing and says so;\n\
+        a run stopped at any point is completed by the next one.\n\n\
+        Examples:\n  clusterkit up -i hosts.ini\n  clusterkit up --sandbox      # a local 3-node sandbox, then the cluster on it"
+    )]
+    Up {
+        #[command(flatten)]
+        input: Input,
+        /// Bring up the local sandbox first (`clusterkit sandbox up`) and build the cluster on it.
+        #[arg(long, conflicts_with_all = ["config", "inventory"])]
+        sandbox: bool,
+    },
     /// Check the cluster description without touching any server.
     #[command(
         after_help = "Every problem is shown at once, with file:line:col, what is wrong and how to fix it.\n\nExamples:\n  clusterkit validate\n  clusterkit validate -i hosts.ini\n  clusterkit validate -c clusterkit.toml"
@@ -195,6 +208,23 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::INVALID);
             };
             crate::remote::check(&loaded, strict_host_keys, json)
+        }
+        Command::Up { input, sandbox } => {
+            let input = if sandbox {
+                let cfg = clusterkit_sandbox::SandboxConfig::new("clusterkit");
+                let p = |m: &str| eprintln!("[sandbox] {m}");
+                let summary = clusterkit_sandbox::up(&cfg, &p)?;
+                Input {
+                    config: Some(summary.config),
+                    inventory: None,
+                }
+            } else {
+                input
+            };
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::up::run(&loaded)
         }
         Command::Swarm { input, cmd } => {
             let Some(loaded) = load(&input, color)? else {

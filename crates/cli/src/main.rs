@@ -8,6 +8,7 @@ mod output;
 mod remote;
 mod sandbox;
 mod swarm;
+mod up;
 
 use std::process::ExitCode;
 

@@ -40,7 +40,7 @@ pub enum WgCmd {
 
 /// The userspace implementation to upload: `CLUSTERKIT_WG_USERSPACE`, else
 /// `clusterkit-wg-userspace` beside this executable.
-fn userspace_binary() -> Option<Vec<u8>> {
+pub fn userspace_binary() -> Option<Vec<u8>> {
     let path = std::env::var_os("CLUSTERKIT_WG_USERSPACE")
         .map(PathBuf::from)
         .or_else(|| {

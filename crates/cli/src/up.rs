@@ -1,0 +1,115 @@
+//! `clusterkit up`: the phases built so far, in order, on every node.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::Context;
+use clusterkit_core::spec::Loaded;
+use clusterkit_core::transport::facts::{self, Facts};
+use clusterkit_core::transport::fan_out;
+use clusterkit_core::transport::install::{ensure_docker, DockerAction, DockerSource};
+use clusterkit_wg::UserspaceBinary;
+
+use crate::exit;
+use crate::remote::connect;
+
+/// Runs every phase: facts, docker, mesh, swarm. Each is idempotent: a re-run
+/// on a converged cluster changes nothing and says so.
+pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async {
+        let start = Instant::now();
+        let say = |phase: &str, msg: &str| eprintln!("[{:>6.1}s] {phase:<6} {msg}", start.elapsed().as_secs_f64());
+        let spec = &loaded.built.spec;
+        let (nodes, failed) = connect(loaded, false).await;
+        if !failed.is_empty() {
+            for (n, e) in &failed {
+                say("ssh", &format!("{n}: {e}"));
+            }
+            anyhow::bail!("{} node(s) unreachable: nothing was changed", failed.len());
+        }
+        say("ssh", &format!("connected to {} node(s)", nodes.len()));
+
+        let mut all_facts: BTreeMap<String, Facts> = BTreeMap::new();
+        let mut blocking = false;
+        for (n, r) in fan_out(&nodes, 16, facts::gather).await {
+            let f = r?;
+            let t = &spec.node(&n).expect("from the spec").ssh;
+            for p in facts::problems(&f, &t.user, t.become_) {
+                // Docker missing is what the next phase is for.
+                if p.message.starts_with("Docker Engine is not running") {
+                    continue;
+                }
+                blocking |= p.blocking;
+                say("facts", &format!("{n}: {}: {}", if p.blocking { "error" } else { "warning" }, p.message));
+            }
+            all_facts.insert(n, f);
+        }
+        if blocking {
+            say("facts", "blocking problems: nothing was changed (see `clusterkit check`)");
+            return Ok(exit::FAILURE);
+        }
+        say("facts", "every node is ready");
+
+        let mut changed = false;
+        for (n, r) in fan_out(&nodes, 16, |t| {
+            let f = all_facts.get(t.node()).cloned();
+            async move { ensure_docker(t, f.as_ref().expect("gathered"), DockerSource::Distribution).await }
+        })
+        .await
+        {
+            if let DockerAction::Installed(v) = r? {
+                changed = true;
+                say("docker", &format!("{n}: installed Docker Engine {v}"));
+                if let Some(f) = all_facts.get_mut(&n) {
+                    f.docker = Some(v);
+                }
+            }
+        }
+        if !changed {
+            say("docker", "unchanged");
+        }
+
+        if loaded.state_changed {
+            loaded.built.state.save(&loaded.state_path)?;
+        }
+        let bytes = crate::mesh::userspace_binary();
+        let binary = bytes.as_deref().map(|b| UserspaceBinary { bytes: b, arch: std::env::consts::ARCH });
+        let report = clusterkit_wg::up(&nodes, &all_facts, spec, binary).await?;
+        let mesh_changed: Vec<&String> = report.changes.iter().filter(|(_, c)| c.any()).map(|(n, _)| n).collect();
+        say(
+            "mesh",
+            &if mesh_changed.is_empty() {
+                format!("unchanged; {} pairs answer", report.pairs.len())
+            } else {
+                format!("converged on {}; {} pairs answer", mesh_changed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "), report.pairs.len())
+            },
+        );
+        changed |= !mesh_changed.is_empty();
+
+        let c = clusterkit_swarm::up(&nodes, spec).await?;
+        changed |= c.any();
+        if let Some(n) = &c.initialized {
+            say("swarm", &format!("initialised on {n}"));
+        }
+        for n in &c.joined {
+            say("swarm", &format!("{n} joined"));
+        }
+        if !c.any() {
+            say("swarm", "unchanged");
+        }
+        let s = clusterkit_swarm::status(&nodes).await?;
+        say(
+            "swarm",
+            &format!("leader {}, {} managers, tolerates {} loss(es)", s.leader.as_deref().unwrap_or("none"), s.managers.len(), s.tolerates),
+        );
+        println!(
+            "cluster {} is up: mesh {} and a swarm of {} manager(s){} (storage and monitoring come in later versions)",
+            spec.name,
+            spec.mesh.cidr,
+            s.managers.len(),
+            if changed { "" } else { "; nothing changed" }
+        );
+        Ok(exit::OK)
+    })
+}
