@@ -393,7 +393,9 @@ fn docker_engine_is_installed_where_missing_and_left_alone_where_present() {
         let nodes = sessions(&s.dir).await;
         let node3 = &nodes[2];
         let f = gather(node3.as_ref()).await.unwrap();
-        let present = ensure_docker(node3.as_ref(), &f, DockerSource::Distribution)
+        let lines = std::sync::Mutex::new(Vec::<String>::new());
+        let sink = |l: &str| lines.lock().unwrap().push(l.to_string());
+        let present = ensure_docker(node3.as_ref(), &f, DockerSource::Distribution, &sink)
             .await
             .unwrap();
         assert!(
@@ -409,9 +411,19 @@ fn docker_engine_is_installed_where_missing_and_left_alone_where_present() {
             .unwrap();
         let f = gather(node3.as_ref()).await.unwrap();
         assert_eq!(f.docker, None);
-        let installed = ensure_docker(node3.as_ref(), &f, DockerSource::Distribution)
+        let installed = ensure_docker(node3.as_ref(), &f, DockerSource::Distribution, &sink)
             .await
             .unwrap();
+        // apt's progress was streamed as it came.
+        assert!(
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("docker.io")),
+            "{:?}",
+            lines.lock().unwrap()
+        );
         assert!(
             matches!(installed, DockerAction::Installed(ref v) if v.starts_with("20.10")),
             "{installed:?}"
@@ -419,4 +431,90 @@ fn docker_engine_is_installed_where_missing_and_left_alone_where_present() {
         let info = node3.docker().await.unwrap().info().await.unwrap();
         assert_eq!(info.name.as_deref(), Some("node3"));
     });
+}
+
+#[test]
+fn a_non_root_user_works_through_sudo_when_become_is_set() {
+    let s = shared();
+    let _g = calm();
+    let setup = crate::sandbox::docker(&[
+        "exec",
+        &format!("{NAME}-node1"),
+        "sh",
+        "-c",
+        "id deploy >/dev/null 2>&1 || useradd -m -s /bin/sh deploy; mkdir -p -m 700 /home/deploy/.ssh; \
+         cp /root/.ssh/authorized_keys /home/deploy/.ssh/; chown -R deploy: /home/deploy/.ssh; \
+         echo 'deploy ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/deploy; chmod 440 /etc/sudoers.d/deploy",
+    ]);
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    rt().block_on(async {
+        let mut opts = SshOptions::new(s.dir.join("known_hosts"));
+        opts.policy = HostKeyPolicy::Strict;
+        let mut t = target(1, &s.dir);
+        t.user = "deploy".into();
+        let plain = SshSession::connect("node1", &t, &opts).await.unwrap();
+        assert_ne!(
+            plain
+                .exec(&Cmd::new("id -u"))
+                .await
+                .unwrap()
+                .stdout_str()
+                .trim(),
+            "0"
+        );
+        t.become_ = true;
+        let sudo = SshSession::connect("node1", &t, &opts).await.unwrap();
+        assert_eq!(
+            sudo.exec(&Cmd::new("id -u"))
+                .await
+                .unwrap()
+                .stdout_str()
+                .trim(),
+            "0"
+        );
+        let up = Upload {
+            content: b"x\n",
+            path: "/etc/clusterkit-become-test",
+            mode: 0o600,
+            owner: None,
+        };
+        assert_eq!(sudo.upload(&up).await.unwrap(), UploadOutcome::Written);
+        let owner = sudo
+            .exec(&Cmd::new(
+                "stat -c %U /etc/clusterkit-become-test; rm -f /etc/clusterkit-become-test",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(owner.stdout_str().trim(), "root");
+    });
+    // `check` explains a non-root user without become.
+    let scratch = tempfile::tempdir().unwrap();
+    let d = scratch.path();
+    std::fs::create_dir_all(d.join(".clusterkit")).unwrap();
+    std::fs::copy(s.dir.join("known_hosts"), d.join(".clusterkit/known_hosts")).unwrap();
+    let key = s.dir.join("id_ed25519");
+    std::fs::write(
+        d.join("hosts.ini"),
+        format!("[servers]\nnode1 ansible_host=172.29.250.11 ansible_user=deploy ansible_ssh_private_key_file={}\n", key.display()),
+    )
+    .unwrap();
+    let out = crate::bin::run(Some(d), &["check", "-i", "hosts.ini"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("node1: error: user `deploy` is not root and ansible_become is off"),
+        "{}",
+        out.stdout
+    );
+    std::fs::write(
+        d.join("hosts.ini"),
+        format!("[servers]\nnode1 ansible_host=172.29.250.11 ansible_user=deploy ansible_become=true ansible_ssh_private_key_file={}\n", key.display()),
+    )
+    .unwrap();
+    let out = crate::bin::run(Some(d), &["check", "-i", "hosts.ini"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }

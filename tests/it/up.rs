@@ -1,26 +1,49 @@
-//! `clusterkit up`: every phase built so far, in order, idempotent.
+//! `clusterkit up`: every phase built so far, in order, idempotent. On a
+//! sandbox of its own, so that it starts from bare nodes.
 
-use crate::sandbox::{calm, ck, cluster_change, shared};
+use crate::sandbox::ck;
 
 #[test]
-fn up_builds_mesh_and_swarm_and_a_rerun_changes_nothing() {
-    let s = shared();
-    let _g = calm();
-    let _one = cluster_change();
-    let config = s.dir.join("clusterkit.toml");
-    let first = ck(&["up", "-c", config.to_str().unwrap()]);
-    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
-    assert!(
-        first
-            .stdout
-            .starts_with("cluster ck-it is up: mesh 10.0.0.0/24 and a swarm of 3 manager(s)"),
-        "{}",
-        first.stdout
-    );
-    let again = ck(&["up", "-c", config.to_str().unwrap()]);
-    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
-    assert!(again.stdout.contains("nothing changed"), "{}", again.stdout);
-    for phase in ["docker unchanged", "mesh   unchanged", "swarm  unchanged"] {
-        assert!(again.stderr.contains(phase), "{phase}: {}", again.stderr);
+fn up_builds_mesh_and_swarm_from_bare_nodes_and_a_rerun_changes_nothing() {
+    const S: &str = "ck-it-up";
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("s");
+    let result = std::panic::catch_unwind(|| {
+        let out = ck(&[
+            "sandbox",
+            "up",
+            "--name",
+            S,
+            "--subnet",
+            "172.29.253.0/24",
+            "--dir",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let config = dir.join("clusterkit.toml");
+        let first = ck(&["up", "-c", config.to_str().unwrap()]);
+        assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+        assert!(
+            first.stdout.starts_with(
+                "cluster ck-it-up is up: mesh 10.0.0.0/24 and a swarm of 3 manager(s)"
+            ),
+            "{}",
+            first.stdout
+        );
+        assert!(
+            first.stderr.contains("swarm  initialised on node1"),
+            "{}",
+            first.stderr
+        );
+        let again = ck(&["up", "-c", config.to_str().unwrap()]);
+        assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+        assert!(again.stdout.contains("nothing changed"), "{}", again.stdout);
+        for phase in ["docker unchanged", "mesh   unchanged", "swarm  unchanged"] {
+            assert!(again.stderr.contains(phase), "{phase}: {}", again.stderr);
+        }
+    });
+    let _ = ck(&["sandbox", "down", "--name", S]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
     }
 }

@@ -54,7 +54,11 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
         let mut changed = false;
         for (n, r) in fan_out(&nodes, 16, |t| {
             let f = all_facts.get(t.node()).cloned();
-            async move { ensure_docker(t, f.as_ref().expect("gathered"), DockerSource::Distribution).await }
+            let node = t.node().to_string();
+            async move {
+                let progress = move |line: &str| eprintln!("         docker {node}: {line}");
+                ensure_docker(t, f.as_ref().expect("gathered"), DockerSource::Distribution, &progress).await
+            }
         })
         .await
         {

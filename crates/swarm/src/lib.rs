@@ -13,7 +13,9 @@ use bollard::models::{
     LocalNodeState, NetworkCreateRequest, NodeSpec, NodeSpecRoleEnum, Reachability,
     SwarmInitRequest, SwarmJoinRequest,
 };
-use bollard::query_parameters::{LeaveSwarmOptions, ListNetworksOptions, UpdateNodeOptions};
+use bollard::query_parameters::{
+    DeleteNodeOptions, LeaveSwarmOptions, ListNetworksOptions, UpdateNodeOptions,
+};
 use clusterkit_core::spec::{ClusterSpec, Node, SwarmRole};
 use clusterkit_core::transport::{fan_out, Cmd, Transport, TransportError, Upload, UploadOutcome};
 use serde::Serialize;
@@ -308,6 +310,48 @@ pub async fn up(
             .await
             .map_err(|e| engine(t.node(), "swarm join", e))?;
         change.joined.push(n.name.to_string());
+    }
+
+    // A node that left and joined again leaves its old entry behind, down:
+    // remove it, or the swarm would count a manager that will never answer.
+    let listed = docker
+        .list_nodes(None)
+        .await
+        .map_err(|e| engine(leader_t.node(), "node ls", e))?;
+    let is_down = |x: &bollard::models::Node| {
+        x.status.as_ref().and_then(|s| s.state) == Some(bollard::models::NodeState::DOWN)
+    };
+    let addr_of = |x: &bollard::models::Node| {
+        x.status
+            .as_ref()
+            .and_then(|s| s.addr.clone())
+            .unwrap_or_default()
+    };
+    for stale in listed.iter().filter(|x| {
+        is_down(x)
+            && listed
+                .iter()
+                .any(|y| !is_down(y) && addr_of(y) == addr_of(x))
+    }) {
+        let id = stale.id.clone().unwrap_or_default();
+        if stale.manager_status.is_some() {
+            let spec = NodeSpec {
+                role: Some(NodeSpecRoleEnum::WORKER),
+                ..stale.spec.clone().unwrap_or_default()
+            };
+            let version = stale.version.as_ref().and_then(|v| v.index).unwrap_or(0) as i64;
+            docker
+                .update_node(&id, spec, UpdateNodeOptions { version })
+                .await
+                .map_err(|e| engine(leader_t.node(), "node demote (stale entry)", e))?;
+        }
+        docker
+            .delete_node(&id, Some(DeleteNodeOptions { force: true }))
+            .await
+            .map_err(|e| engine(leader_t.node(), "node rm (stale entry)", e))?;
+        change
+            .updated
+            .push(format!("stale entry of {}", addr_of(stale)));
     }
 
     // Roles and labels, as the spec says.

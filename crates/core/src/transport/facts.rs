@@ -137,7 +137,9 @@ pub fn problems(f: &Facts, user: &str, become_: bool) -> Vec<FactProblem> {
             ),
         );
     }
-    let swarm_active = f.swarm.as_deref() == Some("active");
+    // Any state but inactive means the engine's own swarm holds its ports
+    // (pending: it is rejoining after a restart).
+    let swarm_active = !matches!(f.swarm.as_deref(), None | Some("") | Some("inactive"));
     for p in &f.ports_in_use {
         let ours = match p {
             2377 | 7946 | 4789 => swarm_active,

@@ -48,7 +48,7 @@ pub fn install_script(source: DockerSource, f: &Facts) -> Result<String, String>
     let apt = "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq";
     Ok(match source {
         DockerSource::Distribution => format!(
-            "set -e; {apt}; apt-get install -y -qq docker.io >/dev/null; systemctl enable --now docker >/dev/null 2>&1 || service docker start"
+            "set -e; {apt}; apt-get install -y -q docker.io; systemctl enable --now docker >/dev/null 2>&1 || service docker start"
         ),
         DockerSource::DockerCe => format!(
             "set -e; {apt}; apt-get install -y -qq ca-certificates curl >/dev/null; install -m 0755 -d /etc/apt/keyrings; \
@@ -67,6 +67,7 @@ pub async fn ensure_docker(
     t: &dyn Transport,
     f: &Facts,
     source: DockerSource,
+    progress: &(dyn for<'l> Fn(&'l str) + Send + Sync),
 ) -> Result<DockerAction, TransportError> {
     if let Some(v) = f.docker.as_deref().filter(|v| recent_enough(v)) {
         return Ok(DockerAction::Present(v.to_string()));
@@ -78,7 +79,8 @@ pub async fn ensure_docker(
         status: 1,
         stderr: reason,
     })?;
-    t.exec(&Cmd::new(script)).await?;
+    progress("installing Docker Engine");
+    t.exec_streaming(&Cmd::new(script), progress).await?;
     let v = t
         .exec(&Cmd::new("docker version --format '{{.Server.Version}}'"))
         .await?

@@ -290,6 +290,24 @@ pub trait Transport: Send + Sync {
     /// The node's Docker Engine API, through this connection (never over TCP).
     async fn docker(&self) -> Result<bollard::Docker, TransportError>;
 
+    /// Runs a command like [`Transport::exec`], handing each line of its output
+    /// (stdout and stderr, secrets redacted) to `on_line` as it comes: for long
+    /// steps whose progress the user should see.
+    async fn exec_streaming(
+        &self,
+        cmd: &Cmd,
+        on_line: &(dyn for<'l> Fn(&'l str) + Send + Sync),
+    ) -> Result<ExecOutput, TransportError> {
+        let out = self.exec(cmd).await?;
+        for line in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&out.stderr).lines())
+        {
+            on_line(&cmd.redact(line));
+        }
+        Ok(out)
+    }
+
     /// Runs a command and fails, naming the node, the command and the end of
     /// its stderr (secrets redacted), when it exits non-zero.
     async fn exec(&self, cmd: &Cmd) -> Result<ExecOutput, TransportError> {

@@ -226,6 +226,73 @@ impl SshSession {
         }
     }
 
+    /// Runs a command on a new channel of the connection; with `on_line`, each
+    /// complete line of output is handed over (redacted) as it arrives.
+    async fn run(
+        &self,
+        cmd: &Cmd,
+        stdin: Option<&[u8]>,
+        on_line: Option<&(dyn for<'l> Fn(&'l str) + Send + Sync)>,
+    ) -> Result<ExecOutput, TransportError> {
+        let script = if self.target.become_ && self.target.user != "root" {
+            format!("sudo -n sh -c {}", super::quote(cmd.script()))
+        } else {
+            cmd.script().to_string()
+        };
+        let emit = |buf: &[u8], from: &mut usize| {
+            if let Some(f) = on_line {
+                while let Some(nl) = buf[*from..].iter().position(|b| *b == b'\n') {
+                    f(&cmd.redact(&String::from_utf8_lossy(&buf[*from..*from + nl])));
+                    *from += nl + 1;
+                }
+            }
+        };
+        let run = async {
+            let mut channel = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| self.ssh_error(e))?;
+            channel
+                .exec(true, script.as_bytes())
+                .await
+                .map_err(|e| self.ssh_error(e))?;
+            if let Some(data) = stdin {
+                channel.data(data).await.map_err(|e| self.ssh_error(e))?;
+            }
+            channel.eof().await.map_err(|e| self.ssh_error(e))?;
+            let mut out = ExecOutput {
+                status: 255,
+                ..Default::default()
+            };
+            let (mut out_at, mut err_at) = (0, 0);
+            while let Some(msg) = channel.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => {
+                        out.stdout.extend_from_slice(&data);
+                        emit(&out.stdout, &mut out_at);
+                    }
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        out.stderr.extend_from_slice(&data);
+                        emit(&out.stderr, &mut err_at);
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => out.status = exit_status,
+                    _ => {}
+                }
+            }
+            Ok(out)
+        };
+        match tokio::time::timeout(self.command_timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout {
+                node: self.node.clone(),
+                addr: self.addr(),
+                what: cmd.redacted(),
+                secs: self.command_timeout.as_secs(),
+            }),
+        }
+    }
+
     /// Closes the connection.
     pub async fn close(&self) {
         let _ = self
@@ -345,50 +412,25 @@ impl Transport for SshSession {
         cmd: &Cmd,
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput, TransportError> {
-        let script = if self.target.become_ && self.target.user != "root" {
-            format!("sudo -n sh -c {}", super::quote(cmd.script()))
-        } else {
-            cmd.script().to_string()
-        };
-        let run = async {
-            let mut channel = self
-                .handle
-                .channel_open_session()
-                .await
-                .map_err(|e| self.ssh_error(e))?;
-            channel
-                .exec(true, script.as_bytes())
-                .await
-                .map_err(|e| self.ssh_error(e))?;
-            if let Some(data) = stdin {
-                channel.data(data).await.map_err(|e| self.ssh_error(e))?;
-            }
-            channel.eof().await.map_err(|e| self.ssh_error(e))?;
-            let mut out = ExecOutput {
-                status: 255,
-                ..Default::default()
-            };
-            while let Some(msg) = channel.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => {
-                        out.stderr.extend_from_slice(&data)
-                    }
-                    ChannelMsg::ExitStatus { exit_status } => out.status = exit_status,
-                    _ => {}
-                }
-            }
-            Ok(out)
-        };
-        match tokio::time::timeout(self.command_timeout, run).await {
-            Ok(r) => r,
-            Err(_) => Err(TransportError::Timeout {
+        self.run(cmd, stdin, None).await
+    }
+
+    async fn exec_streaming(
+        &self,
+        cmd: &Cmd,
+        on_line: &(dyn for<'l> Fn(&'l str) + Send + Sync),
+    ) -> Result<ExecOutput, TransportError> {
+        let out = self.run(cmd, None, Some(on_line)).await?;
+        if out.status != 0 {
+            return Err(TransportError::Failed {
                 node: self.node.clone(),
                 addr: self.addr(),
-                what: cmd.redacted(),
-                secs: self.command_timeout.as_secs(),
-            }),
+                cmd: cmd.redacted(),
+                status: out.status,
+                stderr: cmd.redact(&out.tail()),
+            });
         }
+        Ok(out)
     }
 
     async fn docker(&self) -> Result<bollard::Docker, TransportError> {
