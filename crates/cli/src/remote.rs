@@ -46,13 +46,7 @@ pub async fn connect_with(
         opts.attempts = 1;
         opts.connect_timeout = std::time::Duration::from_secs(3);
     }
-    let nodes: Vec<_> = loaded
-        .built
-        .spec
-        .nodes
-        .iter()
-        .map(|n| (n.name.to_string(), n.ssh.clone()))
-        .collect();
+    let nodes = loaded.built.spec.ssh_targets();
     let mut ok = Vec::new();
     let mut failed = Vec::new();
     for (name, r) in connect_all(&nodes, &opts).await {

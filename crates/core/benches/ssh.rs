@@ -45,13 +45,7 @@ fn main() {
     };
     let mut opts = SshOptions::new(loaded.state_path.parent().unwrap().join("known_hosts"));
     opts.policy = HostKeyPolicy::Strict;
-    let nodes: Vec<_> = loaded
-        .built
-        .spec
-        .nodes
-        .iter()
-        .map(|n| (n.name.to_string(), n.ssh.clone()))
-        .collect();
+    let nodes = loaded.built.spec.ssh_targets();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut warm: Vec<Arc<dyn Transport>> = Vec::new();

@@ -200,6 +200,14 @@ impl ClusterSpec {
         self.nodes.iter().filter(|n| n.role == SwarmRole::Manager)
     }
 
+    /// Every node's name and SSH target, in inventory order: what the transport connects to.
+    pub fn ssh_targets(&self) -> Vec<(String, SshTarget)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.name.to_string(), n.ssh.clone()))
+            .collect()
+    }
+
     /// A node by name.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name.as_str() == name)
