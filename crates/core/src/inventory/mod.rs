@@ -10,7 +10,7 @@ mod ini;
 mod range;
 mod yaml;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::diag::{did_you_mean, Problem, Problems};
@@ -231,7 +231,7 @@ impl Inventory {
         group: Option<&Located<String>>,
         problems: &mut Problems,
     ) -> Vec<(Host, BTreeMap<String, Var>)> {
-        let members: Option<Vec<&str>> = match group {
+        let members: Option<&str> = match group {
             None => None,
             Some(g) if g.value == "all" => None,
             Some(g) => {
@@ -247,10 +247,24 @@ impl Inventory {
                     problems.push(p);
                     return Vec::new();
                 }
-                Some(self.descendants(&g.value))
+                Some(g.value.as_str())
             }
         };
         let depths = self.depths();
+        // Each group's hosts, its children's included: computed once, not per host.
+        let contains: HashMap<&str, HashSet<&str>> = self
+            .groups
+            .iter()
+            .map(|g| {
+                let hosts = self
+                    .descendants(&g.name)
+                    .into_iter()
+                    .filter_map(|d| self.groups.iter().find(|x| x.name == d))
+                    .flat_map(|x| x.hosts.iter().map(String::as_str))
+                    .collect();
+                (g.name.as_str(), hosts)
+            })
+            .collect();
         let mut ordered: Vec<(usize, usize, &Group)> = self
             .groups
             .iter()
@@ -262,23 +276,19 @@ impl Inventory {
         self.hosts
             .iter()
             .filter(|h| {
-                members.as_ref().is_none_or(|m| {
-                    m.iter().any(|g| {
-                        self.groups
-                            .iter()
-                            .any(|x| x.name == *g && x.hosts.contains(&h.name.value))
-                    })
+                members.is_none_or(|m| {
+                    contains
+                        .get(m)
+                        .is_some_and(|hosts| hosts.contains(h.name.value.as_str()))
                 })
             })
             .map(|h| {
                 let mut vars = BTreeMap::new();
                 for (_, _, g) in &ordered {
                     let applies = g.name == "all"
-                        || self.descendants(&g.name).iter().any(|d| {
-                            self.groups
-                                .iter()
-                                .any(|x| x.name == *d && x.hosts.contains(&h.name.value))
-                        });
+                        || contains
+                            .get(g.name.as_str())
+                            .is_some_and(|hosts| hosts.contains(h.name.value.as_str()));
                     if applies {
                         for v in &g.vars {
                             vars.insert(v.key.value.clone(), v.clone());
