@@ -57,6 +57,12 @@ pub enum WgError {
         /// Node.
         node: String,
     },
+    /// The node has no key yet: the mesh was never built there.
+    #[error("{node} has no WireGuard key yet: build the mesh first with `clusterkit wg up`")]
+    NoKey {
+        /// Node.
+        node: String,
+    },
     /// Some pairs of nodes cannot reach each other over the mesh.
     #[error("the mesh is not full: {}", .0.join("; "))]
     Unreachable(Vec<String>),
@@ -388,8 +394,36 @@ pub async fn status(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
 ) -> Result<Vec<PairStatus>, WgError> {
-    let keys = keys(nodes, &spec.mesh.interface).await?;
-    let meshes = plan(spec, &keys);
+    let iface = &spec.mesh.interface;
+    // Read-only: a status never makes a key.
+    let results = fan_out(nodes, 16, |t| async move { public_key(t, iface).await }).await;
+    let meshes = plan(spec, &all_ok(results)?);
+    pair_status(nodes, &meshes).await
+}
+
+/// The node's public key, derived from its key file; an error when there is none yet.
+pub async fn public_key(t: &dyn Transport, interface: &str) -> Result<WgPublicKey, WgError> {
+    let key = format!("/etc/wireguard/{interface}.key");
+    let out = t
+        .exec_raw(&Cmd::new(format!("wg pubkey < {key}")), None)
+        .await?;
+    if out.status != 0 {
+        return Err(WgError::NoKey {
+            node: t.node().into(),
+        });
+    }
+    let text = out.stdout_str();
+    WgPublicKey::parse(&text).map_err(|_| WgError::BadKey {
+        node: t.node().into(),
+        text: text.trim().into(),
+    })
+}
+
+/// Every pair's handshake and ping for meshes already computed, all nodes in parallel.
+async fn pair_status(
+    nodes: &[Arc<dyn Transport>],
+    meshes: &[NodeMesh],
+) -> Result<Vec<PairStatus>, WgError> {
     let results = fan_out(nodes, 16, |t| {
         let m = meshes.iter().find(|m| m.node == t.node()).cloned();
         async move {
@@ -433,7 +467,8 @@ pub async fn up(
     })
     .await;
     let changes = all_ok(results)?;
-    let pairs = status(nodes, spec).await?;
+    // The keys and meshes are known already: no second round of key reads.
+    let pairs = pair_status(nodes, &meshes).await?;
     let broken: Vec<String> = pairs
         .iter()
         .filter(|p| p.ping_ms.is_none())
