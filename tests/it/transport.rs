@@ -292,8 +292,8 @@ fn check_reports_every_node_facts() {
     insta::with_settings!({ filters => vec![
         (r"6\.\d+\.\d+\S*", "[kernel]"),
         (r"20\.10\.\d+\S*", "[docker]"),
-        // Whether the swarm tests ran before this one.
-        (r" (in)?active ", " [swarm] "),
+        // Whether the swarm tests ran before this one, or are joining now.
+        (r" ((in)?active|pending) ", " [swarm] "),
         (r" +\d+ +[+-]\d+\.\d+s", " [disk] [clock]"),
     ]}, {
         insta::assert_snapshot!("check_sandbox", out.stdout);

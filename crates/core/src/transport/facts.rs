@@ -28,7 +28,11 @@ pub struct Facts {
     pub swarm: Option<String>,
     /// Free space on / in MiB.
     pub disk_free_mib: u64,
-    /// The node's clock minus this machine's, in seconds.
+    /// How far the node's clock is at least off this machine's, in seconds
+    /// (negative: behind). The node read its clock somewhere inside the
+    /// round trip, so this is the distance from the round trip's window, and
+    /// 0 when the reading falls inside it: a slow link or a loaded machine
+    /// widens the window instead of inventing a skew.
     pub clock_offset_s: f64,
     /// The init system (`systemd`, ...).
     pub init: String,
@@ -63,8 +67,20 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Parses the script's output; `midpoint` is this machine's clock halfway through the round trip.
-pub fn parse(text: &str, midpoint: f64) -> Facts {
+/// How far `t` lies outside `[before, after]` (signed; 0 inside).
+fn outside(t: f64, before: f64, after: f64) -> f64 {
+    if t < before {
+        t - before
+    } else if t > after {
+        t - after
+    } else {
+        0.0
+    }
+}
+
+/// Parses the script's output; `before` and `after` are this machine's clock
+/// when the command was sent and when its output came back.
+pub fn parse(text: &str, before: f64, after: f64) -> Facts {
     let kv: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
     let get = |k: &str| kv.get(k).copied().unwrap_or("").trim().to_string();
     let opt = |k: &str| Some(get(k)).filter(|v| !v.is_empty());
@@ -78,7 +94,9 @@ pub fn parse(text: &str, midpoint: f64) -> Facts {
         docker: opt("docker"),
         swarm: opt("swarm"),
         disk_free_mib: get("disk_kib").parse::<u64>().unwrap_or(0) / 1024,
-        clock_offset_s: get("time").parse::<f64>().map_or(0.0, |t| t - midpoint),
+        clock_offset_s: get("time")
+            .parse::<f64>()
+            .map_or(0.0, |t| outside(t, before, after)),
         init: get("init"),
         sudo: get("sudo") == "yes",
         ports_in_use: get("ports")
@@ -161,10 +179,10 @@ pub fn problems(f: &Facts, user: &str, become_: bool) -> Vec<FactProblem> {
 
 /// Gathers a node's facts.
 pub async fn gather(t: &dyn Transport) -> Result<Facts, TransportError> {
-    // The script reads the clock first thing; the channel opens in one round
-    // trip, so the node read it about half a round trip after `before`.
+    // The node reads its clock between `before` and `after`, whatever the
+    // load: only a reading outside that window is a skew.
     let before = now();
     let out = t.exec(&Cmd::new(SCRIPT)).await?;
     let after = now();
-    Ok(parse(&out.stdout_str(), before + (after - before) / 4.0))
+    Ok(parse(&out.stdout_str(), before, after))
 }

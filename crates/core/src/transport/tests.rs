@@ -32,7 +32,7 @@ docker=20.10.24\nswarm=inactive\ndisk_kib=1048576\ninit=systemd\nsudo=no\nports=
 
 #[test]
 fn facts_parse_and_judge() {
-    let f = parse(SAMPLE, 1000.0);
+    let f = parse(SAMPLE, 999.0, 1000.0);
     assert_eq!(f.codename, "bookworm");
     assert_eq!(f.disk_free_mib, 1024);
     assert!((f.clock_offset_s - 0.5).abs() < 1e-9);
@@ -54,4 +54,19 @@ fn facts_parse_and_judge() {
     up.mesh_up = true;
     up.disk_free_mib = 10_000;
     assert!(problems(&up, "root", false).is_empty());
+}
+
+#[test]
+fn a_clock_read_inside_the_round_trip_is_no_skew_however_slow() {
+    let inside = parse("time=100.5\n", 100.0, 104.0);
+    assert_eq!(inside.clock_offset_s, 0.0);
+    assert!(problems(&inside, "root", false)
+        .iter()
+        .all(|p| !p.message.contains("clock")));
+    assert_eq!(parse("time=90\n", 100.0, 104.0).clock_offset_s, -10.0);
+    let ahead = parse("time=107\n", 100.0, 104.0);
+    assert_eq!(ahead.clock_offset_s, 3.0);
+    assert!(problems(&ahead, "root", false)
+        .iter()
+        .any(|p| p.message.contains("clock is +3.0 s off")));
 }
