@@ -5,6 +5,7 @@ mod bin;
 mod inventory_errors;
 mod plan;
 mod sandbox;
+mod storage;
 mod swarm;
 mod transport;
 mod up;

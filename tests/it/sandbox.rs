@@ -101,6 +101,13 @@ impl Drop for PowerBack {
 
 /// Held while a command changes the shared cluster (`wg up`, `swarm up`,
 /// `up`): two runs on the same nodes at once race, as they would for a user.
+/// `clusterkit sandbox build-images`, run once for every test that needs the
+/// service images (two builds at once would race for Garage's cargo build).
+pub fn build_images() -> &'static Output {
+    static BUILT: OnceLock<Output> = OnceLock::new();
+    BUILT.get_or_init(|| ck(&["sandbox", "build-images"]))
+}
+
 pub fn cluster_change() -> std::sync::MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
@@ -418,9 +425,9 @@ fn unknown_node_and_missing_sandbox_are_explained() {
 fn service_images_are_built_from_debian_packages_and_serve() {
     shared();
     let _g = calm();
-    let out = ck(&["sandbox", "build-images"]);
+    let out = build_images();
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.stdout, "clusterkit/prometheus:bookworm\nclusterkit/node-exporter:bookworm\nclusterkit/rclone:bookworm\n");
+    assert_eq!(out.stdout, "clusterkit/prometheus:bookworm\nclusterkit/node-exporter:bookworm\nclusterkit/rclone:bookworm\nclusterkit/garage:2.5.0\n");
     let version = |image: &str, arg: &str| {
         let o = docker(&["run", "--rm", image, arg]);
         assert!(

@@ -138,6 +138,13 @@ enum Command {
         #[command(subcommand)]
         cmd: crate::swarm::SwarmCmd,
     },
+    /// Distributed S3 storage (Garage or MinIO) and the `clusterkit` volume driver.
+    Storage {
+        #[command(flatten)]
+        input: Input,
+        #[command(subcommand)]
+        cmd: crate::storage::StorageCmd,
+    },
     /// Send images to the nodes (for clusters that cannot pull).
     Images {
         #[command(flatten)]
@@ -214,6 +221,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 let cfg = clusterkit_sandbox::SandboxConfig::new("clusterkit");
                 let p = |m: &str| eprintln!("[sandbox] {m}");
                 let summary = clusterkit_sandbox::up(&cfg, &p)?;
+                // The storage server's image: built here (cached), sent to the nodes by `up`.
+                clusterkit_sandbox::image::ensure(&clusterkit_sandbox::image::GARAGE, &p)?;
                 Input {
                     config: Some(summary.config),
                     inventory: None,
@@ -231,6 +240,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::INVALID);
             };
             crate::swarm::run(&loaded, cmd)
+        }
+        Command::Storage { input, cmd } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::storage::run(&loaded, cmd)
         }
         Command::Wg { input, cmd } => {
             let Some(loaded) = load(&input, color)? else {

@@ -7,6 +7,7 @@ mod mesh;
 mod output;
 mod remote;
 mod sandbox;
+mod storage;
 mod swarm;
 mod up;
 

@@ -1,13 +1,14 @@
 //! `clusterkit up`: the phases built so far, in order, on every node.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use clusterkit_core::spec::Loaded;
+use clusterkit_core::spec::{Loaded, StorageBackend};
 use clusterkit_core::transport::facts::{self, Facts};
-use clusterkit_core::transport::fan_out;
 use clusterkit_core::transport::install::{ensure_docker, DockerAction, DockerSource};
+use clusterkit_core::transport::{fan_out, images, Transport};
 use clusterkit_wg::UserspaceBinary;
 
 use crate::exit;
@@ -107,8 +108,42 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
             "swarm",
             &format!("leader {}, {} managers, tolerates {} loss(es)", s.leader.as_deref().unwrap_or("none"), s.managers.len(), s.tolerates),
         );
+        let mut storage_line = String::new();
+        if spec.storage.backend != StorageBackend::None {
+            let image = spec.storage.image.clone();
+            let storage: Vec<Arc<dyn Transport>> =
+                nodes.iter().filter(|t| spec.node(t.node()).is_some_and(|n| n.storage)).cloned().collect();
+            let wanted = [image.clone()];
+            let mut lacking = Vec::new();
+            for (n, r) in fan_out(&storage, 16, |t| images::missing(t, &wanted)).await {
+                if !r?.is_empty() {
+                    lacking.push(n);
+                }
+            }
+            if !lacking.is_empty() {
+                say("images", &format!("{image} missing on {}: sending it from this machine", lacking.join(", ")));
+                let archive = crate::remote::save_images(&wanted)?;
+                for (n, r) in fan_out(&storage, 4, |t| images::push(t, &archive, &wanted)).await {
+                    if !r?.is_empty() {
+                        say("images", &format!("{n}: loaded {image}"));
+                    }
+                }
+                changed = true;
+            }
+            let c = clusterkit_storage::up(&nodes, spec, &|m: &str| say("storage", m)).await?;
+            changed |= c.any();
+            if !c.any() {
+                say("storage", "unchanged");
+            }
+            let st = clusterkit_storage::status(&nodes, spec).await?;
+            say(
+                "storage",
+                &format!("{} on {} node(s), tolerates {} loss(es)", st.health, st.nodes.len(), st.tolerates),
+            );
+            storage_line = format!(", {:?} storage ({}) with the `{}` volume driver", spec.storage.backend, st.health, clusterkit_storage::DRIVER).to_lowercase();
+        }
         println!(
-            "cluster {} is up: mesh {} and a swarm of {} manager(s){} (storage and monitoring come in later versions)",
+            "cluster {} is up: mesh {}, a swarm of {} manager(s){storage_line}{} (monitoring comes in a later version)",
             spec.name,
             spec.mesh.cidr,
             s.managers.len(),

@@ -29,6 +29,24 @@ pub struct Recipe {
     pub script: &'static str,
     /// `docker import --change` instructions (CMD, ENTRYPOINT, ENV, LABEL...).
     pub changes: &'static [&'static str],
+    /// Programs with no Debian package, built from their published crate.
+    pub binaries: &'static [CargoBinary],
+}
+
+/// A program built with `cargo install` from crates.io (version pinned,
+/// `--locked`), cached by version so it is built once per machine.
+#[derive(Debug, Clone, Copy)]
+pub struct CargoBinary {
+    /// The crate.
+    pub krate: &'static str,
+    /// Its exact version.
+    pub version: &'static str,
+    /// The binary's name.
+    pub bin: &'static str,
+    /// Where it goes in the image.
+    pub dest: &'static str,
+    /// How long a build takes here, for the progress line.
+    pub expect: &'static str,
 }
 
 impl Recipe {
@@ -39,6 +57,10 @@ impl Recipe {
             "v1\n{SUITE}\n{}\n{:?}\n{:?}\n{}\n{:?}",
             self.repo, self.packages, self.files, self.script, self.changes
         ));
+        // Recipes without binaries keep the hash they always had.
+        for b in self.binaries {
+            h.update(format!("\n{}@{}:{}->{}", b.krate, b.version, b.bin, b.dest));
+        }
         let digest = h.finalize();
         digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
     }
@@ -67,7 +89,7 @@ pub const NODE: Recipe = Recipe {
     packages: &[
         "systemd", "systemd-sysv", "dbus", "openssh-server", "docker.io", "containerd", "runc",
         "iproute2", "iptables", "nftables", "wireguard-tools", "ca-certificates", "procps",
-        "python3", "iputils-ping", "fuse3", "kmod", "curl", "iperf3", "sudo",
+        "python3", "iputils-ping", "fuse3", "kmod", "curl", "iperf3", "sudo", "rclone",
     ],
     files: &[
         ("/etc/ssh/sshd_config.d/clusterkit.conf", 0o644, SSHD_CONF),
@@ -86,6 +108,7 @@ pub const NODE: Recipe = Recipe {
         : > /etc/machine-id\n\
         apt-get clean\n",
     changes: &["CMD [\"/sbin/init\"]", "ENV container=docker"],
+    binaries: &[],
 };
 
 /// Prometheus from Debian's package, for the monitoring stack.
@@ -100,6 +123,7 @@ pub const PROMETHEUS: Recipe = Recipe {
         "CMD [\"--config.file=/etc/prometheus/prometheus.yml\", \"--storage.tsdb.path=/prometheus\"]",
         "EXPOSE 9090",
     ],
+    binaries: &[],
 };
 
 /// prometheus-node-exporter from Debian's package.
@@ -113,6 +137,7 @@ pub const NODE_EXPORTER: Recipe = Recipe {
         "ENTRYPOINT [\"/usr/bin/prometheus-node-exporter\"]",
         "EXPOSE 9100",
     ],
+    binaries: &[],
 };
 
 /// rclone (and FUSE) from Debian's packages, for the volume driver.
@@ -123,11 +148,38 @@ pub const RCLONE: Recipe = Recipe {
     files: &[],
     script: "set -e\napt-get clean\n",
     changes: &["ENTRYPOINT [\"/usr/bin/rclone\"]"],
+    binaries: &[],
+};
+
+/// The Garage version clusterkit builds and tests.
+pub const GARAGE_VERSION: &str = "2.5.0";
+
+/// Garage, the storage backend, built from its crate (Garage publishes images,
+/// but none can be pulled here or in an air-gapped cluster). Tagged
+/// `clusterkit/garage:2.5.0`, the spec's default image.
+pub const GARAGE: Recipe = Recipe {
+    repo: "clusterkit/garage",
+    alias: GARAGE_VERSION,
+    packages: &["ca-certificates"],
+    files: &[],
+    script: "set -e\napt-get clean\nrm -rf /var/lib/apt/lists/*\n",
+    changes: &[
+        "ENTRYPOINT [\"/usr/local/bin/garage\"]",
+        "CMD [\"server\"]",
+        "EXPOSE 3900 3901 3903",
+    ],
+    binaries: &[CargoBinary {
+        krate: "garage",
+        version: GARAGE_VERSION,
+        bin: "garage",
+        dest: "/usr/local/bin/garage",
+        expect: "about 6 minutes on 2 cores, 1.4 GB of memory",
+    }],
 };
 
 /// The service images the sandbox can build. Grafana, cAdvisor and MinIO have
 /// no Debian package: see ARCHITECTURE.md.
-pub const SERVICES: &[&Recipe] = &[&PROMETHEUS, &NODE_EXPORTER, &RCLONE];
+pub const SERVICES: &[&Recipe] = &[&PROMETHEUS, &NODE_EXPORTER, &RCLONE, &GARAGE];
 
 /// The Debian mirror: `CLUSTERKIT_DEBIAN_MIRROR`, else the one this machine's
 /// apt uses, else deb.debian.org.
@@ -178,8 +230,12 @@ pub fn ensure(recipe: &Recipe, progress: &(dyn Fn(&str) + Sync)) -> Result<Strin
     progress(&format!(
         "building image {tag} from Debian packages (debootstrap, about a minute)"
     ));
+    let mut built = Vec::new();
+    for b in recipe.binaries {
+        built.push((cargo_install(b, progress)?, b.dest));
+    }
     let work = scratch_dir(recipe)?;
-    let result = build_in(recipe, &work, &tag);
+    let result = build_in(recipe, &work, &tag, &built);
     let _ = std::fs::remove_dir_all(&work);
     result?;
     docker(&["tag", &tag, &recipe.alias_tag()])?;
@@ -208,7 +264,65 @@ fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/clusterkit/debootstrap"))
 }
 
-fn build_in(recipe: &Recipe, work: &Path, tag: &str) -> Result<(), Error> {
+/// Builds (or finds cached) a crate's binary; returns its path.
+pub fn cargo_install(b: &CargoBinary, progress: &(dyn Fn(&str) + Sync)) -> Result<PathBuf, Error> {
+    let root = cache_dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(cache_dir)
+        .join("cargo")
+        .join(format!("{}-{}", b.krate, b.version));
+    let bin = root.join("bin").join(b.bin);
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    if Command::new("cargo").arg("--version").output().is_err() {
+        return Err(Error::ToolMissing {
+            tool: "cargo".into(),
+            install: format!(
+                "install Rust (https://rustup.rs) to build {} {}, or load an image that has it",
+                b.krate, b.version
+            ),
+        });
+    }
+    progress(&format!(
+        "building {} {} from crates.io with cargo install ({}; cached in {})",
+        b.krate,
+        b.version,
+        b.expect,
+        root.display()
+    ));
+    let target = root.with_extension("target");
+    let version = format!("={}", b.version);
+    let result = run(
+        Command::new("cargo")
+            .args([
+                "install",
+                "--locked",
+                "--quiet",
+                b.krate,
+                "--version",
+                &version,
+                "--bin",
+                b.bin,
+                "--root",
+            ])
+            .arg(&root)
+            .env("CARGO_TARGET_DIR", &target),
+        &format!("cargo install --locked {} --version {version}", b.krate),
+    );
+    // The build tree is gigabytes; the binary is what is kept.
+    let _ = std::fs::remove_dir_all(&target);
+    result?;
+    Ok(bin)
+}
+
+fn build_in(
+    recipe: &Recipe,
+    work: &Path,
+    tag: &str,
+    binaries: &[(PathBuf, &str)],
+) -> Result<(), Error> {
     let rootfs = work.join("rootfs");
     let cache = cache_dir();
     std::fs::create_dir_all(&cache).map_err(|e| Error::Io {
@@ -246,6 +360,19 @@ fn build_in(recipe: &Recipe, work: &Path, tag: &str) -> Result<(), Error> {
                 what: format!("chmod {}", p.display()),
                 source: e,
             }
+        })?;
+    }
+    for (from, dest) in binaries {
+        let to = rootfs.join(dest.trim_start_matches('/'));
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+                what: format!("creating {}", dir.display()),
+                source: e,
+            })?;
+        }
+        std::fs::copy(from, &to).map_err(|e| Error::Io {
+            what: format!("copying {} to {}", from.display(), to.display()),
+            source: e,
         })?;
     }
     run(

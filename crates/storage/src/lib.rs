@@ -1,11 +1,804 @@
-//! clusterkit-storage: distributed S3 storage (Garage or MinIO) and Docker
-//! volumes on it that survive the loss of a node.
+//! clusterkit-storage: distributed S3 storage on the cluster's nodes and a
+//! Docker volume driver on it, so that a volume survives the loss of the node
+//! it was used on.
 //!
-//! Not built yet (issue [F]).
+//! - [`render`]: what goes on the nodes, from the spec (pure, snapshotted):
+//!   the Garage or MinIO stack, Garage's per-node configuration, the volume
+//!   driver's rclone configuration and systemd unit.
+//! - [`up`]: deploys it idempotently over the nodes' [`Transport`]s: secrets
+//!   made on a manager (they never pass through this machine), the stack, the
+//!   Garage layout over every storage node (one zone each), the S3 key and
+//!   buckets, the volume driver on every node, then a probe object.
+//! - [`status`]: per-node health and capacity, and how many more node losses
+//!   the data tolerates now.
+//! - [`s3::S3`]: an aws-sdk-s3 client of the cluster's S3 (both backends).
 
-use clusterkit_core::ClusterSpec;
+pub mod garage;
+pub mod render;
+pub mod s3;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clusterkit_core::spec::{ClusterSpec, Node, StorageBackend, SwarmRole};
+use clusterkit_core::transport::forward::Forward;
+use clusterkit_core::transport::{fan_out, Cmd, Transport, TransportError, Upload, UploadOutcome};
+use serde::Serialize;
+use serde_json::json;
+
+pub use render::{DriverConfig, GarageConfig, StackFiles};
+
+/// The Garage version clusterkit deploys and tests.
+pub const GARAGE_VERSION: &str = "2.5.0";
+/// The stack holding the storage servers.
+pub const STACK: &str = "clusterkit-storage";
+/// Garage's S3 API port (on the mesh address).
+pub const S3_PORT: u16 = 3900;
+/// Garage's RPC port.
+pub const RPC_PORT: u16 = 3901;
+/// Garage's admin API port (health, metrics).
+pub const ADMIN_PORT: u16 = 3903;
+/// The region the servers expect.
+pub const S3_REGION: &str = "garage";
+/// The volume driver's name: `docker volume create -d clusterkit`.
+pub const DRIVER: &str = "clusterkit";
+/// The bucket holding the volumes (one prefix per volume).
+pub const BUCKET: &str = "volumes";
+/// The bucket for clusterkit's own objects (probes, backups).
+pub const INTERNAL_BUCKET: &str = "clusterkit";
+/// Where the driver mounts volumes on a node.
+pub const VOLUMES_BASE: &str = "/var/lib/clusterkit/volumes";
+/// Where each node keeps the S3 key (mode 0600), the copy any controller reads.
+pub const KEY_PATH: &str = "/etc/clusterkit/storage/s3-key";
+/// Where the stack files go on the manager that deploys them.
+pub const STACK_DIR: &str = "/etc/clusterkit/stacks/clusterkit-storage";
 
 /// The nodes that hold a share of the storage.
-pub fn storage_nodes(spec: &ClusterSpec) -> impl Iterator<Item = &clusterkit_core::spec::Node> {
+pub fn storage_nodes(spec: &ClusterSpec) -> impl Iterator<Item = &Node> {
     spec.nodes.iter().filter(|n| n.storage)
 }
+
+/// The S3 access key clusterkit and the volume driver use. Its `Debug` hides
+/// the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Key {
+    /// Access key id (`GK` and 24 hex digits, Garage's format).
+    pub id: String,
+    /// Secret access key (64 hex digits).
+    pub secret: String,
+}
+
+impl std::fmt::Debug for S3Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3Key {{ id: {}, secret: <redacted> }}", self.id)
+    }
+}
+
+impl S3Key {
+    /// A fresh key from the system's random source.
+    pub fn generate() -> Result<Self, StorageError> {
+        use std::io::Read;
+        let mut bytes = [0u8; 44];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(|e| {
+                StorageError::Transport(TransportError::Local {
+                    what: "reading /dev/urandom for the S3 key".into(),
+                    source: e,
+                })
+            })?;
+        Ok(Self {
+            id: format!("GK{}", hex::encode(&bytes[..12])),
+            secret: hex::encode(&bytes[12..]),
+        })
+    }
+
+    /// The file form: id and secret on two lines.
+    pub fn to_file(&self) -> String {
+        format!("{}\n{}\n", self.id, self.secret)
+    }
+
+    /// Reads the file form.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut l = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let (id, secret) = (l.next()?, l.next()?);
+        (id.len() >= 8 && secret.len() >= 16).then(|| Self {
+            id: id.into(),
+            secret: secret.into(),
+        })
+    }
+}
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A remote operation failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The server image is not on a node.
+    #[error("{node}: image {image} is not there and cannot be pulled here: copy it with `clusterkit images push {image}` (the sandbox: `clusterkit sandbox build-images` then `clusterkit sandbox load-image {image}`), or set storage.image")]
+    ImageMissing {
+        /// Node.
+        node: String,
+        /// Image.
+        image: String,
+    },
+    /// The storage servers did not start.
+    #[error("storage did not start on {nodes} within {secs} s: look at `docker service ps {stack}_garage-<node> --no-trunc` on a manager")]
+    NotRunning {
+        /// Nodes.
+        nodes: String,
+        /// Bound.
+        secs: u64,
+        /// Stack.
+        stack: String,
+    },
+    /// Garage refused or failed a request.
+    #[error("{node}: garage {endpoint}: {reason}")]
+    Garage {
+        /// Node asked.
+        node: String,
+        /// Admin API endpoint.
+        endpoint: String,
+        /// Garage's answer.
+        reason: String,
+    },
+    /// An S3 request failed.
+    #[error("S3: {what}: {reason}")]
+    S3 {
+        /// What was asked.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// Storage is configured off, or for a backend this operation does not drive.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The cluster is not in a state this operation can start from.
+    #[error("{0}")]
+    NotReady(String),
+}
+
+/// What [`up`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StorageChange {
+    /// Swarm secrets created.
+    pub secrets_created: Vec<String>,
+    /// Whether the stack was (re)deployed.
+    pub deployed: bool,
+    /// Nodes given a role in the storage layout.
+    pub layout_added: Vec<String>,
+    /// The new layout version, if one was applied.
+    pub layout_applied: Option<u64>,
+    /// Whether the S3 key was created.
+    pub key_created: bool,
+    /// Buckets created.
+    pub buckets_created: Vec<String>,
+    /// Nodes whose volume driver was installed or reconfigured.
+    pub driver_changed: Vec<String>,
+}
+
+impl StorageChange {
+    /// Whether anything changed.
+    pub fn any(&self) -> bool {
+        !self.secrets_created.is_empty()
+            || self.deployed
+            || !self.layout_added.is_empty()
+            || self.layout_applied.is_some()
+            || self.key_created
+            || !self.buckets_created.is_empty()
+            || !self.driver_changed.is_empty()
+    }
+}
+
+fn by_name<'a>(nodes: &'a [Arc<dyn Transport>], name: &str) -> Option<&'a Arc<dyn Transport>> {
+    nodes.iter().find(|t| t.node() == name)
+}
+
+/// The transports of the storage nodes, in spec order; all must be connected.
+fn storage_transports<'a>(
+    nodes: &'a [Arc<dyn Transport>],
+    spec: &ClusterSpec,
+) -> Result<Vec<&'a Arc<dyn Transport>>, StorageError> {
+    storage_nodes(spec)
+        .map(|n| {
+            by_name(nodes, n.name.as_str()).ok_or_else(|| {
+                StorageError::NotReady(format!(
+                    "storage node {} is not connected: bring it back, or set `storage = false` for it",
+                    n.name
+                ))
+            })
+        })
+        .collect()
+}
+
+fn manager<'a>(
+    nodes: &'a [Arc<dyn Transport>],
+    spec: &ClusterSpec,
+) -> Result<&'a Arc<dyn Transport>, StorageError> {
+    spec.nodes
+        .iter()
+        .filter(|n| n.role == SwarmRole::Manager)
+        .find_map(|n| by_name(nodes, n.name.as_str()))
+        .ok_or_else(|| {
+            StorageError::NotReady(
+                "no manager is connected: storage is deployed through the swarm".into(),
+            )
+        })
+}
+
+/// Reads the S3 key from the first node that holds it.
+pub async fn read_key(nodes: &[Arc<dyn Transport>]) -> Result<Option<S3Key>, StorageError> {
+    for t in nodes {
+        let out = t
+            .exec_raw(&Cmd::new(format!("cat {KEY_PATH} 2>/dev/null")), None)
+            .await?;
+        if let Some(k) = S3Key::parse(&out.stdout_str()) {
+            return Ok(Some(k));
+        }
+    }
+    Ok(None)
+}
+
+async fn ensure_secret(
+    t: &dyn Transport,
+    name: &str,
+    value: Option<&str>,
+) -> Result<bool, StorageError> {
+    let exists = t
+        .exec_raw(&Cmd::new("docker secret inspect ").arg(name), None)
+        .await?
+        .status
+        == 0;
+    if exists {
+        return Ok(false);
+    }
+    match value {
+        // Given: on stdin, never in a command line.
+        Some(v) => {
+            t.exec_with_input(
+                &Cmd::new("docker secret create ").arg(name).push(" -"),
+                Some(v.as_bytes()),
+            )
+            .await?;
+        }
+        // Made on the manager from its random source: it never leaves the cluster.
+        None => {
+            t.exec(
+                &Cmd::new("head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \\n' | docker secret create ")
+                    .arg(name)
+                    .push(" - >/dev/null"),
+            )
+            .await?;
+        }
+    }
+    Ok(true)
+}
+
+/// Deploys storage (see the crate's documentation); idempotent: a re-run on a
+/// converged cluster changes nothing and says so. `progress` gets one line per step.
+pub async fn up(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<StorageChange, StorageError> {
+    let mut change = StorageChange::default();
+    let Some(stack) = render::stack(spec) else {
+        return Ok(change);
+    };
+    let storage = storage_transports(nodes, spec)?;
+    let mgr = manager(nodes, spec)?;
+    let image = &spec.storage.image;
+    let data = &spec.storage.data_path;
+
+    // Every storage node: its directories, and the image.
+    let storage_arcs: Vec<Arc<dyn Transport>> = storage.iter().map(|t| Arc::clone(t)).collect();
+    for (n, r) in fan_out(&storage_arcs, 16, |t| async move {
+        t.exec(&Cmd::new(format!(
+            "mkdir -p {data}/meta {data}/data && chmod 700 {data}"
+        )))
+        .await?;
+        let has = t
+            .exec_raw(&Cmd::new("docker image inspect -f . ").arg(image), None)
+            .await?
+            .status
+            == 0;
+        Ok::<bool, StorageError>(has)
+    })
+    .await
+    {
+        if !r? {
+            return Err(StorageError::ImageMissing {
+                node: n,
+                image: image.clone(),
+            });
+        }
+    }
+
+    // The key: the one the nodes hold, else a new one.
+    let key = match read_key(nodes).await? {
+        Some(k) => k,
+        None => S3Key::generate()?,
+    };
+
+    // Secrets, on a manager.
+    let secrets: Vec<(&str, Option<String>)> = match spec.storage.backend {
+        StorageBackend::Garage => vec![
+            (render::GARAGE_RPC_SECRET, None),
+            (render::GARAGE_ADMIN_SECRET, None),
+        ],
+        StorageBackend::Minio => vec![
+            (render::MINIO_USER_SECRET, Some(key.id.clone())),
+            (render::MINIO_PASSWORD_SECRET, Some(key.secret.clone())),
+        ],
+        StorageBackend::None => vec![],
+    };
+    for (name, value) in &secrets {
+        if ensure_secret(mgr.as_ref(), name, value.as_deref()).await? {
+            progress(&format!("secret {name} created on {}", mgr.node()));
+            change.secrets_created.push(name.to_string());
+        }
+    }
+
+    // The stack.
+    let mut written = false;
+    for (name, content) in
+        std::iter::once(("docker-compose.yml".to_string(), stack.compose.clone()))
+            .chain(stack.files.clone())
+    {
+        let path = format!("{STACK_DIR}/{name}");
+        let o = mgr
+            .upload(&Upload {
+                content: content.as_bytes(),
+                path: &path,
+                mode: 0o644,
+                owner: None,
+            })
+            .await?;
+        written |= o == UploadOutcome::Written;
+    }
+    let services = mgr
+        .exec(&Cmd::new(format!(
+            "docker stack services -q {STACK} 2>/dev/null | wc -l"
+        )))
+        .await?
+        .stdout_str()
+        .trim()
+        .parse::<usize>()
+        .unwrap_or(0);
+    if written || services != storage.len() {
+        progress(&format!(
+            "deploying stack {STACK} ({} service(s)) from {}",
+            storage.len(),
+            mgr.node()
+        ));
+        mgr.exec(&Cmd::new(format!(
+            "cd {STACK_DIR} && docker stack deploy --prune --resolve-image never -c docker-compose.yml {STACK}"
+        )))
+        .await?;
+        change.deployed = true;
+    }
+
+    match spec.storage.backend {
+        StorageBackend::Garage => garage_up(&storage, spec, &key, &mut change, progress).await?,
+        StorageBackend::Minio => {
+            progress("MinIO: creating buckets through the S3 API");
+            let (fwd, s3) = connect_s3(storage[0], spec, &key).await?;
+            for b in [BUCKET, INTERNAL_BUCKET] {
+                if s3.ensure_bucket(b).await? {
+                    change.buckets_created.push(b.into());
+                }
+            }
+            drop(fwd);
+        }
+        StorageBackend::None => {}
+    }
+
+    // The key on every node, and the volume driver.
+    let storage_mesh: Vec<std::net::Ipv4Addr> =
+        storage_nodes(spec).map(|n| n.mesh_address).collect();
+    let key_ref = &key;
+    for (n, r) in fan_out(nodes, 16, |t| {
+        let node = spec.node(t.node()).cloned();
+        let storage_mesh = storage_mesh.clone();
+        async move {
+            let node = node.ok_or_else(|| {
+                StorageError::NotReady(format!("{} is not in the spec", t.node()))
+            })?;
+            // A node without storage uses a storage node's S3, spread by index.
+            let mesh = if node.storage {
+                node.mesh_address
+            } else {
+                let i = spec
+                    .nodes
+                    .iter()
+                    .position(|m| m.name == node.name)
+                    .unwrap_or(0);
+                storage_mesh[i % storage_mesh.len().max(1)]
+            };
+            install_driver(t, &DriverConfig::for_node(spec, mesh), key_ref).await
+        }
+    })
+    .await
+    {
+        if r? {
+            change.driver_changed.push(n);
+        }
+    }
+    if !change.driver_changed.is_empty() {
+        progress(&format!(
+            "volume driver `{DRIVER}` (re)started on {}",
+            change.driver_changed.join(", ")
+        ));
+    }
+
+    // The health check: an object written and read back through S3.
+    let (fwd, s3) = connect_s3(storage[0], spec, &key).await?;
+    let took = s3.probe(INTERNAL_BUCKET, storage[0].node()).await?;
+    drop(fwd);
+    progress(&format!(
+        "S3 probe object written and read back through {} in {} ms",
+        storage[0].node(),
+        took.as_millis()
+    ));
+    Ok(change)
+}
+
+/// An S3 client of `node`'s storage server, through a local forward over its
+/// SSH connection. Keep the [`Forward`] alive while the client is used.
+pub async fn connect_s3(
+    node: &Arc<dyn Transport>,
+    spec: &ClusterSpec,
+    key: &S3Key,
+) -> Result<(Forward, s3::S3), StorageError> {
+    let n = spec
+        .node(node.node())
+        .ok_or_else(|| StorageError::NotReady(format!("{} is not in the spec", node.node())))?;
+    let port = match spec.storage.backend {
+        StorageBackend::Minio => 9000,
+        _ => S3_PORT,
+    };
+    let fwd = Forward::start(
+        Arc::clone(node),
+        "127.0.0.1:0".parse().expect("literal"),
+        &n.mesh_address.to_string(),
+        port,
+    )
+    .await?;
+    let s3 = s3::S3::new(&format!("http://{}", fwd.local_addr()), S3_REGION, key);
+    Ok((fwd, s3))
+}
+
+async fn garage_up(
+    storage: &[&Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    key: &S3Key,
+    change: &mut StorageChange,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(), StorageError> {
+    let refs: Vec<&dyn Transport> = storage.iter().map(|t| t.as_ref()).collect();
+    garage::wait_running(&refs, Duration::from_secs(180)).await?;
+    let first = refs[0];
+
+    // Connect every node to the first (a no-op for connected ones).
+    let mut ids: BTreeMap<String, String> = BTreeMap::new();
+    for t in &refs {
+        ids.insert(t.node().to_string(), garage::node_id(*t).await?);
+    }
+    let others: Vec<&String> = ids
+        .iter()
+        .filter(|(n, _)| n.as_str() != first.node())
+        .map(|(_, id)| id)
+        .collect();
+    if !others.is_empty() {
+        let _: serde_json::Value =
+            garage::api(first, "ConnectClusterNodes", Some(&json!(others))).await?;
+    }
+
+    // Layout: every storage node in a zone of its own, its free space as capacity.
+    let layout: garage::Layout = garage::api(first, "GetClusterLayout", None).await?;
+    let mut roles = Vec::new();
+    for t in &refs {
+        let id = ids[t.node()]
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let assigned = layout.roles.iter().any(|r| r.id == id);
+        let staged = layout
+            .staged_role_changes
+            .iter()
+            .any(|c| c["id"] == id.as_str());
+        if assigned || staged {
+            continue;
+        }
+        let free = t
+            .exec(&Cmd::new(format!(
+                "df -PB1 {} | awk 'NR==2 {{print $4}}'",
+                spec.storage.data_path
+            )))
+            .await?
+            .stdout_str()
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+            .max(1 << 30);
+        roles.push(json!({"id": id, "zone": t.node(), "capacity": free, "tags": [t.node()]}));
+        change.layout_added.push(t.node().to_string());
+    }
+    if !roles.is_empty() {
+        let _: serde_json::Value =
+            garage::api(first, "UpdateClusterLayout", Some(&json!({"roles": roles}))).await?;
+    }
+    let layout: garage::Layout = garage::api(first, "GetClusterLayout", None).await?;
+    if !layout.staged_role_changes.is_empty() {
+        let version = layout.version + 1;
+        let _: serde_json::Value = garage::api(
+            first,
+            "ApplyClusterLayout",
+            Some(&json!({"version": version})),
+        )
+        .await?;
+        progress(&format!(
+            "layout version {version} applied: {} node(s), replication {}",
+            refs.len(),
+            spec.storage.replication
+        ));
+        change.layout_applied = Some(version);
+    }
+
+    // The key and the buckets.
+    let known = garage::api::<serde_json::Value>(first, "GetKeyInfo", Some(&json!({"id": key.id})))
+        .await
+        .is_ok();
+    if !known {
+        let _: serde_json::Value = garage::api(
+            first,
+            "ImportKey",
+            Some(&json!({"accessKeyId": key.id, "secretAccessKey": key.secret, "name": "clusterkit"})),
+        )
+        .await?;
+        progress(&format!("S3 key {} made", key.id));
+        change.key_created = true;
+    }
+    for b in [BUCKET, INTERNAL_BUCKET] {
+        let bucket = match garage::api::<garage::Bucket>(
+            first,
+            "GetBucketInfo",
+            Some(&json!({"globalAlias": b})),
+        )
+        .await
+        {
+            Ok(x) => x,
+            Err(_) => {
+                change.buckets_created.push(b.into());
+                progress(&format!("bucket {b} created"));
+                garage::api::<garage::Bucket>(
+                    first,
+                    "CreateBucket",
+                    Some(&json!({"globalAlias": b})),
+                )
+                .await?
+            }
+        };
+        let _: serde_json::Value = garage::api(
+            first,
+            "AllowBucketKey",
+            Some(&json!({"bucketId": bucket.id, "accessKeyId": key.id, "permissions": {"read": true, "write": true, "owner": true}})),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Installs the volume driver on a node: the key (0600), rclone's
+/// configuration (0600), the unit; restarts it when any changed. Returns
+/// whether anything changed.
+pub async fn install_driver(
+    t: &dyn Transport,
+    cfg: &DriverConfig,
+    key: &S3Key,
+) -> Result<bool, StorageError> {
+    let key_file = key.to_file();
+    let conf = render::rclone_conf(cfg, key);
+    let unit = cfg.unit();
+    let mut changed = false;
+    for (path, content, mode) in [
+        (KEY_PATH, key_file.as_str(), 0o600),
+        (DriverConfig::CONF_PATH, conf.as_str(), 0o600),
+        (DriverConfig::UNIT_PATH, unit.as_str(), 0o644),
+    ] {
+        changed |= t
+            .upload(&Upload {
+                content: content.as_bytes(),
+                path,
+                mode,
+                owner: None,
+            })
+            .await?
+            == UploadOutcome::Written;
+    }
+    let active = t
+        .exec_raw(
+            &Cmd::new(format!(
+                "systemctl is-active --quiet {}",
+                DriverConfig::UNIT
+            )),
+            None,
+        )
+        .await?
+        .status
+        == 0;
+    if changed || !active {
+        t.exec(&Cmd::new(format!(
+            "command -v rclone >/dev/null || {{ echo 'rclone is not installed: apt-get install rclone fuse3' >&2; exit 1; }}; \
+             systemctl daemon-reload && systemctl enable {u} >/dev/null 2>&1; systemctl restart {u}",
+            u = DriverConfig::UNIT
+        )))
+        .await?;
+        // Docker finds the driver by its socket.
+        t.exec(&Cmd::new(format!(
+            "for i in $(seq 1 100); do [ -S {s} ] && exit 0; sleep 0.1; done; \
+             echo 'the volume driver did not open {s}:' >&2; journalctl -u {u} -n 5 --no-pager >&2; exit 1",
+            s = cfg.socket(),
+            u = DriverConfig::UNIT
+        )))
+        .await?;
+        return Ok(true);
+    }
+    Ok(changed)
+}
+
+/// One storage node's state.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// Node.
+    pub node: String,
+    /// Its storage server answers (as seen from the cluster).
+    pub up: bool,
+    /// Bytes free on its data partition.
+    pub available: Option<u64>,
+    /// Bytes on its data partition.
+    pub total: Option<u64>,
+    /// The volume driver runs on it.
+    pub driver: Option<bool>,
+}
+
+/// The storage's state.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StorageStatus {
+    /// Backend.
+    pub backend: StorageBackend,
+    /// `healthy`, `degraded` or `unavailable`.
+    pub health: String,
+    /// Per storage node.
+    pub nodes: Vec<NodeHealth>,
+    /// Copies of each object.
+    pub replication: u8,
+    /// More node losses the data survives now (reads and writes go on).
+    pub tolerates: usize,
+    /// The probe object's round trip, when it succeeded.
+    pub probe_ms: Option<u128>,
+    /// Why the probe failed, when it did.
+    pub probe_error: Option<String>,
+    /// Bytes in the volumes bucket.
+    pub volumes_bytes: Option<u64>,
+}
+
+/// Losses still tolerated with `down` storage nodes out: each object has
+/// `replication` copies and needs a majority of them.
+pub fn tolerates(replication: u8, down: usize) -> usize {
+    let r = replication as usize;
+    let quorum = r / 2 + 1;
+    (r - quorum).saturating_sub(down)
+}
+
+/// Reports the storage's health from the first storage node that answers.
+pub async fn status(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+) -> Result<StorageStatus, StorageError> {
+    if spec.storage.backend != StorageBackend::Garage {
+        return Err(StorageError::Unsupported(format!(
+            "storage status reads Garage's admin API; backend is {:?}",
+            spec.storage.backend
+        )));
+    }
+    let names: Vec<String> = storage_nodes(spec).map(|n| n.name.to_string()).collect();
+    let reachable: Vec<&Arc<dyn Transport>> =
+        names.iter().filter_map(|n| by_name(nodes, n)).collect();
+    let mut asked = None;
+    let mut last_err = None;
+    for t in &reachable {
+        match garage::api::<garage::Health>(t.as_ref(), "GetClusterHealth", None).await {
+            Ok(h) => {
+                asked = Some((*t, h));
+                break;
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let Some((t, health)) = asked else {
+        return Err(last_err
+            .unwrap_or_else(|| StorageError::NotReady("no storage node is connected".into())));
+    };
+    let cluster: garage::ClusterStatus = garage::api(t.as_ref(), "GetClusterStatus", None).await?;
+    let drivers: BTreeMap<String, bool> = fan_out(nodes, 16, |t| async move {
+        Ok::<bool, StorageError>(
+            t.exec_raw(
+                &Cmd::new(format!(
+                    "systemctl is-active --quiet {}",
+                    DriverConfig::UNIT
+                )),
+                None,
+            )
+            .await?
+            .status
+                == 0,
+        )
+    })
+    .await
+    .into_iter()
+    .filter_map(|(n, r)| r.ok().map(|v| (n, v)))
+    .collect();
+    let node_health: Vec<NodeHealth> = names
+        .iter()
+        .map(|name| {
+            let s = cluster
+                .nodes
+                .iter()
+                .find(|s| s.role.as_ref().is_some_and(|r| &r.zone == name));
+            NodeHealth {
+                node: name.clone(),
+                up: s.is_some_and(|s| s.is_up),
+                available: s.and_then(|s| s.data_partition).map(|p| p.available),
+                total: s.and_then(|s| s.data_partition).map(|p| p.total),
+                driver: drivers.get(name).copied(),
+            }
+        })
+        .collect();
+    let down = health.storage_nodes.saturating_sub(health.storage_nodes_up);
+    let key = read_key(nodes).await?;
+    let (mut probe_ms, mut probe_error, mut volumes_bytes) = (None, None, None);
+    if let Some(key) = key {
+        match connect_s3(t, spec, &key).await {
+            Ok((fwd, s3)) => {
+                match s3.probe(INTERNAL_BUCKET, t.node()).await {
+                    Ok(d) => probe_ms = Some(d.as_millis()),
+                    Err(e) => probe_error = Some(e.to_string()),
+                }
+                drop(fwd);
+            }
+            Err(e) => probe_error = Some(e.to_string()),
+        }
+        if let Ok(b) = garage::api::<garage::Bucket>(
+            t.as_ref(),
+            "GetBucketInfo",
+            Some(&json!({"globalAlias": BUCKET})),
+        )
+        .await
+        {
+            volumes_bytes = Some(b.bytes);
+        }
+    } else {
+        probe_error = Some("no node holds the S3 key: run `clusterkit storage up`".into());
+    }
+    Ok(StorageStatus {
+        backend: spec.storage.backend,
+        tolerates: if health.status == "unavailable" {
+            0
+        } else {
+            tolerates(spec.storage.replication, down)
+        },
+        health: health.status,
+        nodes: node_health,
+        replication: spec.storage.replication,
+        probe_ms,
+        probe_error,
+        volumes_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests;

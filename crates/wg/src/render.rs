@@ -88,11 +88,11 @@ pub fn sync_peers_script(m: &NodeMesh) -> String {
 }
 
 /// Ports the cluster uses that must be reachable over the mesh only:
-/// Swarm (2377/tcp, 7946/tcp+udp, 4789/udp), Garage (3900-3903/tcp),
+/// Swarm (2377/tcp, 7946/tcp+udp, 4789/udp), Garage (3900-3903/tcp), MinIO (9000-9001/tcp),
 /// node-exporter (9100), cAdvisor (8080), Prometheus (9090), Alertmanager
 /// (9093), Grafana (3000).
 pub const MESH_ONLY_TCP: &[u16] = &[
-    2377, 7946, 3900, 3901, 3902, 3903, 9100, 8080, 9090, 9093, 3000,
+    2377, 7946, 3900, 3901, 3902, 3903, 9000, 9001, 9100, 8080, 9090, 9093, 3000,
 ];
 /// UDP ports reachable over the mesh only.
 pub const MESH_ONLY_UDP: &[u16] = &[7946, 4789];

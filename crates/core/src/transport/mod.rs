@@ -4,6 +4,7 @@
 //! node's Docker Engine API through the same connection ([`Transport::docker`]).
 
 pub mod facts;
+pub mod forward;
 pub mod images;
 pub mod install;
 pub mod known_hosts;
@@ -274,6 +275,10 @@ pub enum UploadOutcome {
     Unchanged,
 }
 
+/// A byte stream to a TCP port reached from a node ([`Transport::connect_tcp`]).
+pub trait TunnelStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> TunnelStream for T {}
+
 /// A connection to one node. Capability crates take `&dyn Transport`.
 #[async_trait]
 pub trait Transport: Send + Sync {
@@ -289,6 +294,21 @@ pub trait Transport: Send + Sync {
 
     /// The node's Docker Engine API, through this connection (never over TCP).
     async fn docker(&self) -> Result<bollard::Docker, TransportError>;
+
+    /// Opens a TCP connection from the node to `host:port` (an address only the
+    /// node can reach, such as a mesh address), carried by this connection
+    /// (SSH `direct-tcpip`). [`forward::Forward`] serves it on a local port.
+    async fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Box<dyn TunnelStream>, TransportError> {
+        Err(TransportError::Ssh {
+            node: self.node().to_string(),
+            addr: self.addr(),
+            reason: format!("this transport cannot reach {host}:{port} from the node"),
+        })
+    }
 
     /// Runs a command like [`Transport::exec`], handing each line of its output
     /// (stdout and stderr, secrets redacted) to `on_line` as it comes: for long

@@ -433,6 +433,25 @@ impl Transport for SshSession {
         Ok(out)
     }
 
+    async fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Box<dyn super::TunnelStream>, TransportError> {
+        let channel = self
+            .handle
+            .channel_open_direct_tcpip(host, port.into(), "127.0.0.1", 0)
+            .await
+            .map_err(|e| TransportError::Ssh {
+                node: self.node.clone(),
+                addr: self.addr(),
+                reason: format!(
+                    "opening a tunnel to {host}:{port} (is AllowTcpForwarding on in sshd?): {e}"
+                ),
+            })?;
+        Ok(Box::new(channel.into_stream()))
+    }
+
     async fn docker(&self) -> Result<bollard::Docker, TransportError> {
         let handle = self.handle.clone();
         let node = self.node.clone();

@@ -1,0 +1,153 @@
+//! `clusterkit storage ...`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use clusterkit_core::spec::Loaded;
+use clusterkit_storage::{StorageChange, StorageStatus};
+
+use crate::exit;
+use crate::remote::connect_with;
+
+/// `clusterkit storage` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StorageCmd {
+    /// Deploy the distributed S3 storage and the volume driver on every node.
+    #[command(
+        after_help = "Needs the swarm (`clusterkit swarm up`) and the server image on the storage nodes\n\
+        (`clusterkit images push clusterkit/garage:2.5.0`). Garage's RPC secret and admin token\n\
+        are made on a manager as Swarm secrets and never pass through this machine; the S3 key\n\
+        is kept on the nodes (/etc/clusterkit/storage, mode 0600). A re-run changes nothing.\n\n\
+        Then, on any node:\n  docker volume create -d clusterkit -o remote=clusterkit:volumes/data data\n\n\
+        Example:\n  clusterkit storage up -i hosts.ini"
+    )]
+    Up,
+    /// Per-node health and capacity, and how many more node losses the data tolerates.
+    #[command(
+        after_help = "Exit status 0 when every storage node is up and the probe object (written and read\nback through S3) succeeded, 1 otherwise.\n\nExample:\n  clusterkit storage status --json"
+    )]
+    Status {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the storage stack clusterkit deploys (compose file and configurations) to a directory.
+    #[command(
+        after_help = "Nothing is contacted: this is what `storage up` deploys, for review or for\n`docker stack deploy` by hand. No secret is in these files.\n\nExample:\n  clusterkit storage render --out ./storage-stack"
+    )]
+    Render {
+        /// Directory to write into (created).
+        #[arg(long, default_value = "clusterkit-storage")]
+        out: PathBuf,
+    },
+}
+
+fn print_change(c: &StorageChange) {
+    if !c.any() {
+        eprintln!("storage unchanged");
+    }
+}
+
+fn gib(b: Option<u64>) -> String {
+    b.map(|b| format!("{:.1}", b as f64 / (1u64 << 30) as f64))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn print_status(s: &StorageStatus, unreachable: &[(String, String)]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<10} {:<6} {:>10} {:>10}  DRIVER",
+        "NODE", "UP", "FREE GiB", "SIZE GiB"
+    )?;
+    for n in &s.nodes {
+        writeln!(
+            out,
+            "{:<10} {:<6} {:>10} {:>10}  {}",
+            n.node,
+            if n.up { "yes" } else { "no" },
+            gib(n.available),
+            gib(n.total),
+            match n.driver {
+                Some(true) => "running",
+                Some(false) => "stopped",
+                None => "?",
+            }
+        )?;
+    }
+    writeln!(
+        out,
+        "\n{:?} {}: replication {}, tolerates {} more node loss(es)",
+        s.backend, s.health, s.replication, s.tolerates
+    )?;
+    match (&s.probe_ms, &s.probe_error) {
+        (Some(ms), _) => writeln!(out, "probe object written and read back in {ms} ms")?,
+        (None, Some(e)) => writeln!(out, "probe failed: {e}")?,
+        _ => {}
+    }
+    if let Some(b) = s.volumes_bytes {
+        writeln!(
+            out,
+            "volumes hold {:.1} MiB",
+            b as f64 / (1u64 << 20) as f64
+        )?;
+    }
+    for (n, e) in unreachable {
+        writeln!(out, "{n}: not reachable over SSH: {e}")?;
+    }
+    Ok(())
+}
+
+/// Runs a `storage` command.
+pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
+    let spec = &loaded.built.spec;
+    if let StorageCmd::Render { out } = &cmd {
+        let Some(stack) = clusterkit_storage::render::stack(spec) else {
+            anyhow::bail!("storage.backend is none: there is nothing to render");
+        };
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        for (name, content) in
+            std::iter::once(("docker-compose.yml".to_string(), stack.compose)).chain(stack.files)
+        {
+            let p = out.join(&name);
+            std::fs::write(&p, content).with_context(|| format!("writing {}", p.display()))?;
+            println!("{}", p.display());
+        }
+        return Ok(exit::OK);
+    }
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async {
+        let quick = matches!(cmd, StorageCmd::Status { .. });
+        let (nodes, failed) = connect_with(loaded, false, quick).await;
+        match cmd {
+            StorageCmd::Up => {
+                if !failed.is_empty() {
+                    for (n, e) in &failed {
+                        eprintln!("{n}: error: {e}");
+                    }
+                    anyhow::bail!("{} node(s) unreachable: nothing was changed", failed.len());
+                }
+                let c = clusterkit_storage::up(&nodes, spec, &|m: &str| eprintln!("storage: {m}"))
+                    .await?;
+                print_change(&c);
+                let s = clusterkit_storage::status(&nodes, spec).await?;
+                print_status(&s, &[])?;
+                Ok(exit::OK)
+            }
+            StorageCmd::Status { json } => {
+                let s = clusterkit_storage::status(&nodes, spec).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&s)?);
+                } else {
+                    print_status(&s, &failed)?;
+                }
+                let healthy =
+                    s.nodes.iter().all(|n| n.up) && s.probe_ms.is_some() && failed.is_empty();
+                Ok(if healthy { exit::OK } else { exit::FAILURE })
+            }
+            StorageCmd::Render { .. } => unreachable!("handled above"),
+        }
+    })
+}

@@ -1,0 +1,206 @@
+//! Driving Garage on the nodes: its CLI's `json-api` (the admin API v2 over
+//! Garage's own RPC) run in the node's Garage container through `docker
+//! exec`, so the admin token never leaves the cluster.
+
+use std::time::{Duration, Instant};
+
+use clusterkit_core::transport::{Cmd, Transport};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::{StorageError, STACK};
+
+/// The service running Garage on `node`.
+pub fn service(node: &str) -> String {
+    format!("{STACK}_garage-{node}")
+}
+
+fn container(node: &str) -> String {
+    format!(
+        "c=$(docker ps -q --filter label=com.docker.swarm.service.name={} --filter status=running | head -n1); \
+         if [ -z \"$c\" ]; then echo \"no running Garage container on this node (docker service ps {}): is the storage stack deployed?\" >&2; exit 3; fi; ",
+        service(node),
+        service(node)
+    )
+}
+
+/// Whether Garage's container runs on the node.
+pub async fn running(t: &dyn Transport) -> Result<bool, StorageError> {
+    let out = t
+        .exec(&Cmd::new(format!(
+            "docker ps -q --filter label=com.docker.swarm.service.name={} --filter status=running",
+            service(t.node())
+        )))
+        .await?;
+    Ok(!out.stdout_str().trim().is_empty())
+}
+
+/// Waits until Garage runs on every node given.
+pub async fn wait_running(nodes: &[&dyn Transport], within: Duration) -> Result<(), StorageError> {
+    let start = Instant::now();
+    loop {
+        let mut missing = Vec::new();
+        for t in nodes {
+            if !running(*t).await? {
+                missing.push(t.node().to_string());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > within {
+            return Err(StorageError::NotRunning {
+                nodes: missing.join(", "),
+                secs: within.as_secs(),
+                stack: STACK.into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// `garage node id -q`: `<id>@<addr>`.
+pub async fn node_id(t: &dyn Transport) -> Result<String, StorageError> {
+    let out = t
+        .exec(&Cmd::new(format!(
+            "{}docker exec \"$c\" /usr/local/bin/garage node id -q",
+            container(t.node())
+        )))
+        .await?;
+    Ok(out.stdout_str().trim().to_string())
+}
+
+/// Calls an admin API endpoint; `payload` goes on stdin (secrets stay out of
+/// the process list).
+pub async fn api<T: DeserializeOwned>(
+    t: &dyn Transport,
+    endpoint: &str,
+    payload: Option<&serde_json::Value>,
+) -> Result<T, StorageError> {
+    let mut script = format!(
+        "{}docker exec -i \"$c\" /usr/local/bin/garage json-api {endpoint}",
+        container(t.node())
+    );
+    let body = payload.map(|p| p.to_string());
+    if body.is_some() {
+        script.push_str(" -");
+    }
+    let out = t
+        .exec_raw(&Cmd::new(script), body.as_deref().map(str::as_bytes))
+        .await?;
+    if out.status != 0 {
+        return Err(StorageError::Garage {
+            node: t.node().to_string(),
+            endpoint: endpoint.to_string(),
+            reason: out.tail(),
+        });
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| StorageError::Garage {
+        node: t.node().to_string(),
+        endpoint: endpoint.to_string(),
+        reason: format!(
+            "unexpected answer ({e}): {}",
+            out.stdout_str().chars().take(300).collect::<String>()
+        ),
+    })
+}
+
+/// `GetClusterHealth`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// `healthy`, `degraded` or `unavailable`.
+    pub status: String,
+    /// Nodes this node is connected to.
+    pub connected_nodes: usize,
+    /// Storage nodes in the layout.
+    pub storage_nodes: usize,
+    /// Of those, the connected ones.
+    pub storage_nodes_up: usize,
+    /// Partitions (256).
+    pub partitions: usize,
+    /// Partitions with a write quorum.
+    pub partitions_quorum: usize,
+    /// Partitions with every copy reachable.
+    pub partitions_all_ok: usize,
+}
+
+/// One node of `GetClusterStatus`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// Node id.
+    pub id: String,
+    /// RPC address.
+    pub addr: Option<String>,
+    /// Connected.
+    pub is_up: bool,
+    /// Its role in the layout.
+    pub role: Option<Role>,
+    /// Space on its data partition.
+    pub data_partition: Option<Space>,
+}
+
+/// A node's role.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Role {
+    /// Zone (clusterkit: the node's name).
+    pub zone: String,
+    /// Capacity in bytes.
+    pub capacity: Option<u64>,
+}
+
+/// Free and total bytes.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub struct Space {
+    /// Available bytes.
+    pub available: u64,
+    /// Total bytes.
+    pub total: u64,
+}
+
+/// `GetClusterStatus`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// Layout version.
+    pub layout_version: u64,
+    /// Known nodes.
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// `GetClusterLayout` (the parts clusterkit reads).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Layout {
+    /// Version.
+    pub version: u64,
+    /// Nodes with a role.
+    pub roles: Vec<LayoutRole>,
+    /// Changes staged for the next version.
+    pub staged_role_changes: Vec<serde_json::Value>,
+}
+
+/// A node with a role.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LayoutRole {
+    /// Node id.
+    pub id: String,
+    /// Zone.
+    pub zone: String,
+}
+
+/// `GetBucketInfo` (the parts clusterkit reads).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bucket {
+    /// Bucket id.
+    pub id: String,
+    /// Bytes stored.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Objects stored.
+    #[serde(default)]
+    pub objects: u64,
+}

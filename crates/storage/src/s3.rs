@@ -1,0 +1,176 @@
+//! The cluster's S3, seen as a client (aws-sdk-s3): buckets, the probe
+//! object that is the storage health check, usage. Works against Garage and
+//! MinIO alike: custom endpoint, path-style addressing, the server's region.
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+
+use crate::{S3Key, StorageError};
+
+/// An S3 client for the cluster's storage.
+#[derive(Debug, Clone)]
+pub struct S3 {
+    client: aws_sdk_s3::Client,
+    endpoint: String,
+}
+
+fn s3_err(what: &str, e: impl std::fmt::Debug + std::fmt::Display) -> StorageError {
+    // The SDK's Display is terse ("service error"); the source chain says why.
+    let detail = format!("{e:?}");
+    let short = detail.chars().take(400).collect::<String>();
+    StorageError::S3 {
+        what: what.to_string(),
+        reason: format!("{e}: {short}"),
+    }
+}
+
+impl S3 {
+    /// A client of `endpoint` (e.g. `http://127.0.0.1:39000`, a
+    /// [`clusterkit_core::transport::forward::Forward`] to a node's S3).
+    pub fn new(endpoint: &str, region: &str, key: &S3Key) -> Self {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .http_client(http)
+            .endpoint_url(endpoint)
+            .region(Region::new(region.to_string()))
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(
+                key.id.clone(),
+                key.secret.clone(),
+                None,
+                None,
+                "clusterkit",
+            ))
+            .build();
+        Self {
+            client: aws_sdk_s3::Client::from_conf(conf),
+            endpoint: endpoint.to_string(),
+        }
+    }
+
+    /// The endpoint, for messages.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Creates `bucket` unless it exists.
+    pub async fn ensure_bucket(&self, bucket: &str) -> Result<bool, StorageError> {
+        if self
+            .client
+            .head_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(false);
+        }
+        self.client
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| s3_err(&format!("creating bucket {bucket}"), e))?;
+        Ok(true)
+    }
+
+    /// Writes `body` at `key`.
+    pub async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StorageError> {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s3_err(&format!("writing s3://{bucket}/{key}"), e))?;
+        Ok(())
+    }
+
+    /// Reads `key`.
+    pub async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, StorageError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_err(&format!("reading s3://{bucket}/{key}"), e))?;
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| s3_err(&format!("reading s3://{bucket}/{key}"), e))?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+
+    /// Deletes `key`.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_err(&format!("deleting s3://{bucket}/{key}"), e))?;
+        Ok(())
+    }
+
+    /// Keys and their sizes under `prefix`.
+    pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, i64)>, StorageError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s3_err(&format!("listing s3://{bucket}/{prefix}"), e))?;
+            for o in page.contents() {
+                out.push((
+                    o.key().unwrap_or_default().to_string(),
+                    o.size().unwrap_or(0),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The health check: writes a probe object, reads it back, compares,
+    /// deletes it. Returns the round trip's duration.
+    pub async fn probe(
+        &self,
+        bucket: &str,
+        name: &str,
+    ) -> Result<std::time::Duration, StorageError> {
+        let start = std::time::Instant::now();
+        let key = format!("probe/{name}");
+        let body =
+            format!("clusterkit probe {name} {:?}", std::time::SystemTime::now()).into_bytes();
+        self.put(bucket, &key, body.clone()).await?;
+        let back = self.get(bucket, &key).await?;
+        if back != body {
+            return Err(StorageError::S3 {
+                what: format!("probe s3://{bucket}/{key}"),
+                reason: format!(
+                    "read back {} bytes that differ from the {} written",
+                    back.len(),
+                    body.len()
+                ),
+            });
+        }
+        self.delete(bucket, &key).await?;
+        Ok(start.elapsed())
+    }
+}

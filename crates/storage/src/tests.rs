@@ -1,0 +1,94 @@
+use super::*;
+
+#[test]
+fn tolerance_follows_the_quorum() {
+    assert_eq!(tolerates(3, 0), 1);
+    assert_eq!(tolerates(3, 1), 0);
+    assert_eq!(tolerates(5, 1), 1);
+    assert_eq!(tolerates(2, 0), 0);
+    assert_eq!(tolerates(1, 0), 0);
+}
+
+#[test]
+fn a_key_round_trips_and_its_debug_hides_the_secret() {
+    let k = S3Key::generate().unwrap();
+    assert!(k.id.starts_with("GK") && k.id.len() == 26);
+    assert_eq!(k.secret.len(), 64);
+    assert_eq!(S3Key::parse(&k.to_file()), Some(k.clone()));
+    assert!(!format!("{k:?}").contains(&k.secret));
+    assert_eq!(S3Key::parse("short\n"), None);
+}
+
+use clusterkit_core::inventory::{Format, Inventory};
+use clusterkit_core::source::SourceFile;
+use clusterkit_core::spec::{build, StorageBackend};
+use clusterkit_core::state::State;
+use clusterkit_core::Problems;
+
+fn spec(n: usize) -> ClusterSpec {
+    let hosts: String = (1..=n)
+        .map(|i| format!("node{i} ansible_host=192.168.1.{i}\n"))
+        .collect();
+    let mut p = Problems::default();
+    let inv = Inventory::parse(
+        SourceFile::new("hosts.ini", format!("[servers]\n{hosts}")),
+        Format::Ini,
+        &mut p,
+    );
+    build(None, Some(&inv), &State::default(), &|_| None)
+        .unwrap()
+        .spec
+}
+
+#[test]
+fn garage_stack_pins_one_service_per_node_with_content_named_configs() {
+    let s = spec(3);
+    let stack = render::garage_stack(&s);
+    insta::assert_snapshot!("garage_stack", stack.compose);
+    assert_eq!(stack.files.len(), 3);
+    insta::assert_snapshot!("garage_node1_toml", stack.files[0].1);
+    // A node's configuration changes its config's name, and only its own.
+    let mut s2 = s.clone();
+    s2.storage.replication = 2;
+    let other = render::garage_stack(&s2);
+    assert_ne!(stack.compose, other.compose);
+    assert_ne!(stack.hash(), other.hash());
+    // Nothing secret is rendered: secrets are files the swarm provides.
+    assert!(stack.compose.contains("external: true"));
+    assert!(!stack.files[0].1.contains("rpc_secret ="));
+}
+
+#[test]
+fn minio_stack_lists_every_endpoint_and_takes_credentials_from_secrets() {
+    let mut s = spec(3);
+    s.storage.backend = StorageBackend::Minio;
+    s.storage.image = "pgsty/minio:latest".into();
+    let stack = render::stack(&s).unwrap();
+    insta::assert_snapshot!("minio_stack", stack.compose);
+    for i in 1..=3 {
+        assert_eq!(
+            stack
+                .compose
+                .matches(&format!("http://10.0.0.{i}:9000/data"))
+                .count(),
+            3
+        );
+    }
+}
+
+#[test]
+fn the_driver_uploads_on_close_and_keeps_its_key_out_of_the_unit() {
+    let s = spec(3);
+    let cfg = DriverConfig::for_node(&s, s.nodes[1].mesh_address);
+    let key = S3Key {
+        id: "GKexampleexampleexample0".into(),
+        secret: "example-secret-not-real-0000000000".into(),
+    };
+    let unit = cfg.unit();
+    insta::assert_snapshot!("driver_unit", unit);
+    assert!(unit.contains("--vfs-write-back 0s"));
+    assert!(!unit.contains(&key.secret));
+    insta::assert_snapshot!("rclone_conf", render::rclone_conf(&cfg, &key));
+    insta::assert_json_snapshot!("driver_config", cfg);
+    assert_eq!(cfg.remote("app_data"), "clusterkit:volumes/app_data");
+}
