@@ -180,23 +180,37 @@ fn a_volume_follows_its_service_to_another_node_when_its_node_dies() {
     assert_eq!(stop.code, 0, "{}", stop.stderr);
     let alive = if from == "node1" { "node2" } else { "node1" };
     let mut moved = None;
-    let took = wait_for(
-        "the service is rescheduled and finds its file",
-        Duration::from_secs(120),
-        || {
-            let o = exec(
+    let mut seen = String::new();
+    let begin = Instant::now();
+    while moved.is_none() {
+        assert!(
+            begin.elapsed() < Duration::from_secs(180),
+            "the service was not rescheduled with its file within 180 s; last seen:\n{seen}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let o = exec(
             alive,
             &format!("docker service ps {svc} --filter desired-state=running --format '{{{{.Node}}}} {{{{.CurrentState}}}}'"),
         );
-            let node = String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .find(|l| l.contains("Running") && !l.starts_with(&from))
-                .and_then(|l| l.split_whitespace().next())
-                .map(String::from);
-            moved = node.and_then(|n| checksum_in_task(&n, svc).map(|c| (n, c)));
-            moved.is_some()
-        },
-    );
+        seen = out(&o);
+        let node = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find(|l| l.contains("Running") && !l.starts_with(&from))
+            .and_then(|l| l.split_whitespace().next())
+            .map(String::from);
+        if let Some(n) = node {
+            let check = exec(
+                &n,
+                &format!(
+                    "c=$(docker ps -q --filter label=com.docker.swarm.service.name={svc} | head -n1); \
+                     [ -n \"$c\" ] && docker exec $c sh -c 'cd /data && ls -l && sha256sum -c blob.sha && cat blob.sha'"
+                ),
+            );
+            seen.push_str(&out(&check));
+            moved = checksum_in_task(&n, svc).map(|c| (n, c));
+        }
+    }
+    let took = begin.elapsed();
     let (to, sum_after) = moved.unwrap();
     assert_ne!(to, from);
     assert_eq!(
@@ -212,12 +226,20 @@ fn a_volume_follows_its_service_to_another_node_when_its_node_dies() {
          && rclone --config /etc/clusterkit/storage/rclone.conf cat clusterkit:clusterkit/test/w | cmp - /tmp/w && echo same",
     );
     assert!(out(&o).contains("same"), "{}", out(&o));
-    let degraded = ck(&["storage", "status", "-c", &config()]);
+    // Garage notices the loss within its ping timeouts.
+    let mut degraded = None;
+    wait_for("status reports the loss", Duration::from_secs(90), || {
+        let s = ck(&["storage", "status", "-c", &config()]);
+        let seen = s
+            .stdout
+            .contains("degraded: replication 3, tolerates 0 more node loss(es)");
+        degraded = Some(s);
+        seen
+    });
+    let degraded = degraded.unwrap();
     assert_eq!(degraded.code, 1, "{}{}", degraded.stdout, degraded.stderr);
     assert!(
-        degraded
-            .stdout
-            .contains("degraded: replication 3, tolerates 0 more node loss(es)"),
+        degraded.stdout.contains(&format!("{from}      no")),
         "{}",
         degraded.stdout
     );
@@ -266,13 +288,13 @@ fn the_minio_stack_is_accepted_by_the_engine() {
     let cp = docker(&[
         "cp",
         rendered.join("docker-compose.yml").to_str().unwrap(),
-        &format!("{NAME}-node1:/tmp/minio.yml"),
+        &format!("{NAME}-node1:/root/minio.yml"),
     ]);
     assert!(cp.status.success(), "{}", out(&cp));
     let o = exec(
         "node1",
         "for s in clusterkit-minio-user clusterkit-minio-password; do docker secret inspect $s >/dev/null 2>&1 || head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' | docker secret create $s - >/dev/null; done; \
-         docker stack deploy --resolve-image never -c /tmp/minio.yml ck-minio-check && \
+         docker stack deploy --resolve-image never -c /root/minio.yml ck-minio-check && \
          docker service inspect ck-minio-check_minio-node2 --format '{{json .Spec.TaskTemplate.Placement.Constraints}} {{json .Spec.TaskTemplate.ContainerSpec.Secrets}}'",
     );
     let text = out(&o);

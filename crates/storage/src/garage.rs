@@ -59,15 +59,28 @@ pub async fn wait_running(nodes: &[&dyn Transport], within: Duration) -> Result<
     }
 }
 
-/// `garage node id -q`: `<id>@<addr>`.
+/// `garage node id -q`: `<id>@<addr>`. A server that just started may not
+/// have written its key yet: asked again for up to 30 s.
 pub async fn node_id(t: &dyn Transport) -> Result<String, StorageError> {
-    let out = t
-        .exec(&Cmd::new(format!(
-            "{}docker exec \"$c\" /usr/local/bin/garage node id -q",
-            container(t.node())
-        )))
-        .await?;
-    Ok(out.stdout_str().trim().to_string())
+    let cmd = Cmd::new(format!(
+        "{}docker exec \"$c\" /usr/local/bin/garage node id -q",
+        container(t.node())
+    ));
+    let start = Instant::now();
+    loop {
+        let out = t.exec_raw(&cmd, None).await?;
+        if out.status == 0 {
+            return Ok(out.stdout_str().trim().to_string());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(StorageError::Garage {
+                node: t.node().to_string(),
+                endpoint: "node id".into(),
+                reason: out.tail(),
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Calls an admin API endpoint; `payload` goes on stdin (secrets stay out of

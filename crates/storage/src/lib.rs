@@ -432,6 +432,7 @@ pub async fn up(
             change.driver_changed.join(", ")
         ));
     }
+    wait_announced(mgr.as_ref(), Duration::from_secs(90), progress).await?;
 
     // The health check: an object written and read back through S3.
     let (fwd, s3) = connect_s3(storage[0], spec, &key).await?;
@@ -593,8 +594,11 @@ async fn garage_up(
 }
 
 /// Installs the volume driver on a node: the key (0600), rclone's
-/// configuration (0600), the unit; restarts it when any changed. Returns
-/// whether anything changed.
+/// configuration (0600), the unit, the engine drop-in. The driver is
+/// restarted only when its unit or configuration changed (or it was not
+/// running); a restart cuts the FUSE mounts of running containers, so the
+/// containers using its volumes on the node are restarted too, and remount.
+/// Returns whether anything changed.
 pub async fn install_driver(
     t: &dyn Transport,
     cfg: &DriverConfig,
@@ -603,21 +607,30 @@ pub async fn install_driver(
     let key_file = key.to_file();
     let conf = render::rclone_conf(cfg, key);
     let unit = cfg.unit();
-    let mut changed = false;
+    let dropin = cfg.docker_dropin();
+    let mut written = Vec::new();
     for (path, content, mode) in [
         (KEY_PATH, key_file.as_str(), 0o600),
         (DriverConfig::CONF_PATH, conf.as_str(), 0o600),
         (DriverConfig::UNIT_PATH, unit.as_str(), 0o644),
+        (DriverConfig::DOCKER_DROPIN_PATH, dropin.as_str(), 0o644),
     ] {
-        changed |= t
+        let o = t
             .upload(&Upload {
                 content: content.as_bytes(),
                 path,
                 mode,
                 owner: None,
             })
-            .await?
-            == UploadOutcome::Written;
+            .await?;
+        if o == UploadOutcome::Written {
+            written.push(path);
+        }
+    }
+    if written.contains(&DriverConfig::UNIT_PATH)
+        || written.contains(&DriverConfig::DOCKER_DROPIN_PATH)
+    {
+        t.exec(&Cmd::new("systemctl daemon-reload")).await?;
     }
     let active = t
         .exec_raw(
@@ -630,24 +643,82 @@ pub async fn install_driver(
         .await?
         .status
         == 0;
-    if changed || !active {
+    let restart = !active
+        || written.contains(&DriverConfig::UNIT_PATH)
+        || written.contains(&DriverConfig::CONF_PATH);
+    if restart {
         t.exec(&Cmd::new(format!(
             "command -v rclone >/dev/null || {{ echo 'rclone is not installed: apt-get install rclone fuse3' >&2; exit 1; }}; \
-             systemctl daemon-reload && systemctl enable {u} >/dev/null 2>&1; systemctl restart {u}",
+             systemctl enable {u} >/dev/null 2>&1; systemctl restart {u}",
             u = DriverConfig::UNIT
         )))
         .await?;
-        // Docker finds the driver by its socket.
+        // Docker finds the driver by its socket; looking it up makes the
+        // engine announce it to the swarm (see `DriverConfig::docker_dropin`).
+        // Containers that had its volumes mounted lost them: restart them.
         t.exec(&Cmd::new(format!(
-            "for i in $(seq 1 100); do [ -S {s} ] && exit 0; sleep 0.1; done; \
-             echo 'the volume driver did not open {s}:' >&2; journalctl -u {u} -n 5 --no-pager >&2; exit 1",
+            "for i in $(seq 1 100); do [ -S {s} ] && docker volume ls >/dev/null && break; sleep 0.1; done; \
+             if ! [ -S {s} ]; then echo 'the volume driver did not open {s}:' >&2; journalctl -u {u} -n 5 --no-pager >&2; exit 1; fi; \
+             for c in $(docker ps -q); do \
+               docker inspect $c --format '{{{{range .Mounts}}}}{{{{.Driver}}}} {{{{end}}}}' | grep -qw {d} && docker restart $c >/dev/null; \
+             done; true",
             s = cfg.socket(),
-            u = DriverConfig::UNIT
+            u = DriverConfig::UNIT,
+            d = cfg.driver,
         )))
         .await?;
-        return Ok(true);
     }
-    Ok(changed)
+    Ok(!written.is_empty() || restart)
+}
+
+/// The nodes whose description, as the swarm sees it, lacks the driver.
+pub async fn unannounced(mgr: &dyn Transport) -> Result<Vec<String>, StorageError> {
+    let out = mgr
+        .exec(&Cmd::new(format!(
+            "for n in $(docker node ls -q); do docker node inspect $n --format '{{{{index .Spec.Labels \"clusterkit.node\"}}}} {{{{range .Description.Engine.Plugins}}}}{{{{.Type}}}}/{{{{.Name}}}} {{{{end}}}}' \
+             | grep -v ' Volume/{DRIVER} ' || true; done"
+        )))
+        .await?;
+    Ok(out
+        .stdout_str()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect())
+}
+
+/// Waits until the swarm lists the driver on every connected node (the
+/// engines report it within about 20 s), so a service with a volume of the
+/// driver can be placed anywhere right after `up`.
+async fn wait_announced(
+    mgr: &dyn Transport,
+    within: Duration,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(), StorageError> {
+    let start = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        let missing = unannounced(mgr).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if !said {
+            progress(&format!(
+                "waiting for {} to announce the volume driver to the swarm (up to 20 s)",
+                missing.join(", ")
+            ));
+            said = true;
+        }
+        if start.elapsed() > within {
+            return Err(StorageError::NotReady(format!(
+                "the swarm does not list the `{DRIVER}` volume driver on {} after {} s, so it would not place a task with such a volume there: \
+                 check `systemctl status {}` and run `docker volume ls` on those nodes",
+                missing.join(", "),
+                within.as_secs(),
+                DriverConfig::UNIT
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// One storage node's state.

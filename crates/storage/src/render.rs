@@ -40,6 +40,12 @@ pub struct GarageConfig {
     pub rpc_public_addr: String,
     /// The RPC secret, a Swarm secret.
     pub rpc_secret_file: String,
+    /// Bound on one RPC (Garage's default is 300 s): a request in flight to a
+    /// node that just lost its power waits this long before another node is
+    /// asked, and every S3 client waits with it.
+    pub rpc_timeout_msec: u64,
+    /// Bound on a ping (default 10 s): how soon a silent node counts as down.
+    pub rpc_ping_timeout_msec: u64,
     /// S3 API.
     pub s3_api: GarageS3Api,
     /// Admin API (metrics, health).
@@ -78,6 +84,8 @@ impl GarageConfig {
             rpc_bind_addr: format!("{mesh}:{RPC_PORT}"),
             rpc_public_addr: format!("{mesh}:{RPC_PORT}"),
             rpc_secret_file: "/run/secrets/garage-rpc-secret".into(),
+            rpc_timeout_msec: 20_000,
+            rpc_ping_timeout_msec: 5_000,
             s3_api: GarageS3Api {
                 s3_region: S3_REGION.into(),
                 api_bind_addr: format!("{mesh}:{S3_PORT}"),
@@ -263,6 +271,26 @@ impl DriverConfig {
     /// The systemd unit's name.
     pub const UNIT: &'static str = "clusterkit-volumes.service";
 
+    /// A `docker.service` drop-in that announces the driver to the swarm at
+    /// every start of the engine.
+    pub const DOCKER_DROPIN_PATH: &'static str =
+        "/etc/systemd/system/docker.service.d/clusterkit-volumes.conf";
+
+    /// The drop-in's text. The engine lists a socket-discovered volume driver
+    /// in the node description it gives the swarm only once something has
+    /// looked the driver up, and the scheduler places a task with a volume of
+    /// this driver only on nodes that list it ("missing plugin on N nodes"):
+    /// `docker volume ls` looks every driver up.
+    pub fn docker_dropin(&self) -> String {
+        format!(
+            "# clusterkit: announce the `{}` volume driver to the swarm once the engine runs.\n\
+             [Service]\n\
+             ExecStartPost=-/bin/sh -c 'for i in $(seq 1 100); do [ -S {} ] && break; sleep 0.1; done; docker volume ls >/dev/null 2>&1'\n",
+            self.driver,
+            self.socket()
+        )
+    }
+
     /// The socket Docker finds the driver on.
     pub fn socket(&self) -> String {
         format!("/run/docker/plugins/{}.sock", self.driver)
@@ -283,7 +311,7 @@ impl DriverConfig {
              ExecStartPre=/bin/mkdir -p /run/docker/plugins {base} {cache}\n\
              ExecStart=/usr/bin/rclone serve docker --config {conf} --socket-addr {socket} \
              --base-dir {base} --cache-dir {cache} --vfs-cache-mode {mode} --vfs-write-back {wb} \
-             --dir-cache-time {dct} --allow-other --log-level INFO\n\
+             --dir-cache-time {dct} --timeout 30s --contimeout 10s --allow-other --log-level INFO\n\
              Restart=always\n\
              RestartSec=2\n\n\
              [Install]\n\

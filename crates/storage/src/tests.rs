@@ -91,4 +91,5 @@ fn the_driver_uploads_on_close_and_keeps_its_key_out_of_the_unit() {
     insta::assert_snapshot!("rclone_conf", render::rclone_conf(&cfg, &key));
     insta::assert_json_snapshot!("driver_config", cfg);
     assert_eq!(cfg.remote("app_data"), "clusterkit:volumes/app_data");
+    insta::assert_snapshot!("docker_dropin", cfg.docker_dropin());
 }
