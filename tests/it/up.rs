@@ -1,14 +1,17 @@
 //! `clusterkit up`: every phase built so far, in order, idempotent. On a
-//! sandbox of its own, so that it starts from bare nodes.
+//! sandbox of its own, so that it starts from bare nodes (without even the
+//! storage server's image, which `up` sends from this machine).
 
 use crate::sandbox::ck;
 
 #[test]
-fn up_builds_mesh_and_swarm_from_bare_nodes_and_a_rerun_changes_nothing() {
+fn up_builds_mesh_swarm_and_storage_from_bare_nodes_and_a_rerun_changes_nothing() {
     const S: &str = "ck-it-up";
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("s");
     let result = std::panic::catch_unwind(|| {
+        let built = crate::sandbox::build_images();
+        assert_eq!(built.code, 0, "{}", built.stderr);
         let out = ck(&[
             "sandbox",
             "up",
@@ -25,20 +28,28 @@ fn up_builds_mesh_and_swarm_from_bare_nodes_and_a_rerun_changes_nothing() {
         assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
         assert!(
             first.stdout.starts_with(
-                "cluster ck-it-up is up: mesh 10.0.0.0/24 and a swarm of 3 manager(s)"
+                "cluster ck-it-up is up: mesh 10.0.0.0/24, a swarm of 3 manager(s), garage storage (healthy) with the `clusterkit` volume driver"
             ),
             "{}",
             first.stdout
         );
-        assert!(
-            first.stderr.contains("swarm  initialised on node1"),
-            "{}",
-            first.stderr
-        );
+        for step in [
+            "swarm  initialised on node1",
+            "images clusterkit/garage:2.5.0 missing on node1, node2, node3",
+            "storage layout version 1 applied: 3 node(s), replication 3",
+            "storage healthy on 3 node(s), tolerates 1 loss(es)",
+        ] {
+            assert!(first.stderr.contains(step), "{step}: {}", first.stderr);
+        }
         let again = ck(&["up", "-c", config.to_str().unwrap()]);
         assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
         assert!(again.stdout.contains("nothing changed"), "{}", again.stdout);
-        for phase in ["docker unchanged", "mesh   unchanged", "swarm  unchanged"] {
+        for phase in [
+            "docker unchanged",
+            "mesh   unchanged",
+            "swarm  unchanged",
+            "storage unchanged",
+        ] {
             assert!(again.stderr.contains(phase), "{phase}: {}", again.stderr);
         }
     });
