@@ -135,12 +135,18 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
             if !c.any() {
                 say("storage", "unchanged");
             }
-            let st = clusterkit_storage::status(&nodes, spec).await?;
-            say(
-                "storage",
-                &format!("{} on {} node(s), tolerates {} loss(es)", st.health, st.nodes.len(), st.tolerates),
-            );
-            storage_line = format!(", {:?} storage ({}) with the `{}` volume driver", spec.storage.backend, st.health, clusterkit_storage::DRIVER).to_lowercase();
+            // Health comes from Garage's admin API; MinIO's probe was `up`'s last step.
+            let health = if spec.storage.backend == StorageBackend::Garage {
+                let st = clusterkit_storage::status(&nodes, spec).await?;
+                say(
+                    "storage",
+                    &format!("{} on {} node(s), tolerates {} loss(es)", st.health, st.nodes.len(), st.tolerates),
+                );
+                st.health
+            } else {
+                "probed".to_string()
+            };
+            storage_line = format!(", {:?} storage ({health}) with the `{}` volume driver", spec.storage.backend, clusterkit_storage::DRIVER).to_lowercase();
         }
         println!(
             "cluster {} is up: mesh {}, a swarm of {} manager(s){storage_line}{} (monitoring comes in a later version)",
