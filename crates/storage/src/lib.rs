@@ -169,6 +169,8 @@ pub struct StorageChange {
     pub deployed: bool,
     /// Nodes given a role in the storage layout.
     pub layout_added: Vec<String>,
+    /// Zones (node names) of roles removed from the layout.
+    pub layout_removed: Vec<String>,
     /// The new layout version, if one was applied.
     pub layout_applied: Option<u64>,
     /// Whether the S3 key was created.
@@ -185,6 +187,7 @@ impl StorageChange {
         !self.secrets_created.is_empty()
             || self.deployed
             || !self.layout_added.is_empty()
+            || !self.layout_removed.is_empty()
             || self.layout_applied.is_some()
             || self.key_created
             || !self.buckets_created.is_empty()
@@ -497,23 +500,25 @@ async fn garage_up(
             garage::api(first, "ConnectClusterNodes", Some(&json!(others))).await?;
     }
 
-    // Layout: every storage node in a zone of its own, its free space as capacity.
+    // Layout: every storage node in a zone of its own, its free space as
+    // capacity; roles of servers that are no longer storage nodes (removed
+    // from the spec, or reinstalled: a new Garage identity) are removed.
     let layout: garage::Layout = garage::api(first, "GetClusterLayout", None).await?;
+    let wanted: Vec<(String, String)> = refs
+        .iter()
+        .map(|t| {
+            let id = ids[t.node()]
+                .split('@')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            (t.node().to_string(), id)
+        })
+        .collect();
+    let diff = layout_diff(&layout, &wanted);
     let mut roles = Vec::new();
-    for t in &refs {
-        let id = ids[t.node()]
-            .split('@')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let assigned = layout.roles.iter().any(|r| r.id == id);
-        let staged = layout
-            .staged_role_changes
-            .iter()
-            .any(|c| c["id"] == id.as_str());
-        if assigned || staged {
-            continue;
-        }
+    for (node, id) in &diff.add {
+        let t = refs.iter().find(|t| t.node() == node).expect("from refs");
         let free = t
             .exec(&Cmd::new(format!(
                 "df -PB1 {} | awk 'NR==2 {{print $4}}'",
@@ -525,8 +530,26 @@ async fn garage_up(
             .parse::<u64>()
             .unwrap_or(0)
             .max(1 << 30);
-        roles.push(json!({"id": id, "zone": t.node(), "capacity": free, "tags": [t.node()]}));
-        change.layout_added.push(t.node().to_string());
+        roles.push(json!({"id": id, "zone": node, "capacity": free, "tags": [node]}));
+        change.layout_added.push(node.clone());
+    }
+    if !diff.remove.is_empty() {
+        if wanted.len() < spec.storage.replication as usize {
+            return Err(StorageError::NotReady(format!(
+                "removing {} from the storage layout would leave {} node(s) for {} copies: add storage nodes first",
+                diff.remove.iter().map(|(z, _)| z.as_str()).collect::<Vec<_>>().join(", "),
+                wanted.len(),
+                spec.storage.replication
+            )));
+        }
+        for (zone, id) in &diff.remove {
+            roles.push(json!({"id": id, "remove": true}));
+            change.layout_removed.push(zone.clone());
+        }
+        progress(&format!(
+            "removing from the layout: {} (Garage moves their copies to the remaining nodes)",
+            change.layout_removed.join(", ")
+        ));
     }
     if !roles.is_empty() {
         let _: serde_json::Value =
@@ -591,6 +614,33 @@ async fn garage_up(
         .await?;
     }
     Ok(())
+}
+
+/// What the layout must gain and lose (pure).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayoutDiff {
+    /// Storage nodes (name, Garage id) with no role, assigned or staged.
+    pub add: Vec<(String, String)>,
+    /// Roles (zone, id) held by an id that is no storage node now.
+    pub remove: Vec<(String, String)>,
+}
+
+/// Compares the layout with the storage nodes (`wanted`: name and Garage id).
+pub fn layout_diff(layout: &garage::Layout, wanted: &[(String, String)]) -> LayoutDiff {
+    let staged = |id: &str| layout.staged_role_changes.iter().any(|c| c["id"] == id);
+    LayoutDiff {
+        add: wanted
+            .iter()
+            .filter(|(_, id)| !layout.roles.iter().any(|r| &r.id == id) && !staged(id))
+            .cloned()
+            .collect(),
+        remove: layout
+            .roles
+            .iter()
+            .filter(|r| !wanted.iter().any(|(_, id)| id == &r.id) && !staged(&r.id))
+            .map(|r| (r.zone.clone(), r.id.clone()))
+            .collect(),
+    }
 }
 
 /// Installs the volume driver on a node: the key (0600), rclone's

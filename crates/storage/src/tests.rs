@@ -93,3 +93,43 @@ fn the_driver_uploads_on_close_and_keeps_its_key_out_of_the_unit() {
     assert_eq!(cfg.remote("app_data"), "clusterkit:volumes/app_data");
     insta::assert_snapshot!("docker_dropin", cfg.docker_dropin());
 }
+
+#[test]
+fn the_layout_gains_new_nodes_and_loses_stale_identities() {
+    let layout: garage::Layout = serde_json::from_value(serde_json::json!({
+        "version": 1,
+        "roles": [
+            {"id": "aaa", "zone": "node1"},
+            {"id": "bbb", "zone": "node2"},
+            {"id": "old3", "zone": "node3"}
+        ],
+        "stagedRoleChanges": [{"id": "ddd", "zone": "node4", "capacity": 1, "tags": []}]
+    }))
+    .unwrap();
+    let wanted: Vec<(String, String)> = [
+        ("node1", "aaa"),
+        ("node2", "bbb"),
+        ("node3", "new3"),
+        ("node4", "ddd"),
+    ]
+    .iter()
+    .map(|(n, i)| (n.to_string(), i.to_string()))
+    .collect();
+    let d = layout_diff(&layout, &wanted);
+    // node3 was reinstalled: its new identity joins, its old one goes; node4 is already staged.
+    assert_eq!(d.add, vec![("node3".to_string(), "new3".to_string())]);
+    assert_eq!(d.remove, vec![("node3".to_string(), "old3".to_string())]);
+    assert_eq!(
+        layout_diff(
+            &layout,
+            &wanted[..3]
+                .iter()
+                .cloned()
+                .chain([("node4".into(), "ddd".into())])
+                .collect::<Vec<_>>()
+        )
+        .add
+        .len(),
+        1
+    );
+}
