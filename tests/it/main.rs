@@ -3,6 +3,7 @@
 
 mod bin;
 mod inventory_errors;
+mod monitor;
 mod plan;
 mod sandbox;
 mod storage;

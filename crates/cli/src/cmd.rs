@@ -145,6 +145,13 @@ enum Command {
         #[command(subcommand)]
         cmd: crate::storage::StorageCmd,
     },
+    /// Monitoring: Prometheus's configuration and alert rules (the stack comes next).
+    Monitor {
+        #[command(flatten)]
+        input: Input,
+        #[command(subcommand)]
+        cmd: crate::monitor::MonitorCmd,
+    },
     /// Send images to the nodes (for clusters that cannot pull).
     Images {
         #[command(flatten)]
@@ -240,6 +247,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::INVALID);
             };
             crate::swarm::run(&loaded, cmd)
+        }
+        Command::Monitor { input, cmd } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::monitor::run(&loaded, cmd)
         }
         Command::Storage { input, cmd } => {
             let Some(loaded) = load(&input, color)? else {

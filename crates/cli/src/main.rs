@@ -4,6 +4,7 @@
 
 mod cmd;
 mod mesh;
+mod monitor;
 mod output;
 mod remote;
 mod sandbox;
