@@ -53,3 +53,162 @@ fn generated_config_and_rules_pass_promtool() {
     );
     assert!(text.contains("SUCCESS: 8 rules found"), "{text}");
 }
+
+use std::time::{Duration, Instant};
+
+use crate::sandbox::{calm, ck, shared, NAME};
+
+fn config() -> String {
+    shared()
+        .dir
+        .join("clusterkit.toml")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn exec(node: &str, script: &str) -> String {
+    let o = docker(&["exec", &format!("{NAME}-{node}"), "sh", "-c", script]);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asks the Prometheus API on the node running it.
+fn api(node: &str, path: &str) -> serde_json::Value {
+    let body = exec(node, &format!("curl -sf 'http://localhost:9090{path}'"));
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+fn up_targets(node: &str, job: &str) -> Vec<String> {
+    let v = api(node, "/api/v1/targets?state=active");
+    v["data"]["activeTargets"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|t| t["labels"]["job"] == job && t["health"] == "up")
+                .map(|t| {
+                    t["labels"]["node"]
+                        .as_str()
+                        .or(t["labels"]["service"].as_str())
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn prometheus_discovers_every_node_and_a_labelled_service() {
+    shared();
+    crate::swarm::swarm_up();
+    let _g = calm();
+    let built = crate::sandbox::build_images();
+    assert_eq!(built.code, 0, "{}", built.stderr);
+    let pushed = ck(&[
+        "images",
+        "push",
+        "-c",
+        &config(),
+        "clusterkit/prometheus:bookworm",
+        "clusterkit/node-exporter:bookworm",
+    ]);
+    assert_eq!(pushed.code, 0, "{}{}", pushed.stdout, pushed.stderr);
+    let first = ck(&["monitor", "up", "--no-cadvisor", "-c", &config()]);
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let again = ck(&["monitor", "up", "--no-cadvisor", "-c", &config()]);
+    assert!(
+        again.stderr.contains("monitoring unchanged"),
+        "{}",
+        again.stderr
+    );
+
+    let mut prom = String::new();
+    wait_for("prometheus runs", Duration::from_secs(90), || {
+        prom = exec(
+            "node1",
+            "docker service ps clusterkit-monitoring_prometheus --filter desired-state=running --format '{{.Node}} {{.CurrentState}}' | grep Running | cut -d' ' -f1",
+        )
+        .trim()
+        .to_string();
+        !prom.is_empty() && exec(&prom, "curl -sf localhost:9090/-/ready").contains("Ready")
+    });
+    let took = wait_for(
+        "every node-exporter is an up target",
+        Duration::from_secs(120),
+        || {
+            let mut nodes = up_targets(&prom, "node");
+            nodes.sort();
+            nodes == ["node1", "node2", "node3"]
+        },
+    );
+    eprintln!("3 node-exporters up in Prometheus {took:?} after it was ready");
+
+    // A service with the scrape labels is found with no change to the config.
+    crate::swarm::web_image();
+    let _ = exec("node1", "docker service rm ck-metrics >/dev/null 2>&1");
+    let created = exec(
+        "node1",
+        "docker service create -d --name ck-metrics --network clusterkit \
+         --label prometheus.io/scrape=true --label prometheus.io/port=8000 --label prometheus.io/path=/metrics \
+         ck/py:1 sh -c 'mkdir -p /srv && printf \"ck_test_up 1\\n\" > /srv/metrics && cd /srv && exec python3 -m http.server 8000' && echo created",
+    );
+    assert!(created.contains("created"), "{created}");
+    let took = wait_for(
+        "the labelled service is an up target",
+        Duration::from_secs(120),
+        || {
+            up_targets(&prom, "services")
+                .iter()
+                .any(|s| s == "ck-metrics")
+        },
+    );
+    eprintln!("labelled service up in Prometheus after {took:?}");
+    let v = api(&prom, "/api/v1/query?query=ck_test_up");
+    assert_eq!(v["data"]["result"][0]["value"][1], "1", "{v}");
+
+    // Every rule's expression runs; the node ones return series.
+    // The files `monitor up` deployed, from the manager it deployed from.
+    let rules = exec(
+        "node1",
+        "cat /etc/clusterkit/stacks/clusterkit-monitoring/rules.yml",
+    );
+    let exprs: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr: "))
+        .collect();
+    assert!(exprs.len() >= 6, "{rules}");
+    for e in exprs {
+        let q = exec(
+            &prom,
+            &format!("curl -s -G localhost:9090/api/v1/query --data-urlencode 'query={e}'"),
+        );
+        let v: serde_json::Value = serde_json::from_str(&q).unwrap_or_default();
+        assert_eq!(v["status"], "success", "{e}: {q}");
+    }
+    for series in [
+        "up{job=\"node\"}",
+        "node_memory_MemAvailable_bytes",
+        "node_filesystem_avail_bytes{mountpoint=\"/\"}",
+    ] {
+        let q = exec(
+            &prom,
+            &format!("curl -s -G localhost:9090/api/v1/query --data-urlencode 'query={series}'"),
+        );
+        let v: serde_json::Value = serde_json::from_str(&q).unwrap_or_default();
+        assert_eq!(
+            v["data"]["result"].as_array().map(Vec::len),
+            Some(3),
+            "{series}: {q}"
+        );
+    }
+    let _ = exec("node1", "docker service rm ck-metrics >/dev/null 2>&1");
+}

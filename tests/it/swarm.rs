@@ -215,7 +215,7 @@ fn losing_the_majority_is_reported_and_recover_brings_the_swarm_back() {
 }
 
 /// An HTTP server image made on each node from its own files (python3 -m http.server).
-fn web_image() {
+pub fn web_image() {
     let builds: Vec<_> = (1..=3)
         .map(|i| {
             std::thread::spawn(move || {

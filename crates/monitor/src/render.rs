@@ -24,6 +24,48 @@ impl Default for Options {
     }
 }
 
+/// Prometheus's image: Debian's package, built by `clusterkit sandbox
+/// build-images` (the official `prom/prometheus` works the same).
+pub const PROMETHEUS_IMAGE: &str = "clusterkit/prometheus:bookworm";
+/// node-exporter's image (Debian's package; `prom/node-exporter` works the same).
+pub const NODE_EXPORTER_IMAGE: &str = "clusterkit/node-exporter:bookworm";
+/// cAdvisor's image (no Debian package: pulled or pushed where it exists).
+pub const CADVISOR_IMAGE: &str = "gcr.io/cadvisor/cadvisor:v0.49.1";
+/// The stack holding the monitoring services.
+pub const STACK: &str = "clusterkit-monitoring";
+
+fn short_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(text.as_bytes())[..4])
+}
+
+/// The stack's files: `docker-compose.yml`, `prometheus.yml`, `rules.yml`.
+pub fn stack(spec: &ClusterSpec, opts: Options) -> Vec<(String, String)> {
+    let prom = prometheus_yml(spec, opts);
+    let rules = rules_yml(spec, opts);
+    let env = minijinja::Environment::new();
+    let compose = env
+        .render_str(
+            include_str!("templates/monitor-stack.yml"),
+            minijinja::context! {
+                name => spec.name,
+                retention => spec.monitoring.retention,
+                prometheus_image => PROMETHEUS_IMAGE,
+                node_exporter_image => NODE_EXPORTER_IMAGE,
+                cadvisor_image => CADVISOR_IMAGE,
+                cadvisor => opts.cadvisor,
+                prometheus_config => format!("clusterkit-prometheus-{}", short_hash(&prom)),
+                rules_config => format!("clusterkit-rules-{}", short_hash(&rules)),
+            },
+        )
+        .expect("the bundled templates render");
+    vec![
+        ("docker-compose.yml".into(), compose),
+        ("prometheus.yml".into(), prom),
+        ("rules.yml".into(), rules),
+    ]
+}
+
 fn render(template: &str, spec: &ClusterSpec, opts: Options) -> String {
     let env = minijinja::Environment::new();
     env.render_str(

@@ -98,7 +98,9 @@ pub const MESH_ONLY_TCP: &[u16] = &[
 pub const MESH_ONLY_UDP: &[u16] = &[7946, 4789];
 
 /// The firewall script: the cluster's ports are dropped unless they arrive on
-/// the mesh interface (or loopback); SSH and the WireGuard port stay open.
+/// the mesh interface, loopback, or `docker_gwbridge` (the node's own swarm
+/// containers reaching its mesh address, e.g. Prometheus scraping the local
+/// node-exporter); SSH and the WireGuard port stay open.
 /// Idempotent: the chain is rebuilt each time. iptables where present, else nftables.
 pub fn firewall_script(interface: &str) -> String {
     let tcp = MESH_ONLY_TCP.iter().map(u16::to_string).collect::<Vec<_>>();
@@ -111,6 +113,7 @@ pub fn firewall_script(interface: &str) -> String {
          \x20 iptables -N CLUSTERKIT-MESH 2>/dev/null || iptables -F CLUSTERKIT-MESH\n\
          \x20 iptables -A CLUSTERKIT-MESH -i lo -j RETURN\n\
          \x20 iptables -A CLUSTERKIT-MESH -i {iface} -j RETURN\n\
+         \x20 iptables -A CLUSTERKIT-MESH -i docker_gwbridge -j RETURN\n\
          \x20 iptables -A CLUSTERKIT-MESH -p tcp -m multiport --dports {tcp} -j DROP\n\
          \x20 iptables -A CLUSTERKIT-MESH -p udp -m multiport --dports {udp} -j DROP\n\
          \x20 iptables -C INPUT -j CLUSTERKIT-MESH 2>/dev/null || iptables -I INPUT -j CLUSTERKIT-MESH\n\
@@ -118,8 +121,8 @@ pub fn firewall_script(interface: &str) -> String {
          \x20 nft add table inet clusterkit\n\
          \x20 nft 'add chain inet clusterkit input {{ type filter hook input priority -10 ; }}'\n\
          \x20 nft flush chain inet clusterkit input\n\
-         \x20 nft add rule inet clusterkit input iifname != {{ lo, {iface} }} tcp dport {{ {tcp_n} }} drop\n\
-         \x20 nft add rule inet clusterkit input iifname != {{ lo, {iface} }} udp dport {{ {udp_n} }} drop\n\
+         \x20 nft add rule inet clusterkit input iifname != {{ lo, {iface}, docker_gwbridge }} tcp dport {{ {tcp_n} }} drop\n\
+         \x20 nft add rule inet clusterkit input iifname != {{ lo, {iface}, docker_gwbridge }} udp dport {{ {udp_n} }} drop\n\
          fi\n",
         iface = interface,
         tcp = tcp.join(","),
