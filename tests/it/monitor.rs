@@ -78,20 +78,15 @@ fn api(node: &str, path: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
 }
 
-fn up_targets(node: &str, job: &str) -> Vec<String> {
+/// The `label` of every healthy target of `job`.
+fn up_targets(node: &str, job: &str, label: &str) -> Vec<String> {
     let v = api(node, "/api/v1/targets?state=active");
     v["data"]["activeTargets"]
         .as_array()
         .map(|a| {
             a.iter()
                 .filter(|t| t["labels"]["job"] == job && t["health"] == "up")
-                .map(|t| {
-                    t["labels"]["node"]
-                        .as_str()
-                        .or(t["labels"]["service"].as_str())
-                        .unwrap_or("")
-                        .to_string()
-                })
+                .map(|t| t["labels"][label].as_str().unwrap_or("").to_string())
                 .collect()
         })
         .unwrap_or_default()
@@ -145,7 +140,7 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
         "every node-exporter is an up target",
         Duration::from_secs(120),
         || {
-            let mut nodes = up_targets(&prom, "node");
+            let mut nodes = up_targets(&prom, "node", "node");
             nodes.sort();
             nodes == ["node1", "node2", "node3"]
         },
@@ -166,7 +161,7 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
         "the labelled service is an up target",
         Duration::from_secs(120),
         || {
-            up_targets(&prom, "services")
+            up_targets(&prom, "services", "service")
                 .iter()
                 .any(|s| s == "ck-metrics")
         },

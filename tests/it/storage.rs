@@ -129,6 +129,19 @@ fn a_volume_follows_its_service_to_another_node_when_its_node_dies() {
     storage_up();
     tools_image();
     let _g = disrupt();
+    // Tests that stopped nodes or re-formed the swarm may have run since
+    // storage came up: converge again, as an operator would.
+    {
+        let _one = crate::sandbox::cluster_change();
+        for cmd in ["swarm", "storage"] {
+            let o = ck(&[cmd, "up", "-c", &config()]);
+            assert_eq!(o.code, 0, "{cmd} up:\n{}\n{}", o.stdout, o.stderr);
+        }
+    }
+    wait_for("storage is healthy", Duration::from_secs(120), || {
+        let s = ck(&["storage", "status", "-c", &config()]);
+        s.code == 0 && s.stdout.contains("Garage healthy")
+    });
     let status = ck(&["storage", "status", "-c", &config()]);
     assert_eq!(status.code, 0, "{}{}", status.stdout, status.stderr);
     assert!(
