@@ -1,9 +1,12 @@
 //! Monitoring (issue [G], in progress): the generated Prometheus
-//! configuration and rules pass Prometheus's own checker, from the image
-//! built from Debian's package.
+//! configuration and rules pass Prometheus's own checker (the image built
+//! from Debian's package); on the shared sandbox, Prometheus finds every
+//! node-exporter and a labelled service, and every rule's expression runs.
+
+use std::time::Duration;
 
 use crate::bin::{run, Scratch};
-use crate::sandbox::docker;
+use crate::sandbox::{calm, ck, config, docker, shared, wait_for, NAME};
 
 #[test]
 fn generated_config_and_rules_pass_promtool() {
@@ -54,19 +57,6 @@ fn generated_config_and_rules_pass_promtool() {
     assert!(text.contains("SUCCESS: 8 rules found"), "{text}");
 }
 
-use std::time::{Duration, Instant};
-
-use crate::sandbox::{calm, ck, shared, NAME};
-
-fn config() -> String {
-    shared()
-        .dir
-        .join("clusterkit.toml")
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 fn exec(node: &str, script: &str) -> String {
     let o = docker(&["exec", &format!("{NAME}-{node}"), "sh", "-c", script]);
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -90,15 +80,6 @@ fn up_targets(node: &str, job: &str, label: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    start.elapsed()
 }
 
 #[test]

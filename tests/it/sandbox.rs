@@ -108,6 +108,30 @@ pub fn build_images() -> &'static Output {
     BUILT.get_or_init(|| ck(&["sandbox", "build-images"]))
 }
 
+/// The shared sandbox's clusterkit.toml.
+pub fn config() -> String {
+    shared()
+        .dir
+        .join("clusterkit.toml")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Polls `f` every half second until it holds; fails naming `what` after `limit`.
+pub fn wait_for(
+    what: &str,
+    limit: std::time::Duration,
+    mut f: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    start.elapsed()
+}
+
 pub fn cluster_change() -> std::sync::MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())

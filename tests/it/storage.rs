@@ -6,18 +6,9 @@
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use crate::sandbox::{calm, ck, disrupt, docker, shared, PowerBack, NAME};
+use crate::sandbox::{calm, ck, config, disrupt, docker, shared, wait_for, PowerBack, NAME};
 
 const GARAGE: &str = "clusterkit/garage:2.5.0";
-
-fn config() -> String {
-    shared()
-        .dir
-        .join("clusterkit.toml")
-        .to_str()
-        .unwrap()
-        .to_string()
-}
 
 fn exec(node: &str, script: &str) -> std::process::Output {
     docker(&["exec", &format!("{NAME}-{node}"), "sh", "-c", script])
@@ -29,15 +20,6 @@ fn out(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    start.elapsed()
 }
 
 /// Mesh, swarm, the Garage image on the nodes, and storage: once per run.

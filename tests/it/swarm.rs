@@ -1,18 +1,9 @@
 //! Docker Swarm on the shared sandbox's mesh: every node a manager, leader
 //! failover with a replicated service, quorum loss and recovery.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::sandbox::{calm, ck, disrupt, docker, shared, NAME};
-
-fn config() -> String {
-    shared()
-        .dir
-        .join("clusterkit.toml")
-        .to_str()
-        .unwrap()
-        .to_string()
-}
+use crate::sandbox::{calm, ck, config, disrupt, docker, shared, wait_for, NAME};
 
 /// Mesh and swarm up, one run at a time.
 pub fn swarm_up() -> crate::bin::Output {
@@ -30,15 +21,6 @@ pub fn swarm_up() -> crate::bin::Output {
 fn exec(node: &str, script: &str) -> String {
     let out = docker(&["exec", &format!("{NAME}-{node}"), "sh", "-c", script]);
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    start.elapsed()
 }
 
 #[test]

@@ -977,6 +977,23 @@ fn read(path: &Path) -> Result<Arc<SourceFile>, SpecError> {
         })
 }
 
+/// A cluster of `n` servers `node1`..`nodeN` at 192.168.1.1..N, every setting
+/// at its default: for examples and for the tests of crates built on this one.
+pub fn example(n: usize) -> ClusterSpec {
+    let hosts: String = (1..=n)
+        .map(|i| format!("node{i} ansible_host=192.168.1.{i}\n"))
+        .collect();
+    let mut p = Problems::default();
+    let inv = Inventory::parse(
+        SourceFile::new("hosts.ini", format!("[servers]\n{hosts}")),
+        Format::Ini,
+        &mut p,
+    );
+    build(None, Some(&inv), &State::default(), &|_| None)
+        .expect("a plain inventory of distinct addresses validates")
+        .spec
+}
+
 /// Reads a config and/or an inventory from disk, with the state beside them, and builds the spec.
 ///
 /// With only an inventory, the state lives beside the inventory. An inventory

@@ -1,25 +1,8 @@
-use clusterkit_core::inventory::{Format, Inventory};
-use clusterkit_core::source::SourceFile;
-use clusterkit_core::spec::build;
-use clusterkit_core::state::State;
-use clusterkit_core::Problems;
-
 use crate::render::*;
 use clusterkit_core::ClusterSpec;
 
 fn spec() -> ClusterSpec {
-    let mut p = Problems::default();
-    let inv = Inventory::parse(
-        SourceFile::new(
-            "hosts.ini",
-            "[servers]\nnode1 ansible_host=192.168.1.1\nnode2 ansible_host=192.168.1.2\nnode3 ansible_host=192.168.1.3\n".to_string(),
-        ),
-        Format::Ini,
-        &mut p,
-    );
-    build(None, Some(&inv), &State::default(), &|_| None)
-        .unwrap()
-        .spec
+    clusterkit_core::spec::example(3)
 }
 
 #[test]

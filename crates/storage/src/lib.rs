@@ -616,6 +616,15 @@ async fn garage_up(
     Ok(())
 }
 
+/// Whether the volume driver's unit runs on the node.
+pub async fn driver_active(t: &dyn Transport) -> Result<bool, StorageError> {
+    let cmd = Cmd::new(format!(
+        "systemctl is-active --quiet {}",
+        DriverConfig::UNIT
+    ));
+    Ok(t.exec_raw(&cmd, None).await?.status == 0)
+}
+
 /// What the layout must gain and lose (pure).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LayoutDiff {
@@ -682,18 +691,7 @@ pub async fn install_driver(
     {
         t.exec(&Cmd::new("systemctl daemon-reload")).await?;
     }
-    let active = t
-        .exec_raw(
-            &Cmd::new(format!(
-                "systemctl is-active --quiet {}",
-                DriverConfig::UNIT
-            )),
-            None,
-        )
-        .await?
-        .status
-        == 0;
-    let restart = !active
+    let restart = !driver_active(t).await?
         || written.contains(&DriverConfig::UNIT_PATH)
         || written.contains(&DriverConfig::CONF_PATH);
     if restart {
@@ -845,24 +843,11 @@ pub async fn status(
             .unwrap_or_else(|| StorageError::NotReady("no storage node is connected".into())));
     };
     let cluster: garage::ClusterStatus = garage::api(t.as_ref(), "GetClusterStatus", None).await?;
-    let drivers: BTreeMap<String, bool> = fan_out(nodes, 16, |t| async move {
-        Ok::<bool, StorageError>(
-            t.exec_raw(
-                &Cmd::new(format!(
-                    "systemctl is-active --quiet {}",
-                    DriverConfig::UNIT
-                )),
-                None,
-            )
-            .await?
-            .status
-                == 0,
-        )
-    })
-    .await
-    .into_iter()
-    .filter_map(|(n, r)| r.ok().map(|v| (n, v)))
-    .collect();
+    let drivers: BTreeMap<String, bool> = fan_out(nodes, 16, driver_active)
+        .await
+        .into_iter()
+        .filter_map(|(n, r)| r.ok().map(|v| (n, v)))
+        .collect();
     let node_health: Vec<NodeHealth> = names
         .iter()
         .map(|name| {

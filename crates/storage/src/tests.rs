@@ -19,25 +19,10 @@ fn a_key_round_trips_and_its_debug_hides_the_secret() {
     assert_eq!(S3Key::parse("short\n"), None);
 }
 
-use clusterkit_core::inventory::{Format, Inventory};
-use clusterkit_core::source::SourceFile;
-use clusterkit_core::spec::{build, StorageBackend};
-use clusterkit_core::state::State;
-use clusterkit_core::Problems;
+use clusterkit_core::spec::StorageBackend;
 
 fn spec(n: usize) -> ClusterSpec {
-    let hosts: String = (1..=n)
-        .map(|i| format!("node{i} ansible_host=192.168.1.{i}\n"))
-        .collect();
-    let mut p = Problems::default();
-    let inv = Inventory::parse(
-        SourceFile::new("hosts.ini", format!("[servers]\n{hosts}")),
-        Format::Ini,
-        &mut p,
-    );
-    build(None, Some(&inv), &State::default(), &|_| None)
-        .unwrap()
-        .spec
+    clusterkit_core::spec::example(n)
 }
 
 #[test]

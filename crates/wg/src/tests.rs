@@ -1,27 +1,10 @@
 use std::collections::BTreeMap;
 
-use clusterkit_core::inventory::{Format, Inventory};
-use clusterkit_core::source::SourceFile;
-use clusterkit_core::spec::build;
-use clusterkit_core::state::State;
-use clusterkit_core::Problems;
-
 use super::model::WgPublicKey;
 use super::*;
 
 fn spec(n: usize) -> ClusterSpec {
-    let hosts: String = (1..=n)
-        .map(|i| format!("node{i} ansible_host=192.168.1.{i}\n"))
-        .collect();
-    let mut p = Problems::default();
-    let inv = Inventory::parse(
-        SourceFile::new("hosts.ini", format!("[servers]\n{hosts}")),
-        Format::Ini,
-        &mut p,
-    );
-    build(None, Some(&inv), &State::default(), &|_| None)
-        .unwrap()
-        .spec
+    clusterkit_core::spec::example(n)
 }
 
 /// Public keys made up for the tests (any 32 bytes are a valid public key).
