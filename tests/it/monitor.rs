@@ -186,5 +186,35 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
             "{series}: {q}"
         );
     }
+    // Every dashboard's expression runs too (Grafana's own image cannot be
+    // fetched here: its files are checked by the unit tests).
+    let scratch = Scratch::new(&[]);
+    let r = ck(&[
+        "monitor",
+        "render",
+        "-c",
+        &config(),
+        "--out",
+        scratch.path().to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut dashboards = 0;
+    for entry in std::fs::read_dir(scratch.path().join("grafana/dashboards")).unwrap() {
+        let d: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        dashboards += 1;
+        for panel in d["panels"].as_array().unwrap() {
+            for t in panel["targets"].as_array().unwrap() {
+                let e = t["expr"].as_str().unwrap();
+                let q = exec(
+                    &prom,
+                    &format!("curl -s -G localhost:9090/api/v1/query --data-urlencode 'query={e}'"),
+                );
+                let v: serde_json::Value = serde_json::from_str(&q).unwrap_or_default();
+                assert_eq!(v["status"], "success", "{}: {e}: {q}", d["title"]);
+            }
+        }
+    }
+    assert_eq!(dashboards, 5);
     let _ = exec("node1", "docker service rm ck-metrics >/dev/null 2>&1");
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 use clusterkit_core::spec::Loaded;
+use clusterkit_monitor::grafana;
 use clusterkit_monitor::render::{self, Options};
 
 use crate::exit;
@@ -21,7 +22,7 @@ pub enum MonitorCmd {
         #[arg(long)]
         no_cadvisor: bool,
     },
-    /// Write Prometheus's configuration and alert rules for this cluster to a directory.
+    /// Write Prometheus's configuration and alert rules, and Grafana's provisioning and dashboards, to a directory.
     #[command(
         after_help = "Nothing is contacted. Check them with Prometheus's own tool:\n  promtool check config DIR/prometheus.yml   (rules.yml is expected at /etc/prometheus/rules.yml)\n\nExample:\n  clusterkit monitor render --out ./monitoring"
     )]
@@ -67,11 +68,33 @@ pub fn run(loaded: &Loaded, cmd: MonitorCmd) -> anyhow::Result<u8> {
                 cadvisor: !no_cadvisor,
             };
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            for (name, content) in [
-                ("prometheus.yml", render::prometheus_yml(spec, opts)),
-                ("rules.yml", render::rules_yml(spec, opts)),
-            ] {
-                let p = out.join(name);
+            let mut files = vec![
+                (
+                    "prometheus.yml".to_string(),
+                    render::prometheus_yml(spec, opts),
+                ),
+                ("rules.yml".to_string(), render::rules_yml(spec, opts)),
+                (
+                    "grafana/provisioning/datasources/prometheus.yml".to_string(),
+                    grafana::datasource_yml(),
+                ),
+                (
+                    "grafana/provisioning/dashboards/clusterkit.yml".to_string(),
+                    grafana::dashboards_yml(),
+                ),
+            ];
+            for (d, _) in grafana::dashboards() {
+                files.push((
+                    format!("grafana/dashboards/{}.json", d.uid),
+                    serde_json::to_string_pretty(&grafana::to_json(&d))?,
+                ));
+            }
+            for (name, content) in files {
+                let p = out.join(&name);
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
                 std::fs::write(&p, content).with_context(|| format!("writing {}", p.display()))?;
                 println!("{}", p.display());
             }

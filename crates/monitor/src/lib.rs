@@ -6,6 +6,7 @@
 //! expression they hold, so that a test can run each on a real Prometheus.
 //! The stack, Grafana's provisioning and dashboards, and `monitor up` follow.
 
+pub mod grafana;
 pub mod render;
 
 use std::sync::Arc;

@@ -38,3 +38,47 @@ fn every_rule_has_an_expression_and_annotations() {
     // Templates meant for Prometheus survive rendering.
     assert!(rules.contains("{{ $labels.node }}"));
 }
+
+#[test]
+fn grafana_is_provisioned_with_prometheus_and_every_dashboard_parses() {
+    use crate::grafana::*;
+    let ds = datasource_yml();
+    assert!(
+        ds.contains("type: prometheus")
+            && ds.contains("url: http://tasks.prometheus:9090")
+            && ds.contains("isDefault: true")
+    );
+    assert!(dashboards_yml().contains("path: /etc/grafana/dashboards"));
+    let all = dashboards();
+    let titles: Vec<&str> = all.iter().map(|(d, _)| d.title).collect();
+    assert_eq!(
+        titles,
+        [
+            "Cluster overview",
+            "WireGuard mesh",
+            "Swarm services",
+            "Containers",
+            "Storage"
+        ]
+    );
+    for (d, _) in &all {
+        let text = serde_json::to_string_pretty(&to_json(d)).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["uid"], d.uid);
+        for panel in back["panels"].as_array().unwrap() {
+            assert_eq!(panel["datasource"]["uid"], "prometheus");
+            assert!(
+                !panel["targets"].as_array().unwrap().is_empty(),
+                "{}",
+                panel["title"]
+            );
+        }
+    }
+    insta::assert_json_snapshot!("overview_dashboard", to_json(&all[0].0));
+    assert_eq!(
+        expressions().len(),
+        all.iter()
+            .map(|(d, _)| d.panels.iter().map(|p| p.queries.len()).sum::<usize>())
+            .sum::<usize>()
+    );
+}
