@@ -108,9 +108,7 @@ pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
             anyhow::bail!("storage.backend is none: there is nothing to render");
         };
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        for (name, content) in
-            std::iter::once(("docker-compose.yml".to_string(), stack.compose)).chain(stack.files)
-        {
+        for (name, content) in stack.all() {
             let p = out.join(&name);
             std::fs::write(&p, content).with_context(|| format!("writing {}", p.display()))?;
             println!("{}", p.display());

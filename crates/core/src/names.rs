@@ -105,3 +105,11 @@ pub fn check_address(host: &str) -> Result<(), String> {
         Err(format!("`{host}` is neither an IP address nor a host name"))
     }
 }
+
+/// A short hash (8 hex digits) of `text`, for naming Swarm configs by their
+/// content: configs cannot be updated, so a changed file gets a new name and
+/// the service using it rolls.
+pub fn content_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(text.as_bytes())[..4])
+}

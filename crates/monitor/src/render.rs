@@ -9,6 +9,7 @@
 //! running task; a service on other networks only is not reachable and is
 //! dropped rather than reported down.
 
+use clusterkit_core::names::content_hash;
 use clusterkit_core::spec::{ClusterSpec, StorageBackend};
 
 /// What goes into the files besides the spec.
@@ -34,11 +35,6 @@ pub const CADVISOR_IMAGE: &str = "gcr.io/cadvisor/cadvisor:v0.49.1";
 /// The stack holding the monitoring services.
 pub const STACK: &str = "clusterkit-monitoring";
 
-fn short_hash(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(&Sha256::digest(text.as_bytes())[..4])
-}
-
 /// The stack's files: `docker-compose.yml`, `prometheus.yml`, `rules.yml`.
 pub fn stack(spec: &ClusterSpec, opts: Options) -> Vec<(String, String)> {
     let prom = prometheus_yml(spec, opts);
@@ -54,8 +50,8 @@ pub fn stack(spec: &ClusterSpec, opts: Options) -> Vec<(String, String)> {
                 node_exporter_image => NODE_EXPORTER_IMAGE,
                 cadvisor_image => CADVISOR_IMAGE,
                 cadvisor => opts.cadvisor,
-                prometheus_config => format!("clusterkit-prometheus-{}", short_hash(&prom)),
-                rules_config => format!("clusterkit-rules-{}", short_hash(&rules)),
+                prometheus_config => format!("clusterkit-prometheus-{}", content_hash(&prom)),
+                rules_config => format!("clusterkit-rules-{}", content_hash(&rules)),
             },
         )
         .expect("the bundled templates render");

@@ -346,10 +346,7 @@ pub async fn up(
 
     // The stack.
     let mut written = false;
-    for (name, content) in
-        std::iter::once(("docker-compose.yml".to_string(), stack.compose.clone()))
-            .chain(stack.files.clone())
-    {
+    for (name, content) in stack.all() {
         let path = format!("{STACK_DIR}/{name}");
         let o = mgr
             .upload(&Upload {

@@ -5,11 +5,12 @@
 
 use std::net::Ipv4Addr;
 
+use clusterkit_core::names::content_hash;
 use clusterkit_core::spec::{ClusterSpec, StorageBackend};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{ADMIN_PORT, BUCKET, DRIVER, RPC_PORT, S3_PORT, S3_REGION, STACK, VOLUMES_BASE};
+use crate::{ADMIN_PORT, BUCKET, DRIVER, RPC_PORT, S3_PORT, S3_REGION, VOLUMES_BASE};
 
 /// The Swarm secret holding Garage's RPC secret.
 pub const GARAGE_RPC_SECRET: &str = "clusterkit-garage-rpc";
@@ -118,6 +119,13 @@ pub struct StackFiles {
 }
 
 impl StackFiles {
+    /// Every file, the compose file first, named relative to the stack's directory.
+    pub fn all(&self) -> Vec<(String, String)> {
+        std::iter::once(("docker-compose.yml".to_string(), self.compose.clone()))
+            .chain(self.files.iter().cloned())
+            .collect()
+    }
+
     /// A short hash of everything, to tell whether a deployed stack is current.
     pub fn hash(&self) -> String {
         let mut h = Sha256::new();
@@ -136,10 +144,6 @@ struct StackNode {
     mesh: Ipv4Addr,
     config_name: String,
     config_file: String,
-}
-
-fn short_hash(text: &str) -> String {
-    hex::encode(&Sha256::digest(text.as_bytes())[..4])
 }
 
 fn render(template: &str, ctx: minijinja::Value) -> String {
@@ -168,7 +172,7 @@ pub fn garage_stack(spec: &ClusterSpec) -> StackFiles {
             let node = StackNode {
                 name: n.name.to_string(),
                 mesh: n.mesh_address,
-                config_name: format!("clusterkit-garage-{}-{}", n.name, short_hash(&text)),
+                config_name: format!("clusterkit-garage-{}-{}", n.name, content_hash(&text)),
                 config_file: config_file.clone(),
             };
             files.push((config_file, text));
@@ -354,9 +358,4 @@ pub fn rclone_conf(cfg: &DriverConfig, key: &crate::S3Key) -> String {
         endpoint = cfg.endpoint,
         region = cfg.region,
     )
-}
-
-/// The name of the stack holding the storage servers.
-pub fn stack_name() -> &'static str {
-    STACK
 }
