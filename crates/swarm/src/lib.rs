@@ -136,6 +136,34 @@ async fn local(t: &dyn Transport) -> Result<Local, SwarmError> {
     })
 }
 
+/// How long a join the engine continues in the background may take.
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Waits until `t`'s engine reports itself an active swarm member.
+async fn wait_joined(t: &dyn Transport, patience: std::time::Duration) -> Result<(), SwarmError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let l = local(t).await?;
+        match l.state {
+            LocalNodeState::ACTIVE => return Ok(()),
+            LocalNodeState::PENDING if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await
+            }
+            state => {
+                return Err(engine(
+                    t.node(),
+                    "swarm join",
+                    format!(
+                        "the join did not complete within {} s (node state: {state}); \
+                         check the mesh to the leader with `clusterkit check`, then re-run",
+                        patience.as_secs()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
 fn find<'a>(nodes: &'a [Arc<dyn Transport>], name: &str) -> Option<&'a Arc<dyn Transport>> {
     nodes.iter().find(|t| t.node() == name)
 }
@@ -304,11 +332,15 @@ pub async fn up(
             join_token: token,
         };
         // The engine's error never contains the token; ours does not either.
-        t.docker()
-            .await?
-            .join_swarm(req)
-            .await
-            .map_err(|e| engine(t.node(), "swarm join", e))?;
+        let joined = t.docker().await?.join_swarm(req).await;
+        if let Err(e) = joined {
+            // On a loaded machine the engine may answer 503 "the attempt to
+            // join the swarm will continue in the background": wait for it.
+            if !e.to_string().contains("continue in the background") {
+                return Err(engine(t.node(), "swarm join", e));
+            }
+            wait_joined(t.as_ref(), JOIN_PATIENCE).await?;
+        }
         change.joined.push(n.name.to_string());
     }
 
