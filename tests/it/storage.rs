@@ -23,7 +23,7 @@ fn out(o: &std::process::Output) -> String {
 }
 
 /// Mesh, swarm, the Garage image on the nodes, and storage: once per run.
-fn storage_up() {
+pub fn storage_up() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         crate::swarm::swarm_up();

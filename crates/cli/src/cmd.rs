@@ -145,7 +145,7 @@ enum Command {
         #[command(subcommand)]
         cmd: crate::storage::StorageCmd,
     },
-    /// Monitoring: Prometheus's configuration and alert rules (the stack comes next).
+    /// Monitoring: Prometheus, node-exporter, cAdvisor, Alertmanager and a provisioned Grafana.
     Monitor {
         #[command(flatten)]
         input: Input,
@@ -228,8 +228,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 let cfg = clusterkit_sandbox::SandboxConfig::new("clusterkit");
                 let p = |m: &str| eprintln!("[sandbox] {m}");
                 let summary = clusterkit_sandbox::up(&cfg, &p)?;
-                // The storage server's image: built here (cached), sent to the nodes by `up`.
-                clusterkit_sandbox::image::ensure(&clusterkit_sandbox::image::GARAGE, &p)?;
+                // The storage and monitoring images: built here from Debian's
+                // packages (cached), sent to the nodes that lack them by `up`.
+                clusterkit_sandbox::build_service_images(&p)?;
                 Input {
                     config: Some(summary.config),
                     inventory: None,

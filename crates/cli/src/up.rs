@@ -20,7 +20,9 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
         let start = Instant::now();
-        let say = |phase: &str, msg: &str| eprintln!("[{:>6.1}s] {phase:<6} {msg}", start.elapsed().as_secs_f64());
+        let say = |phase: &str, msg: &str| {
+            eprintln!("[{:>6.1}s] {phase:<6} {msg}", start.elapsed().as_secs_f64())
+        };
         let spec = &loaded.built.spec;
         let (nodes, failed) = connect(loaded, false).await;
         if !failed.is_empty() {
@@ -42,12 +44,22 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
                     continue;
                 }
                 blocking |= p.blocking;
-                say("facts", &format!("{n}: {}: {}", if p.blocking { "error" } else { "warning" }, p.message));
+                say(
+                    "facts",
+                    &format!(
+                        "{n}: {}: {}",
+                        if p.blocking { "error" } else { "warning" },
+                        p.message
+                    ),
+                );
             }
             all_facts.insert(n, f);
         }
         if blocking {
-            say("facts", "blocking problems: nothing was changed (see `clusterkit check`)");
+            say(
+                "facts",
+                "blocking problems: nothing was changed (see `clusterkit check`)",
+            );
             return Ok(exit::FAILURE);
         }
         say("facts", "every node is ready");
@@ -58,7 +70,13 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
             let node = t.node().to_string();
             async move {
                 let progress = move |line: &str| eprintln!("         docker {node}: {line}");
-                ensure_docker(t, f.as_ref().expect("gathered"), DockerSource::Distribution, &progress).await
+                ensure_docker(
+                    t,
+                    f.as_ref().expect("gathered"),
+                    DockerSource::Distribution,
+                    &progress,
+                )
+                .await
             }
         })
         .await
@@ -79,15 +97,31 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
             loaded.built.state.save(&loaded.state_path)?;
         }
         let bytes = crate::mesh::userspace_binary();
-        let binary = bytes.as_deref().map(|b| UserspaceBinary { bytes: b, arch: std::env::consts::ARCH });
+        let binary = bytes.as_deref().map(|b| UserspaceBinary {
+            bytes: b,
+            arch: std::env::consts::ARCH,
+        });
         let report = clusterkit_wg::up(&nodes, &all_facts, spec, binary).await?;
-        let mesh_changed: Vec<&String> = report.changes.iter().filter(|(_, c)| c.any()).map(|(n, _)| n).collect();
+        let mesh_changed: Vec<&String> = report
+            .changes
+            .iter()
+            .filter(|(_, c)| c.any())
+            .map(|(n, _)| n)
+            .collect();
         say(
             "mesh",
             &if mesh_changed.is_empty() {
                 format!("unchanged; {} pairs answer", report.pairs.len())
             } else {
-                format!("converged on {}; {} pairs answer", mesh_changed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "), report.pairs.len())
+                format!(
+                    "converged on {}; {} pairs answer",
+                    mesh_changed
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    report.pairs.len()
+                )
             },
         );
         changed |= !mesh_changed.is_empty();
@@ -106,30 +140,24 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
         let s = clusterkit_swarm::status(&nodes).await?;
         say(
             "swarm",
-            &format!("leader {}, {} managers, tolerates {} loss(es)", s.leader.as_deref().unwrap_or("none"), s.managers.len(), s.tolerates),
+            &format!(
+                "leader {}, {} managers, tolerates {} loss(es)",
+                s.leader.as_deref().unwrap_or("none"),
+                s.managers.len(),
+                s.tolerates
+            ),
         );
         let mut storage_line = String::new();
         if spec.storage.backend != StorageBackend::None {
-            let image = spec.storage.image.clone();
-            let storage: Vec<Arc<dyn Transport>> =
-                nodes.iter().filter(|t| spec.node(t.node()).is_some_and(|n| n.storage)).cloned().collect();
-            let wanted = [image.clone()];
-            let mut lacking = Vec::new();
-            for (n, r) in fan_out(&storage, 16, |t| images::missing(t, &wanted)).await {
-                if !r?.is_empty() {
-                    lacking.push(n);
-                }
-            }
-            if !lacking.is_empty() {
-                say("images", &format!("{image} missing on {}: sending it from this machine", lacking.join(", ")));
-                let archive = crate::remote::save_images(&wanted)?;
-                for (n, r) in fan_out(&storage, 4, |t| images::push(t, &archive, &wanted)).await {
-                    if !r?.is_empty() {
-                        say("images", &format!("{n}: loaded {image}"));
-                    }
-                }
-                changed = true;
-            }
+            let storage: Vec<Arc<dyn Transport>> = nodes
+                .iter()
+                .filter(|t| spec.node(t.node()).is_some_and(|n| n.storage))
+                .cloned()
+                .collect();
+            changed |= provide_images(&[(spec.storage.image.clone(), storage)], &|m: &str| {
+                say("images", m)
+            })
+            .await?;
             let c = clusterkit_storage::up(&nodes, spec, &|m: &str| say("storage", m)).await?;
             changed |= c.any();
             if !c.any() {
@@ -140,16 +168,52 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
                 let st = clusterkit_storage::status(&nodes, spec).await?;
                 say(
                     "storage",
-                    &format!("{} on {} node(s), tolerates {} loss(es)", st.health, st.nodes.len(), st.tolerates),
+                    &format!(
+                        "{} on {} node(s), tolerates {} loss(es)",
+                        st.health,
+                        st.nodes.len(),
+                        st.tolerates
+                    ),
                 );
                 st.health
             } else {
                 "probed".to_string()
             };
-            storage_line = format!(", {:?} storage ({health}) with the `{}` volume driver", spec.storage.backend, clusterkit_storage::DRIVER).to_lowercase();
+            storage_line = format!(
+                ", {:?} storage ({health}) with the `{}` volume driver",
+                spec.storage.backend,
+                clusterkit_storage::DRIVER
+            )
+            .to_lowercase();
+        }
+        let mut monitor_line = String::new();
+        if spec.monitoring.enabled {
+            changed |= provide_images(&crate::monitor::monitor_images(&nodes, spec), &|m: &str| {
+                say("images", m)
+            })
+            .await?;
+            let c = clusterkit_monitor::up(&nodes, spec, &|m: &str| say("monitor", m)).await?;
+            changed |= c.any();
+            if !c.any() {
+                say("monitor", "unchanged");
+            }
+            let running = clusterkit_monitor::endpoints(&nodes, spec).await?;
+            for e in &running {
+                say(
+                    "monitor",
+                    &format!(
+                        "{} on {}: http://{}:{}",
+                        e.service, e.node, e.address, e.port
+                    ),
+                );
+            }
+            monitor_line = format!(
+                ", monitoring ({}; `clusterkit monitor open` to browse it)",
+                clusterkit_monitor::render::services(spec).join(", ")
+            );
         }
         println!(
-            "cluster {} is up: mesh {}, a swarm of {} manager(s){storage_line}{} (monitoring comes in a later version)",
+            "cluster {} is up: mesh {}, a swarm of {} manager(s){storage_line}{monitor_line}{}",
             spec.name,
             spec.mesh.cidr,
             s.managers.len(),
@@ -157,4 +221,45 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
         );
         Ok(exit::OK)
     })
+}
+
+/// Sends each image from this machine's engine to the nodes (of its list)
+/// that lack it, when this machine has it; nodes that still lack an image
+/// pull it themselves in the phase that needs it. Returns whether it sent any.
+pub async fn provide_images(
+    needs: &[(String, Vec<Arc<dyn Transport>>)],
+    say: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<bool> {
+    let mut sent = false;
+    for (image, on) in needs {
+        let wanted = [image.clone()];
+        let mut lacking = Vec::new();
+        for (n, r) in fan_out(on, 16, |t| images::missing(t, &wanted)).await {
+            if !r?.is_empty() {
+                lacking.push(n);
+            }
+        }
+        if lacking.is_empty() {
+            continue;
+        }
+        let here = std::process::Command::new("docker")
+            .args(["image", "inspect", "-f", ".", image])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !here {
+            continue;
+        }
+        say(&format!(
+            "{image} missing on {}: sending it from this machine",
+            lacking.join(", ")
+        ));
+        let archive = crate::remote::save_images(&wanted)?;
+        for (n, r) in fan_out(on, 4, |t| images::push(t, &archive, &wanted)).await {
+            if !r?.is_empty() {
+                say(&format!("{n}: loaded {image}"));
+                sent = true;
+            }
+        }
+    }
+    Ok(sent)
 }

@@ -122,6 +122,26 @@ pub struct MonitoringSection {
     pub retention: Option<Spanned<String>>,
     /// Grafana administrator's login; the password is generated and kept as a Swarm secret. Default: `admin`.
     pub grafana_admin_user: Option<Spanned<String>>,
+    /// Run Grafana (on a manager, port 3000 over the mesh). Default: true.
+    pub grafana: Option<Spanned<bool>>,
+    /// Run cAdvisor on every node (per-container metrics). Default: true.
+    pub cadvisor: Option<Spanned<bool>>,
+    /// Run Alertmanager (on a manager, port 9093 over the mesh) and send it the alerts. Default: false.
+    pub alertmanager: Option<Spanned<bool>>,
+    /// Where Prometheus's, Grafana's and Alertmanager's data live: `clusterkit` (the
+    /// storage's volume driver: the data follow the service to another node) or `local`.
+    /// Default: `clusterkit` when storage is on, else `local`.
+    pub volume_driver: Option<Spanned<String>>,
+    /// Prometheus image. Default: `prom/prometheus:v3.5.0`.
+    pub prometheus_image: Option<Spanned<String>>,
+    /// node-exporter image. Default: `prom/node-exporter:v1.9.1`.
+    pub node_exporter_image: Option<Spanned<String>>,
+    /// cAdvisor image. Default: `gcr.io/cadvisor/cadvisor:v0.49.1`.
+    pub cadvisor_image: Option<Spanned<String>>,
+    /// Grafana image. Default: `grafana/grafana:11.6.0`.
+    pub grafana_image: Option<Spanned<String>>,
+    /// Alertmanager image. Default: `prom/alertmanager:v0.28.1`.
+    pub alertmanager_image: Option<Spanned<String>>,
 }
 
 /// One application stack.
@@ -251,6 +271,11 @@ pub fn starter(inventory: Option<&str>, nodes: &[(String, String)]) -> String {
          # data_path = \"/var/lib/clusterkit/storage\"\n# replication = 3\n\
          \n[monitoring]                    # Prometheus, Grafana, node-exporter, cAdvisor\n\
          # enabled = true\n# retention = \"15d\"\n# grafana_admin_user = \"admin\"   # password generated, kept as a Swarm secret\n\
+         # grafana = true\n# cadvisor = true\n# alertmanager = false\n\
+         # volume_driver = \"clusterkit\"  # clusterkit (data follow the service) | local\n\
+         # prometheus_image = \"prom/prometheus:v3.5.0\"\n# node_exporter_image = \"prom/node-exporter:v1.9.1\"\n\
+         # cadvisor_image = \"gcr.io/cadvisor/cadvisor:v0.49.1\"\n# grafana_image = \"grafana/grafana:11.6.0\"\n\
+         # alertmanager_image = \"prom/alertmanager:v0.28.1\"\n\
          \n# [[stacks]]                    # application stacks deployed onto the swarm\n\
          # name = \"app\"\n# file = \"stacks/app.yml\"\n",
     );

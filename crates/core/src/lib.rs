@@ -25,6 +25,7 @@ pub mod names;
 pub mod plan;
 pub mod source;
 pub mod spec;
+pub mod stack;
 pub mod state;
 pub mod transport;
 

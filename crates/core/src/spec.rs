@@ -164,6 +164,31 @@ pub struct MonitoringSpec {
     pub retention: String,
     /// Grafana admin login (the password is generated, never here).
     pub grafana_admin_user: String,
+    /// Grafana runs.
+    pub grafana: bool,
+    /// cAdvisor runs on every node.
+    pub cadvisor: bool,
+    /// Alertmanager runs and receives the alerts.
+    pub alertmanager: bool,
+    /// Volume driver for the monitoring services' data (`clusterkit` or `local`).
+    pub volume_driver: String,
+    /// The images.
+    pub images: MonitoringImages,
+}
+
+/// The monitoring stack's images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MonitoringImages {
+    /// Prometheus.
+    pub prometheus: String,
+    /// node-exporter.
+    pub node_exporter: String,
+    /// cAdvisor.
+    pub cadvisor: String,
+    /// Grafana.
+    pub grafana: String,
+    /// Alertmanager.
+    pub alertmanager: String,
 }
 
 /// An application stack.
@@ -238,6 +263,16 @@ pub mod defaults {
     pub const DATA_PATH: &str = "/var/lib/clusterkit/storage";
     /// Prometheus retention.
     pub const RETENTION: &str = "15d";
+    /// Prometheus image.
+    pub const PROMETHEUS_IMAGE: &str = "prom/prometheus:v3.5.0";
+    /// node-exporter image.
+    pub const NODE_EXPORTER_IMAGE: &str = "prom/node-exporter:v1.9.1";
+    /// cAdvisor image.
+    pub const CADVISOR_IMAGE: &str = "gcr.io/cadvisor/cadvisor:v0.49.1";
+    /// Grafana image.
+    pub const GRAFANA_IMAGE: &str = "grafana/grafana:11.6.0";
+    /// Alertmanager image.
+    pub const ALERTMANAGER_IMAGE: &str = "prom/alertmanager:v0.28.1";
 }
 
 /// What [`build`] produces: the spec, the warnings, and the state to record.
@@ -635,6 +670,43 @@ pub fn build(
                 )
             })
             .unwrap_or_else(|| "admin".into()),
+        grafana: o!(cfg.monitoring.grafana).is_none_or(|e| e.value),
+        cadvisor: o!(cfg.monitoring.cadvisor).is_none_or(|e| e.value),
+        alertmanager: o!(cfg.monitoring.alertmanager).is_some_and(|e| e.value),
+        volume_driver: o!(cfg.monitoring.volume_driver)
+            .and_then(|d| {
+                check(
+                    &d,
+                    &mut problems,
+                    "unknown volume driver",
+                    "choose clusterkit (needs storage) or local",
+                    |s: &String| match (s.as_str(), storage_backend) {
+                        ("local", _) => Ok(s.clone()),
+                        ("clusterkit", StorageBackend::None) => Err(
+                            "monitoring.volume_driver `clusterkit` needs storage, but storage.backend is `none`".into(),
+                        ),
+                        ("clusterkit", _) => Ok(s.clone()),
+                        (other, _) => Err(format!(
+                            "monitoring.volume_driver `{other}` is not clusterkit or local"
+                        )),
+                    },
+                )
+            })
+            .unwrap_or_else(|| {
+                if storage_backend == StorageBackend::None { "local" } else { "clusterkit" }.into()
+            }),
+        images: MonitoringImages {
+            prometheus: o!(cfg.monitoring.prometheus_image)
+                .map_or_else(|| defaults::PROMETHEUS_IMAGE.into(), |i| i.value),
+            node_exporter: o!(cfg.monitoring.node_exporter_image)
+                .map_or_else(|| defaults::NODE_EXPORTER_IMAGE.into(), |i| i.value),
+            cadvisor: o!(cfg.monitoring.cadvisor_image)
+                .map_or_else(|| defaults::CADVISOR_IMAGE.into(), |i| i.value),
+            grafana: o!(cfg.monitoring.grafana_image)
+                .map_or_else(|| defaults::GRAFANA_IMAGE.into(), |i| i.value),
+            alertmanager: o!(cfg.monitoring.alertmanager_image)
+                .map_or_else(|| defaults::ALERTMANAGER_IMAGE.into(), |i| i.value),
+        },
     };
 
     // Stacks.

@@ -1,10 +1,12 @@
 //! clusterkit-monitor: Prometheus with Swarm service discovery, node-exporter,
-//! cAdvisor and a provisioned Grafana, ready on first launch.
+//! cAdvisor, Alertmanager and a provisioned Grafana, ready on first launch.
 //!
-//! In progress (issue [G]): [`render`] produces Prometheus's configuration
-//! and alert rules from the spec (pure, snapshotted) and lists every PromQL
-//! expression they hold, so that a test can run each on a real Prometheus.
-//! The stack, Grafana's provisioning and dashboards, and `monitor up` follow.
+//! [`render`] makes the stack from the spec (pure, snapshotted): Prometheus's
+//! configuration finds every target through the swarm, alert rules, Grafana's
+//! provisioning and [`grafana`] dashboards, all delivered as Swarm configs
+//! named by their content. [`up`] deploys it through a manager; Grafana's
+//! administrator password is generated once, kept as a Swarm secret and in a
+//! root-only file on the managers ([`grafana_password`]).
 
 pub mod grafana;
 pub mod render;
@@ -12,11 +14,9 @@ pub mod render;
 use std::sync::Arc;
 
 use clusterkit_core::spec::SwarmRole;
-use clusterkit_core::transport::{
-    fan_out, images, Cmd, Transport, TransportError, Upload, UploadOutcome,
-};
+use clusterkit_core::stack::{deploy, ensure_secret, SecretValue, StackDeploy};
+use clusterkit_core::transport::{fan_out, images, Cmd, Transport, TransportError, Upload};
 use clusterkit_core::ClusterSpec;
-pub use render::Options;
 
 /// Whether the monitoring stack is to be deployed.
 pub fn enabled(spec: &ClusterSpec) -> bool {
@@ -25,6 +25,8 @@ pub fn enabled(spec: &ClusterSpec) -> bool {
 
 /// Where the stack's files go on the manager that deploys them.
 pub const STACK_DIR: &str = "/etc/clusterkit/stacks/clusterkit-monitoring";
+/// Where each manager keeps Grafana's administrator password (mode 0600).
+pub const GRAFANA_PASSWORD_PATH: &str = "/etc/clusterkit/monitoring/grafana-admin";
 
 /// Errors of the monitoring layer.
 #[derive(Debug, thiserror::Error)]
@@ -32,111 +34,299 @@ pub enum MonitorError {
     /// A remote operation failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
-    /// An image is missing on nodes.
-    #[error(
-        "image {image} is missing on {nodes}: copy it with `clusterkit images push {image}`{hint}"
-    )]
+    /// An image is missing on nodes and could not be pulled.
+    #[error("image {image} is missing on {nodes} and could not be pulled: {fix}")]
     ImageMissing {
         /// Image.
         image: String,
         /// Nodes.
         nodes: String,
-        /// What else to do.
-        hint: String,
+        /// What to do.
+        fix: String,
     },
     /// No manager is connected.
     #[error("no manager is connected: monitoring is deployed through the swarm")]
     NoManager,
+    /// The password file is gone but the secret is there.
+    #[error("Grafana's password file {GRAFANA_PASSWORD_PATH} is on no manager, but the secret {} exists: \
+             remove the stack and the secret (`docker stack rm clusterkit-monitoring; docker secret rm {}` on a manager) \
+             and re-run to make a new password", render::GRAFANA_SECRET, render::GRAFANA_SECRET)]
+    PasswordLost,
+    /// The data volumes' driver does not run.
+    #[error("the volume driver `{driver}` for monitoring data does not run on {node}: deploy storage first \
+             (`clusterkit storage up`), or keep the data on each node with `volume_driver = \"local\"` in [monitoring]")]
+    NoVolumeDriver {
+        /// Driver.
+        driver: String,
+        /// Node.
+        node: String,
+    },
+    /// Local randomness failed.
+    #[error("reading /dev/urandom: {0}")]
+    Random(std::io::Error),
 }
 
-/// Deploys the monitoring stack (idempotent: unchanged files, no deploy).
-/// Returns whether it deployed.
-pub async fn up(
-    nodes: &[Arc<dyn Transport>],
+fn managers<'a>(
+    nodes: &'a [Arc<dyn Transport>],
     spec: &ClusterSpec,
-    opts: Options,
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<bool, MonitorError> {
-    let mut wanted = vec![render::NODE_EXPORTER_IMAGE.to_string()];
-    if opts.cadvisor {
-        wanted.push(render::CADVISOR_IMAGE.to_string());
-    }
-    let managers: Vec<String> = spec
-        .nodes
+) -> Vec<&'a Arc<dyn Transport>> {
+    spec.nodes
         .iter()
         .filter(|n| n.role == SwarmRole::Manager)
-        .map(|n| n.name.to_string())
+        .filter_map(|n| nodes.iter().find(|t| t.node() == n.name.as_str()))
+        .collect()
+}
+
+/// Makes sure every node holds the images it runs; a missing one is pulled
+/// on the node (a registry it can reach), and an error says what to do when
+/// that fails.
+pub async fn ensure_images(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(), MonitorError> {
+    let wanted = render::images(spec);
+    let mgrs: Vec<String> = managers(nodes, spec)
+        .iter()
+        .map(|t| t.node().to_string())
         .collect();
-    let mut lacking: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for (n, r) in fan_out(nodes, 16, |t| {
-        let mut w = wanted.clone();
-        if managers.iter().any(|m| m == t.node()) {
-            w.push(render::PROMETHEUS_IMAGE.to_string());
+        let w: Vec<String> = wanted
+            .iter()
+            .filter(|(_, everywhere)| *everywhere || mgrs.iter().any(|m| m == t.node()))
+            .map(|(i, _)| i.clone())
+            .collect();
+        async move {
+            let mut failed = Vec::new();
+            for image in images::missing(t, &w).await? {
+                progress(&format!("{}: pulling {image}", t.node()));
+                let pulled = t
+                    .exec_raw(
+                        &Cmd::new("docker pull -q ").arg(&image).push(" >/dev/null"),
+                        None,
+                    )
+                    .await?;
+                if pulled.status != 0 {
+                    failed.push(image);
+                }
+            }
+            Ok::<_, TransportError>(failed)
         }
-        async move { images::missing(t, &w).await }
     })
     .await
     {
-        for image in r? {
-            lacking.entry(image).or_default().push(n.clone());
+        if let Some(image) = r?.into_iter().next() {
+            let off = match image {
+                ref i if *i == spec.monitoring.images.grafana => "grafana = false",
+                ref i if *i == spec.monitoring.images.cadvisor => "cadvisor = false",
+                ref i if *i == spec.monitoring.images.alertmanager => "alertmanager = false",
+                _ => "another image in `[monitoring]`",
+            };
+            return Err(MonitorError::ImageMissing {
+                fix: format!(
+                    "copy it from a machine that has it (`clusterkit images push {image}`), or set {off} in the config's [monitoring]"
+                ),
+                image,
+                nodes: n,
+            });
         }
     }
-    if let Some((image, on)) = lacking.into_iter().next() {
-        let hint = if image == render::CADVISOR_IMAGE {
-            " (or leave cAdvisor out: --no-cadvisor)".to_string()
-        } else {
-            " (the sandbox: `clusterkit sandbox build-images` first)".to_string()
-        };
-        return Err(MonitorError::ImageMissing {
-            image,
-            nodes: on.join(", "),
-            hint,
-        });
+    Ok(())
+}
+
+/// Grafana's administrator password, from the first manager that holds it.
+pub async fn grafana_password(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+) -> Result<Option<String>, MonitorError> {
+    for t in managers(nodes, spec) {
+        let out = t
+            .exec_raw(
+                &Cmd::new(format!("cat {GRAFANA_PASSWORD_PATH} 2>/dev/null")),
+                None,
+            )
+            .await?;
+        let pw = out.stdout_str().trim().to_string();
+        if out.status == 0 && !pw.is_empty() {
+            return Ok(Some(pw));
+        }
     }
-    let mgr = spec
-        .nodes
+    Ok(None)
+}
+
+fn new_password() -> Result<String, MonitorError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 18];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(MonitorError::Random)?;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    Ok(bytes
         .iter()
-        .filter(|n| n.role == SwarmRole::Manager)
-        .find_map(|n| nodes.iter().find(|t| t.node() == n.name.as_str()))
-        .ok_or(MonitorError::NoManager)?;
-    let mut written = false;
-    for (name, content) in render::stack(spec, opts) {
-        let path = format!("{STACK_DIR}/{name}");
-        written |= mgr
-            .upload(&Upload {
-                content: content.as_bytes(),
-                path: &path,
-                mode: 0o644,
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect())
+}
+
+/// What [`up`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MonitorChange {
+    /// The stack was deployed.
+    pub deployed: bool,
+    /// Grafana's password was made (first run).
+    pub password_created: bool,
+}
+
+impl MonitorChange {
+    /// Whether anything changed.
+    pub fn any(&self) -> bool {
+        self.deployed || self.password_created
+    }
+}
+
+/// Deploys the monitoring stack (idempotent: unchanged files, no deploy).
+pub async fn up(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<MonitorChange, MonitorError> {
+    let mut change = MonitorChange::default();
+    ensure_images(nodes, spec, progress).await?;
+    let mgrs = managers(nodes, spec);
+    let mgr = *mgrs.first().ok_or(MonitorError::NoManager)?;
+    let driver = &spec.monitoring.volume_driver;
+    if driver != "local" {
+        // Data volumes on the storage's driver: it must answer on the managers
+        // (where the stateful services run), or their tasks would never start.
+        for (n, r) in fan_out(
+            &mgrs.iter().map(|t| Arc::clone(t)).collect::<Vec<_>>(),
+            16,
+            |t| {
+                let probe = Cmd::new(format!("test -S /run/docker/plugins/{driver}.sock"));
+                async move { t.exec_raw(&probe, None).await.map(|o| o.status == 0) }
+            },
+        )
+        .await
+        {
+            if !r? {
+                return Err(MonitorError::NoVolumeDriver {
+                    driver: driver.clone(),
+                    node: n,
+                });
+            }
+        }
+    }
+
+    if spec.monitoring.grafana {
+        let secret_exists = mgr
+            .exec_raw(
+                &Cmd::new("docker secret inspect ").arg(render::GRAFANA_SECRET),
+                None,
+            )
+            .await?
+            .status
+            == 0;
+        let pw = match grafana_password(nodes, spec).await? {
+            Some(pw) => pw,
+            None if secret_exists => return Err(MonitorError::PasswordLost),
+            None => new_password()?,
+        };
+        // Every manager keeps it, so any of them can show it.
+        for t in &mgrs {
+            t.upload(&Upload {
+                content: pw.as_bytes(),
+                path: GRAFANA_PASSWORD_PATH,
+                mode: 0o600,
                 owner: None,
             })
-            .await?
-            == UploadOutcome::Written;
-    }
-    let services = mgr
-        .exec(&Cmd::new(format!(
-            "docker stack services -q {} 2>/dev/null | wc -l",
-            render::STACK
-        )))
+            .await?;
+        }
+        if ensure_secret(
+            mgr.as_ref(),
+            render::GRAFANA_SECRET,
+            SecretValue::Given(&pw),
+        )
         .await?
-        .stdout_str()
-        .trim()
-        .parse::<usize>()
-        .unwrap_or(0);
-    let expected = if opts.cadvisor { 3 } else { 2 };
-    if written || services != expected {
-        progress(&format!(
-            "deploying stack {} from {}",
-            render::STACK,
-            mgr.node()
-        ));
-        mgr.exec(&Cmd::new(format!(
-            "cd {STACK_DIR} && docker stack deploy --prune --resolve-image never -c docker-compose.yml {}",
-            render::STACK
-        )))
-        .await?;
-        return Ok(true);
+        {
+            progress(
+                "Grafana's administrator password made (`clusterkit monitor password` shows it)",
+            );
+            change.password_created = true;
+        }
     }
-    Ok(false)
+
+    let stack = render::stack(spec);
+    change.deployed = deploy(
+        mgr.as_ref(),
+        &StackDeploy {
+            name: render::STACK,
+            dir: STACK_DIR,
+            files: stack.all(),
+            services: render::services(spec).len(),
+        },
+        progress,
+    )
+    .await?;
+    Ok(change)
+}
+
+/// Where a monitoring service answers: the node running its task and the
+/// port published there (host mode, over the mesh).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Service (compose name).
+    pub service: &'static str,
+    /// Node running it.
+    pub node: String,
+    /// The node's mesh address.
+    pub address: std::net::Ipv4Addr,
+    /// Port.
+    pub port: u16,
+}
+
+/// The web endpoints of the running monitoring services (Prometheus,
+/// Grafana, Alertmanager), found through a manager.
+pub async fn endpoints(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+) -> Result<Vec<Endpoint>, MonitorError> {
+    let mgr = *managers(nodes, spec)
+        .first()
+        .ok_or(MonitorError::NoManager)?;
+    let mut out = Vec::new();
+    for (service, port) in [
+        ("prometheus", 9090),
+        ("grafana", 3000),
+        ("alertmanager", 9093),
+    ] {
+        if !render::services(spec).contains(&service) {
+            continue;
+        }
+        // The swarm node running the task, by the `clusterkit.node` label
+        // (hostnames need not match the inventory's names).
+        let script = format!(
+            "for t in $(docker service ps -q --filter desired-state=running {}_{service}); do \
+               s=$(docker inspect -f '{{{{.Status.State}}}} {{{{.NodeID}}}}' $t); \
+               case $s in running*) docker node inspect -f '{{{{index .Spec.Labels \"clusterkit.node\"}}}}' ${{s#running }}; break;; esac; \
+             done",
+            render::STACK
+        );
+        let node = mgr
+            .exec_raw(&Cmd::new(script), None)
+            .await?
+            .stdout_str()
+            .trim()
+            .to_string();
+        let node = (!node.is_empty()).then_some(node);
+        if let Some(n) = node.and_then(|h| spec.nodes.iter().find(|n| n.name.as_str() == h)) {
+            out.push(Endpoint {
+                service,
+                node: n.name.to_string(),
+                address: n.mesh_address,
+                port,
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -11,64 +11,188 @@
 
 use clusterkit_core::names::content_hash;
 use clusterkit_core::spec::{ClusterSpec, StorageBackend};
+use serde::Serialize;
 
-/// What goes into the files besides the spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Options {
-    /// cAdvisor runs (its image exists on the nodes).
-    pub cadvisor: bool,
+use crate::grafana;
+
+/// The stack holding the monitoring services.
+pub const STACK: &str = "clusterkit-monitoring";
+/// The Swarm secret holding Grafana's administrator password.
+pub const GRAFANA_SECRET: &str = "clusterkit-grafana-admin";
+
+/// The stack's files: the compose file and the files it makes into Swarm
+/// configs (file name, content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackFiles {
+    /// `docker-compose.yml`.
+    pub compose: String,
+    /// The other files, by name.
+    pub files: Vec<(String, String)>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Self { cadvisor: true }
+impl StackFiles {
+    /// Every file, the compose file first.
+    pub fn all(&self) -> Vec<(String, String)> {
+        std::iter::once(("docker-compose.yml".to_string(), self.compose.clone()))
+            .chain(self.files.iter().cloned())
+            .collect()
+    }
+
+    /// The file called `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.as_str())
     }
 }
 
-/// Prometheus's image: Debian's package, built by `clusterkit sandbox
-/// build-images` (the official `prom/prometheus` works the same).
-pub const PROMETHEUS_IMAGE: &str = "clusterkit/prometheus:bookworm";
-/// node-exporter's image (Debian's package; `prom/node-exporter` works the same).
-pub const NODE_EXPORTER_IMAGE: &str = "clusterkit/node-exporter:bookworm";
-/// cAdvisor's image (no Debian package: pulled or pushed where it exists).
-pub const CADVISOR_IMAGE: &str = "gcr.io/cadvisor/cadvisor:v0.49.1";
-/// The stack holding the monitoring services.
-pub const STACK: &str = "clusterkit-monitoring";
+#[derive(Serialize)]
+struct ConfigRef {
+    key: String,
+    name: String,
+    file: String,
+    uid: String,
+}
 
-/// The stack's files: `docker-compose.yml`, `prometheus.yml`, `rules.yml`.
-pub fn stack(spec: &ClusterSpec, opts: Options) -> Vec<(String, String)> {
-    let prom = prometheus_yml(spec, opts);
-    let rules = rules_yml(spec, opts);
+/// The services the stack runs (compose names), in order.
+pub fn services(spec: &ClusterSpec) -> Vec<&'static str> {
+    let m = &spec.monitoring;
+    let mut s = vec!["prometheus", "node-exporter"];
+    if m.cadvisor {
+        s.push("cadvisor");
+    }
+    if m.alertmanager {
+        s.push("alertmanager");
+    }
+    if m.grafana {
+        s.push("grafana");
+    }
+    s
+}
+
+/// The images the stack needs, each with whether every node needs it (a
+/// global service) or the managers only.
+pub fn images(spec: &ClusterSpec) -> Vec<(String, bool)> {
+    let m = &spec.monitoring;
+    let mut v = vec![
+        (m.images.prometheus.clone(), false),
+        (m.images.node_exporter.clone(), true),
+    ];
+    if m.cadvisor {
+        v.push((m.images.cadvisor.clone(), true));
+    }
+    if m.alertmanager {
+        v.push((m.images.alertmanager.clone(), false));
+    }
+    if m.grafana {
+        v.push((m.images.grafana.clone(), false));
+    }
+    v
+}
+
+/// The stack: compose file, Prometheus's configuration and rules,
+/// Alertmanager's configuration, Grafana's provisioning and dashboards.
+pub fn stack(spec: &ClusterSpec) -> StackFiles {
+    let m = &spec.monitoring;
+    let mut files = vec![
+        ("prometheus.yml".to_string(), prometheus_yml(spec)),
+        ("rules.yml".to_string(), rules_yml(spec)),
+    ];
+    let mut configs = vec![
+        ("prometheus", "prometheus.yml".to_string(), String::new()),
+        ("rules", "rules.yml".to_string(), String::new()),
+    ];
+    if m.alertmanager {
+        files.push(("alertmanager.yml".into(), alertmanager_yml(spec)));
+        configs.push(("alertmanager", "alertmanager.yml".into(), String::new()));
+    }
+    let mut dashboards = Vec::new();
+    if m.grafana {
+        files.push(("grafana-datasource.yml".into(), grafana::datasource_yml()));
+        files.push(("grafana-dashboards.yml".into(), grafana::dashboards_yml()));
+        configs.push((
+            "grafana-datasource",
+            "grafana-datasource.yml".into(),
+            String::new(),
+        ));
+        configs.push((
+            "grafana-dashboards",
+            "grafana-dashboards.yml".into(),
+            String::new(),
+        ));
+        for (d, _) in grafana::dashboards() {
+            let file = format!("dashboard-{}.json", d.uid);
+            let json = serde_json::to_string_pretty(&grafana::to_json(&d))
+                .expect("a dashboard serialises");
+            files.push((file.clone(), json));
+            configs.push(("dashboard", file, d.uid.to_string()));
+        }
+    }
+    let content = |file: &str| {
+        files
+            .iter()
+            .find(|(n, _)| n == file)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default()
+    };
+    let refs: Vec<ConfigRef> = configs
+        .iter()
+        .map(|(key, file, uid)| {
+            let key = if uid.is_empty() {
+                key.to_string()
+            } else {
+                format!("dashboard-{uid}")
+            };
+            ConfigRef {
+                name: format!("clusterkit-{key}-{}", content_hash(&content(file))),
+                key,
+                file: file.clone(),
+                uid: uid.clone(),
+            }
+        })
+        .collect();
+    for r in refs.iter().filter(|r| !r.uid.is_empty()) {
+        dashboards.push(r);
+    }
     let env = minijinja::Environment::new();
     let compose = env
         .render_str(
             include_str!("templates/monitor-stack.yml"),
             minijinja::context! {
                 name => spec.name,
-                retention => spec.monitoring.retention,
-                prometheus_image => PROMETHEUS_IMAGE,
-                node_exporter_image => NODE_EXPORTER_IMAGE,
-                cadvisor_image => CADVISOR_IMAGE,
-                cadvisor => opts.cadvisor,
-                prometheus_config => format!("clusterkit-prometheus-{}", content_hash(&prom)),
-                rules_config => format!("clusterkit-rules-{}", content_hash(&rules)),
+                retention => m.retention,
+                images => minijinja::context! {
+                    prometheus => m.images.prometheus,
+                    node_exporter => m.images.node_exporter,
+                    cadvisor => m.images.cadvisor,
+                    alertmanager => m.images.alertmanager,
+                    grafana => m.images.grafana,
+                },
+                cadvisor => m.cadvisor,
+                alertmanager => m.alertmanager,
+                grafana => m.grafana,
+                // JSON is YAML: a quoted string whatever the login holds.
+                admin_user => serde_json::to_string(&m.grafana_admin_user).expect("a string serialises"),
+                grafana_secret => GRAFANA_SECRET,
+                volume_driver => m.volume_driver,
+                dashboards_dir => grafana::DASHBOARDS_DIR,
+                dashboards => dashboards,
+                configs => refs,
             },
         )
         .expect("the bundled templates render");
-    vec![
-        ("docker-compose.yml".into(), compose),
-        ("prometheus.yml".into(), prom),
-        ("rules.yml".into(), rules),
-    ]
+    StackFiles { compose, files }
 }
 
-fn render(template: &str, spec: &ClusterSpec, opts: Options) -> String {
+fn render(template: &str, spec: &ClusterSpec) -> String {
     let env = minijinja::Environment::new();
     env.render_str(
         template,
         minijinja::context! {
             name => spec.name,
-            cadvisor => opts.cadvisor,
+            cadvisor => spec.monitoring.cadvisor,
+            alertmanager => spec.monitoring.alertmanager,
             garage => spec.storage.backend == StorageBackend::Garage,
             network => "clusterkit",
         },
@@ -77,15 +201,23 @@ fn render(template: &str, spec: &ClusterSpec, opts: Options) -> String {
 }
 
 /// `prometheus.yml`.
-pub fn prometheus_yml(spec: &ClusterSpec, opts: Options) -> String {
-    render(include_str!("templates/prometheus.yml"), spec, opts)
+pub fn prometheus_yml(spec: &ClusterSpec) -> String {
+    render(include_str!("templates/prometheus.yml"), spec)
 }
 
 /// `rules.yml`: node down, disk almost full, memory pressure, manager
 /// unreachable, quorum at risk, a service restarting in a loop (cAdvisor),
-/// storage node down and storage unavailable (Garage).
-pub fn rules_yml(spec: &ClusterSpec, opts: Options) -> String {
-    render(include_str!("templates/rules.yml"), spec, opts)
+/// storage node down and storage unavailable (Garage), and Watchdog, always
+/// firing, which proves the alert pipeline works end to end.
+pub fn rules_yml(spec: &ClusterSpec) -> String {
+    render(include_str!("templates/rules.yml"), spec)
+}
+
+/// `alertmanager.yml`: every alert grouped by name and node to one
+/// receiver, `default`, with no integration: add yours (mail, webhook,
+/// chat) there. Watchdog goes to `watchdog`, which drops it.
+pub fn alertmanager_yml(spec: &ClusterSpec) -> String {
+    render(include_str!("templates/alertmanager.yml"), spec)
 }
 
 /// Every PromQL expression of the rules (`expr:` lines), in order.

@@ -8,7 +8,7 @@ fn spec() -> ClusterSpec {
 #[test]
 fn prometheus_finds_everything_through_the_swarm() {
     let s = spec();
-    let yml = prometheus_yml(&s, Options::default());
+    let yml = prometheus_yml(&s);
     insta::assert_snapshot!("prometheus_yml", yml);
     assert!(
         !yml.contains("static_configs:\n      - targets: [\"10."),
@@ -22,18 +22,26 @@ fn prometheus_finds_everything_through_the_swarm() {
     ] {
         assert!(yml.contains(job), "{job}");
     }
-    let without = prometheus_yml(&s, Options { cadvisor: false });
-    assert!(!without.contains("job_name: cadvisor"));
+    assert!(!yml.contains("alerting:"), "no Alertmanager by default");
+    let mut s = s;
+    s.monitoring.cadvisor = false;
+    s.monitoring.alertmanager = true;
+    let other = prometheus_yml(&s);
+    assert!(!other.contains("job_name: cadvisor"));
+    assert!(other.contains(
+        "alerting:\n  alertmanagers:\n    - dns_sd_configs:\n        - names: [tasks.alertmanager]"
+    ));
 }
 
 #[test]
 fn every_rule_has_an_expression_and_annotations() {
     let s = spec();
-    let rules = rules_yml(&s, Options::default());
+    let rules = rules_yml(&s);
     insta::assert_snapshot!("rules_yml", rules);
     let exprs = rule_expressions(&rules);
     assert_eq!(exprs.len(), rules.matches("- alert: ").count());
-    assert_eq!(exprs.len(), 8);
+    assert_eq!(exprs.len(), 9);
+    assert!(rules.contains("alert: Watchdog\n        expr: vector(1)"));
     assert_eq!(rules.matches("summary: ").count(), exprs.len());
     // Templates meant for Prometheus survive rendering.
     assert!(rules.contains("{{ $labels.node }}"));
@@ -81,4 +89,178 @@ fn grafana_is_provisioned_with_prometheus_and_every_dashboard_parses() {
             .map(|(d, _)| d.panels.iter().map(|p| p.queries.len()).sum::<usize>())
             .sum::<usize>()
     );
+}
+
+fn yaml(text: &str) -> marked_yaml::Node {
+    marked_yaml::parse_yaml(0, text).expect("valid YAML")
+}
+
+fn get<'a>(n: &'a marked_yaml::Node, path: &[&str]) -> Option<&'a marked_yaml::Node> {
+    path.iter()
+        .try_fold(n, |n, k| n.as_mapping().and_then(|m| m.get_node(k)))
+}
+
+fn scalar(n: &marked_yaml::Node, path: &[&str]) -> String {
+    get(n, path)
+        .and_then(|n| n.as_scalar())
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|| panic!("no scalar at {path:?}"))
+}
+
+#[test]
+fn the_stack_delivers_every_file_as_a_content_named_config() {
+    let s = spec();
+    let st = stack(&s);
+    insta::assert_snapshot!("stack_compose", st.compose);
+    let c = yaml(&st.compose);
+    let configs = get(&c, &["configs"]).and_then(|n| n.as_mapping()).unwrap();
+    // One config per file, each from a file of the stack, named by its content.
+    assert_eq!(configs.len(), st.files.len());
+    for (key, v) in configs.iter() {
+        let file = scalar(v, &["file"]);
+        let file = file.trim_start_matches("./");
+        let content = st
+            .get(file)
+            .unwrap_or_else(|| panic!("{}: {file} is not in the stack", key.as_str()));
+        assert_eq!(
+            scalar(v, &["name"]),
+            format!(
+                "clusterkit-{}-{}",
+                key.as_str(),
+                clusterkit_core::names::content_hash(content)
+            )
+        );
+    }
+    // A change in a file renames its config (so the service rolls); the others keep theirs.
+    let mut s2 = s.clone();
+    s2.monitoring.retention = "30d".into();
+    s2.name = "other".parse().unwrap();
+    let st2 = stack(&s2);
+    assert_ne!(st.get("prometheus.yml"), st2.get("prometheus.yml"));
+    let name = |st: &StackFiles, k: &str| scalar(&yaml(&st.compose), &["configs", k, "name"]);
+    assert_ne!(name(&st, "prometheus"), name(&st2, "prometheus"));
+    assert_eq!(
+        name(&st, "grafana-datasource"),
+        name(&st2, "grafana-datasource")
+    );
+    // Services, placement, ports.
+    let svcs = get(&c, &["services"]).and_then(|n| n.as_mapping()).unwrap();
+    let names: Vec<&str> = svcs.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, services(&s));
+    for svc in ["prometheus", "grafana"] {
+        let sv = get(&c, &["services", svc]).unwrap();
+        let placement = get(sv, &["deploy", "placement", "constraints"]).unwrap();
+        assert_eq!(
+            placement.as_sequence().unwrap()[0]
+                .as_scalar()
+                .unwrap()
+                .as_str(),
+            "node.role == manager"
+        );
+    }
+    for svc in ["node-exporter", "cadvisor"] {
+        assert_eq!(scalar(&c, &["services", svc, "deploy", "mode"]), "global");
+    }
+    assert_eq!(
+        scalar(&c, &["volumes", "prometheus-data", "driver"]),
+        "clusterkit"
+    );
+    assert_eq!(
+        scalar(&c, &["volumes", "grafana-data", "driver"]),
+        "clusterkit"
+    );
+}
+
+#[test]
+fn grafana_gets_its_password_from_a_secret_and_its_provisioning_from_configs() {
+    let s = spec();
+    let c = yaml(&stack(&s).compose);
+    let g = get(&c, &["services", "grafana"]).unwrap();
+    assert_eq!(
+        scalar(g, &["environment", "GF_SECURITY_ADMIN_PASSWORD__FILE"]),
+        "/run/secrets/grafana-admin-password"
+    );
+    assert!(
+        get(g, &["environment", "GF_SECURITY_ADMIN_PASSWORD"]).is_none(),
+        "never a password in the file"
+    );
+    assert_eq!(
+        scalar(g, &["environment", "GF_SECURITY_ADMIN_USER"]),
+        "admin"
+    );
+    assert_eq!(
+        scalar(g, &["environment", "GF_USERS_ALLOW_SIGN_UP"]),
+        "false"
+    );
+    assert_eq!(
+        scalar(&c, &["secrets", "grafana-admin", "name"]),
+        GRAFANA_SECRET
+    );
+    assert_eq!(
+        scalar(&c, &["secrets", "grafana-admin", "external"]),
+        "true"
+    );
+    let targets: Vec<String> = get(g, &["configs"])
+        .and_then(|n| n.as_sequence())
+        .unwrap()
+        .iter()
+        .map(|m| scalar(m, &["target"]))
+        .collect();
+    assert!(targets.contains(&"/etc/grafana/provisioning/datasources/prometheus.yml".to_string()));
+    assert!(targets.contains(&"/etc/grafana/provisioning/dashboards/clusterkit.yml".to_string()));
+    for (d, _) in crate::grafana::dashboards() {
+        assert!(
+            targets.contains(&format!(
+                "{}/{}.json",
+                crate::grafana::DASHBOARDS_DIR,
+                d.uid
+            )),
+            "dashboard {} is delivered",
+            d.uid
+        );
+    }
+    // Turned off, Grafana leaves no trace: no service, secret, volume or config.
+    let mut s = s;
+    s.monitoring.grafana = false;
+    s.monitoring.cadvisor = false;
+    let st = stack(&s);
+    assert!(!st.compose.contains("grafana"), "{}", st.compose);
+    assert!(!st.compose.contains("cadvisor"));
+    assert_eq!(services(&s), ["prometheus", "node-exporter"]);
+}
+
+#[test]
+fn alertmanager_is_optional_and_routes_every_alert() {
+    let mut s = spec();
+    assert!(!stack(&s).compose.contains("alertmanager"));
+    s.monitoring.alertmanager = true;
+    let st = stack(&s);
+    let c = yaml(&st.compose);
+    let nets = get(&c, &["services", "alertmanager", "networks"])
+        .and_then(|n| n.as_sequence())
+        .unwrap();
+    assert_eq!(
+        nets[0].as_scalar().unwrap().as_str(),
+        "clusterkit",
+        "beside Prometheus"
+    );
+    assert_eq!(
+        scalar(&c, &["volumes", "alertmanager-data", "driver"]),
+        "clusterkit"
+    );
+    let am = yaml(st.get("alertmanager.yml").unwrap());
+    assert_eq!(scalar(&am, &["route", "receiver"]), "default");
+    insta::assert_snapshot!("alertmanager_yml", st.get("alertmanager.yml").unwrap());
+}
+
+#[test]
+fn the_images_follow_the_spec() {
+    let mut s = spec();
+    s.monitoring.images.grafana = "registry.example/grafana:1".into();
+    let imgs = images(&s);
+    assert!(imgs.contains(&("registry.example/grafana:1".to_string(), false)));
+    assert!(imgs.contains(&(s.monitoring.images.node_exporter.clone(), true)));
+    assert!(stack(&s)
+        .compose
+        .contains("image: registry.example/grafana:1"));
 }

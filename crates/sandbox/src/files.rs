@@ -24,7 +24,21 @@ pub fn clusterkit_toml(name: &str) -> String {
         "# clusterkit sandbox `{name}`, written by `clusterkit sandbox up`.\n\
          # Try: clusterkit validate -c THIS_FILE ; clusterkit plan -c THIS_FILE\n\
          name = \"{name}\"\n\
-         inventory = \"hosts.ini\"\n"
+         inventory = \"hosts.ini\"\n\
+         \n\
+         # No registry is assumed: the monitoring images are the ones `clusterkit sandbox\n\
+         # build-images` makes from Debian's packages. Debian has no Grafana or cAdvisor;\n\
+         # push their images (`clusterkit images push`) and turn them on to try them.\n\
+         [monitoring]\n\
+         prometheus_image = \"{prometheus}\"\n\
+         node_exporter_image = \"{node_exporter}\"\n\
+         alertmanager_image = \"{alertmanager}\"\n\
+         alertmanager = true\n\
+         grafana = false\n\
+         cadvisor = false\n",
+        prometheus = crate::image::PROMETHEUS.alias_tag(),
+        node_exporter = crate::image::NODE_EXPORTER.alias_tag(),
+        alertmanager = crate::image::ALERTMANAGER.alias_tag(),
     )
 }
 

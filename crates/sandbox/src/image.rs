@@ -140,6 +140,20 @@ pub const NODE_EXPORTER: Recipe = Recipe {
     binaries: &[],
 };
 
+/// prometheus-alertmanager from Debian's package.
+pub const ALERTMANAGER: Recipe = Recipe {
+    repo: "clusterkit/alertmanager",
+    alias: SUITE,
+    packages: &["prometheus-alertmanager"],
+    files: &[],
+    script: "set -e\nmkdir -p /alertmanager\napt-get clean\n",
+    changes: &[
+        "ENTRYPOINT [\"/usr/bin/prometheus-alertmanager\"]",
+        "EXPOSE 9093",
+    ],
+    binaries: &[],
+};
+
 /// rclone (and FUSE) from Debian's packages, for the volume driver.
 pub const RCLONE: Recipe = Recipe {
     repo: "clusterkit/rclone",
@@ -179,7 +193,7 @@ pub const GARAGE: Recipe = Recipe {
 
 /// The service images the sandbox can build. Grafana, cAdvisor and MinIO have
 /// no Debian package: see ARCHITECTURE.md.
-pub const SERVICES: &[&Recipe] = &[&PROMETHEUS, &NODE_EXPORTER, &RCLONE, &GARAGE];
+pub const SERVICES: &[&Recipe] = &[&PROMETHEUS, &NODE_EXPORTER, &ALERTMANAGER, &RCLONE, &GARAGE];
 
 /// The Debian mirror: `CLUSTERKIT_DEBIAN_MIRROR`, else the one this machine's
 /// apt uses, else deb.debian.org.

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clusterkit_core::spec::{ClusterSpec, Node, StorageBackend, SwarmRole};
+use clusterkit_core::stack::{deploy, ensure_secret, SecretValue, StackDeploy};
 use clusterkit_core::transport::forward::Forward;
 use clusterkit_core::transport::{fan_out, Cmd, Transport, TransportError, Upload, UploadOutcome};
 use serde::Serialize;
@@ -244,41 +245,6 @@ pub async fn read_key(nodes: &[Arc<dyn Transport>]) -> Result<Option<S3Key>, Sto
     Ok(None)
 }
 
-async fn ensure_secret(
-    t: &dyn Transport,
-    name: &str,
-    value: Option<&str>,
-) -> Result<bool, StorageError> {
-    let exists = t
-        .exec_raw(&Cmd::new("docker secret inspect ").arg(name), None)
-        .await?
-        .status
-        == 0;
-    if exists {
-        return Ok(false);
-    }
-    match value {
-        // Given: on stdin, never in a command line.
-        Some(v) => {
-            t.exec_with_input(
-                &Cmd::new("docker secret create ").arg(name).push(" -"),
-                Some(v.as_bytes()),
-            )
-            .await?;
-        }
-        // Made on the manager from its random source: it never leaves the cluster.
-        None => {
-            t.exec(
-                &Cmd::new("head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \\n' | docker secret create ")
-                    .arg(name)
-                    .push(" - >/dev/null"),
-            )
-            .await?;
-        }
-    }
-    Ok(true)
-}
-
 /// Deploys storage (see the crate's documentation); idempotent: a re-run on a
 /// converged cluster changes nothing and says so. `progress` gets one line per step.
 pub async fn up(
@@ -326,59 +292,39 @@ pub async fn up(
     };
 
     // Secrets, on a manager.
-    let secrets: Vec<(&str, Option<String>)> = match spec.storage.backend {
+    let secrets: Vec<(&str, SecretValue)> = match spec.storage.backend {
         StorageBackend::Garage => vec![
-            (render::GARAGE_RPC_SECRET, None),
-            (render::GARAGE_ADMIN_SECRET, None),
+            (render::GARAGE_RPC_SECRET, SecretValue::RandomHex(32)),
+            (render::GARAGE_ADMIN_SECRET, SecretValue::RandomHex(32)),
         ],
         StorageBackend::Minio => vec![
-            (render::MINIO_USER_SECRET, Some(key.id.clone())),
-            (render::MINIO_PASSWORD_SECRET, Some(key.secret.clone())),
+            (render::MINIO_USER_SECRET, SecretValue::Given(&key.id)),
+            (
+                render::MINIO_PASSWORD_SECRET,
+                SecretValue::Given(&key.secret),
+            ),
         ],
         StorageBackend::None => vec![],
     };
     for (name, value) in &secrets {
-        if ensure_secret(mgr.as_ref(), name, value.as_deref()).await? {
+        if ensure_secret(mgr.as_ref(), name, *value).await? {
             progress(&format!("secret {name} created on {}", mgr.node()));
             change.secrets_created.push(name.to_string());
         }
     }
 
     // The stack.
-    let mut written = false;
-    for (name, content) in stack.all() {
-        let path = format!("{STACK_DIR}/{name}");
-        let o = mgr
-            .upload(&Upload {
-                content: content.as_bytes(),
-                path: &path,
-                mode: 0o644,
-                owner: None,
-            })
-            .await?;
-        written |= o == UploadOutcome::Written;
-    }
-    let services = mgr
-        .exec(&Cmd::new(format!(
-            "docker stack services -q {STACK} 2>/dev/null | wc -l"
-        )))
-        .await?
-        .stdout_str()
-        .trim()
-        .parse::<usize>()
-        .unwrap_or(0);
-    if written || services != storage.len() {
-        progress(&format!(
-            "deploying stack {STACK} ({} service(s)) from {}",
-            storage.len(),
-            mgr.node()
-        ));
-        mgr.exec(&Cmd::new(format!(
-            "cd {STACK_DIR} && docker stack deploy --prune --resolve-image never -c docker-compose.yml {STACK}"
-        )))
-        .await?;
-        change.deployed = true;
-    }
+    change.deployed = deploy(
+        mgr.as_ref(),
+        &StackDeploy {
+            name: STACK,
+            dir: STACK_DIR,
+            files: stack.all(),
+            services: storage.len(),
+        },
+        progress,
+    )
+    .await?;
 
     match spec.storage.backend {
         StorageBackend::Garage => garage_up(&storage, spec, &key, &mut change, progress).await?,

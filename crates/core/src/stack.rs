@@ -1,0 +1,130 @@
+//! Swarm stacks deployed by clusterkit's own layers (storage, monitoring):
+//! files uploaded to a manager, secrets made once, `docker stack deploy` only
+//! when something changed. Application stacks use the same path.
+
+use crate::transport::{Cmd, Transport, TransportError, Upload, UploadOutcome};
+
+/// Where a secret's value comes from.
+#[derive(Clone, Copy)]
+pub enum SecretValue<'a> {
+    /// Given by clusterkit: sent on stdin, never in a command line.
+    Given(&'a str),
+    /// Made on the manager from its random source (`bytes` random bytes, hex):
+    /// it never leaves the cluster.
+    RandomHex(usize),
+}
+
+impl std::fmt::Debug for SecretValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Given(_) => f.write_str("Given(<redacted>)"),
+            Self::RandomHex(n) => write!(f, "RandomHex({n})"),
+        }
+    }
+}
+
+/// Creates the Swarm secret `name` on manager `t` unless it exists.
+/// Returns whether it created it. Swarm secrets are immutable: a new value
+/// needs a new name.
+pub async fn ensure_secret(
+    t: &dyn Transport,
+    name: &str,
+    value: SecretValue<'_>,
+) -> Result<bool, TransportError> {
+    let exists = t
+        .exec_raw(&Cmd::new("docker secret inspect ").arg(name), None)
+        .await?
+        .status
+        == 0;
+    if exists {
+        return Ok(false);
+    }
+    match value {
+        SecretValue::Given(v) => {
+            t.exec_with_input(
+                &Cmd::new("docker secret create ")
+                    .arg(name)
+                    .push(" - >/dev/null"),
+                Some(v.as_bytes()),
+            )
+            .await?;
+        }
+        SecretValue::RandomHex(bytes) => {
+            t.exec(
+                &Cmd::new(format!(
+                    "head -c {bytes} /dev/urandom | od -An -v -tx1 | tr -d ' \\n' | docker secret create "
+                ))
+                .arg(name)
+                .push(" - >/dev/null"),
+            )
+            .await?;
+        }
+    }
+    Ok(true)
+}
+
+/// A stack to deploy: its name, the directory its files go to on the
+/// manager, and the files (the compose file named `docker-compose.yml`).
+#[derive(Debug, Clone)]
+pub struct StackDeploy<'a> {
+    /// Stack name.
+    pub name: &'a str,
+    /// Directory on the manager.
+    pub dir: &'a str,
+    /// (file name, content) pairs.
+    pub files: Vec<(String, String)>,
+    /// How many services the stack has once deployed.
+    pub services: usize,
+}
+
+/// Uploads the stack's files to manager `mgr` and deploys the stack when a
+/// file changed or the swarm does not run the expected number of services.
+/// Returns whether it deployed. Images are not resolved against a registry
+/// (`--resolve-image never`): nodes use the images they hold.
+pub async fn deploy(
+    mgr: &dyn Transport,
+    stack: &StackDeploy<'_>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<bool, TransportError> {
+    let mut written = false;
+    for (name, content) in &stack.files {
+        let path = format!("{}/{name}", stack.dir);
+        written |= mgr
+            .upload(&Upload {
+                content: content.as_bytes(),
+                path: &path,
+                mode: 0o644,
+                owner: None,
+            })
+            .await?
+            == UploadOutcome::Written;
+    }
+    let running = mgr
+        .exec(
+            &Cmd::new("docker stack services -q ")
+                .arg(stack.name)
+                .push(" 2>/dev/null | wc -l"),
+        )
+        .await?
+        .stdout_str()
+        .trim()
+        .parse::<usize>()
+        .unwrap_or(0);
+    if !written && running == stack.services {
+        return Ok(false);
+    }
+    progress(&format!(
+        "deploying stack {} ({} service(s)) from {}",
+        stack.name,
+        stack.services,
+        mgr.node()
+    ));
+    mgr.exec(
+        &Cmd::new("cd ")
+            .arg(stack.dir)
+            .push(" && docker stack deploy --prune --resolve-image never -c docker-compose.yml ")
+            .arg(stack.name),
+    )
+    .await?;
+    Ok(true)
+}
