@@ -128,3 +128,57 @@ pub async fn deploy(
     .await?;
     Ok(true)
 }
+
+/// Waits until every service of stack `name` runs all its replicas (global
+/// services: one per eligible node), up to `patience`. Returns `None` once
+/// they do, or a description of what does not run and why (the tasks' latest
+/// errors) when patience runs out.
+pub async fn wait_running(
+    mgr: &dyn Transport,
+    name: &str,
+    patience: std::time::Duration,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Option<String>, TransportError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut said = false;
+    loop {
+        let out = mgr
+            .exec(&Cmd::new("docker stack services --format '{{.Name}} {{.Replicas}}' ").arg(name))
+            .await?
+            .stdout_str();
+        let pending: Vec<String> = out
+            .lines()
+            .filter_map(|l| {
+                let (svc, replicas) = l.split_once(' ')?;
+                // "1/1", "3/3", or "0/1 (max 1 per node)".
+                let r = replicas.split_whitespace().next()?;
+                let (have, want) = r.split_once('/')?;
+                (have != want).then(|| svc.to_string())
+            })
+            .collect();
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let mut why = Vec::new();
+            for svc in &pending {
+                let errors = mgr
+                    .exec_raw(
+                        &Cmd::new("docker service ps --no-trunc --format '{{.Node}}: {{.CurrentState}} {{.Error}}' ")
+                            .arg(svc)
+                            .push(" | head -n 2"),
+                        None,
+                    )
+                    .await?
+                    .stdout_str();
+                why.push(format!("{svc}: {}", errors.trim().replace('\n', "; ")));
+            }
+            return Ok(Some(why.join("\n")));
+        }
+        if !said {
+            progress(&format!("waiting for {} to run", pending.join(", ")));
+            said = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}

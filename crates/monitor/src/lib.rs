@@ -14,7 +14,7 @@ pub mod render;
 use std::sync::Arc;
 
 use clusterkit_core::spec::SwarmRole;
-use clusterkit_core::stack::{deploy, ensure_secret, SecretValue, StackDeploy};
+use clusterkit_core::stack::{deploy, ensure_secret, wait_running, SecretValue, StackDeploy};
 use clusterkit_core::transport::{fan_out, images, Cmd, Transport, TransportError, Upload};
 use clusterkit_core::ClusterSpec;
 
@@ -61,6 +61,9 @@ pub enum MonitorError {
         /// Node.
         node: String,
     },
+    /// Services did not start.
+    #[error("the monitoring services do not run after {patience} s:\n{0}\n(`docker service ps --no-trunc SERVICE` on a manager shows more; fix and re-run)", patience = RUN_PATIENCE.as_secs())]
+    NotRunning(String),
     /// Local randomness failed.
     #[error("reading /dev/urandom: {0}")]
     Random(std::io::Error),
@@ -266,8 +269,14 @@ pub async fn up(
         progress,
     )
     .await?;
+    if let Some(why) = wait_running(mgr.as_ref(), render::STACK, RUN_PATIENCE, progress).await? {
+        return Err(MonitorError::NotRunning(why));
+    }
     Ok(change)
 }
+
+/// How long the services may take to start after a deploy.
+const RUN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Where a monitoring service answers: the node running its task and the
 /// port published there (host mode, over the mesh).

@@ -176,6 +176,10 @@ pub fn stack(spec: &ClusterSpec) -> StackFiles {
                 admin_user => serde_json::to_string(&m.grafana_admin_user).expect("a string serialises"),
                 grafana_secret => GRAFANA_SECRET,
                 volume_driver => m.volume_driver,
+                // The storage's driver takes each volume's place in its
+                // bucket as the `remote` option (clusterkit-storage's
+                // DriverConfig::remote): `clusterkit:volumes/<volume>`.
+                stack => STACK,
                 dashboards_dir => grafana::DASHBOARDS_DIR,
                 dashboards => dashboards,
                 configs => refs,
