@@ -152,12 +152,14 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
         "{}",
         again.stderr
     );
-    // The volumes are on the driver.
-    let vols = exec("node1", "docker volume ls --format '{{.Driver}} {{.Name}}'");
-    assert!(
-        vols.contains("clusterkit clusterkit-monitoring_prometheus-data"),
-        "{vols}"
-    );
+    // The data volumes are on the storage's driver.
+    for svc in ["prometheus", "alertmanager"] {
+        let drivers = exec(
+            "node1",
+            &format!("docker service inspect -f '{{{{range .Spec.TaskTemplate.ContainerSpec.Mounts}}}}{{{{if .VolumeOptions}}}}{{{{.VolumeOptions.DriverConfig.Name}}}} {{{{end}}}}{{{{end}}}}' clusterkit-monitoring_{svc}"),
+        );
+        assert_eq!(drivers.trim(), "clusterkit", "{svc}");
+    }
 
     let mut prom = String::new();
     wait_for("prometheus runs", Duration::from_secs(90), || {
@@ -311,4 +313,117 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
     }
     assert_eq!(dashboards, 5);
     let _ = exec("node1", "docker service rm ck-metrics >/dev/null 2>&1");
+
+    // `monitor open` prints the ssh command and, with --forward, holds the
+    // forwards through clusterkit's own connection.
+    let open = ck(&["monitor", "open", "-c", &config()]);
+    assert_eq!(open.code, 0, "{}{}", open.stdout, open.stderr);
+    let prom_mesh = format!("10.0.0.{}", &prom[4..]);
+    assert!(
+        open.stdout.starts_with("ssh -N -L 9090:")
+            && open.stdout.contains(&format!("-L 9090:{prom_mesh}:9090"))
+            && open.stdout.contains("UserKnownHostsFile="),
+        "{}",
+        open.stdout
+    );
+    let mut fwd = std::process::Command::new(crate::bin::clusterkit())
+        .args([
+            "monitor",
+            "open",
+            "--forward",
+            "--offset",
+            "31000",
+            "-c",
+            &config(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let took = wait_for(
+        "Prometheus answers on the forwarded port",
+        Duration::from_secs(30),
+        || {
+            std::net::TcpStream::connect("127.0.0.1:40090")
+                .ok()
+                .and_then(|mut s| {
+                    use std::io::{Read, Write};
+                    s.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n").ok()?;
+                    let mut body = String::new();
+                    s.read_to_string(&mut body).ok()?;
+                    Some(body.contains("Ready"))
+                })
+                .unwrap_or(false)
+        },
+    );
+    eprintln!("Prometheus through `monitor open --forward` after {took:?}");
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+
+    grafana_plumbing();
+}
+
+/// Grafana's image cannot be fetched here, so a stand-in image runs in its
+/// place to prove the plumbing Grafana relies on: the generated password
+/// reaches the service as a secret, equals what `monitor password` prints,
+/// never shows in any output, sits in a root-only file, and the provisioning
+/// files are where Grafana reads them. Turning Grafana off removes it.
+fn grafana_plumbing() {
+    let with = std::fs::read_to_string(config()).unwrap().replace(
+        "grafana = false",
+        "grafana = true\ngrafana_image = \"clusterkit/prometheus:bookworm\"",
+    );
+    let path = std::path::Path::new(&config()).with_file_name("clusterkit-grafana.toml");
+    std::fs::write(&path, with).unwrap();
+    let cfg = path.to_str().unwrap();
+    let up = ck(&["monitor", "up", "-c", cfg]);
+    assert_eq!(up.code, 0, "{}{}", up.stdout, up.stderr);
+    assert!(up.stderr.contains("password made"), "{}", up.stderr);
+    let pw = ck(&["monitor", "password", "-c", cfg]);
+    assert_eq!(pw.code, 0, "{}", pw.stderr);
+    let password = pw.stdout.trim().to_string();
+    assert_eq!(password.len(), 18, "{password}");
+    assert!(!up.stdout.contains(&password) && !up.stderr.contains(&password));
+    assert!(!pw.stderr.contains(&password));
+    for n in ["node1", "node2", "node3"] {
+        assert_eq!(
+            exec(n, "stat -c %a /etc/clusterkit/monitoring/grafana-admin").trim(),
+            "600",
+            "{n}"
+        );
+    }
+    let again = ck(&["monitor", "up", "-c", cfg]);
+    assert!(
+        again.stderr.contains("monitoring unchanged"),
+        "{}",
+        again.stderr
+    );
+    // Inside the running task.
+    let node = exec(
+        "node1",
+        "docker service ps clusterkit-monitoring_grafana --filter desired-state=running --format '{{.Node}}' | head -1",
+    );
+    let inside = |file: &str| {
+        exec(
+            node.trim(),
+            &format!("docker exec $(docker ps -q -f label=com.docker.swarm.service.name=clusterkit-monitoring_grafana) cat {file}"),
+        )
+    };
+    assert_eq!(inside("/run/secrets/grafana-admin-password"), password);
+    assert!(
+        inside("/etc/grafana/provisioning/datasources/prometheus.yml").contains("type: prometheus")
+    );
+    assert!(
+        inside("/etc/grafana/provisioning/dashboards/clusterkit.yml")
+            .contains("path: /etc/grafana/dashboards")
+    );
+    let overview: serde_json::Value =
+        serde_json::from_str(&inside("/etc/grafana/dashboards/clusterkit-overview.json")).unwrap();
+    assert_eq!(overview["title"], "Cluster overview");
+    // Off again: the service goes, the password stays for next time.
+    let off = ck(&["monitor", "up", "-c", &config()]);
+    assert_eq!(off.code, 0, "{}{}", off.stdout, off.stderr);
+    assert!(exec("node1", "docker service ls --format '{{.Name}}'")
+        .find("grafana")
+        .is_none());
 }

@@ -148,28 +148,24 @@ pub fn plan(spec: &ClusterSpec) -> ClusterPlan {
         });
     }
     if spec.monitoring.enabled {
-        services.extend([
-            ServicePlan {
-                name: "prometheus",
-                stack: "monitoring",
-                placement: "1 replica on a manager".into(),
-            },
-            ServicePlan {
-                name: "grafana",
-                stack: "monitoring",
-                placement: "1 replica on a manager".into(),
-            },
-            ServicePlan {
-                name: "node-exporter",
-                stack: "monitoring",
-                placement: "every node (global)".into(),
-            },
-            ServicePlan {
-                name: "cadvisor",
-                stack: "monitoring",
-                placement: "every node (global)".into(),
-            },
-        ]);
+        let m = &spec.monitoring;
+        let on_manager = "1 replica on a manager";
+        let global = "every node (global)";
+        for (name, on, placement) in [
+            ("prometheus", true, on_manager),
+            ("node-exporter", true, global),
+            ("cadvisor", m.cadvisor, global),
+            ("alertmanager", m.alertmanager, on_manager),
+            ("grafana", m.grafana, on_manager),
+        ] {
+            if on {
+                services.push(ServicePlan {
+                    name,
+                    stack: "monitoring",
+                    placement: placement.into(),
+                });
+            }
+        }
     }
     ClusterPlan {
         cluster: spec.name.clone(),
