@@ -128,9 +128,9 @@ pub struct MonitoringSection {
     pub cadvisor: Option<Spanned<bool>>,
     /// Run Alertmanager (on a manager, port 9093 over the mesh) and send it the alerts. Default: false.
     pub alertmanager: Option<Spanned<bool>>,
-    /// Where Prometheus's, Grafana's and Alertmanager's data live: `clusterkit` (the
-    /// storage's volume driver: the data follow the service to another node) or `local`.
-    /// Default: `clusterkit` when storage is on, else `local`.
+    /// Where Prometheus's, Grafana's and Alertmanager's data live: `local` (a volume on the
+    /// node running the service) or `clusterkit` (the storage's volume driver; not safe for
+    /// Prometheus's TSDB, see the README). Default: `local`.
     pub volume_driver: Option<Spanned<String>>,
     /// Prometheus image. Default: `prom/prometheus:v3.5.0`.
     pub prometheus_image: Option<Spanned<String>>,
@@ -272,7 +272,7 @@ pub fn starter(inventory: Option<&str>, nodes: &[(String, String)]) -> String {
          \n[monitoring]                    # Prometheus, Grafana, node-exporter, cAdvisor\n\
          # enabled = true\n# retention = \"15d\"\n# grafana_admin_user = \"admin\"   # password generated, kept as a Swarm secret\n\
          # grafana = true\n# cadvisor = true\n# alertmanager = false\n\
-         # volume_driver = \"clusterkit\"  # clusterkit (data follow the service) | local\n\
+         # volume_driver = \"local\"      # local | clusterkit (S3-backed: see the README first)\n\
          # prometheus_image = \"prom/prometheus:v3.5.0\"\n# node_exporter_image = \"prom/node-exporter:v1.9.1\"\n\
          # cadvisor_image = \"gcr.io/cadvisor/cadvisor:v0.49.1\"\n# grafana_image = \"grafana/grafana:11.6.0\"\n\
          # alertmanager_image = \"prom/alertmanager:v0.28.1\"\n\

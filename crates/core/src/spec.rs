@@ -692,9 +692,11 @@ pub fn build(
                     },
                 )
             })
-            .unwrap_or_else(|| {
-                if storage_backend == StorageBackend::None { "local" } else { "clusterkit" }.into()
-            }),
+            // Local by default: Prometheus's compaction renames directories of
+            // fresh files, which the S3-backed volume does not do atomically
+            // (measured: files left behind), and Grafana's SQLite keeps its
+            // file open, so nothing would reach S3 before a crash.
+            .unwrap_or_else(|| "local".into()),
         images: MonitoringImages {
             prometheus: o!(cfg.monitoring.prometheus_image)
                 .map_or_else(|| defaults::PROMETHEUS_IMAGE.into(), |i| i.value),

@@ -163,11 +163,20 @@ fn the_stack_delivers_every_file_as_a_content_named_config() {
     }
     assert_eq!(
         scalar(&c, &["volumes", "prometheus-data", "driver"]),
+        "local"
+    );
+    assert!(get(&c, &["volumes", "prometheus-data", "driver_opts"]).is_none());
+    // On the storage's driver, each volume names its place in the bucket.
+    let mut s3 = s.clone();
+    s3.monitoring.volume_driver = "clusterkit".into();
+    let c3 = yaml(&stack(&s3).compose);
+    assert_eq!(
+        scalar(&c3, &["volumes", "grafana-data", "driver"]),
         "clusterkit"
     );
     assert_eq!(
-        scalar(&c, &["volumes", "grafana-data", "driver"]),
-        "clusterkit"
+        scalar(&c3, &["volumes", "grafana-data", "driver_opts", "remote"]),
+        "clusterkit:volumes/clusterkit-monitoring_grafana-data"
     );
 }
 
@@ -246,7 +255,7 @@ fn alertmanager_is_optional_and_routes_every_alert() {
     );
     assert_eq!(
         scalar(&c, &["volumes", "alertmanager-data", "driver"]),
-        "clusterkit"
+        "local"
     );
     let am = yaml(st.get("alertmanager.yml").unwrap());
     assert_eq!(scalar(&am, &["route", "receiver"]), "default");
