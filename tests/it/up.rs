@@ -1,11 +1,11 @@
 //! `clusterkit up`: every phase built so far, in order, idempotent. On a
 //! sandbox of its own, so that it starts from bare nodes (without even the
-//! storage server's image, which `up` sends from this machine).
+//! storage and monitoring images, which `up` sends from this machine).
 
 use crate::sandbox::ck;
 
 #[test]
-fn up_builds_mesh_swarm_and_storage_from_bare_nodes_and_a_rerun_changes_nothing() {
+fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_changes_nothing() {
     const S: &str = "ck-it-up";
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("s");
@@ -33,11 +33,22 @@ fn up_builds_mesh_swarm_and_storage_from_bare_nodes_and_a_rerun_changes_nothing(
             "{}",
             first.stdout
         );
+        assert!(
+            first
+                .stdout
+                .contains(", monitoring (prometheus, node-exporter, alertmanager;"),
+            "{}",
+            first.stdout
+        );
         for step in [
             "swarm  initialised on node1",
             "images clusterkit/garage:2.5.0 missing on node1, node2, node3",
             "storage layout version 1 applied: 3 node(s), replication 3",
             "storage healthy on 3 node(s), tolerates 1 loss(es)",
+            "images clusterkit/prometheus:bookworm missing on node1, node2, node3",
+            "monitor deploying stack clusterkit-monitoring (3 service(s))",
+            "monitor prometheus on node",
+            "monitor alertmanager on node",
         ] {
             assert!(first.stderr.contains(step), "{step}: {}", first.stderr);
         }
@@ -49,6 +60,7 @@ fn up_builds_mesh_swarm_and_storage_from_bare_nodes_and_a_rerun_changes_nothing(
             "mesh   unchanged",
             "swarm  unchanged",
             "storage unchanged",
+            "monitor unchanged",
         ] {
             assert!(again.stderr.contains(phase), "{phase}: {}", again.stderr);
         }
