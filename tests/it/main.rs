@@ -2,6 +2,7 @@
 //! driving the real `clusterkit` binary.
 
 mod bin;
+mod examples;
 mod inventory_errors;
 mod monitor;
 mod plan;

@@ -451,7 +451,11 @@ fn service_images_are_built_from_debian_packages_and_serve() {
     let _g = calm();
     let out = build_images();
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.stdout, "clusterkit/prometheus:bookworm\nclusterkit/node-exporter:bookworm\nclusterkit/rclone:bookworm\nclusterkit/garage:2.5.0\n");
+    assert_eq!(
+        out.stdout,
+        "clusterkit/prometheus:bookworm\nclusterkit/node-exporter:bookworm\nclusterkit/alertmanager:bookworm\n\
+         clusterkit/example-app:bookworm\nclusterkit/rclone:bookworm\nclusterkit/garage:2.5.0\n"
+    );
     let version = |image: &str, arg: &str| {
         let o = docker(&["run", "--rm", image, arg]);
         assert!(

@@ -49,6 +49,8 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             "monitor deploying stack clusterkit-monitoring (3 service(s))",
             "monitor prometheus on node",
             "monitor alertmanager on node",
+            "images clusterkit/example-app:bookworm missing on node1, node2, node3",
+            "stacks app: 1 service(s) running",
         ] {
             assert!(first.stderr.contains(step), "{step}: {}", first.stderr);
         }
@@ -61,12 +63,155 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             "swarm  unchanged",
             "storage unchanged",
             "monitor unchanged",
+            "stacks app unchanged",
         ] {
             assert!(again.stderr.contains(phase), "{phase}: {}", again.stderr);
+        }
+        let cfg = config.to_str().unwrap();
+
+        // The example stack is scraped, and `status` says all is well.
+        let mut last = String::new();
+        crate::sandbox::wait_for(
+            "status is all ok",
+            std::time::Duration::from_secs(120),
+            || {
+                let st = ck(&["status", "-c", cfg]);
+                last = st.stdout.clone();
+                st.code == 0
+            },
+        );
+        for line in [
+            "ok   mesh      6/6 pairs answer",
+            "ok   swarm     leader node1, 3 manager(s), quorum 2 held",
+            "ok   stack     app: web 2/2",
+            "ok   storage   healthy",
+        ] {
+            assert!(last.contains(line), "{line}: {last}");
+        }
+        let json = ck(&["status", "--json", "-c", cfg]);
+        let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+        let targets = &v["monitoring"];
+        // 3 node-exporters, Prometheus, 3 Garage, 2 app replicas.
+        assert!(targets["total"].as_u64().unwrap() >= 9, "{targets}");
+        assert_eq!(targets["up"], targets["total"], "{targets}");
+
+        // A stack file `deploy` cannot use is explained before anything runs.
+        let bad = dir.join("bad.yml");
+        std::fs::write(&bad, "services:\n  web:\n    build: .\n").unwrap();
+        let r = ck(&["deploy", "-c", cfg, bad.to_str().unwrap()]);
+        assert_ne!(r.code, 0);
+        assert!(
+            r.stderr
+                .contains("bad.yml: line 2: service `web` has `build:`"),
+            "{}",
+            r.stderr
+        );
+        let r = ck(&[
+            "deploy",
+            "-c",
+            cfg,
+            dir.join("app.yml").to_str().unwrap(),
+            "--name",
+            "app",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(
+            r.stdout
+                .contains("stack app runs on cluster ck-it-up; nothing changed"),
+            "{}",
+            r.stdout
+        );
+
+        // No secret in anything printed.
+        let secrets = [
+            node_file("node1", "/etc/wireguard/wg0.key"),
+            node_file("node2", "/etc/wireguard/wg0.key"),
+            node_file("node1", "/etc/clusterkit/storage/s3-key")
+                .lines()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string(),
+        ];
+        for secret in &secrets {
+            assert!(secret.len() >= 40, "a secret was read");
+            for out in [
+                &first.stdout,
+                &first.stderr,
+                &again.stdout,
+                &again.stderr,
+                &json.stdout,
+                &last,
+            ] {
+                assert!(!out.contains(secret.as_str()), "a secret was printed");
+            }
+        }
+
+        // `down` asks first; with --yes it takes the cluster apart, data kept.
+        let refused = ck(&["down", "-c", cfg]);
+        assert_ne!(refused.code, 0);
+        assert!(refused.stderr.contains("pass --yes"), "{}", refused.stderr);
+        let down = ck(&["down", "--yes", "-c", cfg]);
+        assert_eq!(down.code, 0, "{}{}", down.stdout, down.stderr);
+        assert!(
+            down.stderr
+                .contains("removed app, clusterkit-monitoring, clusterkit-storage"),
+            "{}",
+            down.stderr
+        );
+        for n in ["node1", "node2", "node3"] {
+            let state = node_sh(n, "docker info -f '{{.Swarm.LocalNodeState}}'; ip link show wg0 >/dev/null 2>&1 && echo mesh-up; systemctl is-active clusterkit-volumes; test -d /var/lib/clusterkit/storage/meta && echo data-kept");
+            assert_eq!(
+                state.split_whitespace().collect::<Vec<_>>(),
+                ["inactive", "inactive", "data-kept"],
+                "{n}: {state}"
+            );
+        }
+
+        // `up` killed at two points, then run to the end: it converges.
+        for secs in [3, 12] {
+            let mut child = std::process::Command::new(crate::bin::clusterkit())
+                .args(["up", "-c", cfg])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let back = ck(&["up", "-c", cfg]);
+        assert_eq!(back.code, 0, "{}{}", back.stdout, back.stderr);
+        assert!(
+            back.stdout.starts_with("cluster ck-it-up is up"),
+            "{}",
+            back.stdout
+        );
+        let st = ck(&["status", "-c", cfg]);
+        assert!(
+            st.stdout.contains("ok   storage   healthy"),
+            "{}",
+            st.stdout
+        );
+
+        // --purge deletes the data too.
+        let purge = ck(&["down", "--purge", "--yes", "-c", cfg]);
+        assert_eq!(purge.code, 0, "{}{}", purge.stdout, purge.stderr);
+        for n in ["node1", "node2", "node3"] {
+            let left = node_sh(n, "ls -d /var/lib/clusterkit /etc/clusterkit /etc/wireguard/wg0.key 2>/dev/null; docker volume ls -q");
+            assert_eq!(left.trim(), "", "{n}");
         }
     });
     let _ = ck(&["sandbox", "down", "--name", S]);
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+fn node_sh(node: &str, script: &str) -> String {
+    let o = crate::sandbox::docker(&["exec", &format!("ck-it-up-{node}"), "sh", "-c", script]);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn node_file(node: &str, path: &str) -> String {
+    node_sh(node, &format!("cat {path}")).trim().to_string()
 }

@@ -78,11 +78,12 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Build the cluster, or converge it: facts, Docker Engine, WireGuard mesh, Swarm.
+    /// Build the cluster, or converge it: facts, Docker Engine, WireGuard mesh, Swarm, storage, monitoring, stacks.
     #[command(
         after_help = "Every phase is idempotent: a re-run on a converged cluster changes nothing and says so;\n\
-        a run stopped at any point is completed by the next one.\n\n\
-        Examples:\n  clusterkit up -i hosts.ini\n  clusterkit up --sandbox      # a local 3-node sandbox, then the cluster on it"
+        a run stopped at any point is completed by the next one. Phases run in order; --only runs\n\
+        one of them (facts are always gathered), for a cluster already built up to it.\n\n\
+        Examples:\n  clusterkit up -i hosts.ini\n  clusterkit up --sandbox      # a local 3-node sandbox, then the cluster on it\n  clusterkit up --only monitoring"
     )]
     Up {
         #[command(flatten)]
@@ -90,6 +91,27 @@ enum Command {
         /// Bring up the local sandbox first (`clusterkit sandbox up`) and build the cluster on it.
         #[arg(long, conflicts_with_all = ["config", "inventory"])]
         sandbox: bool,
+        /// Run this phase only.
+        #[arg(long, value_enum)]
+        only: Option<crate::up::Phase>,
+    },
+    /// Deploy an application stack (compose file format 3) onto the swarm and wait until it runs.
+    #[command(
+        after_help = "The file is checked first (services, images, scrape labels: a service Prometheus will not\n\
+        scrape is a warning); images this machine has are sent to the nodes that lack them; then\n\
+        `docker stack deploy` runs on a manager, so `docker stack ls` shows the stack. It waits until\n\
+        every service runs, or fails with the failing task's own error. Deploying an unchanged\n\
+        file again changes nothing. Stacks listed under [[stacks]] are deployed by `up`.\n\n\
+        Examples:\n  clusterkit deploy examples/stacks/app.yml --name app\n  clusterkit deploy stack.yml     # named after the file: `stack`"
+    )]
+    Deploy {
+        #[command(flatten)]
+        input: Input,
+        /// The compose file.
+        file: PathBuf,
+        /// Stack name (default: the file's name without extension).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Check the cluster description without touching any server.
     #[command(
@@ -123,6 +145,44 @@ enum Command {
         /// Print facts and problems as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// One screen: nodes, mesh, swarm quorum and leader, storage, monitoring targets, stacks.
+    #[command(
+        after_help = "Read-only. Each line starts with ok or FAIL; the exit code is 0 only when everything is
+ok (nodes reachable, every mesh pair answering, quorum held, storage healthy, every
+monitoring target up, every stack's services at their replica count).
+
+Examples:
+  clusterkit status
+  clusterkit status --json | jq .swarm.leader"
+    )]
+    Status {
+        #[command(flatten)]
+        input: Input,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take the cluster apart: stacks, volume driver, swarm, mesh (data kept unless --purge).
+    #[command(
+        after_help = "Asks for the cluster's name on a terminal; elsewhere it needs --yes. Without --purge the
+        nodes keep the storage's data, the mesh keys and the stacks' volumes, and `clusterkit up`
+        builds the cluster again on them. Docker Engine stays installed. Unreachable nodes are
+        left as they are (and the exit code says so).
+
+        Examples:
+  clusterkit down
+  clusterkit down --purge --yes"
+    )]
+    Down {
+        #[command(flatten)]
+        input: Input,
+        /// Also delete the data: storage, volumes, keys, /etc/clusterkit.
+        #[arg(long)]
+        purge: bool,
+        /// Do not ask.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// The WireGuard mesh: build it, check every pair, rotate keys.
     Wg {
@@ -223,7 +283,29 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             crate::remote::check(&loaded, strict_host_keys, json)
         }
-        Command::Up { input, sandbox } => {
+        Command::Down { input, purge, yes } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::down::run(&loaded, purge, yes)
+        }
+        Command::Status { input, json } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::status::run(&loaded, json)
+        }
+        Command::Deploy { input, file, name } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::up::deploy_file(&loaded, &file, name.as_deref())
+        }
+        Command::Up {
+            input,
+            sandbox,
+            only,
+        } => {
             let input = if sandbox {
                 let cfg = clusterkit_sandbox::SandboxConfig::new("clusterkit");
                 let p = |m: &str| eprintln!("[sandbox] {m}");
@@ -241,7 +323,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let Some(loaded) = load(&input, color)? else {
                 return Ok(exit::INVALID);
             };
-            crate::up::run(&loaded)
+            crate::up::run(&loaded, only)
         }
         Command::Swarm { input, cmd } => {
             let Some(loaded) = load(&input, color)? else {

@@ -3,11 +3,13 @@
 //! Parsing with clap, printing, exit codes; everything else lives in the libraries.
 
 mod cmd;
+mod down;
 mod mesh;
 mod monitor;
 mod output;
 mod remote;
 mod sandbox;
+mod status;
 mod storage;
 mod swarm;
 mod up;

@@ -14,9 +14,28 @@ use clusterkit_wg::UserspaceBinary;
 use crate::exit;
 use crate::remote::connect;
 
-/// Runs every phase: facts, docker, mesh, swarm. Each is idempotent: a re-run
-/// on a converged cluster changes nothing and says so.
-pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
+/// The phases of `up`, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// Docker Engine on every node.
+    Docker,
+    /// The WireGuard mesh and its firewall.
+    Mesh,
+    /// The swarm on the mesh.
+    Swarm,
+    /// Distributed storage and the volume driver.
+    Storage,
+    /// The monitoring stack.
+    Monitoring,
+    /// The application stacks listed under [[stacks]].
+    Stacks,
+}
+
+/// Runs every phase (or `only` one): facts, docker, mesh, swarm, storage,
+/// monitoring, stacks. Each is idempotent: a re-run on a converged cluster
+/// changes nothing and says so.
+pub fn run(loaded: &Loaded, only: Option<Phase>) -> anyhow::Result<u8> {
+    let want = |p: Phase| only.is_none_or(|o| o == p);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
         let start = Instant::now();
@@ -65,77 +84,83 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
         say("facts", "every node is ready");
 
         let mut changed = false;
-        for (n, r) in fan_out(&nodes, 16, |t| {
-            let f = all_facts.get(t.node()).cloned();
-            let node = t.node().to_string();
-            async move {
-                let progress = move |line: &str| eprintln!("         docker {node}: {line}");
-                ensure_docker(
-                    t,
-                    f.as_ref().expect("gathered"),
-                    DockerSource::Distribution,
-                    &progress,
-                )
-                .await
-            }
-        })
-        .await
-        {
-            if let DockerAction::Installed(v) = r? {
-                changed = true;
-                say("docker", &format!("{n}: installed Docker Engine {v}"));
-                if let Some(f) = all_facts.get_mut(&n) {
-                    f.docker = Some(v);
+        if want(Phase::Docker) {
+            for (n, r) in fan_out(&nodes, 16, |t| {
+                let f = all_facts.get(t.node()).cloned();
+                let node = t.node().to_string();
+                async move {
+                    let progress = move |line: &str| eprintln!("         docker {node}: {line}");
+                    ensure_docker(
+                        t,
+                        f.as_ref().expect("gathered"),
+                        DockerSource::Distribution,
+                        &progress,
+                    )
+                    .await
+                }
+            })
+            .await
+            {
+                if let DockerAction::Installed(v) = r? {
+                    changed = true;
+                    say("docker", &format!("{n}: installed Docker Engine {v}"));
+                    if let Some(f) = all_facts.get_mut(&n) {
+                        f.docker = Some(v);
+                    }
                 }
             }
-        }
-        if !changed {
-            say("docker", "unchanged");
+            if !changed {
+                say("docker", "unchanged");
+            }
         }
 
         if loaded.state_changed {
             loaded.built.state.save(&loaded.state_path)?;
         }
-        let bytes = crate::mesh::userspace_binary();
-        let binary = bytes.as_deref().map(|b| UserspaceBinary {
-            bytes: b,
-            arch: std::env::consts::ARCH,
-        });
-        let report = clusterkit_wg::up(&nodes, &all_facts, spec, binary).await?;
-        let mesh_changed: Vec<&String> = report
-            .changes
-            .iter()
-            .filter(|(_, c)| c.any())
-            .map(|(n, _)| n)
-            .collect();
-        say(
-            "mesh",
-            &if mesh_changed.is_empty() {
-                format!("unchanged; {} pairs answer", report.pairs.len())
-            } else {
-                format!(
-                    "converged on {}; {} pairs answer",
-                    mesh_changed
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    report.pairs.len()
-                )
-            },
-        );
-        changed |= !mesh_changed.is_empty();
+        if want(Phase::Mesh) {
+            let bytes = crate::mesh::userspace_binary();
+            let binary = bytes.as_deref().map(|b| UserspaceBinary {
+                bytes: b,
+                arch: std::env::consts::ARCH,
+            });
+            let report = clusterkit_wg::up(&nodes, &all_facts, spec, binary).await?;
+            let mesh_changed: Vec<&String> = report
+                .changes
+                .iter()
+                .filter(|(_, c)| c.any())
+                .map(|(n, _)| n)
+                .collect();
+            say(
+                "mesh",
+                &if mesh_changed.is_empty() {
+                    format!("unchanged; {} pairs answer", report.pairs.len())
+                } else {
+                    format!(
+                        "converged on {}; {} pairs answer",
+                        mesh_changed
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        report.pairs.len()
+                    )
+                },
+            );
+            changed |= !mesh_changed.is_empty();
+        }
 
-        let c = clusterkit_swarm::up(&nodes, spec).await?;
-        changed |= c.any();
-        if let Some(n) = &c.initialized {
-            say("swarm", &format!("initialised on {n}"));
-        }
-        for n in &c.joined {
-            say("swarm", &format!("{n} joined"));
-        }
-        if !c.any() {
-            say("swarm", "unchanged");
+        if want(Phase::Swarm) {
+            let c = clusterkit_swarm::up(&nodes, spec).await?;
+            changed |= c.any();
+            if let Some(n) = &c.initialized {
+                say("swarm", &format!("initialised on {n}"));
+            }
+            for n in &c.joined {
+                say("swarm", &format!("{n} joined"));
+            }
+            if !c.any() {
+                say("swarm", "unchanged");
+            }
         }
         let s = clusterkit_swarm::status(&nodes).await?;
         say(
@@ -148,7 +173,7 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
             ),
         );
         let mut storage_line = String::new();
-        if spec.storage.backend != StorageBackend::None {
+        if spec.storage.backend != StorageBackend::None && want(Phase::Storage) {
             let storage: Vec<Arc<dyn Transport>> = nodes
                 .iter()
                 .filter(|t| spec.node(t.node()).is_some_and(|n| n.storage))
@@ -187,7 +212,7 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
             .to_lowercase();
         }
         let mut monitor_line = String::new();
-        if spec.monitoring.enabled {
+        if spec.monitoring.enabled && want(Phase::Monitoring) {
             changed |= provide_images(&crate::monitor::monitor_images(&nodes, spec), &|m: &str| {
                 say("images", m)
             })
@@ -212,8 +237,30 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<u8> {
                 clusterkit_monitor::render::services(spec).join(", ")
             );
         }
+        let mut stacks_line = String::new();
+        if want(Phase::Stacks) && !spec.stacks.is_empty() {
+            for st in &spec.stacks {
+                let c = deploy_stack(&nodes, spec, &st.file, &st.name, &|m: &str| say("stacks", m)).await?;
+                changed |= c;
+                if !c {
+                    say("stacks", &format!("{} unchanged", st.name));
+                }
+            }
+            stacks_line = format!(
+                ", stack(s) {}",
+                spec.stacks.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        if let Some(p) = only {
+            println!(
+                "cluster {}: phase {p:?} done{}",
+                spec.name,
+                if changed { "" } else { "; nothing changed" }
+            );
+            return Ok(exit::OK);
+        }
         println!(
-            "cluster {} is up: mesh {}, a swarm of {} manager(s){storage_line}{monitor_line}{}",
+            "cluster {} is up: mesh {}, a swarm of {} manager(s){storage_line}{monitor_line}{stacks_line}{}",
             spec.name,
             spec.mesh.cidr,
             s.managers.len(),
@@ -262,4 +309,69 @@ pub async fn provide_images(
         }
     }
     Ok(sent)
+}
+
+/// Checks a stack file, sends the images this machine has to the nodes that
+/// lack them, deploys it and waits until it runs. Returns whether it deployed.
+pub async fn deploy_stack(
+    nodes: &[Arc<dyn Transport>],
+    spec: &clusterkit_core::ClusterSpec,
+    file: &std::path::Path,
+    name: &str,
+    say: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the stack file {}", file.display()))?;
+    let stack = clusterkit_swarm::stacks::inspect(name, &file.display().to_string(), &text)?;
+    for w in &stack.warnings {
+        say(&format!("{name}: warning: {w}"));
+    }
+    let needs: Vec<(String, Vec<Arc<dyn Transport>>)> = stack
+        .images
+        .iter()
+        .map(|i| (i.clone(), nodes.to_vec()))
+        .collect();
+    let sent = provide_images(&needs, say).await?;
+    let deployed = clusterkit_swarm::stacks::deploy(nodes, spec, &stack, say).await?;
+    if deployed {
+        say(&format!(
+            "{name}: {} service(s) running",
+            stack.services.len()
+        ));
+    }
+    Ok(deployed || sent)
+}
+
+/// `clusterkit deploy FILE [--name NAME]`.
+pub fn deploy_file(
+    loaded: &Loaded,
+    file: &std::path::Path,
+    name: Option<&str>,
+) -> anyhow::Result<u8> {
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => file
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_lowercase())
+            .context("the stack file has no name: give one with --name")?,
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async {
+        let (nodes, failed) = connect(loaded, false).await;
+        for (n, e) in &failed {
+            eprintln!("{n}: error: {e}");
+        }
+        if nodes.is_empty() {
+            anyhow::bail!("no node is reachable: nothing was deployed");
+        }
+        let start = Instant::now();
+        let say = |m: &str| eprintln!("[{:>6.1}s] {m}", start.elapsed().as_secs_f64());
+        let changed = deploy_stack(&nodes, &loaded.built.spec, file, &name, &say).await?;
+        println!(
+            "stack {name} runs on cluster {}{}",
+            loaded.built.spec.name,
+            if changed { "" } else { "; nothing changed" }
+        );
+        Ok(exit::OK)
+    })
 }

@@ -338,5 +338,69 @@ pub async fn endpoints(
     Ok(out)
 }
 
+/// Prometheus's scrape targets, summed up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Targets {
+    /// Targets answering.
+    pub up: usize,
+    /// Every active target.
+    pub total: usize,
+    /// The ones not answering, as `job/instance`.
+    pub down: Vec<String>,
+    /// Alerts firing, by name (Watchdog excepted).
+    pub firing: Vec<String>,
+}
+
+/// Asks Prometheus, on the node running it, for its targets and alerts.
+/// `None` when Prometheus does not run.
+pub async fn targets(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+) -> Result<Option<Targets>, MonitorError> {
+    let Some(e) = endpoints(nodes, spec)
+        .await?
+        .into_iter()
+        .find(|e| e.service == "prometheus")
+    else {
+        return Ok(None);
+    };
+    let Some(t) = nodes.iter().find(|t| t.node() == e.node) else {
+        return Ok(None);
+    };
+    let get = |path: &str| {
+        Cmd::new(format!(
+            "curl -sf 'http://127.0.0.1:9090{path}' 2>/dev/null || wget -qO- 'http://127.0.0.1:9090{path}'"
+        ))
+    };
+    let parse = |text: String| serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+    let tv = parse(
+        t.exec_raw(&get("/api/v1/targets?state=active"), None)
+            .await?
+            .stdout_str(),
+    );
+    let av = parse(t.exec_raw(&get("/api/v1/alerts"), None).await?.stdout_str());
+    let mut out = Targets::default();
+    for target in tv["data"]["activeTargets"].as_array().into_iter().flatten() {
+        out.total += 1;
+        if target["health"] == "up" {
+            out.up += 1;
+        } else {
+            out.down.push(format!(
+                "{}/{}",
+                target["labels"]["job"].as_str().unwrap_or("?"),
+                target["labels"]["instance"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    for alert in av["data"]["alerts"].as_array().into_iter().flatten() {
+        let name = alert["labels"]["alertname"].as_str().unwrap_or("?");
+        if alert["state"] == "firing" && name != "Watchdog" && !out.firing.iter().any(|f| f == name)
+        {
+            out.firing.push(name.to_string());
+        }
+    }
+    Ok(Some(out))
+}
+
 #[cfg(test)]
 mod tests;

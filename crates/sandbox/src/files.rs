@@ -35,7 +35,13 @@ pub fn clusterkit_toml(name: &str) -> String {
          alertmanager_image = \"{alertmanager}\"\n\
          alertmanager = true\n\
          grafana = false\n\
-         cadvisor = false\n",
+         cadvisor = false\n\
+         \n\
+         # clusterkit's example application (image built by `sandbox build-images`),\n\
+         # scraped by Prometheus because of its labels.\n\
+         [[stacks]]\n\
+         name = \"app\"\n\
+         file = \"app.yml\"\n",
         prometheus = crate::image::PROMETHEUS.alias_tag(),
         node_exporter = crate::image::NODE_EXPORTER.alias_tag(),
         alertmanager = crate::image::ALERTMANAGER.alias_tag(),
@@ -56,3 +62,6 @@ pub fn known_hosts(nodes: &[(NodeInfo, String)]) -> String {
         })
         .collect()
 }
+
+/// The example application's stack file, written beside `clusterkit.toml`.
+pub const EXAMPLE_STACK: &str = include_str!("../assets/app.yml");

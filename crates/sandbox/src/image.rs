@@ -154,6 +154,25 @@ pub const ALERTMANAGER: Recipe = Recipe {
     binaries: &[],
 };
 
+/// clusterkit's example application (`assets/example-app.py`: a web service
+/// with a `/metrics` endpoint) on Debian's python3.
+pub const EXAMPLE_APP: Recipe = Recipe {
+    repo: "clusterkit/example-app",
+    alias: SUITE,
+    packages: &["python3-minimal"],
+    files: &[(
+        "/usr/local/bin/example-app",
+        0o755,
+        include_str!("../assets/example-app.py"),
+    )],
+    script: "set -e\napt-get clean\nrm -rf /var/lib/apt/lists/*\n",
+    changes: &[
+        "ENTRYPOINT [\"/usr/bin/python3\", \"/usr/local/bin/example-app\"]",
+        "EXPOSE 8000",
+    ],
+    binaries: &[],
+};
+
 /// rclone (and FUSE) from Debian's packages, for the volume driver.
 pub const RCLONE: Recipe = Recipe {
     repo: "clusterkit/rclone",
@@ -193,7 +212,14 @@ pub const GARAGE: Recipe = Recipe {
 
 /// The service images the sandbox can build. Grafana, cAdvisor and MinIO have
 /// no Debian package: see ARCHITECTURE.md.
-pub const SERVICES: &[&Recipe] = &[&PROMETHEUS, &NODE_EXPORTER, &ALERTMANAGER, &RCLONE, &GARAGE];
+pub const SERVICES: &[&Recipe] = &[
+    &PROMETHEUS,
+    &NODE_EXPORTER,
+    &ALERTMANAGER,
+    &EXAMPLE_APP,
+    &RCLONE,
+    &GARAGE,
+];
 
 /// The Debian mirror: `CLUSTERKIT_DEBIAN_MIRROR`, else the one this machine's
 /// apt uses, else deb.debian.org.

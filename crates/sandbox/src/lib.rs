@@ -351,6 +351,7 @@ pub fn up(cfg: &SandboxConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<Summa
         ),
         0o644,
     )?;
+    write(&dir.join("app.yml"), files::EXAMPLE_STACK, 0o644)?;
     let config = dir.join("clusterkit.toml");
     write(&config, &files::clusterkit_toml(&cfg.name), 0o644)?;
     // The files must describe a valid cluster: check them with clusterkit's own validation.

@@ -851,3 +851,29 @@ pub async fn status(
 
 #[cfg(test)]
 mod tests;
+
+/// Removes the volume driver from one node (its unit and the engine's
+/// drop-in). `purge` also deletes the storage's data, its S3 key, and the
+/// driver's configuration and cache.
+/// Idempotent; the storage stack itself goes with the swarm's stacks.
+pub async fn down(t: &dyn Transport, spec: &ClusterSpec, purge: bool) -> Result<(), StorageError> {
+    let mut script = format!(
+        "systemctl disable --now {unit} >/dev/null 2>&1 || true\n\
+         rm -f {unit_path} {dropin}\n\
+         systemctl daemon-reload\n\
+         for m in $(awk '$2 ~ \"^{base}/\" {{print $2}}' /proc/mounts); do umount -l \"$m\" 2>/dev/null || true; done\n",
+        unit = render::DriverConfig::UNIT,
+        unit_path = render::DriverConfig::UNIT_PATH,
+        dropin = render::DriverConfig::DOCKER_DROPIN_PATH,
+        base = VOLUMES_BASE,
+    );
+    if purge {
+        script.push_str(&format!(
+            "rm -rf {data} {base} /var/cache/clusterkit/rclone /etc/clusterkit/storage\n",
+            data = spec.storage.data_path,
+            base = VOLUMES_BASE,
+        ));
+    }
+    t.exec(&Cmd::new(script)).await?;
+    Ok(())
+}

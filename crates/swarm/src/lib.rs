@@ -64,7 +64,27 @@ pub enum SwarmError {
     /// No manager could answer: the swarm has lost its majority.
     #[error("no manager answers with a majority: {0}")]
     NoQuorum(String),
+    /// An application stack's compose file is unusable.
+    #[error("{file}: {reason}")]
+    StackFile {
+        /// The compose file.
+        file: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// An application stack's services did not converge.
+    #[error("stack {stack} did not converge within {secs} s:\n{why}\n(fix the service, then deploy again; `docker service ps --no-trunc SERVICE` on a manager shows more)")]
+    StackNotRunning {
+        /// Stack.
+        stack: String,
+        /// Patience.
+        secs: u64,
+        /// The failing tasks' own errors.
+        why: String,
+    },
 }
+
+pub mod stacks;
 
 fn engine(node: &str, what: &str, e: impl std::fmt::Display) -> SwarmError {
     SwarmError::Engine {
@@ -624,4 +644,40 @@ pub async fn recover(
     let mut change = up(nodes, spec).await?;
     change.initialized = Some(survivor.to_string());
     Ok(change)
+}
+
+/// Removes every stack through a manager (services, their networks, configs
+/// and secrets go with them) and waits until no service is left (up to a
+/// minute). Returns the stacks removed.
+pub async fn remove_stacks(mgr: &dyn Transport) -> Result<Vec<String>, SwarmError> {
+    let names: Vec<String> = mgr
+        .exec(&Cmd::new("docker stack ls --format '{{.Name}}'"))
+        .await?
+        .stdout_str()
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
+    for n in &names {
+        mgr.exec(&Cmd::new("docker stack rm ").arg(n).push(" >/dev/null"))
+            .await?;
+    }
+    // `stack rm` returns before the tasks are gone.
+    mgr.exec(&Cmd::new(
+        "for i in $(seq 1 60); do [ -z \"$(docker service ls -q)\" ] && break; sleep 1; done",
+    ))
+    .await?;
+    Ok(names)
+}
+
+/// Makes one node leave the swarm (forced: every node leaves, quorum is not
+/// kept) and removes clusterkit's boot-order drop-in. Idempotent.
+pub async fn leave(t: &dyn Transport) -> Result<(), SwarmError> {
+    t.exec(&Cmd::new(
+        "docker swarm leave --force >/dev/null 2>&1 || true\n\
+         rm -f /etc/systemd/system/docker.service.d/clusterkit-mesh.conf\n\
+         systemctl daemon-reload",
+    ))
+    .await?;
+    Ok(())
 }

@@ -539,3 +539,34 @@ pub async fn rotate(
 
 #[cfg(test)]
 mod tests;
+
+/// Takes the mesh down on one node: the interface stopped and disabled, the
+/// firewall chain and its unit removed. `purge` also deletes the key, the
+/// configuration and the userspace binary (a later `up` makes a new key).
+/// Idempotent. Returns what it removed, for the caller's log.
+pub async fn down(t: &dyn Transport, interface: &str, purge: bool) -> Result<(), WgError> {
+    let mut script = format!(
+        "systemctl disable --now wg-quick@{iface} >/dev/null 2>&1 || true\n\
+         ip link del {iface} >/dev/null 2>&1 || true\n\
+         rm -rf /etc/systemd/system/wg-quick@{iface}.service.d/clusterkit.conf\n\
+         systemctl disable clusterkit-firewall.service >/dev/null 2>&1 || true\n\
+         rm -f {unit} {fw}\n\
+         if command -v iptables >/dev/null 2>&1; then\n\
+         \x20 while iptables -D INPUT -j CLUSTERKIT-MESH 2>/dev/null; do :; done\n\
+         \x20 iptables -F CLUSTERKIT-MESH 2>/dev/null || true\n\
+         \x20 iptables -X CLUSTERKIT-MESH 2>/dev/null || true\n\
+         fi\n\
+         if command -v nft >/dev/null 2>&1; then nft delete table inet clusterkit 2>/dev/null || true; fi\n",
+        iface = interface,
+        unit = FIREWALL_UNIT_PATH,
+        fw = FIREWALL_SCRIPT,
+    );
+    if purge {
+        script.push_str(&format!(
+            "rm -f /etc/wireguard/{interface}.key /etc/wireguard/{interface}.conf {USERSPACE_PATH}\n"
+        ));
+    }
+    script.push_str("systemctl daemon-reload\n");
+    t.exec(&Cmd::new(script)).await?;
+    Ok(())
+}
