@@ -46,8 +46,9 @@ fn monitoring_config_renders_the_stack_for_the_seed_inventory() {
 #[test]
 fn mesh_and_stack_examples_run_on_the_sandbox() {
     shared();
-    crate::swarm::swarm_up();
+    // Calm first: a disruptive test may not break the swarm after it is converged.
     let _g = calm();
+    crate::swarm::swarm_up();
     // The mesh, through the library (already built: a converged no-op).
     let userspace: PathBuf = crate::bin::clusterkit().with_file_name("clusterkit-wg-userspace");
     let o = example("mesh")

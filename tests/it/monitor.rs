@@ -127,8 +127,9 @@ fn up_targets(node: &str, job: &str, label: &str) -> Vec<String> {
 #[test]
 fn prometheus_discovers_every_node_and_a_labelled_service() {
     shared();
-    crate::swarm::swarm_up();
+    // Calm first: a disruptive test may not break the swarm after it is converged.
     let _g = calm();
+    crate::swarm::swarm_up();
     let built = crate::sandbox::build_images();
     assert_eq!(built.code, 0, "{}", built.stderr);
     // The images come from this machine's engine (`monitor up` sends them).
