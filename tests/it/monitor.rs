@@ -271,8 +271,10 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
         .unwrap()
         .replace("grafana = false", "grafana = true");
     let scratch = Scratch::new(&[("clusterkit.toml", &with_grafana)]);
-    let hosts = std::path::Path::new(&config()).with_file_name("hosts.ini");
-    std::fs::copy(&hosts, scratch.path().join("hosts.ini")).unwrap();
+    for f in ["hosts.ini", "app.yml"] {
+        let from = std::path::Path::new(&config()).with_file_name(f);
+        std::fs::copy(&from, scratch.path().join(f)).unwrap();
+    }
     let r = ck(&[
         "monitor",
         "render",

@@ -171,7 +171,28 @@ pub async fn wait_running(
                     )
                     .await?
                     .stdout_str();
-                why.push(format!("{svc}: {}", errors.trim().replace('\n', "; ")));
+                let logs = mgr
+                    .exec_raw(
+                        &Cmd::new("docker service logs --raw --tail 5 ")
+                            .arg(svc)
+                            .push(" 2>&1 | tail -n 5"),
+                        None,
+                    )
+                    .await?
+                    .stdout_str();
+                let logs = logs.trim();
+                why.push(format!(
+                    "{svc}: {}{}",
+                    errors.trim().replace('\n', "; "),
+                    if logs.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "\n  its last log lines:\n    {}",
+                            logs.replace('\n', "\n    ")
+                        )
+                    }
+                ));
             }
             return Ok(Some(why.join("\n")));
         }

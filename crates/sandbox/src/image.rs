@@ -159,7 +159,7 @@ pub const ALERTMANAGER: Recipe = Recipe {
 pub const EXAMPLE_APP: Recipe = Recipe {
     repo: "clusterkit/example-app",
     alias: SUITE,
-    packages: &["python3-minimal"],
+    packages: &["python3"],
     files: &[(
         "/usr/local/bin/example-app",
         0o755,
