@@ -49,7 +49,7 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             "monitor deploying stack clusterkit-monitoring (3 service(s))",
             "monitor prometheus on node",
             "monitor alertmanager on node",
-            "images clusterkit/example-app:bookworm missing on node1, node2, node3",
+            "stacks clusterkit/example-app:bookworm missing on node1, node2, node3",
             "stacks app: 1 service(s) running",
         ] {
             assert!(first.stderr.contains(step), "{step}: {}", first.stderr);
@@ -71,29 +71,34 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
 
         // The example stack is scraped, and `status` says all is well.
         let mut last = String::new();
-        crate::sandbox::wait_for(
-            "status is all ok",
-            std::time::Duration::from_secs(120),
+        let mut json = crate::bin::Output {
+            code: -1,
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        // 3 node-exporters, Prometheus, 3 Garage, 2 app replicas: every one up.
+        let took = crate::sandbox::wait_for(
+            "status all ok, the app's replicas scraped",
+            std::time::Duration::from_secs(150),
             || {
                 let st = ck(&["status", "-c", cfg]);
                 last = st.stdout.clone();
-                st.code == 0
+                json = ck(&["status", "--json", "-c", cfg]);
+                let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap_or_default();
+                let t = &v["monitoring"];
+                st.code == 0 && t["total"].as_u64() >= Some(9) && t["up"] == t["total"]
             },
         );
+        eprintln!("status all ok, app scraped, {took:?} after up");
         for line in [
             "ok   mesh      6/6 pairs answer",
             "ok   swarm     leader node1, 3 manager(s), quorum 2 held",
             "ok   stack     app: web 2/2",
             "ok   storage   healthy",
+            "ok   monitor   9/9 targets up",
         ] {
             assert!(last.contains(line), "{line}: {last}");
         }
-        let json = ck(&["status", "--json", "-c", cfg]);
-        let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-        let targets = &v["monitoring"];
-        // 3 node-exporters, Prometheus, 3 Garage, 2 app replicas.
-        assert!(targets["total"].as_u64().unwrap() >= 9, "{targets}");
-        assert_eq!(targets["up"], targets["total"], "{targets}");
 
         // A stack file `deploy` cannot use is explained before anything runs.
         let bad = dir.join("bad.yml");

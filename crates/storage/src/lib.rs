@@ -859,6 +859,7 @@ mod tests;
 pub async fn down(t: &dyn Transport, spec: &ClusterSpec, purge: bool) -> Result<(), StorageError> {
     let mut script = format!(
         "systemctl disable --now {unit} >/dev/null 2>&1 || true\n\
+         systemctl reset-failed {unit} >/dev/null 2>&1 || true\n\
          rm -f {unit_path} {dropin}\n\
          systemctl daemon-reload\n\
          for m in $(awk '$2 ~ \"^{base}/\" {{print $2}}' /proc/mounts); do umount -l \"$m\" 2>/dev/null || true; done\n",

@@ -40,6 +40,9 @@ pub struct Facts {
     pub sudo: bool,
     /// Which of the cluster's ports (2377, 7946, 4789, 51820) something listens on.
     pub ports_in_use: Vec<u16>,
+    /// Which of them the Docker Engine itself holds (known when the SSH user
+    /// may see other users' sockets' processes, as root does).
+    pub engine_ports: Vec<u16>,
     /// The mesh interface exists.
     pub mesh_up: bool,
 }
@@ -59,6 +62,7 @@ echo "disk_kib=$(df -Pk / | awk 'NR==2 {print $4}')"
 echo "init=$(cat /proc/1/comm 2>/dev/null)"
 if command -v sudo >/dev/null 2>&1; then echo sudo=yes; else echo sudo=no; fi
 echo "ports=$(ss -Hlntu 2>/dev/null | awk '{print $5}' | sed 's/.*://' | sort -un | tr '\n' ' ')"
+echo "engine_ports=$(ss -Hlntup 2>/dev/null | grep '"dockerd"' | awk '{print $5}' | sed 's/.*://' | sort -un | tr '\n' ' ')"
 if ip link show wg0 >/dev/null 2>&1; then echo mesh=yes; else echo mesh=no; fi"#;
 
 fn now() -> f64 {
@@ -100,6 +104,11 @@ pub fn parse(text: &str, before: f64, after: f64) -> Facts {
         init: get("init"),
         sudo: get("sudo") == "yes",
         ports_in_use: get("ports")
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|p| CLUSTER_PORTS.contains(p))
+            .collect(),
+        engine_ports: get("engine_ports")
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .filter(|p| CLUSTER_PORTS.contains(p))
@@ -160,7 +169,9 @@ pub fn problems(f: &Facts, user: &str, become_: bool) -> Vec<FactProblem> {
     let swarm_active = !matches!(f.swarm.as_deref(), None | Some("") | Some("inactive"));
     for p in &f.ports_in_use {
         let ours = match p {
-            2377 | 7946 | 4789 => swarm_active,
+            // The engine holds its gossip and control ports a moment after
+            // leaving a swarm (or an interrupted join): still the engine's.
+            2377 | 7946 | 4789 => swarm_active || f.engine_ports.contains(p),
             51820 => f.mesh_up,
             _ => false,
         };

@@ -70,3 +70,20 @@ fn a_clock_read_inside_the_round_trip_is_no_skew_however_slow() {
         .iter()
         .any(|p| p.message.contains("clock is +3.0 s off")));
 }
+
+#[test]
+fn swarm_ports_the_engine_holds_are_not_a_conflict() {
+    // Just after leaving a swarm the engine still holds 7946: its own port.
+    let engine = SAMPLE.replace("ports=22 51820 ", "ports=22 7946 \nengine_ports=7946 ");
+    let f = parse(&engine, 1000.0, 1001.0);
+    assert_eq!(f.engine_ports, vec![7946]);
+    assert!(problems(&f, "root", false)
+        .iter()
+        .all(|p| !p.message.contains("port 7946")));
+    // Held by another program, it is one.
+    let other = SAMPLE.replace("ports=22 51820 ", "ports=22 7946 ");
+    let f = parse(&other, 1000.0, 1001.0);
+    assert!(problems(&f, "root", false)
+        .iter()
+        .any(|p| p.blocking && p.message.contains("port 7946 is already in use")));
+}
