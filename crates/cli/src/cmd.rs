@@ -94,6 +94,9 @@ enum Command {
         /// Run this phase only.
         #[arg(long, value_enum)]
         only: Option<crate::up::Phase>,
+        /// One JSON object per line on stdout (steps, phase timings, the summary), for tools.
+        #[arg(long)]
+        json: bool,
     },
     /// Deploy an application stack (compose file format 3) onto the swarm and wait until it runs.
     #[command(
@@ -305,6 +308,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             input,
             sandbox,
             only,
+            json,
         } => {
             let input = if sandbox {
                 let cfg = clusterkit_sandbox::SandboxConfig::new("clusterkit");
@@ -323,7 +327,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let Some(loaded) = load(&input, color)? else {
                 return Ok(exit::INVALID);
             };
-            crate::up::run(&loaded, only)
+            crate::up::run(&loaded, only, json)
         }
         Command::Swarm { input, cmd } => {
             let Some(loaded) = load(&input, color)? else {

@@ -34,14 +34,12 @@ pub enum Phase {
 /// Runs every phase (or `only` one): facts, docker, mesh, swarm, storage,
 /// monitoring, stacks. Each is idempotent: a re-run on a converged cluster
 /// changes nothing and says so.
-pub fn run(loaded: &Loaded, only: Option<Phase>) -> anyhow::Result<u8> {
+pub fn run(loaded: &Loaded, only: Option<Phase>, json: bool) -> anyhow::Result<u8> {
     let want = |p: Phase| only.is_none_or(|o| o == p);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
-        let start = Instant::now();
-        let say = |phase: &str, msg: &str| {
-            eprintln!("[{:>6.1}s] {phase:<6} {msg}", start.elapsed().as_secs_f64())
-        };
+        let log = Log::new(json);
+        let say = |phase: &str, msg: &str| log.say(phase, msg);
         let spec = &loaded.built.spec;
         let (nodes, failed) = connect(loaded, false).await;
         if !failed.is_empty() {
@@ -82,6 +80,7 @@ pub fn run(loaded: &Loaded, only: Option<Phase>) -> anyhow::Result<u8> {
             return Ok(exit::FAILURE);
         }
         say("facts", "every node is ready");
+        log.done("facts");
 
         let mut changed = false;
         if want(Phase::Docker) {
@@ -89,7 +88,7 @@ pub fn run(loaded: &Loaded, only: Option<Phase>) -> anyhow::Result<u8> {
                 let f = all_facts.get(t.node()).cloned();
                 let node = t.node().to_string();
                 async move {
-                    let progress = move |line: &str| eprintln!("         docker {node}: {line}");
+                    let progress = move |line: &str| say("docker", &format!("{node}: {line}"));
                     ensure_docker(
                         t,
                         f.as_ref().expect("gathered"),
@@ -112,6 +111,7 @@ pub fn run(loaded: &Loaded, only: Option<Phase>) -> anyhow::Result<u8> {
             if !changed {
                 say("docker", "unchanged");
             }
+            log.done("docker");
         }
 
         if loaded.state_changed {
@@ -147,6 +147,7 @@ pub fn run(loaded: &Loaded, only: Option<Phase>) -> anyhow::Result<u8> {
                 },
             );
             changed |= !mesh_changed.is_empty();
+            log.done("mesh");
         }
 
         if want(Phase::Swarm) {
@@ -161,6 +162,7 @@ pub fn run(loaded: &Loaded, only: Option<Phase>) -> anyhow::Result<u8> {
             if !c.any() {
                 say("swarm", "unchanged");
             }
+            log.done("swarm");
         }
         let s = clusterkit_swarm::status(&nodes).await?;
         say(
@@ -204,6 +206,7 @@ pub fn run(loaded: &Loaded, only: Option<Phase>) -> anyhow::Result<u8> {
             } else {
                 "probed".to_string()
             };
+            log.done("storage");
             storage_line = format!(
                 ", {:?} storage ({health}) with the `{}` volume driver",
                 spec.storage.backend,
@@ -232,6 +235,7 @@ pub fn run(loaded: &Loaded, only: Option<Phase>) -> anyhow::Result<u8> {
                     ),
                 );
             }
+            log.done("monitoring");
             monitor_line = format!(
                 ", monitoring ({}; `clusterkit monitor open` to browse it)",
                 clusterkit_monitor::render::services(spec).join(", ")
@@ -246,26 +250,28 @@ pub fn run(loaded: &Loaded, only: Option<Phase>) -> anyhow::Result<u8> {
                     say("stacks", &format!("{} unchanged", st.name));
                 }
             }
+            log.done("stacks");
             stacks_line = format!(
                 ", stack(s) {}",
                 spec.stacks.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
             );
         }
-        if let Some(p) = only {
-            println!(
+        let summary = if let Some(p) = only {
+            format!(
                 "cluster {}: phase {p:?} done{}",
                 spec.name,
                 if changed { "" } else { "; nothing changed" }
-            );
-            return Ok(exit::OK);
-        }
-        println!(
-            "cluster {} is up: mesh {}, a swarm of {} manager(s){storage_line}{monitor_line}{stacks_line}{}",
-            spec.name,
-            spec.mesh.cidr,
-            s.managers.len(),
-            if changed { "" } else { "; nothing changed" }
-        );
+            )
+        } else {
+            format!(
+                "cluster {} is up: mesh {}, a swarm of {} manager(s){storage_line}{monitor_line}{stacks_line}{}",
+                spec.name,
+                spec.mesh.cidr,
+                s.managers.len(),
+                if changed { "" } else { "; nothing changed" }
+            )
+        };
+        log.finish(&summary, changed);
         Ok(exit::OK)
     })
 }
@@ -374,4 +380,60 @@ pub fn deploy_file(
         );
         Ok(exit::OK)
     })
+}
+
+/// `up`'s output: one line per step on stderr (time since start, phase,
+/// message) and the summary on stdout; with `--json`, one JSON object per
+/// line on stdout instead: `{"event":"step",...}`, `{"event":"phase",
+/// "phase":..,"seconds":..}` when a phase ends, `{"event":"done",...}`.
+struct Log {
+    start: Instant,
+    json: bool,
+    phase_start: std::sync::Mutex<Instant>,
+}
+
+impl Log {
+    fn new(json: bool) -> Self {
+        let now = Instant::now();
+        Self {
+            start: now,
+            json,
+            phase_start: std::sync::Mutex::new(now),
+        }
+    }
+
+    fn say(&self, phase: &str, msg: &str) {
+        let t = self.start.elapsed().as_secs_f64();
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "step", "t": (t * 1000.0).round() / 1000.0, "phase": phase, "message": msg})
+            );
+        } else {
+            eprintln!("[{t:>6.1}s] {phase:<6} {msg}");
+        }
+    }
+
+    fn done(&self, phase: &str) {
+        let mut since = self.phase_start.lock().unwrap_or_else(|e| e.into_inner());
+        let secs = since.elapsed().as_secs_f64();
+        *since = Instant::now();
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "phase", "phase": phase, "seconds": (secs * 1000.0).round() / 1000.0})
+            );
+        }
+    }
+
+    fn finish(&self, summary: &str, changed: bool) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "done", "changed": changed, "seconds": self.start.elapsed().as_secs_f64(), "summary": summary})
+            );
+        } else {
+            println!("{summary}");
+        }
+    }
 }
