@@ -24,6 +24,24 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
         ]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         let config = dir.join("clusterkit.toml");
+        // A dry run on bare nodes lists what `up` would do, and does none of it.
+        let dry = ck(&["up", "--dry-run", "-c", config.to_str().unwrap()]);
+        assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
+        for line in [
+            "mesh       node1: would make a WireGuard key",
+            "swarm      node3: would join the swarm on its mesh address (now: inactive)",
+            "storage    node1: would write /etc/clusterkit/stacks/clusterkit-storage/docker-compose.yml and deploy",
+            "monitoring node1: would write /etc/clusterkit/stacks/clusterkit-monitoring/prometheus.yml and deploy",
+            "stacks     node1: would write /etc/clusterkit/stacks/apps/app/docker-compose.yml and deploy",
+            "nothing was changed",
+        ] {
+            assert!(dry.stdout.contains(line), "{line}: {}", dry.stdout);
+        }
+        assert_eq!(
+            node_sh("node1", "ls /etc/wireguard/ 2>/dev/null").trim(),
+            "",
+            "no key made"
+        );
         let first = ck(&["up", "-c", config.to_str().unwrap()]);
         assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
         assert!(
@@ -68,6 +86,37 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             assert!(again.stderr.contains(phase), "{phase}: {}", again.stderr);
         }
         let cfg = config.to_str().unwrap();
+        let dry = ck(&["up", "--dry-run", "-c", cfg]);
+        assert_eq!(dry.stdout.trim(), "nothing would change", "{}", dry.stderr);
+        // A changed setting shows as a diff of the file it changes.
+        let longer = dir.join("longer.toml");
+        std::fs::write(
+            &longer,
+            std::fs::read_to_string(&config)
+                .unwrap()
+                .replace("[monitoring]\n", "[monitoring]\nretention = \"30d\"\n"),
+        )
+        .unwrap();
+        let dry = ck(&[
+            "up",
+            "--dry-run",
+            "--only",
+            "monitoring",
+            "-c",
+            longer.to_str().unwrap(),
+        ]);
+        assert!(
+            dry.stdout
+                .contains("-      - --storage.tsdb.retention.time=15d")
+                && dry
+                    .stdout
+                    .contains("+      - --storage.tsdb.retention.time=30d")
+                && dry.stdout.contains(
+                    "would update /etc/clusterkit/stacks/clusterkit-monitoring/docker-compose.yml"
+                ),
+            "{}",
+            dry.stdout
+        );
 
         // The example stack is scraped, and `status` says all is well.
         let mut last = String::new();

@@ -83,7 +83,7 @@ enum Command {
         after_help = "Every phase is idempotent: a re-run on a converged cluster changes nothing and says so;\n\
         a run stopped at any point is completed by the next one. Phases run in order; --only runs\n\
         one of them (facts are always gathered), for a cluster already built up to it.\n\n\
-        Examples:\n  clusterkit up -i hosts.ini\n  clusterkit up --sandbox      # a local 3-node sandbox, then the cluster on it\n  clusterkit up --only monitoring"
+        Examples:\n  clusterkit up -i hosts.ini\n  clusterkit up --dry-run      # what would change, as diffs; nothing is changed\n  clusterkit up --sandbox      # a local 3-node sandbox, then the cluster on it\n  clusterkit up --only monitoring"
     )]
     Up {
         #[command(flatten)]
@@ -97,6 +97,9 @@ enum Command {
         /// One JSON object per line on stdout (steps, phase timings, the summary), for tools.
         #[arg(long)]
         json: bool,
+        /// Show what would change (file diffs, keys, installs, joins) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Deploy an application stack (compose file format 3) onto the swarm and wait until it runs.
     #[command(
@@ -309,6 +312,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             sandbox,
             only,
             json,
+            dry_run,
         } => {
             let input = if sandbox {
                 let cfg = clusterkit_sandbox::SandboxConfig::new("clusterkit");
@@ -327,7 +331,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let Some(loaded) = load(&input, color)? else {
                 return Ok(exit::INVALID);
             };
-            crate::up::run(&loaded, only, json)
+            crate::up::run(&loaded, only, json, dry_run)
         }
         Command::Swarm { input, cmd } => {
             let Some(loaded) = load(&input, color)? else {

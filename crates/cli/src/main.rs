@@ -4,6 +4,7 @@
 
 mod cmd;
 mod down;
+mod dryrun;
 mod mesh;
 mod monitor;
 mod output;

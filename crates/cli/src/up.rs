@@ -34,7 +34,7 @@ pub enum Phase {
 /// Runs every phase (or `only` one): facts, docker, mesh, swarm, storage,
 /// monitoring, stacks. Each is idempotent: a re-run on a converged cluster
 /// changes nothing and says so.
-pub fn run(loaded: &Loaded, only: Option<Phase>, json: bool) -> anyhow::Result<u8> {
+pub fn run(loaded: &Loaded, only: Option<Phase>, json: bool, dry_run: bool) -> anyhow::Result<u8> {
     let want = |p: Phase| only.is_none_or(|o| o == p);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
@@ -81,6 +81,15 @@ pub fn run(loaded: &Loaded, only: Option<Phase>, json: bool) -> anyhow::Result<u
         }
         say("facts", "every node is ready");
         log.done("facts");
+        if dry_run {
+            let all = crate::dryrun::changes(&nodes, spec, &all_facts).await?;
+            let wanted: Vec<crate::dryrun::Change> = all
+                .into_iter()
+                .filter(|c| only.is_none_or(|p| format!("{p:?}").to_lowercase() == c.phase))
+                .collect();
+            crate::dryrun::print(&wanted, json)?;
+            return Ok(exit::OK);
+        }
 
         let mut changed = false;
         if want(Phase::Docker) {
