@@ -51,10 +51,14 @@ fn mesh_and_stack_examples_run_on_the_sandbox() {
     crate::swarm::swarm_up();
     // The mesh, through the library (already built: a converged no-op).
     let userspace: PathBuf = crate::bin::clusterkit().with_file_name("clusterkit-wg-userspace");
-    let o = example("mesh")
-        .args([config().as_str(), userspace.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = {
+        // It converges the mesh like `wg up`: one such change at a time.
+        let _one = crate::sandbox::cluster_change();
+        example("mesh")
+            .args([config().as_str(), userspace.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
     assert!(o.status.success(), "{}", out(&o));
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(text.lines().count(), 6, "{text}");

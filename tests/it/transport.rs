@@ -179,7 +179,7 @@ fn docker_engine_api_answers_through_the_ssh_connection() {
 
 fn copy_sandbox_config(dir: &Path, to: &Path) {
     std::fs::create_dir_all(to.join(".clusterkit")).unwrap();
-    for f in ["hosts.ini", "clusterkit.toml"] {
+    for f in ["hosts.ini", "clusterkit.toml", "app.yml"] {
         std::fs::copy(dir.join(f), to.join(f)).unwrap();
     }
     std::fs::copy(dir.join("known_hosts"), to.join(".clusterkit/known_hosts")).unwrap();

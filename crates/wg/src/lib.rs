@@ -362,7 +362,15 @@ pub fn parse_status(m: &NodeMesh, out: &str) -> Vec<PairStatus> {
         .iter()
         .map(|p| {
             let raw = hs.get(p.public_key.as_str()).copied().unwrap_or(0);
+            let ping_ms = ping
+                .get(p.mesh_address.to_string().as_str())
+                .copied()
+                .flatten();
             let age = match (raw, userspace) {
+                // boringtun reports whole seconds since the handshake: 0 is
+                // "never" or "under a second ago". A ping through the tunnel
+                // needs a session, so with one it is the latter.
+                (0, true) if ping_ms.is_some() => Some(0),
                 (0, _) => None,
                 (t, true) => Some(t),
                 (t, false) => Some(now.saturating_sub(t)),
@@ -371,10 +379,7 @@ pub fn parse_status(m: &NodeMesh, out: &str) -> Vec<PairStatus> {
                 from: m.node.clone(),
                 to: p.name.clone(),
                 handshake_age_s: age,
-                ping_ms: ping
-                    .get(p.mesh_address.to_string().as_str())
-                    .copied()
-                    .flatten(),
+                ping_ms,
             }
         })
         .collect()

@@ -67,4 +67,15 @@ fn handshake_ages_know_the_backend() {
     assert_eq!(kernel[0].ping_ms, None);
     let never = parse_status(m, &format!("mode kernel\nnow 1000\nhs {k} 0\n"));
     assert_eq!(never[0].handshake_age_s, None);
+    // boringtun's 0: never, unless a ping went through (under a second ago).
+    let fresh = parse_status(
+        m,
+        &format!("mode userspace\nnow 1000\nhs {k} 0\nping 10.0.0.2 0.2\n"),
+    );
+    assert_eq!(fresh[0].handshake_age_s, Some(0));
+    let silent = parse_status(
+        m,
+        &format!("mode userspace\nnow 1000\nhs {k} 0\nping 10.0.0.2 -\n"),
+    );
+    assert_eq!(silent[0].handshake_age_s, None);
 }
