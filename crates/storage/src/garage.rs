@@ -40,9 +40,15 @@ pub async fn wait_running(nodes: &[&dyn Transport], within: Duration) -> Result<
     let start = Instant::now();
     loop {
         let mut missing = Vec::new();
-        for t in nodes {
-            if !running(*t).await? {
-                missing.push(t.node().to_string());
+        let answers = futures::future::join_all(
+            nodes
+                .iter()
+                .map(|t| async move { (t.node().to_string(), running(*t).await) }),
+        )
+        .await;
+        for (n, r) in answers {
+            if !r? {
+                missing.push(n);
             }
         }
         if missing.is_empty() {

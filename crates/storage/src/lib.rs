@@ -430,8 +430,14 @@ async fn garage_up(
 
     // Connect every node to the first (a no-op for connected ones).
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
-    for t in &refs {
-        ids.insert(t.node().to_string(), garage::node_id(*t).await?);
+    // Asked on every node at once: each is a `docker exec` round trip.
+    let asked = futures::future::join_all(
+        refs.iter()
+            .map(|t| async move { (t.node().to_string(), garage::node_id(*t).await) }),
+    )
+    .await;
+    for (n, id) in asked {
+        ids.insert(n, id?);
     }
     let others: Vec<&String> = ids
         .iter()
