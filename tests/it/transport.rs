@@ -298,6 +298,22 @@ fn check_reports_every_node_facts() {
     ]}, {
         insta::assert_snapshot!("check_sandbox", out.stdout);
     });
+    // -v shows each command run, per node.
+    let v = ck(&[
+        "check",
+        "-v",
+        "-c",
+        s.dir.join("clusterkit.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    for n in ["node1", "node2", "node3"] {
+        assert!(
+            v.stderr
+                .contains(&format!("{n}$ echo \"time=$(date +%s.%N)\"")),
+            "{}",
+            v.stderr
+        );
+    }
 }
 
 #[test]

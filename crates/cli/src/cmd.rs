@@ -37,6 +37,9 @@ pub struct Cli {
     /// When to colour the output.
     #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
     color: Color,
+    /// Show every command run on the nodes (secrets redacted), on stderr.
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 /// `--color`.
@@ -272,6 +275,7 @@ enum KnownHostsCmd {
 /// Runs a command; the return value is the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let color = color_stderr(cli.color);
+    crate::remote::VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     match cli.command {
         Command::Init {
             inventory,

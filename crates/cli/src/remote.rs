@@ -14,6 +14,9 @@ use clusterkit_core::transport::{fan_out, Transport};
 use crate::exit;
 
 /// The known_hosts file of a loaded description: in its state directory.
+/// `-v`: every command run on the nodes is shown (secrets redacted).
+pub static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn known_hosts_path(loaded: &Loaded) -> PathBuf {
     loaded
         .state_path
@@ -39,6 +42,7 @@ pub async fn connect_with(
     quick: bool,
 ) -> (Vec<Arc<dyn Transport>>, Vec<(String, String)>) {
     let mut opts = SshOptions::new(known_hosts_path(loaded));
+    opts.verbose = VERBOSE.load(std::sync::atomic::Ordering::Relaxed);
     if strict {
         opts.policy = HostKeyPolicy::Strict;
     }

@@ -30,6 +30,8 @@ pub struct SshOptions {
     pub keepalive: Duration,
     /// Bound on one command.
     pub command_timeout: Duration,
+    /// Print every command run to stderr (`node$ script`), secrets redacted.
+    pub verbose: bool,
 }
 
 impl SshOptions {
@@ -42,6 +44,7 @@ impl SshOptions {
             attempts: 3,
             keepalive: Duration::from_secs(5),
             command_timeout: Duration::from_secs(600),
+            verbose: false,
         }
     }
 }
@@ -99,6 +102,7 @@ pub struct SshSession {
     target: SshTarget,
     handle: Arc<Handle<Client>>,
     command_timeout: Duration,
+    verbose: bool,
     /// What happened at connection (a learned host key), for the caller to print.
     pub events: Vec<ConnectEvent>,
 }
@@ -209,6 +213,7 @@ impl SshSession {
             target: target.clone(),
             handle: Arc::new(handle),
             command_timeout: opts.command_timeout,
+            verbose: opts.verbose,
             events,
         })
     }
@@ -234,6 +239,13 @@ impl SshSession {
         stdin: Option<&[u8]>,
         on_line: Option<&(dyn for<'l> Fn(&'l str) + Send + Sync)>,
     ) -> Result<ExecOutput, TransportError> {
+        if self.verbose {
+            eprintln!(
+                "{}$ {}",
+                self.node,
+                cmd.redacted().trim_end().replace('\n', "\n    ")
+            );
+        }
         let script = if self.target.become_ && self.target.user != "root" {
             format!("sudo -n sh -c {}", super::quote(cmd.script()))
         } else {
