@@ -292,7 +292,9 @@ pub async fn provide_images(
     needs: &[(String, Vec<Arc<dyn Transport>>)],
     say: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<bool> {
-    let mut sent = false;
+    // What each node lacks, of the images this machine has.
+    let mut send: Vec<(String, Vec<String>)> = Vec::new();
+    let mut targets: Vec<Arc<dyn Transport>> = Vec::new();
     for (image, on) in needs {
         let wanted = [image.clone()];
         let mut lacking = Vec::new();
@@ -315,15 +317,38 @@ pub async fn provide_images(
             "{image} missing on {}: sending it from this machine",
             lacking.join(", ")
         ));
-        let archive = crate::remote::save_images(&wanted)?;
-        for (n, r) in fan_out(on, 4, |t| images::push(t, &archive, &wanted)).await {
-            if !r?.is_empty() {
-                say(&format!("{n}: loaded {image}"));
-                sent = true;
+        for t in on.iter().filter(|t| lacking.iter().any(|n| n == t.node())) {
+            if !targets.iter().any(|x| x.node() == t.node()) {
+                targets.push(Arc::clone(t));
             }
         }
+        send.push((image.clone(), lacking));
     }
-    Ok(sent)
+    if send.is_empty() {
+        return Ok(false);
+    }
+    // One archive for them all (layers shared between images travel once),
+    // loaded once per node.
+    let all: Vec<String> = send.iter().map(|(i, _)| i.clone()).collect();
+    let archive = crate::remote::save_images(&all)?;
+    let send = &send;
+    let archive = &archive;
+    for (n, r) in fan_out(&targets, 4, |t| async move {
+        let mine: Vec<String> = send
+            .iter()
+            .filter(|(_, on)| on.iter().any(|n| n == t.node()))
+            .map(|(i, _)| i.clone())
+            .collect();
+        images::push(t, archive, &mine).await
+    })
+    .await
+    {
+        let loaded = r?;
+        if !loaded.is_empty() {
+            say(&format!("{n}: loaded {}", loaded.join(", ")));
+        }
+    }
+    Ok(true)
 }
 
 /// Checks a stack file, sends the images this machine has to the nodes that
