@@ -3,12 +3,11 @@
 //! the mesh. Data stay on the nodes unless `--purge`.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use clusterkit_core::spec::{Loaded, SwarmRole};
-use clusterkit_core::transport::{fan_out, Cmd, Transport};
+use clusterkit_core::spec::Loaded;
+use clusterkit_core::transport::{fan_out, Cmd};
 
 use crate::exit;
 
@@ -55,11 +54,7 @@ pub fn run(loaded: &Loaded, purge: bool, yes: bool) -> anyhow::Result<u8> {
             anyhow::bail!("no node is reachable: nothing was changed");
         }
         // Stacks, through a manager in the swarm (none: nothing to remove).
-        let mgr: Option<&Arc<dyn Transport>> = spec
-            .nodes
-            .iter()
-            .filter(|n| n.role == SwarmRole::Manager)
-            .find_map(|n| nodes.iter().find(|t| t.node() == n.name.as_str()));
+        let mgr = clusterkit_core::stack::managers(&nodes, spec).into_iter().next();
         if let Some(m) = mgr {
             let in_swarm = m
                 .exec_raw(&Cmd::new("docker info -f '{{.Swarm.ControlAvailable}}'"), None)

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use clusterkit_core::spec::{ClusterSpec, SwarmRole};
+use clusterkit_core::spec::ClusterSpec;
 use clusterkit_core::transport::facts::Facts;
 use clusterkit_core::transport::{fan_out, Cmd, Transport};
 use serde::Serialize;
@@ -169,12 +169,10 @@ pub async fn changes(
         }
     }
     // Stacks, compared with the files a manager holds.
-    let mgr = spec
-        .nodes
-        .iter()
-        .filter(|n| n.role == SwarmRole::Manager)
-        .find_map(|n| nodes.iter().find(|t| t.node() == n.name.as_str()));
-    let Some(mgr) = mgr else {
+    let Some(mgr) = clusterkit_core::stack::managers(nodes, spec)
+        .into_iter()
+        .next()
+    else {
         return Ok(out);
     };
     if let Some(st) = clusterkit_storage::render::stack(spec) {

@@ -1,10 +1,8 @@
 //! `clusterkit status`: one screen with the mesh, the swarm's quorum and
 //! leader, storage, monitoring targets and application stacks. Read-only.
 
-use std::sync::Arc;
-
 use anyhow::Context;
-use clusterkit_core::spec::{Loaded, StorageBackend, SwarmRole};
+use clusterkit_core::spec::{Loaded, StorageBackend};
 use clusterkit_core::transport::{Cmd, Transport};
 use serde::Serialize;
 
@@ -113,11 +111,9 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
                         Err(e) => notes.push(format!("monitoring: {e}")),
                     }
                 }
-                let mgr: Option<&Arc<dyn Transport>> = spec
-                    .nodes
-                    .iter()
-                    .filter(|n| n.role == SwarmRole::Manager)
-                    .find_map(|n| nodes.iter().find(|t| t.node() == n.name.as_str()));
+                let mgr = clusterkit_core::stack::managers(&nodes, spec)
+                    .into_iter()
+                    .next();
                 if let Some(m) = mgr {
                     match stacks(m.as_ref()).await {
                         Ok(s) => st.stacks = s,

@@ -2,7 +2,60 @@
 //! files uploaded to a manager, secrets made once, `docker stack deploy` only
 //! when something changed. Application stacks use the same path.
 
+use std::sync::Arc;
+
+use crate::spec::ClusterSpec;
 use crate::transport::{Cmd, Transport, TransportError, Upload, UploadOutcome};
+
+/// A rendered stack: its compose file and the files it refers to (Swarm
+/// configs), to be put side by side on a manager and deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackFiles {
+    /// `docker-compose.yml`.
+    pub compose: String,
+    /// Other files: name (relative to the compose file) and content.
+    pub files: Vec<(String, String)>,
+}
+
+impl StackFiles {
+    /// Every file, the compose file first, named relative to the stack's directory.
+    pub fn all(&self) -> Vec<(String, String)> {
+        std::iter::once(("docker-compose.yml".to_string(), self.compose.clone()))
+            .chain(self.files.iter().cloned())
+            .collect()
+    }
+
+    /// The file called `name` (not the compose file).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.as_str())
+    }
+
+    /// A short hash of everything, to tell whether a deployed stack is current.
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(&self.compose);
+        for (n, c) in &self.files {
+            h.update(n);
+            h.update(c);
+        }
+        hex::encode(&h.finalize()[..6])
+    }
+}
+
+/// The connected managers, in inventory order: stacks, secrets and the
+/// swarm's view go through them.
+pub fn managers<'a>(
+    nodes: &'a [Arc<dyn Transport>],
+    spec: &ClusterSpec,
+) -> Vec<&'a Arc<dyn Transport>> {
+    spec.managers()
+        .filter_map(|n| nodes.iter().find(|t| t.node() == n.name.as_str()))
+        .collect()
+}
 
 /// Where a secret's value comes from.
 #[derive(Clone, Copy)]

@@ -13,7 +13,6 @@ pub mod render;
 
 use std::sync::Arc;
 
-use clusterkit_core::spec::SwarmRole;
 use clusterkit_core::stack::{deploy, ensure_secret, wait_running, SecretValue, StackDeploy};
 use clusterkit_core::transport::{fan_out, images, Cmd, Transport, TransportError, Upload};
 use clusterkit_core::ClusterSpec;
@@ -69,16 +68,7 @@ pub enum MonitorError {
     Random(std::io::Error),
 }
 
-fn managers<'a>(
-    nodes: &'a [Arc<dyn Transport>],
-    spec: &ClusterSpec,
-) -> Vec<&'a Arc<dyn Transport>> {
-    spec.nodes
-        .iter()
-        .filter(|n| n.role == SwarmRole::Manager)
-        .filter_map(|n| nodes.iter().find(|t| t.node() == n.name.as_str()))
-        .collect()
-}
+use clusterkit_core::stack::managers;
 
 /// Makes sure every node holds the images it runs; a missing one is pulled
 /// on the node (a registry it can reach), and an error says what to do when

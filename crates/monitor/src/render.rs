@@ -20,32 +20,7 @@ pub const STACK: &str = "clusterkit-monitoring";
 /// The Swarm secret holding Grafana's administrator password.
 pub const GRAFANA_SECRET: &str = "clusterkit-grafana-admin";
 
-/// The stack's files: the compose file and the files it makes into Swarm
-/// configs (file name, content).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StackFiles {
-    /// `docker-compose.yml`.
-    pub compose: String,
-    /// The other files, by name.
-    pub files: Vec<(String, String)>,
-}
-
-impl StackFiles {
-    /// Every file, the compose file first.
-    pub fn all(&self) -> Vec<(String, String)> {
-        std::iter::once(("docker-compose.yml".to_string(), self.compose.clone()))
-            .chain(self.files.iter().cloned())
-            .collect()
-    }
-
-    /// The file called `name`.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.files
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, c)| c.as_str())
-    }
-}
+pub use clusterkit_core::stack::StackFiles;
 
 #[derive(Serialize)]
 struct ConfigRef {

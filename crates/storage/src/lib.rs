@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clusterkit_core::spec::{ClusterSpec, Node, StorageBackend, SwarmRole};
+use clusterkit_core::spec::{ClusterSpec, Node, StorageBackend};
 use clusterkit_core::stack::{deploy, ensure_secret, SecretValue, StackDeploy};
 use clusterkit_core::transport::forward::Forward;
 use clusterkit_core::transport::{fan_out, Cmd, Transport, TransportError, Upload, UploadOutcome};
@@ -221,10 +221,9 @@ fn manager<'a>(
     nodes: &'a [Arc<dyn Transport>],
     spec: &ClusterSpec,
 ) -> Result<&'a Arc<dyn Transport>, StorageError> {
-    spec.nodes
-        .iter()
-        .filter(|n| n.role == SwarmRole::Manager)
-        .find_map(|n| by_name(nodes, n.name.as_str()))
+    clusterkit_core::stack::managers(nodes, spec)
+        .into_iter()
+        .next()
         .ok_or_else(|| {
             StorageError::NotReady(
                 "no manager is connected: storage is deployed through the swarm".into(),

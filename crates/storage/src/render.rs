@@ -8,7 +8,6 @@ use std::net::Ipv4Addr;
 use clusterkit_core::names::content_hash;
 use clusterkit_core::spec::{ClusterSpec, StorageBackend};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::{ADMIN_PORT, BUCKET, DRIVER, RPC_PORT, S3_PORT, S3_REGION, VOLUMES_BASE};
 
@@ -108,35 +107,7 @@ impl GarageConfig {
     }
 }
 
-/// A rendered stack: its compose file and the files it refers to, to be put
-/// side by side on a manager and deployed with `docker stack deploy`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StackFiles {
-    /// `docker-compose.yml`.
-    pub compose: String,
-    /// Other files: name (relative to the compose file) and content.
-    pub files: Vec<(String, String)>,
-}
-
-impl StackFiles {
-    /// Every file, the compose file first, named relative to the stack's directory.
-    pub fn all(&self) -> Vec<(String, String)> {
-        std::iter::once(("docker-compose.yml".to_string(), self.compose.clone()))
-            .chain(self.files.iter().cloned())
-            .collect()
-    }
-
-    /// A short hash of everything, to tell whether a deployed stack is current.
-    pub fn hash(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(&self.compose);
-        for (n, c) in &self.files {
-            h.update(n);
-            h.update(c);
-        }
-        hex::encode(&h.finalize()[..6])
-    }
-}
+pub use clusterkit_core::stack::StackFiles;
 
 #[derive(Serialize)]
 struct StackNode {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clusterkit_core::spec::{ClusterSpec, SwarmRole};
+use clusterkit_core::spec::ClusterSpec;
 use clusterkit_core::stack::{deploy as deploy_files, wait_running, StackDeploy};
 use clusterkit_core::transport::Transport;
 use marked_yaml::Node;
@@ -186,11 +186,8 @@ pub async fn deploy(
     stack: &AppStack,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<bool, SwarmError> {
-    let mgr = spec
-        .nodes
-        .iter()
-        .filter(|n| n.role == SwarmRole::Manager)
-        .find_map(|n| nodes.iter().find(|t| t.node() == n.name.as_str()))
+    let mgr = *clusterkit_core::stack::managers(nodes, spec)
+        .first()
         .ok_or_else(|| SwarmError::NoQuorum("no manager is connected".into()))?;
     let dir = stack_dir(&stack.name);
     let deployed = deploy_files(
