@@ -59,16 +59,16 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             first.stdout
         );
         for step in [
-            "swarm  initialised on node1",
-            "images clusterkit/garage:2.5.0 missing on node1, node2, node3",
-            "storage layout version 1 applied: 3 node(s), replication 3",
-            "storage healthy on 3 node(s), tolerates 1 loss(es)",
-            "images clusterkit/prometheus:bookworm missing on node1, node2, node3",
-            "monitor deploying stack clusterkit-monitoring (3 service(s))",
-            "monitor prometheus on node",
-            "monitor alertmanager on node",
-            "stacks clusterkit/example-app:bookworm missing on node1, node2, node3",
-            "stacks app: 1 service(s) running",
+            "swarm      initialised on node1",
+            "storage    clusterkit/garage:2.5.0 missing on node1, node2, node3",
+            "storage    layout version 1 applied: 3 node(s), replication 3",
+            "storage    healthy on 3 node(s), tolerates 1 loss(es)",
+            "monitoring clusterkit/prometheus:bookworm missing on node1, node2, node3",
+            "monitoring deploying stack clusterkit-monitoring (3 service(s))",
+            "monitoring prometheus on node",
+            "monitoring alertmanager on node",
+            "stacks     clusterkit/example-app:bookworm missing on node1, node2, node3",
+            "stacks     app: 1 service(s) running",
         ] {
             assert!(first.stderr.contains(step), "{step}: {}", first.stderr);
         }
@@ -76,16 +76,60 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
         assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
         assert!(again.stdout.contains("nothing changed"), "{}", again.stdout);
         for phase in [
-            "docker unchanged",
-            "mesh   unchanged",
-            "swarm  unchanged",
-            "storage unchanged",
-            "monitor unchanged",
-            "stacks app unchanged",
+            "docker     unchanged in",
+            "mesh       unchanged in",
+            "swarm      unchanged in",
+            "storage    unchanged in",
+            "monitoring unchanged in",
+            "stacks     app unchanged",
+            "stacks     unchanged in",
         ] {
             assert!(again.stderr.contains(phase), "{phase}: {}", again.stderr);
         }
         let cfg = config.to_str().unwrap();
+        // The same no-op run as tools see it: one JSON event per line, a
+        // phase_done for every phase, nothing changed.
+        let events = ck(&["up", "--json", "-c", cfg]);
+        assert_eq!(events.code, 0, "{}", events.stderr);
+        let events: Vec<serde_json::Value> = events
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+            .collect();
+        let done: Vec<&str> = events
+            .iter()
+            .filter(|e| e["event"] == "phase_done")
+            .map(|e| e["phase"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            done,
+            [
+                "facts",
+                "docker",
+                "mesh",
+                "swarm",
+                "storage",
+                "monitoring",
+                "stacks"
+            ]
+        );
+        let last = events.last().unwrap();
+        assert_eq!(last["event"], "done");
+        assert_eq!(last["changed"], false, "{last}");
+        // And on a terminal: the table, one row per node, every phase ✓.
+        let live = ck(&["up", "--progress", "live", "-c", cfg]);
+        assert_eq!(live.code, 0, "{}", live.stderr);
+        let frame = live.stderr.rsplit("\x1b[J").next().unwrap();
+        assert!(
+            frame.contains("node  facts docker mesh swarm storage monitoring stacks"),
+            "{frame}"
+        );
+        for n in ["node1", "node2", "node3"] {
+            assert!(
+                frame.contains(&format!("{n} ✓     ✓      ✓    ✓     ✓       ✓          ✓")),
+                "{n}: {frame}"
+            );
+        }
         let dry = ck(&["up", "--dry-run", "-c", cfg]);
         assert_eq!(dry.stdout.trim(), "nothing would change", "{}", dry.stderr);
         // A changed setting shows as a diff of the file it changes.

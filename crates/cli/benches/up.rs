@@ -38,7 +38,7 @@ fn phases(json_lines: &str) -> (Vec<(String, f64)>, f64) {
     for line in json_lines.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
         match v["event"].as_str() {
-            Some("phase") => phases.push((
+            Some("phase_done") => phases.push((
                 v["phase"].as_str().unwrap_or("?").to_string(),
                 v["seconds"].as_f64().unwrap_or(0.0),
             )),

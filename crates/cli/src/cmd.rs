@@ -103,6 +103,10 @@ enum Command {
         /// Show what would change (file diffs, keys, installs, joins) and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// How to show progress: `live` is a table (a row per node, a column per phase) redrawn
+        /// in place; `plain` is one line per step; `auto` is live on a terminal.
+        #[arg(long, value_enum, default_value = "auto")]
+        progress: crate::up::ProgressMode,
     },
     /// Deploy an application stack (compose file format 3) onto the swarm and wait until it runs.
     #[command(
@@ -317,6 +321,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             only,
             json,
             dry_run,
+            progress,
         } => {
             let input = if sandbox {
                 let cfg = clusterkit_sandbox::SandboxConfig::new("clusterkit");
@@ -335,7 +340,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let Some(loaded) = load(&input, color)? else {
                 return Ok(exit::INVALID);
             };
-            crate::up::run(&loaded, only, json, dry_run)
+            crate::up::run(&loaded, only, json, dry_run, progress)
         }
         Command::Swarm { input, cmd } => {
             let Some(loaded) = load(&input, color)? else {

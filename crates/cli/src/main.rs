@@ -8,6 +8,7 @@ mod dryrun;
 mod mesh;
 mod monitor;
 mod output;
+mod progress;
 mod remote;
 mod sandbox;
 mod status;

@@ -68,7 +68,7 @@ pub fn run(loaded: &Loaded, cmd: MonitorCmd) -> anyhow::Result<u8> {
         }
         match cmd {
             MonitorCmd::Up => {
-                crate::up::provide_images(&monitor_images(&nodes, spec), &|m: &str| {
+                clusterkit_core::transport::images::provide(&clusterkit_monitor::phase::image_targets(&nodes, spec), &|m: &str| {
                     eprintln!("images: {m}")
                 })
                 .await?;
@@ -101,29 +101,6 @@ pub fn run(loaded: &Loaded, cmd: MonitorCmd) -> anyhow::Result<u8> {
             MonitorCmd::Render { .. } => unreachable!("handled above"),
         }
     })
-}
-
-/// For each monitoring image, the nodes that run it.
-pub fn monitor_images(
-    nodes: &[Arc<dyn Transport>],
-    spec: &clusterkit_core::ClusterSpec,
-) -> Vec<(String, Vec<Arc<dyn Transport>>)> {
-    render::images(spec)
-        .into_iter()
-        .map(|(image, everywhere)| {
-            let on = nodes
-                .iter()
-                .filter(|t| {
-                    everywhere
-                        || spec
-                            .node(t.node())
-                            .is_some_and(|n| n.role == clusterkit_core::spec::SwarmRole::Manager)
-                })
-                .cloned()
-                .collect();
-            (image, on)
-        })
-        .collect()
 }
 
 async fn print_endpoints(

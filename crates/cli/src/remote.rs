@@ -156,7 +156,8 @@ pub fn forget(loaded: &Loaded, node: &str) -> anyhow::Result<u8> {
 
 /// `clusterkit images push IMAGE...`: local images to every node lacking them.
 pub fn push_images(loaded: &Loaded, images: &[String]) -> anyhow::Result<u8> {
-    let archive = save_images(images)?;
+    let archive =
+        clusterkit_core::transport::images::save_local(images).map_err(|e| anyhow::anyhow!(e))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
         let (sessions, failed) = connect(loaded, false).await;
@@ -184,22 +185,4 @@ pub fn push_images(loaded: &Loaded, images: &[String]) -> anyhow::Result<u8> {
         }
         Ok(code)
     })
-}
-
-/// `docker save` of images in this machine's engine, with a fix when one is missing.
-pub fn save_images(images: &[String]) -> anyhow::Result<Vec<u8>> {
-    let mut args = vec!["save".to_string()];
-    args.extend(images.iter().cloned());
-    let out = std::process::Command::new("docker")
-        .args(&args)
-        .output()
-        .context("running docker save (is the docker CLI installed?)")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "docker save {}: {} (build or load the image on this machine first; `docker images` lists what is here)",
-            images.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(out.stdout)
 }

@@ -20,6 +20,7 @@
 pub mod alloc;
 pub mod config;
 pub mod diag;
+pub mod engine;
 pub mod inventory;
 pub mod names;
 pub mod plan;

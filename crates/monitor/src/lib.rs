@@ -9,6 +9,7 @@
 //! root-only file on the managers ([`grafana_password`]).
 
 pub mod grafana;
+pub mod phase;
 pub mod render;
 
 use std::sync::Arc;

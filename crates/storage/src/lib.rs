@@ -14,6 +14,7 @@
 //! - [`s3::S3`]: an aws-sdk-s3 client of the cluster's S3 (both backends).
 
 pub mod garage;
+pub mod phase;
 pub mod render;
 pub mod s3;
 

@@ -84,6 +84,7 @@ pub enum SwarmError {
     },
 }
 
+pub mod phase;
 pub mod stacks;
 
 fn engine(node: &str, what: &str, e: impl std::fmt::Display) -> SwarmError {

@@ -12,6 +12,7 @@
 //! falls back to `clusterkit-wg-userspace` (boringtun), which clusterkit uploads.
 
 pub mod model;
+pub mod phase;
 pub mod render;
 
 use std::collections::BTreeMap;

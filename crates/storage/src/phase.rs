@@ -1,0 +1,81 @@
+//! Storage as a phase of `clusterkit up` ([`clusterkit_core::engine`]).
+
+use std::sync::Arc;
+
+use clusterkit_core::engine::{compare_files, BoxError, Change, Context, Outcome, Phase};
+use clusterkit_core::spec::{ClusterSpec, StorageBackend};
+use clusterkit_core::transport::{images, Transport};
+
+/// The storage stack, its layout, key and buckets, and the volume driver on
+/// every node.
+pub struct StoragePhase;
+
+#[async_trait::async_trait]
+impl Phase for StoragePhase {
+    fn name(&self) -> &'static str {
+        "storage"
+    }
+
+    fn enabled(&self, spec: &ClusterSpec) -> bool {
+        spec.storage.backend != StorageBackend::None
+    }
+
+    async fn check(&self, cx: &Context<'_>) -> Result<Vec<Change>, BoxError> {
+        let (Some(st), Some(mgr)) = (
+            crate::render::stack(cx.spec),
+            clusterkit_core::stack::managers(cx.nodes, cx.spec)
+                .into_iter()
+                .next(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        compare_files(
+            mgr.as_ref(),
+            "storage",
+            crate::STACK_DIR,
+            &st.all(),
+            "redeploy",
+        )
+        .await
+    }
+
+    async fn apply(&self, cx: &Context<'_>) -> Result<Outcome, BoxError> {
+        let spec = cx.spec;
+        let holders: Vec<Arc<dyn Transport>> = cx
+            .nodes
+            .iter()
+            .filter(|t| spec.node(t.node()).is_some_and(|n| n.storage))
+            .cloned()
+            .collect();
+        let say = |m: &str| cx.say(m);
+        let mut out = Outcome::default();
+        out.nodes
+            .extend(images::provide(&[(spec.storage.image.clone(), holders)], &say).await?);
+        let c = crate::up(cx.nodes, spec, &say).await?;
+        out.nodes.extend(c.driver_changed.iter().cloned());
+        out.nodes.extend(c.layout_added.iter().cloned());
+        out.cluster |= c.any();
+        // Health comes from Garage's admin API; MinIO's probe was `up`'s last step.
+        let health = if spec.storage.backend == StorageBackend::Garage {
+            let st = crate::status(cx.nodes, spec).await?;
+            cx.say(&format!(
+                "{} on {} node(s), tolerates {} loss(es)",
+                st.health,
+                st.nodes.len(),
+                st.tolerates
+            ));
+            st.health
+        } else {
+            "probed".to_string()
+        };
+        out.summary = Some(
+            format!(
+                "{:?} storage ({health}) with the `{}` volume driver",
+                spec.storage.backend,
+                crate::DRIVER
+            )
+            .to_lowercase(),
+        );
+        Ok(out)
+    }
+}

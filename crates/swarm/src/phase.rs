@@ -1,0 +1,177 @@
+//! The swarm and the application stacks as phases of `clusterkit up`
+//! ([`clusterkit_core::engine`]).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use clusterkit_core::engine::{compare_files, BoxError, Change, Context, Outcome, Phase};
+use clusterkit_core::spec::ClusterSpec;
+use clusterkit_core::transport::{fan_out, images, Cmd, Transport};
+
+/// Every node in the swarm on its mesh address, roles and labels as the
+/// spec says, the `clusterkit` overlay network.
+pub struct SwarmPhase;
+
+#[async_trait::async_trait]
+impl Phase for SwarmPhase {
+    fn name(&self) -> &'static str {
+        "swarm"
+    }
+
+    async fn check(&self, cx: &Context<'_>) -> Result<Vec<Change>, BoxError> {
+        let mut out = Vec::new();
+        let mut in_swarm = false;
+        let cmd = Cmd::new("docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null");
+        for (n, r) in fan_out(cx.nodes, 16, |t| t.exec_raw(&cmd, None)).await {
+            match r?.stdout_str().trim() {
+                "active" => in_swarm = true,
+                other => out.push(Change {
+                    phase: "swarm",
+                    node: Some(n),
+                    what: format!(
+                        "would join the swarm on its mesh address (now: {})",
+                        if other.is_empty() { "no engine" } else { other }
+                    ),
+                    diff: None,
+                }),
+            }
+        }
+        if !in_swarm {
+            out.push(Change {
+                phase: "swarm",
+                node: None,
+                what: "no node is in a swarm yet: the first manager would initialise it".into(),
+                diff: None,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn apply(&self, cx: &Context<'_>) -> Result<Outcome, BoxError> {
+        let c = crate::up(cx.nodes, cx.spec).await?;
+        let mut out = Outcome::default();
+        if let Some(n) = &c.initialized {
+            cx.say(&format!("initialised on {n}"));
+            out.node(n.clone());
+        }
+        for n in &c.joined {
+            cx.say_on(n, "joined");
+            out.node(n.clone());
+        }
+        for n in &c.updated {
+            cx.say_on(n, "role or labels updated");
+            out.node(n.clone());
+        }
+        for n in &c.boot_order {
+            cx.say_on(n, "the engine now starts after the mesh");
+            out.node(n.clone());
+        }
+        if c.network_created {
+            cx.say("overlay network `clusterkit` created");
+            out.cluster = true;
+        }
+        let s = crate::status(cx.nodes).await?;
+        cx.say(&format!(
+            "leader {}, {} managers, tolerates {} loss(es)",
+            s.leader.as_deref().unwrap_or("none"),
+            s.managers.len(),
+            s.tolerates
+        ));
+        out.summary = Some(format!("a swarm of {} manager(s)", s.managers.len()));
+        Ok(out)
+    }
+}
+
+/// Checks a stack file, sends the images this machine has to the nodes that
+/// lack them, deploys it and waits until it runs. Returns whether it changed
+/// anything (deployed, or images sent).
+pub async fn deploy_file(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    file: &Path,
+    name: &str,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<bool, BoxError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("reading the stack file {}: {e}", file.display()))?;
+    let stack = crate::stacks::inspect(name, &file.display().to_string(), &text)?;
+    for w in &stack.warnings {
+        say(&format!("{name}: warning: {w}"));
+    }
+    let needs: Vec<(String, Vec<Arc<dyn Transport>>)> = stack
+        .images
+        .iter()
+        .map(|i| (i.clone(), nodes.to_vec()))
+        .collect();
+    let sent = images::provide(&needs, say).await?;
+    let deployed = crate::stacks::deploy(nodes, spec, &stack, say).await?;
+    if deployed {
+        say(&format!(
+            "{name}: {} service(s) running",
+            stack.services.len()
+        ));
+    }
+    Ok(deployed || !sent.is_empty())
+}
+
+/// The application stacks listed under `[[stacks]]`, each deployed and
+/// running.
+pub struct StacksPhase;
+
+#[async_trait::async_trait]
+impl Phase for StacksPhase {
+    fn name(&self) -> &'static str {
+        "stacks"
+    }
+
+    fn enabled(&self, spec: &ClusterSpec) -> bool {
+        !spec.stacks.is_empty()
+    }
+
+    async fn check(&self, cx: &Context<'_>) -> Result<Vec<Change>, BoxError> {
+        let Some(mgr) = clusterkit_core::stack::managers(cx.nodes, cx.spec)
+            .into_iter()
+            .next()
+        else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for s in &cx.spec.stacks {
+            let text = std::fs::read_to_string(&s.file)
+                .map_err(|e| format!("reading the stack file {}: {e}", s.file.display()))?;
+            out.extend(
+                compare_files(
+                    mgr.as_ref(),
+                    "stacks",
+                    &crate::stacks::stack_dir(&s.name),
+                    &[("docker-compose.yml".to_string(), text)],
+                    "redeploy",
+                )
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn apply(&self, cx: &Context<'_>) -> Result<Outcome, BoxError> {
+        let mut out = Outcome::default();
+        for st in &cx.spec.stacks {
+            let say = |m: &str| cx.say(m);
+            if deploy_file(cx.nodes, cx.spec, &st.file, &st.name, &say).await? {
+                out.cluster = true;
+            } else {
+                cx.say(&format!("{} unchanged", st.name));
+            }
+        }
+        out.summary = Some(format!(
+            "stack(s) {}",
+            cx.spec
+                .stacks
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        Ok(out)
+    }
+}
