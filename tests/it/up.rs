@@ -193,6 +193,43 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             assert!(last.contains(line), "{line}: {last}");
         }
 
+        // The engine's and monitoring's ports answer over the mesh and not on
+        // the sandbox's bridge network, including those containers publish
+        // (forwarded, not seen by INPUT); the app's own port is the user's.
+        let ports = [2377, 7946, 3900, 3901, 3903, 9100, 9090, 9093];
+        let script = |addr: &str| {
+            format!(
+                "for p in {} 8000; do if timeout 2 bash -c \"</dev/tcp/{addr}/$p\" 2>/dev/null; then echo \"$p open\"; else echo \"$p closed\"; fi; done",
+                ports.map(|p| p.to_string()).join(" ")
+            )
+        };
+        let mut open_on_mesh = std::collections::BTreeSet::new();
+        let mut app_on_bridge = 0;
+        for (from, to) in [("node2", 1), ("node3", 2), ("node1", 3)] {
+            let mesh = node_sh(from, &script(&format!("10.0.0.{to}")));
+            let bridge = node_sh(from, &script(&format!("172.29.253.{}", 10 + to)));
+            for p in ports {
+                if mesh.contains(&format!("{p} open")) {
+                    open_on_mesh.insert(p);
+                }
+                assert!(
+                    bridge.contains(&format!("{p} closed")),
+                    "port {p} of node{to} answers on the bridge network:\n{bridge}"
+                );
+            }
+            app_on_bridge += usize::from(bridge.contains("8000 open"));
+        }
+        // The probe sees a published port when one is open: the app's two replicas.
+        assert_eq!(
+            app_on_bridge, 2,
+            "the app's port 8000 is published on two nodes"
+        );
+        assert_eq!(
+            open_on_mesh.len(),
+            ports.len(),
+            "each port answers over the mesh somewhere: {open_on_mesh:?}"
+        );
+
         // A stack file `deploy` cannot use is explained before anything runs.
         let bad = dir.join("bad.yml");
         std::fs::write(&bad, "services:\n  web:\n    build: .\n").unwrap();

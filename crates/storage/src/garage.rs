@@ -223,3 +223,51 @@ pub struct Bucket {
     #[serde(default)]
     pub objects: u64,
 }
+
+/// `GetKeyInfo` (the parts clusterkit reads).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyInfo {
+    /// The buckets the key may use.
+    #[serde(default)]
+    pub buckets: Vec<KeyBucket>,
+}
+
+/// A bucket a key may use, with its permissions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyBucket {
+    /// Bucket id.
+    pub id: String,
+    /// Its global names.
+    #[serde(default)]
+    pub global_aliases: Vec<String>,
+    /// What the key may do.
+    pub permissions: KeyBucketPerm,
+}
+
+/// Read, write, owner.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct KeyBucketPerm {
+    /// Read objects.
+    #[serde(default)]
+    pub read: bool,
+    /// Write objects.
+    #[serde(default)]
+    pub write: bool,
+    /// Manage the bucket.
+    #[serde(default)]
+    pub owner: bool,
+}
+
+impl KeyInfo {
+    /// Whether the key has every permission on the bucket called `alias`.
+    pub fn owns(&self, alias: &str) -> bool {
+        self.buckets.iter().any(|b| {
+            b.global_aliases.iter().any(|a| a == alias)
+                && b.permissions.read
+                && b.permissions.write
+                && b.permissions.owner
+        })
+    }
+}

@@ -444,7 +444,13 @@ async fn garage_up(
         .filter(|(n, _)| n.as_str() != first.node())
         .map(|(_, id)| id)
         .collect();
-    if !others.is_empty() {
+    // Already connected (the usual re-run): no need to ask.
+    let status: garage::ClusterStatus = garage::api(first, "GetClusterStatus", None).await?;
+    let all_up = ids.values().all(|id| {
+        let hex = id.split('@').next().unwrap_or_default();
+        status.nodes.iter().any(|s| s.id == hex && s.is_up)
+    });
+    if !others.is_empty() && !all_up {
         let _: serde_json::Value =
             garage::api(first, "ConnectClusterNodes", Some(&json!(others))).await?;
     }
@@ -500,11 +506,13 @@ async fn garage_up(
             change.layout_removed.join(", ")
         ));
     }
-    if !roles.is_empty() {
+    let layout = if roles.is_empty() {
+        layout
+    } else {
         let _: serde_json::Value =
             garage::api(first, "UpdateClusterLayout", Some(&json!({"roles": roles}))).await?;
-    }
-    let layout: garage::Layout = garage::api(first, "GetClusterLayout", None).await?;
+        garage::api(first, "GetClusterLayout", None).await?
+    };
     if !layout.staged_role_changes.is_empty() {
         let version = layout.version + 1;
         let _: serde_json::Value = garage::api(
@@ -522,10 +530,10 @@ async fn garage_up(
     }
 
     // The key and the buckets.
-    let known = garage::api::<serde_json::Value>(first, "GetKeyInfo", Some(&json!({"id": key.id})))
+    let info = garage::api::<garage::KeyInfo>(first, "GetKeyInfo", Some(&json!({"id": key.id})))
         .await
-        .is_ok();
-    if !known {
+        .ok();
+    if info.is_none() {
         let _: serde_json::Value = garage::api(
             first,
             "ImportKey",
@@ -536,6 +544,9 @@ async fn garage_up(
         change.key_created = true;
     }
     for b in [BUCKET, INTERNAL_BUCKET] {
+        if info.as_ref().is_some_and(|i| i.owns(b)) {
+            continue;
+        }
         let bucket = match garage::api::<garage::Bucket>(
             first,
             "GetBucketInfo",
@@ -762,7 +773,27 @@ pub fn tolerates(replication: u8, down: usize) -> usize {
     (r - quorum).saturating_sub(down)
 }
 
-/// Reports the storage's health from the first storage node that answers.
+/// Garage's own health summary (`GetClusterHealth`), asked of the first
+/// storage node that answers: one round trip, for `up`'s summary.
+pub async fn health(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+) -> Result<garage::Health, StorageError> {
+    let mut last = StorageError::NotReady("no storage node is connected".into());
+    for n in storage_nodes(spec) {
+        let Some(t) = by_name(nodes, n.name.as_str()) else {
+            continue;
+        };
+        match garage::api::<garage::Health>(t.as_ref(), "GetClusterHealth", None).await {
+            Ok(h) => return Ok(h),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Reports the storage's health from the first storage node that answers:
+/// health, each node, the drivers, an S3 probe.
 pub async fn status(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,

@@ -57,14 +57,19 @@ impl Phase for StoragePhase {
         out.cluster |= c.any();
         // Health comes from Garage's admin API; MinIO's probe was `up`'s last step.
         let health = if spec.storage.backend == StorageBackend::Garage {
-            let st = crate::status(cx.nodes, spec).await?;
+            let h = crate::health(cx.nodes, spec).await?;
+            let down = h.storage_nodes.saturating_sub(h.storage_nodes_up);
             cx.say(&format!(
                 "{} on {} node(s), tolerates {} loss(es)",
-                st.health,
-                st.nodes.len(),
-                st.tolerates
+                h.status,
+                h.storage_nodes,
+                if h.status == "unavailable" {
+                    0
+                } else {
+                    crate::tolerates(spec.storage.replication, down)
+                }
             ));
-            st.health
+            h.status
         } else {
             "probed".to_string()
         };

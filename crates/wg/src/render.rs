@@ -100,7 +100,13 @@ pub const MESH_ONLY_UDP: &[u16] = &[7946, 4789];
 /// The firewall script: the cluster's ports are dropped unless they arrive on
 /// the mesh interface, loopback, or `docker_gwbridge` (the node's own swarm
 /// containers reaching its mesh address, e.g. Prometheus scraping the local
-/// node-exporter); SSH and the WireGuard port stay open.
+/// node-exporter); SSH and the WireGuard port stay open. Ports that containers
+/// publish (Prometheus, Grafana, Alertmanager in host mode, or through the
+/// ingress routing mesh) are DNAT-ed by the engine and *forwarded*, so the
+/// INPUT chain never sees them: a second chain, jumped to from `DOCKER-USER`
+/// (the chain the engine leaves to its users), drops connections whose
+/// original destination port is one of the cluster's unless they came over
+/// the mesh.
 /// Idempotent: the chain is rebuilt each time. iptables where present, else nftables.
 pub fn firewall_script(interface: &str) -> String {
     let tcp = MESH_ONLY_TCP.iter().map(u16::to_string).collect::<Vec<_>>();
@@ -117,17 +123,30 @@ pub fn firewall_script(interface: &str) -> String {
          \x20 iptables -A CLUSTERKIT-MESH -p tcp -m multiport --dports {tcp} -j DROP\n\
          \x20 iptables -A CLUSTERKIT-MESH -p udp -m multiport --dports {udp} -j DROP\n\
          \x20 iptables -C INPUT -j CLUSTERKIT-MESH 2>/dev/null || iptables -I INPUT -j CLUSTERKIT-MESH\n\
+         \x20 # Ports published by containers are DNAT-ed and forwarded: INPUT never sees them.\n\
+         \x20 iptables -N CLUSTERKIT-FWD 2>/dev/null || iptables -F CLUSTERKIT-FWD\n\
+         \x20 for i in lo {iface} docker_gwbridge docker0; do iptables -A CLUSTERKIT-FWD -i \"$i\" -j RETURN; done\n\
+         \x20 for p in {tcp_s}; do iptables -A CLUSTERKIT-FWD -p tcp -m conntrack --ctstate DNAT --ctorigdstport \"$p\" -j DROP; done\n\
+         \x20 for p in {udp_s}; do iptables -A CLUSTERKIT-FWD -p udp -m conntrack --ctstate DNAT --ctorigdstport \"$p\" -j DROP; done\n\
+         \x20 iptables -N DOCKER-USER 2>/dev/null || true\n\
+         \x20 iptables -C DOCKER-USER -j CLUSTERKIT-FWD 2>/dev/null || iptables -I DOCKER-USER -j CLUSTERKIT-FWD\n\
          else\n\
          \x20 nft add table inet clusterkit\n\
          \x20 nft 'add chain inet clusterkit input {{ type filter hook input priority -10 ; }}'\n\
          \x20 nft flush chain inet clusterkit input\n\
          \x20 nft add rule inet clusterkit input iifname != {{ lo, {iface}, docker_gwbridge }} tcp dport {{ {tcp_n} }} drop\n\
          \x20 nft add rule inet clusterkit input iifname != {{ lo, {iface}, docker_gwbridge }} udp dport {{ {udp_n} }} drop\n\
+         \x20 nft 'add chain inet clusterkit forward {{ type filter hook forward priority -10 ; }}'\n\
+         \x20 nft flush chain inet clusterkit forward\n\
+         \x20 nft add rule inet clusterkit forward iifname != {{ lo, {iface}, docker_gwbridge, docker0 }} ct status dnat meta l4proto tcp ct original proto-dst {{ {tcp_n} }} drop\n\
+         \x20 nft add rule inet clusterkit forward iifname != {{ lo, {iface}, docker_gwbridge, docker0 }} ct status dnat meta l4proto udp ct original proto-dst {{ {udp_n} }} drop\n\
          fi\n",
         iface = interface,
         tcp = tcp.join(","),
         udp = udp.join(","),
         tcp_n = tcp.join(", "),
+        tcp_s = tcp.join(" "),
+        udp_s = udp.join(" "),
         udp_n = udp.join(", "),
     )
 }
