@@ -139,18 +139,21 @@ pub async fn deploy(
     stack: &StackDeploy<'_>,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<bool, TransportError> {
-    let mut written = false;
-    for (name, content) in &stack.files {
+    // Every file at once: each upload is a round trip (compare, maybe write)
+    // on its own channel of the one connection.
+    let uploads = stack.files.iter().map(|(name, content)| async move {
         let path = format!("{}/{name}", stack.dir);
-        written |= mgr
-            .upload(&Upload {
-                content: content.as_bytes(),
-                path: &path,
-                mode: 0o644,
-                owner: None,
-            })
-            .await?
-            == UploadOutcome::Written;
+        mgr.upload(&Upload {
+            content: content.as_bytes(),
+            path: &path,
+            mode: 0o644,
+            owner: None,
+        })
+        .await
+    });
+    let mut written = false;
+    for r in futures::future::join_all(uploads).await {
+        written |= r? == UploadOutcome::Written;
     }
     let running = mgr
         .exec(

@@ -292,15 +292,16 @@ pub async fn endpoints(
     let mgr = *managers(nodes, spec)
         .first()
         .ok_or(MonitorError::NoManager)?;
-    let mut out = Vec::new();
-    for (service, port) in [
+    let wanted: Vec<(&'static str, u16)> = [
         ("prometheus", 9090),
         ("grafana", 3000),
         ("alertmanager", 9093),
-    ] {
-        if !render::services(spec).contains(&service) {
-            continue;
-        }
+    ]
+    .into_iter()
+    .filter(|(service, _)| render::services(spec).contains(service))
+    .collect();
+    // Every service asked at once, each on its own channel.
+    let asked = futures::future::join_all(wanted.iter().map(|(service, _)| {
         // The swarm node running the task, by the `clusterkit.node` label
         // (hostnames need not match the inventory's names).
         let script = format!(
@@ -310,12 +311,12 @@ pub async fn endpoints(
              done",
             render::STACK
         );
-        let node = mgr
-            .exec_raw(&Cmd::new(script), None)
-            .await?
-            .stdout_str()
-            .trim()
-            .to_string();
+        async move { mgr.exec_raw(&Cmd::new(script), None).await }
+    }))
+    .await;
+    let mut out = Vec::new();
+    for ((service, port), r) in wanted.into_iter().zip(asked) {
+        let node = r?.stdout_str().trim().to_string();
         let node = (!node.is_empty()).then_some(node);
         if let Some(n) = node.and_then(|h| spec.nodes.iter().find(|n| n.name.as_str() == h)) {
             out.push(Endpoint {

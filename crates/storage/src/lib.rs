@@ -181,6 +181,9 @@ pub struct StorageChange {
     pub buckets_created: Vec<String>,
     /// Nodes whose volume driver was installed or reconfigured.
     pub driver_changed: Vec<String>,
+    /// Garage's health at the end of the run (asked alongside the last
+    /// checks; `None` for other backends).
+    pub health: Option<garage::Health>,
 }
 
 impl StorageChange {
@@ -306,8 +309,14 @@ pub async fn up(
         ],
         StorageBackend::None => vec![],
     };
-    for (name, value) in &secrets {
-        if ensure_secret(mgr.as_ref(), name, *value).await? {
+    let made = futures::future::join_all(
+        secrets
+            .iter()
+            .map(|(name, value)| ensure_secret(mgr.as_ref(), name, *value)),
+    )
+    .await;
+    for ((name, _), made) in secrets.iter().zip(made) {
+        if made? {
             progress(&format!("secret {name} created on {}", mgr.node()));
             change.secrets_created.push(name.to_string());
         }
@@ -378,12 +387,29 @@ pub async fn up(
             change.driver_changed.join(", ")
         ));
     }
-    wait_announced(mgr.as_ref(), Duration::from_secs(90), progress).await?;
-
-    // The health check: an object written and read back through S3.
-    let (fwd, s3) = connect_s3(storage[0], spec, &key).await?;
-    let took = s3.probe(INTERNAL_BUCKET, storage[0].node()).await?;
-    drop(fwd);
+    // The swarm sees the driver everywhere; an object written and read back
+    // through S3; Garage's health: asked at once.
+    let probe = async {
+        let (fwd, s3) = connect_s3(storage[0], spec, &key).await?;
+        let took = s3.probe(INTERNAL_BUCKET, storage[0].node()).await?;
+        drop(fwd);
+        Ok::<_, StorageError>(took)
+    };
+    let health = async {
+        if spec.storage.backend == StorageBackend::Garage {
+            health(nodes, spec).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (announced, took, health) = tokio::join!(
+        wait_announced(mgr.as_ref(), Duration::from_secs(90), progress),
+        probe,
+        health
+    );
+    announced?;
+    let took = took?;
+    change.health = health?;
     progress(&format!(
         "S3 probe object written and read back through {} in {} ms",
         storage[0].node(),
@@ -428,24 +454,32 @@ async fn garage_up(
     garage::wait_running(&refs, Duration::from_secs(180)).await?;
     let first = refs[0];
 
-    // Connect every node to the first (a no-op for connected ones).
-    let mut ids: BTreeMap<String, String> = BTreeMap::new();
-    // Asked on every node at once: each is a `docker exec` round trip.
-    let asked = futures::future::join_all(
+    // Everything there is to know, asked at once (each question is a
+    // `docker exec` of about 150 ms): every node's id, the first node's view
+    // of who is connected, the layout, the key and its buckets.
+    let ask_ids = futures::future::join_all(
         refs.iter()
             .map(|t| async move { (t.node().to_string(), garage::node_id(*t).await) }),
-    )
-    .await;
+    );
+    let key_query = json!({"id": key.id});
+    let (asked, status, layout, info) = tokio::join!(
+        ask_ids,
+        garage::api::<garage::ClusterStatus>(first, "GetClusterStatus", None),
+        garage::api::<garage::Layout>(first, "GetClusterLayout", None),
+        garage::api::<garage::KeyInfo>(first, "GetKeyInfo", Some(&key_query)),
+    );
+    let mut ids: BTreeMap<String, String> = BTreeMap::new();
     for (n, id) in asked {
         ids.insert(n, id?);
     }
+    let (status, layout, info) = (status?, layout?, info.ok());
+
+    // Connect every node to the first, unless it already sees every one up.
     let others: Vec<&String> = ids
         .iter()
         .filter(|(n, _)| n.as_str() != first.node())
         .map(|(_, id)| id)
         .collect();
-    // Already connected (the usual re-run): no need to ask.
-    let status: garage::ClusterStatus = garage::api(first, "GetClusterStatus", None).await?;
     let all_up = ids.values().all(|id| {
         let hex = id.split('@').next().unwrap_or_default();
         status.nodes.iter().any(|s| s.id == hex && s.is_up)
@@ -458,7 +492,6 @@ async fn garage_up(
     // Layout: every storage node in a zone of its own, its free space as
     // capacity; roles of servers that are no longer storage nodes (removed
     // from the spec, or reinstalled: a new Garage identity) are removed.
-    let layout: garage::Layout = garage::api(first, "GetClusterLayout", None).await?;
     let wanted: Vec<(String, String)> = refs
         .iter()
         .map(|t| {
@@ -530,9 +563,6 @@ async fn garage_up(
     }
 
     // The key and the buckets.
-    let info = garage::api::<garage::KeyInfo>(first, "GetKeyInfo", Some(&json!({"id": key.id})))
-        .await
-        .ok();
     if info.is_none() {
         let _: serde_json::Value = garage::api(
             first,
@@ -627,13 +657,14 @@ pub async fn install_driver(
     let conf = render::rclone_conf(cfg, key);
     let unit = cfg.unit();
     let dropin = cfg.docker_dropin();
-    let mut written = Vec::new();
-    for (path, content, mode) in [
+    // The four files at once, each on its own channel.
+    let uploads = [
         (KEY_PATH, key_file.as_str(), 0o600),
         (DriverConfig::CONF_PATH, conf.as_str(), 0o600),
         (DriverConfig::UNIT_PATH, unit.as_str(), 0o644),
         (DriverConfig::DOCKER_DROPIN_PATH, dropin.as_str(), 0o644),
-    ] {
+    ]
+    .map(|(path, content, mode)| async move {
         let o = t
             .upload(&Upload {
                 content: content.as_bytes(),
@@ -641,8 +672,12 @@ pub async fn install_driver(
                 mode,
                 owner: None,
             })
-            .await?;
-        if o == UploadOutcome::Written {
+            .await;
+        (path, o)
+    });
+    let mut written = Vec::new();
+    for (path, o) in futures::future::join_all(uploads).await {
+        if o? == UploadOutcome::Written {
             written.push(path);
         }
     }

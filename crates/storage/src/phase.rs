@@ -57,7 +57,10 @@ impl Phase for StoragePhase {
         out.cluster |= c.any();
         // Health comes from Garage's admin API; MinIO's probe was `up`'s last step.
         let health = if spec.storage.backend == StorageBackend::Garage {
-            let h = crate::health(cx.nodes, spec).await?;
+            let h = match c.health {
+                Some(h) => h,
+                None => crate::health(cx.nodes, spec).await?,
+            };
             let down = h.storage_nodes.saturating_sub(h.storage_nodes_up);
             cx.say(&format!(
                 "{} on {} node(s), tolerates {} loss(es)",

@@ -56,8 +56,7 @@ pub const SCRIPT: &str = r#"echo "time=$(date +%s.%N)"
 echo "os_id=$ID"; echo "os_version=$VERSION_ID"; echo "codename=$VERSION_CODENAME"
 echo "arch=$(uname -m)"; echo "kernel=$(uname -r)"
 if [ -d /sys/module/wireguard ] || modprobe -n wireguard >/dev/null 2>&1; then echo wg=yes; else echo wg=no; fi
-echo "docker=$(docker version --format '{{.Server.Version}}' 2>/dev/null)"
-echo "swarm=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)"
+if d=$(docker info --format '{{.ServerVersion}} {{.Swarm.LocalNodeState}}' 2>/dev/null); then echo "docker=${d%% *}"; echo "swarm=${d#* }"; else echo docker=; echo swarm=; fi
 echo "disk_kib=$(df -Pk / | awk 'NR==2 {print $4}')"
 echo "init=$(cat /proc/1/comm 2>/dev/null)"
 if command -v sudo >/dev/null 2>&1; then echo sudo=yes; else echo sudo=no; fi
