@@ -1,6 +1,7 @@
 //! clusterkit's one integration-test crate: a module per capability, all
 //! driving the real `clusterkit` binary.
 
+mod address_plan;
 mod bin;
 mod examples;
 mod inventory_errors;

@@ -81,7 +81,7 @@ fn leader() -> Option<String> {
 }
 
 #[test]
-fn the_swarm_survives_its_leader_and_keeps_every_replica() {
+fn the_swarm_survives_its_leader_keeps_every_replica_and_rebalance_spreads_them_again() {
     shared();
     let _g = disrupt();
     swarm_up();
@@ -135,6 +135,25 @@ fn the_swarm_survives_its_leader_and_keeps_every_replica() {
             .contains(&format!("{old} Ready Reachable"))
         },
     );
+    // The replicas stay piled on the survivors until `rebalance` spreads them,
+    // never running fewer than 3.
+    let per_node = || {
+        let ps = exec(&survivors[0], "docker service ps keeper --filter desired-state=running --format '{{.Node}} {{.CurrentState}}'");
+        let mut nodes: Vec<String> = ps
+            .lines()
+            .filter(|l| l.contains("Running"))
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    assert!(!per_node().contains(&old), "{:?}", per_node());
+    let r = ck(&["rebalance", "-c", &config()]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("keeper: "), "{}", r.stderr);
+    assert_eq!(per_node(), ["node1", "node2", "node3"], "{}", r.stderr);
+    let again = ck(&["rebalance", "-c", &config()]);
+    assert!(again.stdout.contains("nothing changed"), "{}", again.stdout);
     exec(&survivors[0], "docker service rm keeper >/dev/null");
 }
 

@@ -107,6 +107,24 @@ enum Command {
         /// in place; `plain` is one line per step; `auto` is live on a terminal.
         #[arg(long, value_enum, default_value = "auto")]
         progress: crate::up::ProgressMode,
+        /// Leave replicated services where they run (by default `up` ends by spreading those
+        /// piled on some nodes, as `clusterkit rebalance` does).
+        #[arg(long)]
+        no_rebalance: bool,
+    },
+    /// Spread replicated services over the ready nodes again, e.g. after a node came back.
+    #[command(
+        after_help = "Swarm does not move running tasks when a node returns: services stay piled on the nodes\n\
+        that survived. rebalance takes one service at a time, scales it to one more replica (the\n\
+        scheduler starts it on the emptiest node), waits until it runs, then back (the swarm removes\n\
+        a copy from the fullest node): a service never runs fewer replicas than it asks for. Services\n\
+        pinned to a node (node.hostname, node.id or node.labels.clusterkit.node constraints) and\n\
+        global services are left alone. `up` does the same as its last phase.\n\n\
+        Examples:\n  clusterkit rebalance\n  clusterkit up --no-rebalance   # converge, but leave services where they run"
+    )]
+    Rebalance {
+        #[command(flatten)]
+        input: Input,
     },
     /// Deploy an application stack (compose file format 3) onto the swarm and wait until it runs.
     #[command(
@@ -309,6 +327,19 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             crate::status::run(&loaded, json)
         }
+        Command::Rebalance { input } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::up::run(
+                &loaded,
+                Some(crate::up::Phase::Rebalance),
+                false,
+                false,
+                crate::up::ProgressMode::Plain,
+                true,
+            )
+        }
         Command::Deploy { input, file, name } => {
             let Some(loaded) = load(&input, color)? else {
                 return Ok(exit::INVALID);
@@ -322,6 +353,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             json,
             dry_run,
             progress,
+            no_rebalance,
         } => {
             let input = if sandbox {
                 let cfg = clusterkit_sandbox::SandboxConfig::new("clusterkit");
@@ -340,7 +372,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let Some(loaded) = load(&input, color)? else {
                 return Ok(exit::INVALID);
             };
-            crate::up::run(&loaded, only, json, dry_run, progress)
+            crate::up::run(&loaded, only, json, dry_run, progress, !no_rebalance)
         }
         Command::Swarm { input, cmd } => {
             let Some(loaded) = load(&input, color)? else {

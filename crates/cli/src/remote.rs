@@ -81,7 +81,8 @@ pub fn check(loaded: &Loaded, strict: bool, json: bool) -> anyhow::Result<u8> {
             match r {
                 Ok(f) => {
                     let t = &loaded.built.spec.node(&node).expect("connected nodes come from the spec").ssh;
-                    let p = facts::problems(&f, &t.user, t.become_);
+                    let mut p = facts::problems(&f, &t.user, t.become_);
+                    p.extend(facts::address_problems(&f, &loaded.built.spec));
                     rows.push((node, f, p));
                 }
                 Err(e) => failed.push((node, e.to_string())),

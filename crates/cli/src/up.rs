@@ -11,7 +11,7 @@ use clusterkit_core::engine::{
 use clusterkit_core::spec::Loaded;
 use clusterkit_monitor::phase::MonitoringPhase;
 use clusterkit_storage::phase::StoragePhase;
-use clusterkit_swarm::phase::{StacksPhase, SwarmPhase};
+use clusterkit_swarm::phase::{RebalancePhase, StacksPhase, SwarmPhase};
 use clusterkit_wg::phase::MeshPhase;
 
 use crate::progress::{Json, Live, Progress};
@@ -34,6 +34,8 @@ pub enum Phase {
     Monitoring,
     /// The application stacks listed under [[stacks]].
     Stacks,
+    /// Replicated services spread over the ready nodes again.
+    Rebalance,
 }
 
 /// How `up` shows its progress.
@@ -47,10 +49,10 @@ pub enum ProgressMode {
     Plain,
 }
 
-/// Every phase `up` knows, in order.
-pub fn engine() -> Engine {
+/// Every phase `up` knows, in order (rebalancing last, unless left out).
+pub fn engine(rebalance: bool) -> Engine {
     let userspace = crate::mesh::userspace_binary();
-    Engine::new(vec![
+    let mut phases: Vec<Box<dyn clusterkit_core::engine::Phase>> = vec![
         Box::new(FactsPhase),
         Box::new(DockerPhase),
         Box::new(MeshPhase {
@@ -61,7 +63,11 @@ pub fn engine() -> Engine {
         Box::new(StoragePhase),
         Box::new(MonitoringPhase),
         Box::new(StacksPhase),
-    ])
+    ];
+    if rebalance {
+        phases.push(Box::new(RebalancePhase));
+    }
+    Engine::new(phases)
 }
 
 /// Runs every phase (or `only` one) through the engine of clusterkit-core:
@@ -73,6 +79,7 @@ pub fn run(
     json: bool,
     dry_run: bool,
     progress: ProgressMode,
+    rebalance: bool,
 ) -> anyhow::Result<u8> {
     let only = only.map(|p| match p {
         Phase::Docker => "docker",
@@ -81,11 +88,12 @@ pub fn run(
         Phase::Storage => "storage",
         Phase::Monitoring => "monitoring",
         Phase::Stacks => "stacks",
+        Phase::Rebalance => "rebalance",
     });
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
         let spec = &loaded.built.spec;
-        let engine = engine();
+        let engine = engine(rebalance || only == Some("rebalance"));
         let (nodes, failed) = connect(loaded, false).await;
         if !failed.is_empty() {
             for (n, e) in &failed {
@@ -99,9 +107,6 @@ pub fn run(
             let changes = engine.check(&cx, only).await?;
             crate::dryrun::print(&changes, json)?;
             return Ok(exit::OK);
-        }
-        if loaded.state_changed {
-            loaded.built.state.save(&loaded.state_path)?;
         }
         let names: Vec<String> = nodes.iter().map(|t| t.node().to_string()).collect();
         let phases: Vec<&'static str> = engine
@@ -126,7 +131,15 @@ pub fn run(
             Progress::Lines(Lines::stderr())
         };
         let cx = Context::new(&nodes, spec, &reporter);
-        let result = engine.apply(&cx, only).await;
+        // The addresses allocated are recorded once the facts (the address
+        // plan among them) allow going on: a refused run leaves no trace.
+        let save = |phase: &str| -> Result<(), clusterkit_core::engine::BoxError> {
+            if phase == "facts" && loaded.state_changed {
+                loaded.built.state.save(&loaded.state_path)?;
+            }
+            Ok(())
+        };
+        let result = engine.apply_then(&cx, only, &save).await;
         drop(cx);
         let json_out = reporter.finish();
         let report = match result {

@@ -430,13 +430,25 @@ impl Engine {
 
     /// Applies the selected phases in order; stops at the first failure.
     pub async fn apply(&self, cx: &Context<'_>, only: Option<&str>) -> Result<Report, EngineError> {
+        self.apply_then(cx, only, &|_| Ok(())).await
+    }
+
+    /// [`Engine::apply`], calling `after` when each phase has succeeded (the
+    /// CLI records its local state once the facts allow going on); an error
+    /// from `after` stops the run as the phase's own would.
+    pub async fn apply_then(
+        &self,
+        cx: &Context<'_>,
+        only: Option<&str>,
+        after: &(dyn Fn(&'static str) -> Result<(), BoxError> + Sync),
+    ) -> Result<Report, EngineError> {
         let mut report = Report::default();
         for p in self.selected(cx.spec, only)? {
             let phase = p.name();
             cx.enter(phase);
             cx.event(Event::PhaseStarted { phase });
             let start = Instant::now();
-            match p.apply(cx).await {
+            match p.apply(cx).await.and_then(|o| after(phase).map(|()| o)) {
                 Ok(outcome) => {
                     let seconds = start.elapsed().as_secs_f64();
                     cx.event(Event::PhaseDone {
@@ -535,7 +547,9 @@ impl FactsPhase {
             let Some(node) = cx.spec.node(&n) else {
                 continue;
             };
-            for p in facts::problems(&f, &node.ssh.user, node.ssh.become_) {
+            let mut problems = facts::problems(&f, &node.ssh.user, node.ssh.become_);
+            problems.extend(facts::address_problems(&f, cx.spec));
+            for p in problems {
                 if p.message.starts_with("Docker Engine is not running") {
                     continue;
                 }

@@ -175,3 +175,71 @@ impl Phase for StacksPhase {
         Ok(out)
     }
 }
+
+/// Replicated services spread over the ready nodes again (after a node came
+/// back), one service and one task at a time, never below their replica
+/// count ([`crate::rebalance`]).
+pub struct RebalancePhase;
+
+fn spread_text(per_node: &std::collections::BTreeMap<String, usize>) -> String {
+    per_node
+        .iter()
+        .map(|(n, c)| format!("{n}: {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[async_trait::async_trait]
+impl Phase for RebalancePhase {
+    fn name(&self) -> &'static str {
+        "rebalance"
+    }
+
+    async fn check(&self, cx: &Context<'_>) -> Result<Vec<Change>, BoxError> {
+        let Some(mgr) = clusterkit_core::stack::managers(cx.nodes, cx.spec)
+            .into_iter()
+            .next()
+        else {
+            return Ok(Vec::new());
+        };
+        // A swarm not built yet has nothing to spread.
+        let Ok(spreads) = crate::rebalance::spreads(mgr.as_ref()).await else {
+            return Ok(Vec::new());
+        };
+        Ok(spreads
+            .into_iter()
+            .filter(|s| s.uneven() && s.replicas >= 2)
+            .map(|s| Change {
+                phase: "rebalance",
+                node: None,
+                what: format!(
+                    "would spread {} ({} replicas; now {})",
+                    s.service,
+                    s.replicas,
+                    spread_text(&s.per_node)
+                ),
+                diff: None,
+            })
+            .collect())
+    }
+
+    async fn apply(&self, cx: &Context<'_>) -> Result<Outcome, BoxError> {
+        let mgr = clusterkit_core::stack::managers(cx.nodes, cx.spec)
+            .into_iter()
+            .next()
+            .ok_or("no manager is connected")?;
+        let say = |m: &str| cx.say(m);
+        let moved = crate::rebalance::rebalance(mgr.as_ref(), &say).await?;
+        let mut out = Outcome::default();
+        for m in &moved {
+            cx.say(&format!(
+                "{}: {} → {}",
+                m.service,
+                spread_text(&m.before),
+                spread_text(&m.after)
+            ));
+            out.cluster = true;
+        }
+        Ok(out)
+    }
+}

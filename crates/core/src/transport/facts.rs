@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use super::{Cmd, Transport, TransportError};
+use crate::spec::ClusterSpec;
 
 /// What clusterkit needs to know about a node before changing it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -38,6 +40,11 @@ pub struct Facts {
     pub init: String,
     /// `sudo` is installed.
     pub sudo: bool,
+    /// IPv4 routes (every table), but the default route.
+    pub routes: Vec<Route>,
+    /// The engine's local address pools from `/etc/docker/daemon.json`
+    /// (empty: Docker's built-in ones, [`docker_default_pools`]).
+    pub engine_pools: Vec<Ipv4Net>,
     /// Which of the cluster's ports (2377, 7946, 4789, 51820) something listens on.
     pub ports_in_use: Vec<u16>,
     /// Which of them the Docker Engine itself holds (known when the SSH user
@@ -62,7 +69,9 @@ echo "init=$(cat /proc/1/comm 2>/dev/null)"
 if command -v sudo >/dev/null 2>&1; then echo sudo=yes; else echo sudo=no; fi
 echo "ports=$(ss -Hlntu 2>/dev/null | awk '{print $5}' | sed 's/.*://' | sort -un | tr '\n' ' ')"
 echo "engine_ports=$(ss -Hlntup 2>/dev/null | grep '"dockerd"' | awk '{print $5}' | sed 's/.*://' | sort -un | tr '\n' ' ')"
-if ip link show wg0 >/dev/null 2>&1; then echo mesh=yes; else echo mesh=no; fi"#;
+if ip link show wg0 >/dev/null 2>&1; then echo mesh=yes; else echo mesh=no; fi
+ip -4 route show table all 2>/dev/null | awk '$1 != "default" && $1 != "broadcast" && $1 != "local" && $1 != "unreachable" {d=""; for (i = 2; i < NF; i++) if ($i == "dev") d = $(i+1); print "route=" $1 " " d}'
+echo "pools=$(tr -d ' \n\t' < /etc/docker/daemon.json 2>/dev/null | grep -o '"default-address-pools":\[[^]]*\]' | grep -o '"base":"[^"]*"' | cut -d'"' -f4 | tr '\n' ' ')""#;
 
 fn now() -> f64 {
     SystemTime::now()
@@ -113,7 +122,118 @@ pub fn parse(text: &str, before: f64, after: f64) -> Facts {
             .filter(|p| CLUSTER_PORTS.contains(p))
             .collect(),
         mesh_up: get("mesh") == "yes",
+        routes: text
+            .lines()
+            .filter_map(|l| l.strip_prefix("route="))
+            .filter_map(|r| {
+                let (dst, dev) = r.split_once(' ').unwrap_or((r, ""));
+                let dst = if dst.contains('/') {
+                    dst.to_string()
+                } else {
+                    format!("{dst}/32")
+                };
+                Some(Route {
+                    dst: dst.parse().ok()?,
+                    dev: dev.trim().to_string(),
+                })
+            })
+            .collect(),
+        engine_pools: get("pools")
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
     }
+}
+
+/// A route in the node's tables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// Where it leads.
+    pub dst: Ipv4Net,
+    /// Through which interface.
+    pub dev: String,
+}
+
+/// The engine's local address pools when `/etc/docker/daemon.json` sets
+/// none: 172.17.0.0/16 to 172.31.0.0/16, and 192.168.0.0/16 (cut into /20s).
+pub fn docker_default_pools() -> Vec<Ipv4Net> {
+    (17..=31)
+        .map(|b| Ipv4Net::new(std::net::Ipv4Addr::new(172, b, 0, 0), 16).expect("valid"))
+        .chain(std::iter::once(
+            Ipv4Net::new(std::net::Ipv4Addr::new(192, 168, 0, 0), 16).expect("valid"),
+        ))
+        .collect()
+}
+
+fn overlap(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The address plan, checked on one node before anything changes (pure):
+/// the mesh and the swarm's address pool against the routes already there
+/// (LAN, VPNs, the engine's bridges) and against the engine's local address
+/// pools. Each overlap names both ranges, where each comes from and the key
+/// that fixes it. The mesh's own route (on its interface) is not a conflict.
+pub fn address_problems(f: &Facts, spec: &ClusterSpec) -> Vec<FactProblem> {
+    let mesh = spec.mesh.cidr;
+    let pool = spec.swarm.default_addr_pool;
+    let iface = &spec.mesh.interface;
+    let mut out = Vec::new();
+    for r in &f.routes {
+        if &r.dev == iface || r.dev.starts_with("veth") {
+            continue;
+        }
+        let what = if r.dev == "docker0" || r.dev == "docker_gwbridge" || r.dev.starts_with("br-") {
+            format!("the engine's bridge network {} ({})", r.dst, r.dev)
+        } else {
+            format!("the route to {} (dev {})", r.dst, r.dev)
+        };
+        if overlap(&r.dst, &mesh) {
+            out.push(FactProblem {
+                blocking: true,
+                message: format!(
+                    "{what} overlaps the mesh {mesh} (mesh.cidr): those addresses would be reached two ways; choose a mesh range this node does not use ([mesh] cidr)"
+                ),
+            });
+        }
+        // Overlay networks live in their own namespaces: only a route that is
+        // not the swarm's own can clash with its pool.
+        if overlap(&r.dst, &pool) {
+            out.push(FactProblem {
+                blocking: true,
+                message: format!(
+                    "{what} overlaps the swarm address pool {pool} (swarm.default_addr_pool): overlay networks would shadow it; set [swarm] default_addr_pool to a free range"
+                ),
+            });
+        }
+    }
+    let (pools, from) = if f.engine_pools.is_empty() {
+        (docker_default_pools(), "Docker's built-in default")
+    } else {
+        (
+            f.engine_pools.clone(),
+            "default-address-pools in /etc/docker/daemon.json",
+        )
+    };
+    for p in pools {
+        if overlap(&p, &mesh) {
+            out.push(FactProblem {
+                blocking: true,
+                message: format!(
+                    "the engine's local address pool {p} ({from}) overlaps the mesh {mesh} (mesh.cidr): the engine could give a bridge network the mesh's addresses; choose another [mesh] cidr, or set default-address-pools in /etc/docker/daemon.json"
+                ),
+            });
+        }
+        if overlap(&p, &pool) {
+            out.push(FactProblem {
+                blocking: true,
+                message: format!(
+                    "the engine's local address pool {p} ({from}) overlaps the swarm address pool {pool} (swarm.default_addr_pool): set [swarm] default_addr_pool to a free range"
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// A problem `clusterkit check` found on a node.

@@ -87,3 +87,70 @@ fn swarm_ports_the_engine_holds_are_not_a_conflict() {
         .iter()
         .any(|p| p.blocking && p.message.contains("port 7946 is already in use")));
 }
+
+fn spec_with(mesh: &str) -> crate::spec::ClusterSpec {
+    let inv = crate::inventory::Inventory::parse(
+        crate::source::SourceFile::new("h.ini", "[s]\nn1 ansible_host=192.0.2.1\n"),
+        crate::inventory::Format::Ini,
+        &mut Default::default(),
+    );
+    let mut spec = crate::spec::build(None, Some(&inv), &Default::default(), &|_| None)
+        .unwrap()
+        .spec;
+    spec.mesh.cidr = mesh.parse().unwrap();
+    spec
+}
+
+#[test]
+fn the_address_plan_refuses_overlaps_with_routes_bridges_and_engine_pools() {
+    use super::facts::address_problems;
+    // A node on a LAN, with the engine's bridge, its configured pools, the
+    // mesh up and a VPN route into 10.200.5.0/24.
+    let text = format!(
+        "{SAMPLE}route=192.168.1.0/24 eth0\nroute=172.17.0.0/16 docker0\nroute=10.0.0.0/24 wg0\n\
+         route=10.200.5.0/24 tun7\nroute=10.0.0.9 eth0\npools=172.20.0.0/14 \n"
+    );
+    let f = parse(&text, 999.0, 1000.0);
+    assert_eq!(f.routes.len(), 5);
+    assert_eq!(f.routes[4].dst.to_string(), "10.0.0.9/32");
+    assert_eq!(f.engine_pools.len(), 1);
+    let msgs: Vec<String> = address_problems(&f, &spec_with("10.0.0.0/24"))
+        .into_iter()
+        .inspect(|p| assert!(p.blocking))
+        .map(|p| p.message)
+        .collect();
+    assert_eq!(msgs.len(), 2, "{msgs:#?}");
+    assert!(msgs[0].starts_with("the route to 10.200.5.0/24 (dev tun7) overlaps the swarm address pool 10.200.0.0/16 (swarm.default_addr_pool)"), "{}", msgs[0]);
+    assert!(
+        msgs[1].starts_with(
+            "the route to 10.0.0.9/32 (dev eth0) overlaps the mesh 10.0.0.0/24 (mesh.cidr)"
+        ),
+        "{}",
+        msgs[1]
+    );
+    // A mesh inside the engine's bridge and its pools.
+    let msgs: Vec<String> = address_problems(&f, &spec_with("172.21.0.0/24"))
+        .into_iter()
+        .map(|p| p.message)
+        .collect();
+    assert!(msgs.iter().any(|m| m.starts_with("the engine's local address pool 172.20.0.0/14 (default-address-pools in /etc/docker/daemon.json) overlaps the mesh 172.21.0.0/24")), "{msgs:#?}");
+    let msgs: Vec<String> = address_problems(&f, &spec_with("172.17.3.0/24"))
+        .into_iter()
+        .map(|p| p.message)
+        .collect();
+    assert!(
+        msgs.iter().any(|m| m
+            .starts_with("the engine's bridge network 172.17.0.0/16 (docker0) overlaps the mesh")),
+        "{msgs:#?}"
+    );
+    // Without configured pools, Docker's own defaults count.
+    let bare = parse(SAMPLE, 999.0, 1000.0);
+    let msgs: Vec<String> = address_problems(&bare, &spec_with("192.168.50.0/24"))
+        .into_iter()
+        .map(|p| p.message)
+        .collect();
+    assert_eq!(msgs.len(), 1, "{msgs:#?}");
+    assert!(msgs[0].contains("192.168.0.0/16 (Docker's built-in default)"));
+    // A clean plan.
+    assert!(address_problems(&bare, &spec_with("10.0.0.0/24")).is_empty());
+}
