@@ -3,6 +3,7 @@
 
 mod address_plan;
 mod bin;
+mod doctor;
 mod examples;
 mod inventory_errors;
 mod monitor;

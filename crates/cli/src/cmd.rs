@@ -177,6 +177,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Look for what clusters like this trip on, each problem with its fix: address plan, MTU, ports, clocks, quorum, storage.
+    #[command(
+        after_help = "Read-only. Checks, on every node: SSH and host keys; OS, disk, clocks and ports held by other\n\
+programs; the address plan (routes, the engine's bridges and pools against the mesh and the swarm\n\
+pool); every mesh pair answering; the MTU (a don't-fragment packet of the mesh MTU between every\n\
+pair, and the mesh MTU plus WireGuard's 60 bytes within the underlay interface's); the cluster's TCP\n\
+ports closed on the nodes' own addresses (probed from a neighbour); quorum and losses tolerated;\n\
+storage health, the volume driver on each node and an S3 probe. Lines start with ok, warn or FAIL;\n\
+the exit code is 1 when one is FAIL.\n\n\
+Examples:\n  clusterkit doctor\n  clusterkit doctor --json | jq '.checks[] | select(.level != \"ok\")'"
+    )]
+    Doctor {
+        #[command(flatten)]
+        input: Input,
+        /// The findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// One screen: nodes, mesh, swarm quorum and leader, storage, monitoring targets, stacks.
     #[command(
         after_help = "Read-only. Each line starts with ok or FAIL; the exit code is 0 only when everything is
@@ -320,6 +338,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::INVALID);
             };
             crate::down::run(&loaded, purge, yes)
+        }
+        Command::Doctor { input, json } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::doctor::run(&loaded, json)
         }
         Command::Status { input, json } => {
             let Some(loaded) = load(&input, color)? else {

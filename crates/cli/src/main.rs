@@ -3,6 +3,7 @@
 //! Parsing with clap, printing, exit codes; everything else lives in the libraries.
 
 mod cmd;
+mod doctor;
 mod down;
 mod dryrun;
 mod mesh;

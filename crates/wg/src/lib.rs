@@ -576,3 +576,112 @@ pub async fn down(t: &dyn Transport, interface: &str, purge: bool) -> Result<(),
     t.exec(&Cmd::new(script)).await?;
     Ok(())
 }
+
+/// WireGuard's own overhead on IPv4: outer IP (20), UDP (8), WireGuard (32).
+pub const WG_OVERHEAD_V4: u16 = 60;
+
+/// One pair's MTU, as seen from `from`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MtuPair {
+    /// The node asked.
+    pub from: String,
+    /// Its peer.
+    pub to: String,
+    /// The interface the encrypted packets leave by, and its MTU.
+    pub underlay: Option<(String, u16)>,
+    /// The mesh interface's MTU on `from`.
+    pub mesh_mtu: Option<u16>,
+    /// A don't-fragment ping of the spec's full mesh MTU passed.
+    pub df_ok: bool,
+}
+
+impl MtuPair {
+    /// What is wrong with this pair, with the fix; `None` when all is well
+    /// (pure). `wanted` is the spec's mesh MTU.
+    pub fn problem(&self, wanted: u16) -> Option<String> {
+        if let Some((dev, mtu)) = &self.underlay {
+            if wanted + WG_OVERHEAD_V4 > *mtu {
+                return Some(format!(
+                    "{} → {}: the mesh MTU {wanted} plus WireGuard's {WG_OVERHEAD_V4} bytes exceeds {dev}'s MTU {mtu}: set [mesh] mtu to {} or less",
+                    self.from,
+                    self.to,
+                    mtu.saturating_sub(WG_OVERHEAD_V4)
+                ));
+            }
+        }
+        if self.mesh_mtu.is_some_and(|m| m != wanted) {
+            return Some(format!(
+                "{}: the mesh interface's MTU is {} but the spec says {wanted}: run `clusterkit up --only mesh`",
+                self.from,
+                self.mesh_mtu.unwrap_or(0)
+            ));
+        }
+        if !self.df_ok {
+            return Some(format!(
+                "{} → {}: a {wanted}-byte packet marked don't-fragment does not pass over the mesh (a smaller MTU on the path?): lower [mesh] mtu",
+                self.from, self.to
+            ));
+        }
+        None
+    }
+}
+
+/// Measures every pair: the underlay interface towards the peer and its
+/// MTU, the mesh interface's MTU, and a don't-fragment ping of the spec's
+/// mesh MTU to the peer's mesh address. Read-only.
+pub async fn mtu_check(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+) -> Result<Vec<MtuPair>, WgError> {
+    let iface = &spec.mesh.interface;
+    let wanted = spec.mesh.mtu;
+    let results = fan_out(nodes, 16, |t| async move {
+        let me = t.node().to_string();
+        let mut script = format!("echo mesh $(cat /sys/class/net/{iface}/mtu 2>/dev/null)\n");
+        for peer in spec.nodes.iter().filter(|n| n.name.as_str() != me) {
+            script.push_str(&format!(
+                "( h=$(getent ahostsv4 {host} | awk 'NR==1 {{print $1}}'); d=$(ip -4 route get \"${{h:-{host}}}\" 2>/dev/null | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'); \
+                 m=$(cat /sys/class/net/$d/mtu 2>/dev/null); \
+                 if ping -M do -s {size} -c1 -W2 {ip} >/dev/null 2>&1 || ping -M do -s {size} -c1 -W2 {ip} >/dev/null 2>&1; then p=ok; else p=no; fi; \
+                 echo peer {name} ${{d:--}} ${{m:--}} $p ) &\n",
+                host = shell_quote_host(&peer.ssh.host),
+                size = wanted.saturating_sub(28),
+                ip = peer.mesh_address,
+                name = peer.name,
+            ));
+        }
+        script.push_str("wait\n");
+        let out = t.exec_raw(&Cmd::new(script), None).await?;
+        Ok::<_, WgError>(parse_mtu(&me, &out.stdout_str()))
+    })
+    .await;
+    Ok(all_ok(results)?.into_values().flatten().collect())
+}
+
+fn shell_quote_host(h: &str) -> String {
+    clusterkit_core::transport::quote(h)
+}
+
+/// Parses [`mtu_check`]'s script output for one node (pure).
+pub fn parse_mtu(from: &str, out: &str) -> Vec<MtuPair> {
+    let mesh_mtu = out
+        .lines()
+        .find_map(|l| l.strip_prefix("mesh "))
+        .and_then(|m| m.trim().parse().ok());
+    out.lines()
+        .filter_map(|l| l.strip_prefix("peer "))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let [to, dev, mtu, df] = f[..] else {
+                return None;
+            };
+            Some(MtuPair {
+                from: from.to_string(),
+                to: to.to_string(),
+                underlay: mtu.parse().ok().map(|m| (dev.to_string(), m)),
+                mesh_mtu,
+                df_ok: df == "ok",
+            })
+        })
+        .collect()
+}

@@ -79,3 +79,22 @@ fn handshake_ages_know_the_backend() {
     );
     assert_eq!(silent[0].handshake_age_s, None);
 }
+
+#[test]
+fn mtu_pairs_are_read_and_judged() {
+    let out = "mesh 1420\npeer node2 eth0 1500 ok\npeer node3 eth0 1500 no\npeer node4 - - no\n";
+    let pairs = crate::parse_mtu("node1", out);
+    assert_eq!(pairs.len(), 3);
+    assert_eq!(pairs[0].underlay, Some(("eth0".into(), 1500)));
+    assert_eq!(pairs[0].problem(1420), None);
+    assert!(pairs[1]
+        .problem(1420)
+        .unwrap()
+        .contains("a 1420-byte packet marked don't-fragment does not pass"));
+    let too_big = pairs[0].problem(1460).unwrap();
+    assert!(
+        too_big.contains("the mesh MTU 1460 plus WireGuard's 60 bytes exceeds eth0's MTU 1500: set [mesh] mtu to 1440 or less"),
+        "{too_big}"
+    );
+    assert_eq!(pairs[2].underlay, None);
+}

@@ -1,0 +1,218 @@
+//! `clusterkit doctor`: one report of what operators of such clusters trip
+//! on, each problem with its fix. Read-only. The checks come from the
+//! libraries (facts and the address plan from clusterkit-core, the mesh and
+//! its MTU from clusterkit-wg, quorum from clusterkit-swarm, storage from
+//! clusterkit-storage); the ports probe is a shell loop run on the nodes.
+
+use anyhow::Context;
+use clusterkit_core::spec::{Loaded, StorageBackend};
+use clusterkit_core::transport::{facts, fan_out, Cmd};
+use serde::Serialize;
+
+use crate::exit;
+use crate::remote::connect;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Serialize)]
+struct Finding {
+    level: Level,
+    section: &'static str,
+    message: String,
+}
+
+/// `clusterkit doctor [--json]`.
+pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async {
+        let spec = &loaded.built.spec;
+        let mut out: Vec<Finding> = Vec::new();
+        let mut add = |level, section, message: String| {
+            out.push(Finding {
+                level,
+                section,
+                message,
+            })
+        };
+        let (nodes, failed) = connect(loaded, false).await;
+        for (n, e) in &failed {
+            add(Level::Fail, "ssh", format!("{n}: {e}"));
+        }
+        if failed.is_empty() {
+            add(Level::Ok, "ssh", format!("{} node(s) reachable, host keys checked", nodes.len()));
+        }
+
+        // Facts: OS, clocks, disk, ports held by others, the address plan.
+        let mut facts_ok = true;
+        for (n, r) in fan_out(&nodes, 16, facts::gather).await {
+            let f = match r {
+                Ok(f) => f,
+                Err(e) => {
+                    add(Level::Fail, "facts", format!("{n}: {e}"));
+                    facts_ok = false;
+                    continue;
+                }
+            };
+            let Some(node) = spec.node(&n) else { continue };
+            let mut problems = facts::problems(&f, &node.ssh.user, node.ssh.become_);
+            problems.extend(facts::address_problems(&f, spec));
+            for p in problems {
+                facts_ok = false;
+                let level = if p.blocking { Level::Fail } else { Level::Warn };
+                add(level, "node", format!("{n}: {}", p.message));
+            }
+        }
+        if facts_ok {
+            add(
+                Level::Ok,
+                "node",
+                "OS, clocks, disk, ports and the address plan are fine on every node".into(),
+            );
+        }
+
+        // The mesh: every pair answers, and the MTU fits the path.
+        match clusterkit_wg::status(&nodes, spec).await {
+            Ok(pairs) => {
+                let down: Vec<String> = pairs
+                    .iter()
+                    .filter(|p| p.ping_ms.is_none())
+                    .map(|p| format!("{} → {}", p.from, p.to))
+                    .collect();
+                if down.is_empty() {
+                    add(Level::Ok, "mesh", format!("{}/{} pairs answer", pairs.len(), pairs.len()));
+                } else {
+                    add(Level::Fail, "mesh", format!(
+                        "no answer over the mesh: {} (UDP {} must pass between the nodes' addresses; `clusterkit up --only mesh` converges the configuration)",
+                        down.join(", "),
+                        spec.mesh.port
+                    ));
+                }
+            }
+            Err(e) => add(Level::Fail, "mesh", format!("{e} (`clusterkit up --only mesh` builds it)")),
+        }
+        match clusterkit_wg::mtu_check(&nodes, spec).await {
+            Ok(pairs) => {
+                let mut bad: Vec<String> =
+                    pairs.iter().filter_map(|p| p.problem(spec.mesh.mtu)).collect();
+                bad.dedup();
+                if bad.is_empty() {
+                    add(Level::Ok, "mtu", format!(
+                        "a {}-byte don't-fragment packet passes between every pair; overlays use {}",
+                        spec.mesh.mtu,
+                        spec.mesh.mtu - clusterkit_swarm::VXLAN_OVERHEAD
+                    ));
+                }
+                for b in bad {
+                    add(Level::Fail, "mtu", b);
+                }
+            }
+            Err(e) => add(Level::Fail, "mtu", e.to_string()),
+        }
+
+        // Ports: the cluster's answer over the mesh, not on the nodes' own addresses.
+        let ports = clusterkit_wg::render::MESH_ONLY_TCP;
+        let mut exposed = Vec::new();
+        let names: Vec<&str> = nodes.iter().map(|t| t.node()).collect();
+        for (i, t) in nodes.iter().enumerate() {
+            let Some(target) = names
+                .get((i + 1) % names.len())
+                .filter(|n| **n != t.node())
+                .and_then(|n| spec.node(n))
+            else {
+                continue;
+            };
+            let script = format!(
+                "command -v bash >/dev/null || exit 3; for p in {}; do timeout 2 bash -c \"</dev/tcp/{}/$p\" 2>/dev/null && echo $p; done; true",
+                ports.iter().map(u16::to_string).collect::<Vec<_>>().join(" "),
+                target.ssh.host
+            );
+            match t.exec_raw(&Cmd::new(script), None).await {
+                Ok(o) if o.status == 3 => add(Level::Warn, "ports", format!("{}: no bash to probe ports from", t.node())),
+                Ok(o) => {
+                    for p in o.stdout_str().split_whitespace() {
+                        exposed.push(format!("{}:{p} ({})", target.ssh.host, target.name));
+                    }
+                }
+                Err(e) => add(Level::Fail, "ports", e.to_string()),
+            }
+        }
+        if exposed.is_empty() {
+            add(Level::Ok, "ports", format!("the cluster's TCP ports ({} in all) are closed outside the mesh", ports.len()));
+        } else {
+            add(Level::Fail, "ports", format!(
+                "answering outside the mesh: {} (`clusterkit up --only mesh` re-applies the firewall)",
+                exposed.join(", ")
+            ));
+        }
+
+        // Quorum.
+        match clusterkit_swarm::status(&nodes).await {
+            Ok(s) if s.has_quorum && s.tolerates > 0 => add(Level::Ok, "quorum", format!(
+                "leader {}, {} manager(s), tolerates {} loss(es)",
+                s.leader.as_deref().unwrap_or("none"),
+                s.managers.len(),
+                s.tolerates
+            )),
+            Ok(s) if s.has_quorum => add(Level::Warn, "quorum", format!(
+                "{} manager(s), quorum {}: losing one more manager stops the swarm (add nodes, or bring the missing ones back)",
+                s.managers.len(),
+                s.quorum
+            )),
+            Ok(s) => add(Level::Fail, "quorum", format!(
+                "no majority of managers ({} needed): bring managers back, or `clusterkit swarm recover --node NODE` from a survivor",
+                s.quorum
+            )),
+            Err(e) => add(Level::Fail, "quorum", e.to_string()),
+        }
+
+        // Storage and the volume driver.
+        if spec.storage.backend == StorageBackend::Garage {
+            match clusterkit_storage::status(&nodes, spec).await {
+                Ok(st) => {
+                    let level = match st.health.as_str() {
+                        "healthy" => Level::Ok,
+                        "degraded" => Level::Warn,
+                        _ => Level::Fail,
+                    };
+                    add(level, "storage", format!("{} on {} node(s), tolerates {} loss(es)", st.health, st.nodes.len(), st.tolerates));
+                    for n in st.nodes.iter().filter(|n| n.driver == Some(false)) {
+                        add(Level::Fail, "storage", format!(
+                            "{}: the `{}` volume driver is not running (`systemctl restart clusterkit-volumes` there, or `clusterkit up --only storage`)",
+                            n.node,
+                            clusterkit_storage::DRIVER
+                        ));
+                    }
+                    if let Some(e) = st.probe_error {
+                        add(Level::Fail, "storage", format!("S3 probe: {e}"));
+                    }
+                }
+                Err(e) => add(Level::Fail, "storage", format!("{e} (`clusterkit up --only storage`)")),
+            }
+        }
+
+        let failed = out.iter().any(|f| f.level == Level::Fail);
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"cluster": spec.name, "healthy": !failed, "checks": out}))?
+            );
+        } else {
+            for f in &out {
+                let l = match f.level {
+                    Level::Ok => "ok  ",
+                    Level::Warn => "warn",
+                    Level::Fail => "FAIL",
+                };
+                println!("{l} {:<8} {}", f.section, f.message);
+            }
+        }
+        Ok(if failed { exit::FAILURE } else { exit::OK })
+    })
+}
