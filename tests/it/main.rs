@@ -8,6 +8,7 @@ mod examples;
 mod inventory_errors;
 mod monitor;
 mod plan;
+mod reboot;
 mod sandbox;
 mod storage;
 mod swarm;

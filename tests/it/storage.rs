@@ -60,7 +60,7 @@ pub fn storage_up() {
 
 /// An image with a shell and the coreutils the volume test needs, made from
 /// each node's own files (nothing can be pulled).
-fn tools_image() {
+pub fn tools_image() {
     for i in 1..=3 {
         let o = exec(
             &format!("node{i}"),
