@@ -43,3 +43,87 @@ fn doctor_finds_a_built_cluster_healthy_and_flags_an_mtu_too_large_for_the_path(
         bad.stdout
     );
 }
+
+/// An image with `ping` and `sleep`, made from each node's own files.
+fn pinger_image() {
+    for i in 1..=3 {
+        let o = crate::sandbox::docker(&[
+            "exec",
+            &format!("{}-node{i}", crate::sandbox::NAME),
+            "sh",
+            "-c",
+            "docker image inspect ck/pinger:1 >/dev/null 2>&1 && exit 0; \
+             bins='/usr/bin/ping /usr/bin/sleep'; \
+             libs=$(for b in $bins; do ldd $b | grep -o '/[^ ]*'; done | sort -u | sed 's|^/||'); \
+             tar -C / -ch usr/bin/ping usr/bin/sleep $libs 2>/dev/null | docker import -c 'CMD [\"/usr/bin/sleep\",\"infinity\"]' - ck/pinger:1 >/dev/null",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+#[test]
+fn overlay_traffic_between_nodes_passes_at_the_full_overlay_mtu_without_fragmenting() {
+    shared();
+    let _g = calm();
+    crate::swarm::swarm_up();
+    pinger_image();
+    let sh = |node: &str, script: &str| {
+        let o = crate::sandbox::docker(&[
+            "exec",
+            &format!("{}-{node}", crate::sandbox::NAME),
+            "sh",
+            "-c",
+            script,
+        ]);
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    for n in ["node1", "node2"] {
+        let (ok, out) = sh(
+            n,
+            "docker rm -f ck-mtu >/dev/null 2>&1; docker run -d --name ck-mtu --network clusterkit ck/pinger:1 >/dev/null",
+        );
+        assert!(ok, "{n}: {out}");
+    }
+    let (_, mtu) = sh("node1", "docker network inspect clusterkit -f '{{index .Options \"com.docker.network.driver.mtu\"}}'");
+    assert_eq!(
+        mtu.trim(),
+        "1370",
+        "the overlay's MTU fits inside the mesh's 1420"
+    );
+    let (_, ip) = sh(
+        "node2",
+        "docker inspect ck-mtu -f '{{(index .NetworkSettings.Networks \"clusterkit\").IPAddress}}'",
+    );
+    let ip = ip.trim().to_string();
+    // The largest packet the overlay allows, don't-fragment, node1 → node2.
+    let mut last = String::new();
+    wait_for(
+        "a full-size DF ping over the overlay",
+        std::time::Duration::from_secs(30),
+        || {
+            let (ok, out) = sh(
+                "node1",
+                &format!("docker exec ck-mtu ping -M do -s 1342 -c 1 -W 2 {ip}"),
+            );
+            last = out;
+            ok
+        },
+    );
+    assert!(last.contains("1350 bytes from"), "{last}");
+    // One byte more is refused, not fragmented.
+    let (ok, out) = sh(
+        "node1",
+        &format!("docker exec ck-mtu ping -M do -s 1343 -c 1 -W 2 {ip}"),
+    );
+    assert!(!ok, "a packet over the overlay MTU passed: {out}");
+    for n in ["node1", "node2"] {
+        sh(n, "docker rm -f ck-mtu >/dev/null 2>&1");
+    }
+}

@@ -20,6 +20,7 @@ fn target(i: u8, dir: &Path) -> SshTarget {
         user: "root".into(),
         key: Some(dir.join("id_ed25519")),
         become_: false,
+        jump: None,
     }
 }
 
@@ -533,4 +534,99 @@ fn a_non_root_user_works_through_sudo_when_become_is_set() {
     .unwrap();
     let out = crate::bin::run(Some(d), &["check", "-i", "hosts.ini"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
+
+/// Puts node3's SSH back in reach of this machine, even if the test fails.
+struct Reachable(String);
+
+impl Drop for Reachable {
+    fn drop(&mut self) {
+        let _ = crate::sandbox::docker(&[
+            "exec",
+            &format!("{NAME}-node3"),
+            "sh",
+            "-c",
+            &format!("iptables -D INPUT -s {} -p tcp --dport 22 -j DROP", self.0),
+        ]);
+    }
+}
+
+#[test]
+fn a_node_this_machine_cannot_reach_is_managed_through_a_jump_host() {
+    let s = shared();
+    let _g = disrupt();
+    // This machine reaches the nodes from the bridge's gateway address:
+    // node3 now refuses SSH from it (the other nodes still reach it).
+    let gw = crate::sandbox::docker(&[
+        "network",
+        "inspect",
+        &format!("{NAME}-net"),
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]);
+    let gw = String::from_utf8_lossy(&gw.stdout).trim().to_string();
+    assert!(!gw.is_empty());
+    let o = crate::sandbox::docker(&[
+        "exec",
+        &format!("{NAME}-node3"),
+        "iptables",
+        "-I",
+        "INPUT",
+        "-s",
+        &gw,
+        "-p",
+        "tcp",
+        "--dport",
+        "22",
+        "-j",
+        "DROP",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _back = Reachable(gw);
+
+    // The inventory as many real ones say it: ssh arguments with a ProxyJump.
+    let hosts = std::fs::read_to_string(s.dir.join("hosts.ini")).unwrap();
+    let jump = hosts.replace(
+        "node3 ansible_host=172.29.250.13",
+        "node3 ansible_host=172.29.250.13 ansible_ssh_common_args='-o ProxyJump=root@172.29.250.11:22'",
+    );
+    assert_ne!(hosts, jump);
+    std::fs::write(s.dir.join("jump.ini"), jump).unwrap();
+    let cfg = std::fs::read_to_string(s.dir.join("clusterkit.toml")).unwrap();
+    std::fs::write(
+        s.dir.join("jump.toml"),
+        cfg.replace("inventory = \"hosts.ini\"", "inventory = \"jump.ini\""),
+    )
+    .unwrap();
+
+    let direct = ck(&[
+        "check",
+        "-c",
+        s.dir.join("clusterkit.toml").to_str().unwrap(),
+    ]);
+    assert_ne!(
+        direct.code, 0,
+        "node3 should be out of reach: {}",
+        direct.stdout
+    );
+    assert!(
+        format!("{}{}", direct.stdout, direct.stderr).contains("node3"),
+        "{}{}",
+        direct.stdout,
+        direct.stderr
+    );
+    let via = ck(&["check", "-c", s.dir.join("jump.toml").to_str().unwrap()]);
+    assert_eq!(via.code, 0, "{}{}", via.stdout, via.stderr);
+    // `check` gathered node3's facts through node1; the plan says how it is reached.
+    let out = ck(&[
+        "plan",
+        "-c",
+        s.dir.join("jump.toml").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.stdout.contains("via root@172.29.250.11:22"),
+        "{}",
+        out.stdout
+    );
 }

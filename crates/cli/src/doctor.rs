@@ -119,23 +119,37 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
         // Ports: the cluster's answer over the mesh, not on the nodes' own addresses.
         let ports = clusterkit_wg::render::MESH_ONLY_TCP;
         let mut exposed = Vec::new();
-        let names: Vec<&str> = nodes.iter().map(|t| t.node()).collect();
-        for (i, t) in nodes.iter().enumerate() {
-            let Some(target) = names
+        let names: Vec<String> = nodes.iter().map(|t| t.node().to_string()).collect();
+        let probes = fan_out(&nodes, 16, |t| {
+            // Each node probes its neighbour's own address, every port at once.
+            let i = names.iter().position(|n| n == t.node()).unwrap_or(0);
+            let target = names
                 .get((i + 1) % names.len())
-                .filter(|n| **n != t.node())
+                .filter(|n| n.as_str() != t.node())
                 .and_then(|n| spec.node(n))
-            else {
-                continue;
-            };
-            let script = format!(
-                "command -v bash >/dev/null || exit 3; for p in {}; do timeout 2 bash -c \"</dev/tcp/{}/$p\" 2>/dev/null && echo $p; done; true",
-                ports.iter().map(u16::to_string).collect::<Vec<_>>().join(" "),
-                target.ssh.host
-            );
-            match t.exec_raw(&Cmd::new(script), None).await {
-                Ok(o) if o.status == 3 => add(Level::Warn, "ports", format!("{}: no bash to probe ports from", t.node())),
-                Ok(o) => {
+                .cloned();
+            async move {
+                let Some(target) = target else {
+                    return Ok(None);
+                };
+                let script = format!(
+                    "command -v bash >/dev/null || exit 3; for p in {}; do ( timeout 2 bash -c \"</dev/tcp/{}/$p\" 2>/dev/null && echo $p ) & done; wait",
+                    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(" "),
+                    target.ssh.host
+                );
+                t.exec_raw(&Cmd::new(script), None)
+                    .await
+                    .map(|o| Some((target, o)))
+            }
+        })
+        .await;
+        for (n, r) in probes {
+            match r {
+                Ok(None) => {}
+                Ok(Some((_, o))) if o.status == 3 => {
+                    add(Level::Warn, "ports", format!("{n}: no bash to probe ports from"))
+                }
+                Ok(Some((target, o))) => {
                     for p in o.stdout_str().split_whitespace() {
                         exposed.push(format!("{}:{p} ({})", target.ssh.host, target.name));
                     }

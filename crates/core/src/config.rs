@@ -66,6 +66,9 @@ pub struct NodeEntry {
     pub role: Option<Spanned<String>>,
     /// Whether it holds a share of the distributed storage. Default: true.
     pub storage: Option<Spanned<bool>>,
+    /// A jump host the node is reached through, `[user@]host[:port]` (as
+    /// ssh's ProxyJump). Default: none, the node is reached directly.
+    pub jump: Option<Spanned<String>>,
 }
 
 /// `[mesh]`: the WireGuard network between the nodes.

@@ -41,6 +41,56 @@ pub struct NodeInput {
     pub role: Option<Located<String>>,
     /// Holds storage (`true`/`false` as text).
     pub storage: Option<Located<String>>,
+    /// A jump host, `[user@]host[:port]` (ProxyJump).
+    pub jump: Option<Located<String>>,
+}
+
+/// A host the SSH connection to a node goes through (ssh's ProxyJump): the
+/// connection to the node is carried inside one to the jump host, so the
+/// node needs no route from this machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Jump {
+    /// Address or host name.
+    pub host: String,
+    /// Port.
+    pub port: Port,
+    /// User (default: the node's).
+    pub user: String,
+}
+
+impl Jump {
+    /// Reads `[user@]host[:port]`; `user` is the default user.
+    pub fn parse(text: &str, user: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Err("the jump host is empty".into());
+        }
+        if t.contains(',') {
+            return Err(format!(
+                "`{t}` chains several jump hosts: clusterkit takes one"
+            ));
+        }
+        let t = t.strip_prefix("ssh://").unwrap_or(t);
+        let (user, rest) = match t.split_once('@') {
+            Some((u, r)) if !u.is_empty() => (u.to_string(), r),
+            _ => (user.to_string(), t),
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => {
+                let port = p
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|p| Port::new(p).ok())
+                    .ok_or_else(|| format!("`{p}` is not a port"))?;
+                (h.to_string(), port)
+            }
+            _ => (rest.to_string(), Port::new(22).expect("22 is a port")),
+        };
+        if host.is_empty() {
+            return Err(format!("`{text}` names no host"));
+        }
+        Ok(Self { host, port, user })
+    }
 }
 
 /// How clusterkit reaches a node.
@@ -57,11 +107,17 @@ pub struct SshTarget {
     /// Commands go through `sudo`.
     #[serde(rename = "become")]
     pub become_: bool,
+    /// Reached through this host, if any.
+    pub jump: Option<Jump>,
 }
 
 impl std::fmt::Display for SshTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}:{}", self.user, self.host, self.port)
+        write!(f, "{}@{}:{}", self.user, self.host, self.port)?;
+        if let Some(j) = &self.jump {
+            write!(f, " via {}@{}:{}", j.user, j.host, j.port)?;
+        }
+        Ok(())
     }
 }
 
@@ -411,6 +467,7 @@ pub fn build(
                     value: s.value.to_string(),
                     loc: s.loc,
                 }),
+                jump: opt(file, n.jump),
             });
         }
         if inputs.is_empty() {
@@ -870,6 +927,15 @@ pub fn build(
                 );
             }
         }
+        let jump = n.jump.as_ref().and_then(|j| {
+            check(
+                j,
+                &mut problems,
+                "not a jump host",
+                "write [user@]host[:port], e.g. ansible_ssh_common_args='-o ProxyJump=admin@bastion:22'",
+                |t: &String| Jump::parse(t, &user),
+            )
+        });
         if let Some(name) = name {
             nodes.push(Checked {
                 name,
@@ -879,6 +945,7 @@ pub fn build(
                     user,
                     key: n.key.as_ref().map(|k| PathBuf::from(&k.value)),
                     become_,
+                    jump,
                 },
                 pin,
                 role,

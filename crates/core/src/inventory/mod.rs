@@ -105,6 +105,8 @@ pub const KNOWN_ANSIBLE_VARS: &[&str] = &[
     "ansible_ssh_private_key_file",
     "ansible_private_key_file",
     "ansible_become",
+    "ansible_ssh_common_args",
+    "ansible_ssh_extra_args",
 ];
 
 /// clusterkit's own host variables, usable in an Ansible inventory.
@@ -412,7 +414,47 @@ fn node_from_vars(host: Host, vars: &BTreeMap<String, Var>, problems: &mut Probl
         mesh_address: pick(vars, &["clusterkit_mesh_address"]).map(|v| v.value.clone()),
         role: pick(vars, &["clusterkit_swarm_role"]).map(|v| v.value.clone()),
         storage: pick(vars, &["clusterkit_storage"]).map(|v| v.value.clone()),
+        jump: ["ansible_ssh_common_args", "ansible_ssh_extra_args"]
+            .iter()
+            .filter_map(|k| vars.get(*k))
+            .find_map(|v| {
+                proxy_jump(&v.value.value).map(|j| Located {
+                    value: j,
+                    loc: v.value.loc.clone(),
+                })
+            }),
     }
+}
+
+/// The ProxyJump in ssh arguments as Ansible inventories give them
+/// (`-o ProxyJump=host`, `-o 'ProxyJump host'`, `-J host`), if any.
+pub fn proxy_jump(args: &str) -> Option<String> {
+    let words =
+        shlex::split(args).unwrap_or_else(|| args.split_whitespace().map(String::from).collect());
+    let mut it = words.iter().peekable();
+    while let Some(w) = it.next() {
+        let opt = if w == "-o" {
+            it.next().map(String::as_str)
+        } else if let Some(rest) = w.strip_prefix("-o") {
+            Some(rest)
+        } else if w == "-J" {
+            return it.next().cloned();
+        } else if let Some(rest) = w.strip_prefix("-J") {
+            return Some(rest.to_string());
+        } else {
+            None
+        };
+        if let Some(o) = opt {
+            let (k, v) = o
+                .split_once('=')
+                .or_else(|| o.split_once(' '))
+                .unwrap_or((o, ""));
+            if k.trim().eq_ignore_ascii_case("proxyjump") && !v.trim().is_empty() {
+                return Some(v.trim().to_string());
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -106,3 +106,35 @@ fn host_patterns() {
     assert!(expand_host_pattern("n[1:3").is_err());
     assert!(expand_host_pattern("n[a:3]").is_err());
 }
+
+#[test]
+fn proxy_jump_is_found_in_ssh_arguments_as_inventories_write_them() {
+    use super::proxy_jump;
+    assert_eq!(
+        proxy_jump("-o ProxyJump=admin@bastion:2222").as_deref(),
+        Some("admin@bastion:2222")
+    );
+    assert_eq!(
+        proxy_jump("-o StrictHostKeyChecking=no -o 'ProxyJump bastion'").as_deref(),
+        Some("bastion")
+    );
+    assert_eq!(proxy_jump("-oProxyJump=b").as_deref(), Some("b"));
+    assert_eq!(
+        proxy_jump("-J root@10.1.1.1").as_deref(),
+        Some("root@10.1.1.1")
+    );
+    assert_eq!(proxy_jump("-o ServerAliveInterval=30"), None);
+    let j = crate::spec::Jump::parse("admin@bastion:2222", "root").unwrap();
+    assert_eq!(
+        (j.user.as_str(), j.host.as_str(), j.port.get()),
+        ("admin", "bastion", 2222)
+    );
+    let j = crate::spec::Jump::parse("bastion", "deploy").unwrap();
+    assert_eq!((j.user.as_str(), j.port.get()), ("deploy", 22));
+    assert!(crate::spec::Jump::parse("a,b", "root")
+        .unwrap_err()
+        .contains("several jump hosts"));
+    assert!(crate::spec::Jump::parse("b:x", "root")
+        .unwrap_err()
+        .contains("not a port"));
+}

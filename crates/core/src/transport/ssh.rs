@@ -105,6 +105,8 @@ pub struct SshSession {
     verbose: bool,
     /// What happened at connection (a learned host key), for the caller to print.
     pub events: Vec<ConnectEvent>,
+    /// The jump host's session, kept open while this one lives.
+    _via: Option<Arc<SshSession>>,
 }
 
 impl std::fmt::Debug for SshSession {
@@ -173,8 +175,38 @@ impl SshSession {
             opts: opts.clone(),
             outcome: outcome.clone(),
         };
-        let connected =
-            client::connect(config, (target.host.as_str(), target.port.get()), handler).await;
+        // Through a jump host: the connection to the node is carried in a
+        // `direct-tcpip` channel of one to the jump host (checked the same way).
+        let mut via = None;
+        let connected = match &target.jump {
+            None => {
+                client::connect(config, (target.host.as_str(), target.port.get()), handler).await
+            }
+            Some(j) => {
+                let jump_target = SshTarget {
+                    host: j.host.clone(),
+                    port: j.port,
+                    user: j.user.clone(),
+                    key: target.key.clone(),
+                    become_: false,
+                    jump: None,
+                };
+                let jump_node = format!("{node} (jump host {})", j.host);
+                let jump = Box::pin(Self::connect_once(&jump_node, &jump_target, opts)).await?;
+                let channel = jump
+                    .handle
+                    .channel_open_direct_tcpip(target.host.as_str(), target.port.get().into(), "127.0.0.1", 0)
+                    .await
+                    .map_err(|e| {
+                        Retry::Yes(format!(
+                            "the jump host {} could not reach {addr} (is AllowTcpForwarding on there, and {addr} reachable from it?): {e}",
+                            j.host
+                        ))
+                    })?;
+                via = Some(Arc::new(jump));
+                client::connect_stream(config, channel.into_stream(), handler).await
+            }
+        };
         let check = outcome.lock().expect("not poisoned").clone();
         let known_hosts = opts.known_hosts.display().to_string();
         let mut handle = match (connected, check) {
@@ -215,6 +247,7 @@ impl SshSession {
             command_timeout: opts.command_timeout,
             verbose: opts.verbose,
             events,
+            _via: via,
         })
     }
 
