@@ -47,10 +47,17 @@ fn the_whole_cluster_comes_back_by_itself_after_every_node_lost_power() {
     for n in all {
         assert_eq!(ck(&["sandbox", "stop", "--name", NAME, n]).code, 0);
     }
-    for n in all {
-        let s = ck(&["sandbox", "start", "--name", NAME, n]);
-        assert_eq!(s.code, 0, "{}", s.stderr);
-    }
+    // Power back on all at once (each `sandbox start` waits for its node's sshd).
+    std::thread::scope(|scope| {
+        let started: Vec<_> = all
+            .iter()
+            .map(|n| scope.spawn(move || ck(&["sandbox", "start", "--name", NAME, n])))
+            .collect();
+        for s in started {
+            let s = s.join().unwrap();
+            assert_eq!(s.code, 0, "{}", s.stderr);
+        }
+    });
     let mut last = String::new();
     let took = wait_for(
         "status ok again (mesh, leader, storage, targets, stacks)",
