@@ -246,6 +246,14 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// The first connected manager: stacks, secrets and the swarm's view
+    /// go through it.
+    pub fn manager(&self) -> Option<&'a Arc<dyn Transport>> {
+        crate::stack::managers(self.nodes, self.spec)
+            .into_iter()
+            .next()
+    }
+
     /// The facts gathered so far (by [`FactsPhase`], kept current by later phases).
     pub fn facts(&self) -> BTreeMap<String, Facts> {
         self.facts.lock().unwrap_or_else(|e| e.into_inner()).clone()

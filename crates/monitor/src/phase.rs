@@ -45,10 +45,7 @@ impl Phase for MonitoringPhase {
     }
 
     async fn check(&self, cx: &Context<'_>) -> Result<Vec<Change>, BoxError> {
-        let Some(mgr) = clusterkit_core::stack::managers(cx.nodes, cx.spec)
-            .into_iter()
-            .next()
-        else {
+        let Some(mgr) = cx.manager() else {
             return Ok(Vec::new());
         };
         let st = crate::render::stack(cx.spec);

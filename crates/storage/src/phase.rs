@@ -21,12 +21,7 @@ impl Phase for StoragePhase {
     }
 
     async fn check(&self, cx: &Context<'_>) -> Result<Vec<Change>, BoxError> {
-        let (Some(st), Some(mgr)) = (
-            crate::render::stack(cx.spec),
-            clusterkit_core::stack::managers(cx.nodes, cx.spec)
-                .into_iter()
-                .next(),
-        ) else {
+        let (Some(st), Some(mgr)) = (crate::render::stack(cx.spec), cx.manager()) else {
             return Ok(Vec::new());
         };
         compare_files(

@@ -129,10 +129,7 @@ impl Phase for StacksPhase {
     }
 
     async fn check(&self, cx: &Context<'_>) -> Result<Vec<Change>, BoxError> {
-        let Some(mgr) = clusterkit_core::stack::managers(cx.nodes, cx.spec)
-            .into_iter()
-            .next()
-        else {
+        let Some(mgr) = cx.manager() else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
@@ -196,10 +193,7 @@ impl Phase for RebalancePhase {
     }
 
     async fn check(&self, cx: &Context<'_>) -> Result<Vec<Change>, BoxError> {
-        let Some(mgr) = clusterkit_core::stack::managers(cx.nodes, cx.spec)
-            .into_iter()
-            .next()
-        else {
+        let Some(mgr) = cx.manager() else {
             return Ok(Vec::new());
         };
         // A swarm not built yet has nothing to spread.
@@ -224,10 +218,7 @@ impl Phase for RebalancePhase {
     }
 
     async fn apply(&self, cx: &Context<'_>) -> Result<Outcome, BoxError> {
-        let mgr = clusterkit_core::stack::managers(cx.nodes, cx.spec)
-            .into_iter()
-            .next()
-            .ok_or("no manager is connected")?;
+        let mgr = cx.manager().ok_or("no manager is connected")?;
         let say = |m: &str| cx.say(m);
         let moved = crate::rebalance::rebalance(mgr.as_ref(), &say).await?;
         let mut out = Outcome::default();
