@@ -92,10 +92,20 @@ fn overlay_traffic_between_nodes_passes_at_the_full_overlay_mtu_without_fragment
         assert!(ok, "{n}: {out}");
     }
     let (_, mtu) = sh("node1", "docker network inspect clusterkit -f '{{index .Options \"com.docker.network.driver.mtu\"}}'");
+    // The engine takes VXLAN's 50 bytes off the option itself.
     assert_eq!(
         mtu.trim(),
+        "1420",
+        "the overlay is sized on the mesh's 1420"
+    );
+    let (_, inner) = sh(
+        "node2",
+        "nsenter -t $(docker inspect ck-mtu -f '{{.State.Pid}}') -n cat /sys/class/net/eth0/mtu",
+    );
+    assert_eq!(
+        inner.trim(),
         "1370",
-        "the overlay's MTU fits inside the mesh's 1420"
+        "the containers get the mesh MTU less VXLAN's 50"
     );
     let (_, ip) = sh(
         "node2",

@@ -22,7 +22,10 @@ use serde::Serialize;
 
 /// The attachable overlay network for the cluster's own services.
 pub const NETWORK: &str = "clusterkit";
-/// VXLAN's overhead inside the mesh: overlay MTU = mesh MTU - 50.
+/// VXLAN's overhead: the overlay's containers get the mesh MTU minus 50.
+/// The engine subtracts it itself from the network's `mtu` option (measured:
+/// `com.docker.network.driver.mtu=1370` gave the VXLAN device and the
+/// containers 1320), so the option is set to the mesh MTU.
 pub const VXLAN_OVERHEAD: u16 = 50;
 
 /// Errors of the swarm.
@@ -444,7 +447,7 @@ pub async fn up(
         change.updated.push(n.name.to_string());
     }
 
-    // The cluster's own overlay network, its MTU fitted inside the mesh's.
+    // The cluster's own overlay network, its packets fitted inside the mesh's.
     let filters = HashMap::from([("name".to_string(), vec![NETWORK.to_string()])]);
     let existing = docker
         .list_networks(Some(ListNetworksOptions {
@@ -453,7 +456,8 @@ pub async fn up(
         .await
         .map_err(|e| engine(leader_t.node(), "network ls", e))?;
     if !existing.iter().any(|n| n.name.as_deref() == Some(NETWORK)) {
-        let mtu = spec.mesh.mtu - VXLAN_OVERHEAD;
+        // The engine takes VXLAN's 50 bytes off this itself.
+        let mtu = spec.mesh.mtu;
         let req = NetworkCreateRequest {
             name: NETWORK.into(),
             driver: Some("overlay".into()),
