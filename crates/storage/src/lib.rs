@@ -489,6 +489,33 @@ async fn garage_up(
             garage::api(first, "ConnectClusterNodes", Some(&json!(others))).await?;
     }
 
+    // Every node keeps its peers' addresses for the boot-time reconnect.
+    let peers: Vec<(String, String)> = ids
+        .iter()
+        .map(|(n, id)| {
+            let addr = spec.node(n).map(|x| {
+                format!(
+                    "{}@{}:3901",
+                    id.split('@').next().unwrap_or(id),
+                    x.mesh_address
+                )
+            });
+            (n.clone(), addr.unwrap_or_default())
+        })
+        .collect();
+    let installed = futures::future::join_all(refs.iter().map(|t| {
+        let list: String = peers
+            .iter()
+            .filter(|(n, _)| n != t.node())
+            .map(|(_, a)| format!("{a}\n"))
+            .collect();
+        async move { install_peers_unit(*t, &list).await }
+    }))
+    .await;
+    for r in installed {
+        r?;
+    }
+
     // Layout: every storage node in a zone of its own, its free space as
     // capacity; roles of servers that are no longer storage nodes (removed
     // from the spec, or reinstalled: a new Garage identity) are removed.
@@ -601,6 +628,41 @@ async fn garage_up(
             "AllowBucketKey",
             Some(&json!({"bucketId": bucket.id, "accessKeyId": key.id, "permissions": {"read": true, "write": true, "owner": true}})),
         )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Writes the node's peer list, the reconnect script and its unit, and
+/// enables the unit (it runs at the next boot; `up` connects the nodes
+/// itself). Idempotent.
+async fn install_peers_unit(t: &dyn Transport, peers: &str) -> Result<(), StorageError> {
+    let script = render::garage_peers_script(t.node());
+    let mut unit_written = false;
+    for (path, content, mode) in [
+        (render::GARAGE_PEERS_PATH, peers, 0o644),
+        (render::GARAGE_PEERS_SCRIPT_PATH, script.as_str(), 0o755),
+        (
+            render::GARAGE_PEERS_UNIT_PATH,
+            render::GARAGE_PEERS_UNIT_TEXT,
+            0o644,
+        ),
+    ] {
+        let o = t
+            .upload(&Upload {
+                content: content.as_bytes(),
+                path,
+                mode,
+                owner: None,
+            })
+            .await?;
+        unit_written |= path == render::GARAGE_PEERS_UNIT_PATH && o == UploadOutcome::Written;
+    }
+    if unit_written {
+        t.exec(&Cmd::new(format!(
+            "systemctl daemon-reload && systemctl enable {} >/dev/null 2>&1",
+            render::GARAGE_PEERS_UNIT
+        )))
         .await?;
     }
     Ok(())
@@ -930,15 +992,17 @@ mod tests;
 /// Idempotent; the storage stack itself goes with the swarm's stacks.
 pub async fn down(t: &dyn Transport, spec: &ClusterSpec, purge: bool) -> Result<(), StorageError> {
     let mut script = format!(
-        "systemctl disable --now {unit} >/dev/null 2>&1 || true\n\
+        "systemctl disable --now {unit} {peers} >/dev/null 2>&1 || true\n\
          systemctl reset-failed {unit} >/dev/null 2>&1 || true\n\
-         rm -f {unit_path} {dropin}\n\
+         rm -f {unit_path} {dropin} {peers_path}\n\
          systemctl daemon-reload\n\
          for m in $(awk '$2 ~ \"^{base}/\" {{print $2}}' /proc/mounts); do umount -l \"$m\" 2>/dev/null || true; done\n",
         unit = render::DriverConfig::UNIT,
         unit_path = render::DriverConfig::UNIT_PATH,
         dropin = render::DriverConfig::DOCKER_DROPIN_PATH,
         base = VOLUMES_BASE,
+        peers = render::GARAGE_PEERS_UNIT,
+        peers_path = render::GARAGE_PEERS_UNIT_PATH,
     );
     if purge {
         script.push_str(&format!(

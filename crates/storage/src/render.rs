@@ -330,3 +330,50 @@ pub fn rclone_conf(cfg: &DriverConfig, key: &crate::S3Key) -> String {
         region = cfg.region,
     )
 }
+
+/// Where a storage node keeps its peers' Garage addresses (`id@mesh:3901`,
+/// one a line), for [`GARAGE_PEERS_SCRIPT`].
+pub const GARAGE_PEERS_PATH: &str = "/etc/clusterkit/storage/garage-peers";
+/// The script reconnecting Garage to its peers at boot.
+pub const GARAGE_PEERS_SCRIPT_PATH: &str = "/etc/clusterkit/storage/garage-peers.sh";
+/// Its systemd unit.
+pub const GARAGE_PEERS_UNIT: &str = "clusterkit-garage-peers.service";
+/// Where the unit goes.
+pub const GARAGE_PEERS_UNIT_PATH: &str = "/etc/systemd/system/clusterkit-garage-peers.service";
+
+/// Garage keeps the addresses of its peers in its metadata (`peer_list`),
+/// but a node that saw its peers go away can write that list empty: after
+/// every node lost power at once, each Garage came back alone ("never
+/// seen"; measured on the sandbox). At every boot, this script waits for the
+/// node's Garage container and connects it to each peer until all answer
+/// (up to 10 minutes), with the node's own Docker: no clusterkit needed.
+pub fn garage_peers_script(node: &str) -> String {
+    format!(
+        "#!/bin/sh\n\
+         # Written by clusterkit: reconnect this node's Garage to its peers after a boot.\n\
+         for i in $(seq 1 120); do\n\
+         \x20 c=$(docker ps -q --filter label=com.docker.swarm.service.name=clusterkit-storage_garage-{node} --filter status=running | head -n1)\n\
+         \x20 if [ -n \"$c\" ]; then\n\
+         \x20   ok=1\n\
+         \x20   for p in $(cat {peers}); do docker exec \"$c\" /usr/local/bin/garage node connect \"$p\" >/dev/null 2>&1 || ok=0; done\n\
+         \x20   [ \"$ok\" = 1 ] && exit 0\n\
+         \x20 fi\n\
+         \x20 sleep 5\n\
+         done\n\
+         echo 'some Garage peers did not answer within 10 minutes: run clusterkit up --only storage' >&2\n",
+        peers = GARAGE_PEERS_PATH,
+    )
+}
+
+/// The unit running [`garage_peers_script`] once per boot, after the engine.
+pub const GARAGE_PEERS_UNIT_TEXT: &str = "[Unit]\n\
+    Description=clusterkit: reconnect Garage to its peers after a boot\n\
+    After=docker.service\n\
+    Wants=docker.service\n\
+    \n\
+    [Service]\n\
+    Type=simple\n\
+    ExecStart=/bin/sh /etc/clusterkit/storage/garage-peers.sh\n\
+    \n\
+    [Install]\n\
+    WantedBy=multi-user.target\n";

@@ -118,3 +118,16 @@ fn the_layout_gains_new_nodes_and_loses_stale_identities() {
         1
     );
 }
+
+#[test]
+fn the_boot_time_reconnect_script_names_the_nodes_garage_and_parses() {
+    let s = crate::render::garage_peers_script("node2");
+    assert!(s.contains("com.docker.swarm.service.name=clusterkit-storage_garage-node2"));
+    assert!(s.contains("garage node connect"));
+    let check = std::process::Command::new("sh")
+        .args(["-n", "-c", &s])
+        .status()
+        .unwrap();
+    assert!(check.success());
+    assert!(crate::render::GARAGE_PEERS_UNIT_TEXT.contains("After=docker.service"));
+}
