@@ -638,8 +638,7 @@ async fn garage_up(
 /// itself). Idempotent.
 async fn install_peers_unit(t: &dyn Transport, peers: &str) -> Result<(), StorageError> {
     let script = render::garage_peers_script(t.node());
-    let mut unit_written = false;
-    for (path, content, mode) in [
+    let uploads = [
         (render::GARAGE_PEERS_PATH, peers, 0o644),
         (render::GARAGE_PEERS_SCRIPT_PATH, script.as_str(), 0o755),
         (
@@ -647,7 +646,8 @@ async fn install_peers_unit(t: &dyn Transport, peers: &str) -> Result<(), Storag
             render::GARAGE_PEERS_UNIT_TEXT,
             0o644,
         ),
-    ] {
+    ]
+    .map(|(path, content, mode)| async move {
         let o = t
             .upload(&Upload {
                 content: content.as_bytes(),
@@ -655,8 +655,12 @@ async fn install_peers_unit(t: &dyn Transport, peers: &str) -> Result<(), Storag
                 mode,
                 owner: None,
             })
-            .await?;
-        unit_written |= path == render::GARAGE_PEERS_UNIT_PATH && o == UploadOutcome::Written;
+            .await;
+        (path, o)
+    });
+    let mut unit_written = false;
+    for (path, o) in futures::future::join_all(uploads).await {
+        unit_written |= path == render::GARAGE_PEERS_UNIT_PATH && o? == UploadOutcome::Written;
     }
     if unit_written {
         t.exec(&Cmd::new(format!(
