@@ -100,7 +100,11 @@ fn overlay_traffic_between_nodes_passes_at_the_full_overlay_mtu_without_fragment
     );
     let (_, inner) = sh(
         "node2",
-        "nsenter -t $(docker inspect ck-mtu -f '{{.State.Pid}}') -n cat /sys/class/net/eth0/mtu",
+        // The container's interface on the overlay (the one with the pool's
+        // address), read through netlink in its network namespace.
+        "p=$(docker inspect ck-mtu -f '{{.State.Pid}}'); \
+         d=$(nsenter -t $p -n ip -o -4 addr show | awk '$4 ~ /^10\\.200\\./ {print $2}'); \
+         nsenter -t $p -n ip -o link show dev \"$d\" | sed -n 's/.* mtu \\([0-9]*\\).*/\\1/p'",
     );
     assert_eq!(
         inner.trim(),
