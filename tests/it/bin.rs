@@ -58,8 +58,16 @@ impl Scratch {
 
 /// Runs `clusterkit ARGS` (in `dir` when given), without colours.
 pub fn run(dir: Option<&Path>, args: &[&str]) -> Output {
+    run_env(dir, args, &[])
+}
+
+/// [`run`] with environment variables set.
+pub fn run_env(dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(clusterkit());
     cmd.arg("--color=never").args(args).env_remove("NO_COLOR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     if let Some(d) = dir {
         cmd.current_dir(d);
     }

@@ -21,6 +21,8 @@ fn target(i: u8, dir: &Path) -> SshTarget {
         key: Some(dir.join("id_ed25519")),
         become_: false,
         jump: None,
+        user_given: true,
+        port_given: true,
     }
 }
 
@@ -629,4 +631,22 @@ fn a_node_this_machine_cannot_reach_is_managed_through_a_jump_host() {
         "{}",
         out.stdout
     );
+
+    // The same said the way operators say it to ssh: ~/.ssh/config.
+    let ssh_config = s.dir.join("ssh_config");
+    std::fs::write(
+        &ssh_config,
+        "Host 172.29.250.13\n  ProxyJump root@172.29.250.11\n\nHost *\n  ServerAliveInterval 30\n",
+    )
+    .unwrap();
+    let via = crate::bin::run_env(
+        None,
+        &[
+            "check",
+            "-c",
+            s.dir.join("clusterkit.toml").to_str().unwrap(),
+        ],
+        &[("CLUSTERKIT_SSH_CONFIG", ssh_config.to_str().unwrap())],
+    );
+    assert_eq!(via.code, 0, "{}{}", via.stdout, via.stderr);
 }

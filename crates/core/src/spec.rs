@@ -109,6 +109,12 @@ pub struct SshTarget {
     pub become_: bool,
     /// Reached through this host, if any.
     pub jump: Option<Jump>,
+    /// The user was written in the inventory or config (else `~/.ssh/config` may set it).
+    #[serde(skip)]
+    pub user_given: bool,
+    /// The port was written in the inventory or config.
+    #[serde(skip)]
+    pub port_given: bool,
 }
 
 impl std::fmt::Display for SshTarget {
@@ -946,6 +952,8 @@ pub fn build(
                     key: n.key.as_ref().map(|k| PathBuf::from(&k.value)),
                     become_,
                     jump,
+                    user_given: n.user.is_some(),
+                    port_given: n.port.is_some(),
                 },
                 pin,
                 role,

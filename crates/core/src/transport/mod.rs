@@ -9,6 +9,7 @@ pub mod images;
 pub mod install;
 pub mod known_hosts;
 pub mod ssh;
+pub mod ssh_config;
 
 use std::fmt;
 use std::future::Future;

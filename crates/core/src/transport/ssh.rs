@@ -32,6 +32,9 @@ pub struct SshOptions {
     pub command_timeout: Duration,
     /// Print every command run to stderr (`node$ script`), secrets redacted.
     pub verbose: bool,
+    /// The ssh client configuration consulted for each target
+    /// (`~/.ssh/config`, or `$CLUSTERKIT_SSH_CONFIG`; an empty value turns it off).
+    pub ssh_config: Option<std::sync::Arc<ssh2_config::SshConfig>>,
 }
 
 impl SshOptions {
@@ -45,8 +48,25 @@ impl SshOptions {
             keepalive: Duration::from_secs(5),
             command_timeout: Duration::from_secs(600),
             verbose: false,
+            ssh_config: default_ssh_config(),
         }
     }
+}
+
+/// `$CLUSTERKIT_SSH_CONFIG` (empty: none), else `~/.ssh/config` if it exists
+/// and parses (one that does not is left aside rather than blocking).
+fn default_ssh_config() -> Option<std::sync::Arc<ssh2_config::SshConfig>> {
+    let path = match std::env::var_os("CLUSTERKIT_SSH_CONFIG") {
+        Some(p) if p.is_empty() => return None,
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME")?)
+            .join(".ssh")
+            .join("config"),
+    };
+    super::ssh_config::load(&path)
+        .ok()
+        .flatten()
+        .map(std::sync::Arc::new)
 }
 
 /// Something worth telling the user about a connection (first contact).
@@ -130,6 +150,11 @@ impl SshSession {
         target: &SshTarget,
         opts: &SshOptions,
     ) -> Result<Self, TransportError> {
+        let resolved = opts
+            .ssh_config
+            .as_ref()
+            .map(|c| super::ssh_config::apply(target, c));
+        let target = resolved.as_ref().unwrap_or(target);
         let addr = format!("{}:{}", target.host, target.port);
         let mut last = String::new();
         for attempt in 1..=opts.attempts.max(1) {
@@ -190,6 +215,16 @@ impl SshSession {
                     key: target.key.clone(),
                     become_: false,
                     jump: None,
+                    user_given: true,
+                    port_given: true,
+                };
+                // The jump host's own Host block applies too (one hop only).
+                let jump_target = match &opts.ssh_config {
+                    Some(c) => SshTarget {
+                        jump: None,
+                        ..super::ssh_config::apply(&jump_target, c)
+                    },
+                    None => jump_target,
                 };
                 let jump_node = format!("{node} (jump host {})", j.host);
                 let jump = Box::pin(Self::connect_once(&jump_node, &jump_target, opts)).await?;
