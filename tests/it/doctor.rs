@@ -20,7 +20,7 @@ fn doctor_finds_a_built_cluster_healthy_and_flags_an_mtu_too_large_for_the_path(
         "ok   node     OS, clocks, disk, ports and the address plan are fine on every node",
         "ok   mesh     6/6 pairs answer",
         "ok   mtu      a 1420-byte don't-fragment packet passes between every pair; overlays use 1370",
-        "ok   ports    the cluster's TCP ports (13 in all) are closed outside the mesh",
+        "ok   ports    the cluster's TCP ports (13 in all) are closed outside the mesh; 2377 and 7946 answer over it",
         "ok   quorum   leader ",
         "ok   storage  healthy on 3 node(s), tolerates 1 loss(es)",
     ] {

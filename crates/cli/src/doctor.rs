@@ -119,6 +119,7 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
         // Ports: the cluster's answer over the mesh, not on the nodes' own addresses.
         let ports = clusterkit_wg::render::MESH_ONLY_TCP;
         let mut exposed = Vec::new();
+        let mut mesh_closed = false;
         let names: Vec<String> = nodes.iter().map(|t| t.node().to_string()).collect();
         let probes = fan_out(&nodes, 16, |t| {
             // Each node probes its neighbour's own address, every port at once.
@@ -132,10 +133,13 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
                 let Some(target) = target else {
                     return Ok(None);
                 };
+                // And the swarm's own ports must answer over the mesh.
                 let script = format!(
-                    "command -v bash >/dev/null || exit 3; for p in {}; do ( timeout 2 bash -c \"</dev/tcp/{}/$p\" 2>/dev/null && echo $p ) & done; wait",
+                    "command -v bash >/dev/null || exit 3; for p in {}; do ( timeout 2 bash -c \"</dev/tcp/{}/$p\" 2>/dev/null && echo $p ) & done; \
+                     for p in 2377 7946; do ( timeout 2 bash -c \"</dev/tcp/{}/$p\" 2>/dev/null || echo mesh-closed:$p ) & done; wait",
                     ports.iter().map(u16::to_string).collect::<Vec<_>>().join(" "),
-                    target.ssh.host
+                    target.ssh.host,
+                    target.mesh_address
                 );
                 t.exec_raw(&Cmd::new(script), None)
                     .await
@@ -151,15 +155,21 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
                 }
                 Ok(Some((target, o))) => {
                     for p in o.stdout_str().split_whitespace() {
-                        exposed.push(format!("{}:{p} ({})", target.ssh.host, target.name));
+                        match p.strip_prefix("mesh-closed:") {
+                            Some(port) => { mesh_closed = true; add(Level::Fail, "ports", format!(
+                                "{}:{port} ({}) does not answer over the mesh from {n}: the swarm needs it (is the engine running there? `clusterkit up --only swarm`)",
+                                target.mesh_address, target.name
+                            )) }
+                            None => exposed.push(format!("{}:{p} ({})", target.ssh.host, target.name)),
+                        }
                     }
                 }
                 Err(e) => add(Level::Fail, "ports", e.to_string()),
             }
         }
-        if exposed.is_empty() {
-            add(Level::Ok, "ports", format!("the cluster's TCP ports ({} in all) are closed outside the mesh", ports.len()));
-        } else {
+        if exposed.is_empty() && !mesh_closed {
+            add(Level::Ok, "ports", format!("the cluster's TCP ports ({} in all) are closed outside the mesh; 2377 and 7946 answer over it", ports.len()));
+        } else if !exposed.is_empty() {
             add(Level::Fail, "ports", format!(
                 "answering outside the mesh: {} (`clusterkit up --only mesh` re-applies the firewall)",
                 exposed.join(", ")
