@@ -183,7 +183,7 @@ enum Command {
 programs; the address plan (routes, the engine's bridges and pools against the mesh and the swarm\n\
 pool); every mesh pair answering; the MTU (a don't-fragment packet of the mesh MTU between every\n\
 pair, and the mesh MTU plus WireGuard's 60 bytes within the underlay interface's); the cluster's TCP\n\
-ports closed on the nodes' own addresses (probed from a neighbour); quorum and losses tolerated;\n\
+ports closed on the nodes' own addresses and the swarm's open over the mesh (probed from a neighbour); quorum and losses tolerated;\n\
 storage health, the volume driver on each node and an S3 probe. Lines start with ok, warn or FAIL;\n\
 the exit code is 1 when one is FAIL.\n\n\
 Examples:\n  clusterkit doctor\n  clusterkit doctor --json | jq '.checks[] | select(.level != \"ok\")'"
