@@ -2,7 +2,7 @@
 //! mesh inside the engine's address pools, or a route into the swarm's pool,
 //! is refused with both ranges, where each comes from and the key to change.
 
-use crate::sandbox::{calm, ck, config, docker, shared, NAME};
+use crate::sandbox::{calm, ck, cluster_change, config, docker, shared, NAME};
 
 /// Removes the route it was given when dropped, even if the test fails.
 struct Route(&'static str);
@@ -35,6 +35,9 @@ fn wg_conf(node: &str) -> String {
 fn overlaps_with_engine_pools_and_node_routes_are_refused_before_any_change() {
     let s = shared();
     let _g = calm();
+    // No `up` of another test may write the mesh while this one checks that
+    // nothing was written.
+    let _one = cluster_change();
     let before: Vec<String> = ["node1", "node2", "node3"].map(wg_conf).to_vec();
     let state = s.dir.join(".clusterkit").join("state.toml");
     let state_before = std::fs::read_to_string(&state).ok();
