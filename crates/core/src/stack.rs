@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::spec::ClusterSpec;
-use crate::transport::{Cmd, Transport, TransportError, Upload, UploadOutcome};
+use crate::transport::{Cmd, Transport, TransportError, Upload};
 
 /// A rendered stack: its compose file and the files it refers to (Swarm
 /// configs), to be put side by side on a manager and deployed.
@@ -141,20 +141,23 @@ pub async fn deploy(
 ) -> Result<bool, TransportError> {
     // Every file at once: each upload is a round trip (compare, maybe write)
     // on its own channel of the one connection.
-    let uploads = stack.files.iter().map(|(name, content)| async move {
-        let path = format!("{}/{name}", stack.dir);
-        mgr.upload(&Upload {
+    let paths: Vec<String> = stack
+        .files
+        .iter()
+        .map(|(name, _)| format!("{}/{name}", stack.dir))
+        .collect();
+    let uploads: Vec<Upload<'_>> = stack
+        .files
+        .iter()
+        .zip(&paths)
+        .map(|((_, content), path)| Upload {
             content: content.as_bytes(),
-            path: &path,
+            path,
             mode: 0o644,
             owner: None,
         })
-        .await
-    });
-    let mut written = false;
-    for r in futures::future::join_all(uploads).await {
-        written |= r? == UploadOutcome::Written;
-    }
+        .collect();
+    let written = !mgr.upload_all(&uploads).await?.is_empty();
     let running = mgr
         .exec(
             &Cmd::new("docker stack services -q ")

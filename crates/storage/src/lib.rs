@@ -25,7 +25,7 @@ use std::time::Duration;
 use clusterkit_core::spec::{ClusterSpec, Node, StorageBackend};
 use clusterkit_core::stack::{deploy, ensure_secret, SecretValue, StackDeploy};
 use clusterkit_core::transport::forward::Forward;
-use clusterkit_core::transport::{fan_out, Cmd, Transport, TransportError, Upload, UploadOutcome};
+use clusterkit_core::transport::{fan_out, Cmd, Transport, TransportError, Upload};
 use serde::Serialize;
 use serde_json::json;
 
@@ -638,30 +638,29 @@ async fn garage_up(
 /// itself). Idempotent.
 async fn install_peers_unit(t: &dyn Transport, peers: &str) -> Result<(), StorageError> {
     let script = render::garage_peers_script(t.node());
-    let uploads = [
-        (render::GARAGE_PEERS_PATH, peers, 0o644),
-        (render::GARAGE_PEERS_SCRIPT_PATH, script.as_str(), 0o755),
-        (
-            render::GARAGE_PEERS_UNIT_PATH,
-            render::GARAGE_PEERS_UNIT_TEXT,
-            0o644,
-        ),
-    ]
-    .map(|(path, content, mode)| async move {
-        let o = t
-            .upload(&Upload {
-                content: content.as_bytes(),
-                path,
-                mode,
+    let written = t
+        .upload_all(&[
+            Upload {
+                content: peers.as_bytes(),
+                path: render::GARAGE_PEERS_PATH,
+                mode: 0o644,
                 owner: None,
-            })
-            .await;
-        (path, o)
-    });
-    let mut unit_written = false;
-    for (path, o) in futures::future::join_all(uploads).await {
-        unit_written |= path == render::GARAGE_PEERS_UNIT_PATH && o? == UploadOutcome::Written;
-    }
+            },
+            Upload {
+                content: script.as_bytes(),
+                path: render::GARAGE_PEERS_SCRIPT_PATH,
+                mode: 0o755,
+                owner: None,
+            },
+            Upload {
+                content: render::GARAGE_PEERS_UNIT_TEXT.as_bytes(),
+                path: render::GARAGE_PEERS_UNIT_PATH,
+                mode: 0o644,
+                owner: None,
+            },
+        ])
+        .await?;
+    let unit_written = written.iter().any(|p| p == render::GARAGE_PEERS_UNIT_PATH);
     if unit_written {
         t.exec(&Cmd::new(format!(
             "systemctl daemon-reload && systemctl enable {} >/dev/null 2>&1",
@@ -724,37 +723,41 @@ pub async fn install_driver(
     let unit = cfg.unit();
     let dropin = cfg.docker_dropin();
     // The four files at once, each on its own channel.
-    let uploads = [
-        (KEY_PATH, key_file.as_str(), 0o600),
-        (DriverConfig::CONF_PATH, conf.as_str(), 0o600),
-        (DriverConfig::UNIT_PATH, unit.as_str(), 0o644),
-        (DriverConfig::DOCKER_DROPIN_PATH, dropin.as_str(), 0o644),
-    ]
-    .map(|(path, content, mode)| async move {
-        let o = t
-            .upload(&Upload {
-                content: content.as_bytes(),
-                path,
-                mode,
+    let written = t
+        .upload_all(&[
+            Upload {
+                content: key_file.as_bytes(),
+                path: KEY_PATH,
+                mode: 0o600,
                 owner: None,
-            })
-            .await;
-        (path, o)
-    });
-    let mut written = Vec::new();
-    for (path, o) in futures::future::join_all(uploads).await {
-        if o? == UploadOutcome::Written {
-            written.push(path);
-        }
-    }
-    if written.contains(&DriverConfig::UNIT_PATH)
-        || written.contains(&DriverConfig::DOCKER_DROPIN_PATH)
-    {
+            },
+            Upload {
+                content: conf.as_bytes(),
+                path: DriverConfig::CONF_PATH,
+                mode: 0o600,
+                owner: None,
+            },
+            Upload {
+                content: unit.as_bytes(),
+                path: DriverConfig::UNIT_PATH,
+                mode: 0o644,
+                owner: None,
+            },
+            Upload {
+                content: dropin.as_bytes(),
+                path: DriverConfig::DOCKER_DROPIN_PATH,
+                mode: 0o644,
+                owner: None,
+            },
+        ])
+        .await?;
+    let wrote = |p: &str| written.iter().any(|w| w == p);
+    if wrote(DriverConfig::UNIT_PATH) || wrote(DriverConfig::DOCKER_DROPIN_PATH) {
         t.exec(&Cmd::new("systemctl daemon-reload")).await?;
     }
     let restart = !driver_active(t).await?
-        || written.contains(&DriverConfig::UNIT_PATH)
-        || written.contains(&DriverConfig::CONF_PATH);
+        || wrote(DriverConfig::UNIT_PATH)
+        || wrote(DriverConfig::CONF_PATH);
     if restart {
         t.exec(&Cmd::new(format!(
             "command -v rclone >/dev/null || {{ echo 'rclone is not installed: apt-get install rclone fuse3' >&2; exit 1; }}; \

@@ -396,6 +396,20 @@ pub trait Transport: Send + Sync {
         })
     }
 
+    /// Puts several files at once, each [`Transport::upload`] on its own
+    /// channel of the one connection; returns the paths written (the others
+    /// already held what was wanted).
+    async fn upload_all(&self, files: &[Upload<'_>]) -> Result<Vec<String>, TransportError> {
+        let results = futures::future::join_all(files.iter().map(|f| self.upload(f))).await;
+        let mut written = Vec::new();
+        for (f, r) in files.iter().zip(results) {
+            if r? == UploadOutcome::Written {
+                written.push(f.path.to_string());
+            }
+        }
+        Ok(written)
+    }
+
     /// Reads a file from the node.
     async fn download(&self, path: &str) -> Result<Vec<u8>, TransportError> {
         Ok(self.exec(&Cmd::new("cat ").arg(path)).await?.stdout)
