@@ -108,9 +108,10 @@ fn checksum_in_task(node: &str, service: &str) -> Option<String> {
 #[test]
 fn a_volume_follows_its_service_to_another_node_when_its_node_dies() {
     shared();
+    // Alone first: another disruptive test may have a node powered off.
+    let _g = disrupt();
     storage_up();
     tools_image();
-    let _g = disrupt();
     // Tests that stopped nodes or re-formed the swarm may have run since
     // storage came up: converge again, as an operator would.
     {

@@ -71,6 +71,13 @@ fn exec_and_upload_run_on_three_nodes_in_parallel_over_one_connection_each() {
             }
             assert_eq!(seen.len(), 1, "{}: {seen:?}", t.node());
         }
+        // More steps at once than sshd's MaxSessions (10) allows channels:
+        // they queue on the connection instead of being refused.
+        let cmds: Vec<Cmd> = (0..24)
+            .map(|i| Cmd::new(format!("sleep 0.2; echo {i}")))
+            .collect();
+        let many = futures::future::join_all(cmds.iter().map(|c| nodes[0].exec(c))).await;
+        assert!(many.iter().all(|r| r.is_ok()), "{many:?}");
 
         let path = "/etc/clusterkit-test/secret.conf";
         let results = fan_out(&nodes, 8, |t| async move {

@@ -127,7 +127,15 @@ pub struct SshSession {
     pub events: Vec<ConnectEvent>,
     /// The jump host's session, kept open while this one lives.
     _via: Option<Arc<SshSession>>,
+    /// Session channels open at once, at most [`MAX_SESSIONS`].
+    sessions: Arc<tokio::sync::Semaphore>,
 }
+
+/// Session channels clusterkit opens at once on one connection: below
+/// OpenSSH's default `MaxSessions` (10), which refuses the eleventh
+/// ("Failed to open channel (ConnectFailed)", seen with Grafana's eleven
+/// stack files uploaded in parallel).
+pub const MAX_SESSIONS: usize = 8;
 
 impl std::fmt::Debug for SshSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -283,6 +291,7 @@ impl SshSession {
             verbose: opts.verbose,
             events,
             _via: via,
+            sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
         })
     }
 
@@ -328,6 +337,13 @@ impl SshSession {
             }
         };
         let run = async {
+            // sshd refuses session channels beyond its MaxSessions (10 by
+            // default) on one connection: parallel steps queue here instead.
+            let _slot = self
+                .sessions
+                .acquire()
+                .await
+                .map_err(|e| self.ssh_error(e))?;
             let mut channel = self
                 .handle
                 .channel_open_session()
