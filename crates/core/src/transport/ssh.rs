@@ -131,11 +131,12 @@ pub struct SshSession {
     sessions: Arc<tokio::sync::Semaphore>,
 }
 
-/// Session channels clusterkit opens at once on one connection: below
+/// Session channels clusterkit opens at once on one connection: well below
 /// OpenSSH's default `MaxSessions` (10), which refuses the eleventh
 /// ("Failed to open channel (ConnectFailed)", seen with Grafana's eleven
-/// stack files uploaded in parallel).
-pub const MAX_SESSIONS: usize = 8;
+/// stack files uploaded in parallel, and with 24 steps at once even when 8
+/// were allowed: closed channels linger on sshd's side for a moment).
+pub const MAX_SESSIONS: usize = 6;
 
 impl std::fmt::Debug for SshSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -344,11 +345,19 @@ impl SshSession {
                 .acquire()
                 .await
                 .map_err(|e| self.ssh_error(e))?;
-            let mut channel = self
-                .handle
-                .channel_open_session()
-                .await
-                .map_err(|e| self.ssh_error(e))?;
+            // A channel just closed on our side can still count on sshd's
+            // for a moment: a refused open is retried briefly (about 3 s).
+            let mut attempt = 0u64;
+            let mut channel = loop {
+                match self.handle.channel_open_session().await {
+                    Ok(c) => break c,
+                    Err(russh::Error::ChannelOpenFailure(_)) if attempt < 40 => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(10 * attempt.min(10))).await;
+                    }
+                    Err(e) => return Err(self.ssh_error(e)),
+                }
+            };
             channel
                 .exec(true, script.as_bytes())
                 .await
