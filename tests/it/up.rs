@@ -89,9 +89,9 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
         let cfg = config.to_str().unwrap();
         // The same no-op run as tools see it: one JSON event per line, a
         // phase_done for every phase, nothing changed.
-        let events = ck(&["up", "--json", "-c", cfg]);
-        assert_eq!(events.code, 0, "{}", events.stderr);
-        let events: Vec<serde_json::Value> = events
+        let events_out = ck(&["up", "--json", "-c", cfg]);
+        assert_eq!(events_out.code, 0, "{}", events_out.stderr);
+        let events: Vec<serde_json::Value> = events_out
             .stdout
             .lines()
             .map(|l| serde_json::from_str(l).expect("every line is JSON"))
@@ -278,6 +278,8 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
                 &again.stderr,
                 &json.stdout,
                 &last,
+                &events_out.stdout,
+                &live.stderr,
             ] {
                 assert!(!out.contains(secret.as_str()), "a secret was printed");
             }
