@@ -61,9 +61,7 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
                 }
             };
             let Some(node) = spec.node(&n) else { continue };
-            let mut problems = facts::problems(&f, &node.ssh.user, node.ssh.become_);
-            problems.extend(facts::address_problems(&f, spec));
-            for p in problems {
+            for p in facts::judge(&f, node, spec) {
                 facts_ok = false;
                 let level = if p.blocking { Level::Fail } else { Level::Warn };
                 add(level, "node", format!("{n}: {}", p.message));

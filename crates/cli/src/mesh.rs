@@ -106,18 +106,7 @@ pub fn run(loaded: &Loaded, cmd: WgCmd) -> anyhow::Result<u8> {
                 });
                 let report = clusterkit_wg::up(&nodes, &facts, spec, binary).await?;
                 for (node, c) in &report.changes {
-                    let what: Vec<&str> = [
-                        (c.userspace_installed, "userspace wireguard installed"),
-                        (c.firewall, "firewall applied"),
-                        (c.conf_written, "config written"),
-                        (c.started, "interface started"),
-                        (c.restarted, "interface restarted"),
-                        (c.peers_synced, "peers updated live"),
-                    ]
-                    .iter()
-                    .filter(|(b, _)| *b)
-                    .map(|(_, w)| *w)
-                    .collect();
+                    let what = c.what();
                     eprintln!(
                         "{node}: {}",
                         if what.is_empty() {

@@ -80,9 +80,8 @@ pub fn check(loaded: &Loaded, strict: bool, json: bool) -> anyhow::Result<u8> {
         for (node, r) in fan_out(&sessions, 16, facts::gather).await {
             match r {
                 Ok(f) => {
-                    let t = &loaded.built.spec.node(&node).expect("connected nodes come from the spec").ssh;
-                    let mut p = facts::problems(&f, &t.user, t.become_);
-                    p.extend(facts::address_problems(&f, &loaded.built.spec));
+                    let n = loaded.built.spec.node(&node).expect("connected nodes come from the spec");
+                    let p = facts::judge(&f, n, &loaded.built.spec);
                     rows.push((node, f, p));
                 }
                 Err(e) => failed.push((node, e.to_string())),

@@ -555,9 +555,7 @@ impl FactsPhase {
             let Some(node) = cx.spec.node(&n) else {
                 continue;
             };
-            let mut problems = facts::problems(&f, &node.ssh.user, node.ssh.become_);
-            problems.extend(facts::address_problems(&f, cx.spec));
-            for p in problems {
+            for p in facts::judge(&f, node, cx.spec) {
                 if p.message.starts_with("Docker Engine is not running") {
                     continue;
                 }

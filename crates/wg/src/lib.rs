@@ -160,6 +160,22 @@ impl NodeChange {
     pub fn any(&self) -> bool {
         *self != Self::default()
     }
+
+    /// What changed, in words (`config written`, `peers updated live`...).
+    pub fn what(&self) -> Vec<&'static str> {
+        [
+            (self.userspace_installed, "userspace wireguard installed"),
+            (self.firewall, "firewall applied"),
+            (self.conf_written, "config written"),
+            (self.started, "interface started"),
+            (self.restarted, "interface restarted"),
+            (self.peers_synced, "peers updated live"),
+        ]
+        .into_iter()
+        .filter(|(done, _)| *done)
+        .map(|(_, w)| w)
+        .collect()
+    }
 }
 
 /// The userspace binary to upload, and the architecture it was built for.

@@ -84,20 +84,7 @@ impl Phase for MeshPhase {
         let mut out = Outcome::default();
         for (n, c) in &report.changes {
             if c.any() {
-                let mut what = Vec::new();
-                for (done, word) in [
-                    (c.userspace_installed, "userspace WireGuard installed"),
-                    (c.firewall, "firewall applied"),
-                    (c.conf_written, "configuration written"),
-                    (c.started, "interface started"),
-                    (c.restarted, "interface restarted"),
-                    (c.peers_synced, "peers synced live"),
-                ] {
-                    if done {
-                        what.push(word);
-                    }
-                }
-                cx.say_on(n, &what.join(", "));
+                cx.say_on(n, &c.what().join(", "));
                 out.node(n.clone());
             }
         }

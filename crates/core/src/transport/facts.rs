@@ -169,6 +169,14 @@ fn overlap(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
+/// Everything wrong with a node before anything changes (pure): its own
+/// facts ([`problems`]) and the address plan ([`address_problems`]).
+pub fn judge(f: &Facts, node: &crate::spec::Node, spec: &ClusterSpec) -> Vec<FactProblem> {
+    let mut out = problems(f, &node.ssh.user, node.ssh.become_);
+    out.extend(address_problems(f, spec));
+    out
+}
+
 /// The address plan, checked on one node before anything changes (pure):
 /// the mesh and the swarm's address pool against the routes already there
 /// (LAN, VPNs, the engine's bridges) and against the engine's local address
