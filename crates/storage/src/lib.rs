@@ -472,7 +472,26 @@ async fn garage_up(
     for (n, id) in asked {
         ids.insert(n, id?);
     }
-    let (status, layout, info) = (status?, layout?, info.ok());
+    let (status, layout) = (status?, layout?);
+    // A missing key is an answer (404); anything else (the key table without
+    // a quorum for a moment after nodes came back) is asked again.
+    let mut info = info;
+    let patience = std::time::Instant::now();
+    let info = loop {
+        match info {
+            Ok(i) => break Some(i),
+            Err(StorageError::Garage { ref reason, .. })
+                if reason.contains("404") || reason.contains("NoSuch") =>
+            {
+                break None
+            }
+            Err(e) if patience.elapsed() > std::time::Duration::from_secs(60) => return Err(e),
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                info = garage::api::<garage::KeyInfo>(first, "GetKeyInfo", Some(&key_query)).await;
+            }
+        }
+    };
 
     // Connect every node to the first, unless it already sees every one up.
     let others: Vec<&String> = ids
@@ -548,15 +567,16 @@ async fn garage_up(
         roles.push(json!({"id": id, "zone": node, "capacity": free, "tags": [node]}));
         change.layout_added.push(node.clone());
     }
-    if !diff.remove.is_empty() {
-        if wanted.len() < spec.storage.replication as usize {
-            return Err(StorageError::NotReady(format!(
-                "removing {} from the storage layout would leave {} node(s) for {} copies: add storage nodes first",
-                diff.remove.iter().map(|(z, _)| z.as_str()).collect::<Vec<_>>().join(", "),
-                wanted.len(),
-                spec.storage.replication
-            )));
-        }
+    if !diff.remove.is_empty() && wanted.len() < spec.storage.replication as usize {
+        // Garage needs as many nodes as copies in its layout: the nodes gone
+        // keep their place (their copies missing) until others take it.
+        progress(&format!(
+            "{} stay(s) in the layout, lost: {} node(s) cannot hold {} copies; add a node to make the missing copies again",
+            diff.remove.iter().map(|(z, _)| z.as_str()).collect::<Vec<_>>().join(", "),
+            wanted.len(),
+            spec.storage.replication
+        ));
+    } else if !diff.remove.is_empty() {
         for (zone, id) in &diff.remove {
             roles.push(json!({"id": id, "remove": true}));
             change.layout_removed.push(zone.clone());
@@ -591,14 +611,23 @@ async fn garage_up(
 
     // The key and the buckets.
     if info.is_none() {
-        let _: serde_json::Value = garage::api(
+        let imported: Result<serde_json::Value, _> = garage::api(
             first,
             "ImportKey",
             Some(&json!({"accessKeyId": key.id, "secretAccessKey": key.secret, "name": "clusterkit"})),
         )
-        .await?;
-        progress(&format!("S3 key {} made", key.id));
-        change.key_created = true;
+        .await;
+        match imported {
+            Ok(_) => {
+                progress(&format!("S3 key {} made", key.id));
+                change.key_created = true;
+            }
+            // The key's id and secret come from the nodes' own key file: a key
+            // with that id is ours. GetKeyInfo can fail for a moment after
+            // nodes came back (no quorum yet for the key table): it exists.
+            Err(StorageError::Garage { reason, .. }) if reason.contains("KeyAlreadyExists") => {}
+            Err(e) => return Err(e),
+        }
     }
     for b in [BUCKET, INTERNAL_BUCKET] {
         if info.as_ref().is_some_and(|i| i.owns(b)) {
