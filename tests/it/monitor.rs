@@ -162,7 +162,7 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
     wait_for("prometheus runs", Duration::from_secs(90), || {
         prom = exec(
             "node1",
-            "docker service ps clusterkit-monitoring_prometheus --filter desired-state=running --format '{{.Node}} {{.CurrentState}}' | grep Running | cut -d' ' -f1",
+            "docker service ps clusterkit-monitoring_prometheus --filter desired-state=running --format '{{.Node}} {{.CurrentState}}' | grep Running | cut -d' ' -f1 | head -n1",
         )
         .trim()
         .to_string();

@@ -123,6 +123,9 @@ pub struct MonitoringSection {
     pub enabled: Option<Spanned<bool>>,
     /// How long Prometheus keeps data (Prometheus duration). Default: `15d`.
     pub retention: Option<Spanned<String>>,
+    /// Prometheus replicas, each on its own manager and each scraping everything, so that
+    /// queries and alerts survive the loss of a node. Default: 2 (1 with a single manager).
+    pub prometheus_replicas: Option<Spanned<i64>>,
     /// Grafana administrator's login; the password is generated and kept as a Swarm secret. Default: `admin`.
     pub grafana_admin_user: Option<Spanned<String>>,
     /// Run Grafana (on a manager, port 3000 over the mesh). Default: true.
@@ -273,7 +276,7 @@ pub fn starter(inventory: Option<&str>, nodes: &[(String, String)]) -> String {
          # backend = \"garage\"          # garage | minio | none\n# image = \"clusterkit/garage:2.5.0\"\n\
          # data_path = \"/var/lib/clusterkit/storage\"\n# replication = 3\n\
          \n[monitoring]                    # Prometheus, Grafana, node-exporter, cAdvisor\n\
-         # enabled = true\n# retention = \"15d\"\n# grafana_admin_user = \"admin\"   # password generated, kept as a Swarm secret\n\
+         # enabled = true\n# retention = \"15d\"\n# prometheus_replicas = 2        # each on its own manager\n# grafana_admin_user = \"admin\"   # password generated, kept as a Swarm secret\n\
          # grafana = true\n# cadvisor = true\n# alertmanager = false\n\
          # volume_driver = \"local\"      # local | clusterkit (S3-backed: see the README first)\n\
          # prometheus_image = \"prom/prometheus:v3.5.0\"\n# node_exporter_image = \"prom/node-exporter:v1.9.1\"\n\

@@ -234,6 +234,8 @@ pub struct MonitoringSpec {
     pub alertmanager: bool,
     /// Volume driver for the monitoring services' data (`clusterkit` or `local`).
     pub volume_driver: String,
+    /// Prometheus replicas, each on its own manager, each scraping everything.
+    pub prometheus_replicas: u8,
     /// The images.
     pub images: MonitoringImages,
 }
@@ -490,6 +492,25 @@ pub fn build(
         );
     }
 
+    // Nodes taken out by `clusterkit node remove` stay out.
+    inputs.retain(|n| {
+        if !previous.removed.contains_key(&n.name.value) {
+            return true;
+        }
+        problems.push(
+            Problem::warning(format!(
+                "node `{}` was removed from the cluster (`clusterkit node remove`): left out",
+                n.name.value
+            ))
+            .at(n.name.loc.as_ref(), "removed")
+            .help(format!(
+                "delete it here; or, to take it (or a fresh machine of that name) back: `clusterkit node add {}`",
+                n.name.value
+            )),
+        );
+        false
+    });
+
     // Mesh.
     let mesh_cidr_v =
         o!(cfg.mesh.cidr).unwrap_or_else(|| Located::default_value(defaults::MESH_CIDR.into()));
@@ -697,7 +718,17 @@ pub fn build(
     });
 
     // Monitoring.
-    let monitoring = MonitoringSpec {
+    let prometheus_replicas_v = o!(cfg.monitoring.prometheus_replicas);
+    let prometheus_replicas = prometheus_replicas_v.as_ref().and_then(|r| {
+        check(
+            r,
+            &mut problems,
+            "bad count",
+            "2 replicas keep Prometheus answering when a node is lost",
+            in_range(1, 7, "monitoring.prometheus_replicas"),
+        )
+    });
+    let mut monitoring = MonitoringSpec {
         enabled: o!(cfg.monitoring.enabled).is_none_or(|e| e.value),
         retention: o!(cfg.monitoring.retention)
             .and_then(|r| {
@@ -760,6 +791,7 @@ pub fn build(
             // (measured: files left behind), and Grafana's SQLite keeps its
             // file open, so nothing would reach S3 before a crash.
             .unwrap_or_else(|| "local".into()),
+        prometheus_replicas: 1,
         images: MonitoringImages {
             prometheus: o!(cfg.monitoring.prometheus_image)
                 .map_or_else(|| defaults::PROMETHEUS_IMAGE.into(), |i| i.value),
@@ -990,8 +1022,61 @@ pub fn build(
             managers - 1
         )).help("use an odd number of managers: add a node, or make one a worker (role = \"worker\")"));
     }
+    // One Prometheus per manager at most (each on its own node).
+    monitoring.prometheus_replicas = match prometheus_replicas {
+        Some(r) if r as usize > managers && managers > 0 => {
+            problems.push(
+                Problem::error(format!(
+                    "monitoring.prometheus_replicas is {r} but there are {managers} manager(s): each replica runs on its own manager"
+                ))
+                .at(
+                    prometheus_replicas_v.as_ref().and_then(|l| l.loc.as_ref()),
+                    "too many",
+                )
+                .help(format!("lower it to {managers} or fewer")),
+            );
+            r as u8
+        }
+        Some(r) => r as u8,
+        None => managers.clamp(1, 2) as u8,
+    };
     let storage_nodes = nodes.iter().filter(|n| n.storage).count();
-    let replication = match replication {
+    let made = previous
+        .storage_replication
+        .filter(|_| storage_backend != StorageBackend::None);
+    if let (Some(r), Some(m)) = (replication, made) {
+        if r as u8 != m {
+            problems.push(
+                Problem::error(format!(
+                    "storage.replication is {r}, but the storage was made with {m} copies"
+                ))
+                .at(
+                    replication_v.as_ref().and_then(|l| l.loc.as_ref()),
+                    "changed",
+                )
+                .help(format!(
+                    "the number of copies of a running store cannot change: put back {m} (or remove the line);                      a new number needs a new store (`clusterkit down --purge`, then `up`)"
+                )),
+            );
+        }
+    }
+    let replication = match replication.or(made.map(i64::from)) {
+        Some(r)
+            if storage_backend != StorageBackend::None
+                && r as usize > storage_nodes
+                && !nodes.is_empty()
+                && made.is_some() =>
+        {
+            // A store that lost nodes (removed) keeps its copies' count:
+            // degraded until a node takes their place.
+            problems.push(
+                Problem::warning(format!(
+                    "the storage keeps {r} copies of everything but only {storage_nodes} node(s) hold storage now: it runs degraded, without the missing copies"
+                ))
+                .help("add a node (`clusterkit node add NODE` once it is in the inventory): the copies are made again"),
+            );
+            r as u8
+        }
         Some(r)
             if storage_backend != StorageBackend::None
                 && r as usize > storage_nodes
@@ -1015,6 +1100,9 @@ pub fn build(
 
     // Addresses.
     let mut state = previous.clone();
+    if storage_backend != StorageBackend::None && !nodes.is_empty() {
+        state.storage_replication = Some(replication);
+    }
     let mut addresses = BTreeMap::new();
     if let Some(cidr) = mesh_cidr {
         let prev: BTreeMap<NodeName, Ipv4Addr> = previous

@@ -29,6 +29,15 @@ pub struct State {
     /// Each node's mesh address, by node name.
     #[serde(default)]
     pub mesh_addresses: BTreeMap<String, Ipv4Addr>,
+    /// Nodes removed by `clusterkit node remove`, with the mesh address each
+    /// had: left out of the cluster even while the inventory still lists
+    /// them, until `clusterkit node add`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub removed: BTreeMap<String, Ipv4Addr>,
+    /// The storage's number of copies, fixed when the storage was made
+    /// (Garage cannot change it on a running cluster): the default from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_replication: Option<u8>,
 }
 
 impl State {

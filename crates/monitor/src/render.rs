@@ -137,6 +137,7 @@ pub fn stack(spec: &ClusterSpec) -> StackFiles {
             minijinja::context! {
                 name => spec.name,
                 retention => m.retention,
+                prometheus_replicas => m.prometheus_replicas,
                 images => minijinja::context! {
                     prometheus => m.images.prometheus,
                     node_exporter => m.images.node_exporter,

@@ -120,3 +120,88 @@ fn durations() {
         assert!(!is_duration(bad), "{bad}");
     }
 }
+
+/// Builds from a config text and an INI inventory over a given state.
+fn with_state(config: &str, hosts: &str, state: &State) -> Result<Built, Problems> {
+    let mut problems = Problems::default();
+    let inv = Inventory::parse(
+        SourceFile::new("hosts.ini", hosts),
+        Format::Ini,
+        &mut problems,
+    );
+    let file = SourceFile::new("clusterkit.toml", config);
+    let cfg = crate::config::ConfigFile::parse(&file, &mut problems).expect("parses");
+    assert!(!problems.has_errors(), "{problems:?}");
+    build(Some((file, cfg)), Some(&inv), state, &|_| None)
+}
+
+const THREE: &str = "[s]\nnode1 ansible_host=192.0.2.1\nnode2 ansible_host=192.0.2.2\nnode3 ansible_host=192.0.2.3\n";
+
+#[test]
+fn a_removed_node_is_left_out_with_a_warning_at_its_inventory_line() {
+    let first = with_state("", THREE, &State::default()).unwrap();
+    let mut state = first.state.clone();
+    let addr = state.mesh_addresses.remove("node3").unwrap();
+    state.removed.insert("node3".into(), addr);
+    let b = with_state("", THREE, &state).unwrap();
+    let names: Vec<&str> = b.spec.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["node1", "node2"]);
+    let w: Vec<String> = b.warnings.warnings().map(|p| p.message.clone()).collect();
+    assert!(
+        w.iter().any(|m| m.contains("node `node3` was removed")),
+        "{w:?}"
+    );
+    let removed = b
+        .warnings
+        .warnings()
+        .find(|p| p.message.contains("node3"))
+        .unwrap();
+    assert!(
+        format!("{removed:?}").contains("hosts.ini"),
+        "located: {removed:?}"
+    );
+    // 2 managers: the quorum warning too.
+    assert!(w.iter().any(|m| m.contains("tolerate 0 loss")), "{w:?}");
+    // The store made with 3 copies keeps them: degraded, not an error.
+    assert_eq!(b.spec.storage.replication, 3);
+    assert!(w.iter().any(|m| m.contains("runs degraded")), "{w:?}");
+    assert_eq!(b.state.removed["node3"], addr);
+}
+
+#[test]
+fn the_storage_copies_are_fixed_once_recorded() {
+    let b = with_state("", THREE, &State::default()).unwrap();
+    assert_eq!(b.state.storage_replication, Some(3));
+    let e = with_state("[storage]\nreplication = 2\n", THREE, &b.state).unwrap_err();
+    assert!(
+        e.errors()
+            .any(|p| p.message.contains("the storage was made with 3 copies")),
+        "{e:?}"
+    );
+    // Never recorded: the given value is the one, and is recorded.
+    let b = with_state("[storage]\nreplication = 2\n", THREE, &State::default()).unwrap();
+    assert_eq!(b.state.storage_replication, Some(2));
+    // No storage, nothing recorded.
+    let b = with_state("[storage]\nbackend = \"none\"\n", THREE, &State::default()).unwrap();
+    assert_eq!(b.state.storage_replication, None);
+}
+
+#[test]
+fn prometheus_replicas_default_to_two_on_their_own_managers() {
+    let b = with_state("", THREE, &State::default()).unwrap();
+    assert_eq!(b.spec.monitoring.prometheus_replicas, 2);
+    let one = with_state("", "[s]\nnode1 ansible_host=192.0.2.1\n", &State::default()).unwrap();
+    assert_eq!(one.spec.monitoring.prometheus_replicas, 1);
+    let e = with_state(
+        "[monitoring]\nprometheus_replicas = 4\n",
+        THREE,
+        &State::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.errors().any(|p| p
+            .message
+            .contains("prometheus_replicas is 4 but there are 3 manager(s)")),
+        "{e:?}"
+    );
+}
