@@ -3,6 +3,7 @@
 
 mod address_plan;
 mod bin;
+mod day2;
 mod doctor;
 mod examples;
 mod inventory_errors;

@@ -233,6 +233,13 @@ Examples:
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Day two: take a node out of the cluster for good, or add one.
+    Node {
+        #[command(flatten)]
+        input: Input,
+        #[command(subcommand)]
+        cmd: crate::node::NodeCmd,
+    },
     /// The WireGuard mesh: build it, check every pair, rotate keys.
     Wg {
         #[command(flatten)]
@@ -397,6 +404,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::INVALID);
             };
             crate::up::run(&loaded, only, json, dry_run, progress, !no_rebalance)
+        }
+        Command::Node { input, cmd } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::node::run(&loaded, &|| load(&input, color), cmd)
         }
         Command::Swarm { input, cmd } => {
             let Some(loaded) = load(&input, color)? else {

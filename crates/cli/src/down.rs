@@ -96,6 +96,13 @@ pub fn run(loaded: &Loaded, purge: bool, yes: bool) -> anyhow::Result<u8> {
                 Err(e) => say("node", &format!("{n}: error: {e:#}")),
             }
         }
+        if purge && failed.is_empty() {
+            // The store is gone: the next one may keep another number of copies.
+            let mut state = clusterkit_core::state::State::load(&loaded.state_path)?;
+            if state.storage_replication.take().is_some() {
+                state.save(&loaded.state_path)?;
+            }
+        }
         println!(
             "cluster {} is down on {} node(s){}{}",
             spec.name,

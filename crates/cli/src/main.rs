@@ -8,6 +8,7 @@ mod down;
 mod dryrun;
 mod mesh;
 mod monitor;
+mod node;
 mod output;
 mod progress;
 mod remote;

@@ -390,22 +390,7 @@ pub async fn up(
                 .iter()
                 .any(|y| !is_down(y) && addr_of(y) == addr_of(x))
     }) {
-        let id = stale.id.clone().unwrap_or_default();
-        if stale.manager_status.is_some() {
-            let spec = NodeSpec {
-                role: Some(NodeSpecRoleEnum::WORKER),
-                ..stale.spec.clone().unwrap_or_default()
-            };
-            let version = stale.version.as_ref().and_then(|v| v.index).unwrap_or(0) as i64;
-            docker
-                .update_node(&id, spec, UpdateNodeOptions { version })
-                .await
-                .map_err(|e| engine(leader_t.node(), "node demote (stale entry)", e))?;
-        }
-        docker
-            .delete_node(&id, Some(DeleteNodeOptions { force: true }))
-            .await
-            .map_err(|e| engine(leader_t.node(), "node rm (stale entry)", e))?;
+        demote_and_delete(&docker, leader_t.node(), stale, "stale entry").await?;
         change
             .updated
             .push(format!("stale entry of {}", addr_of(stale)));
@@ -674,6 +659,116 @@ pub async fn remove_stacks(mgr: &dyn Transport) -> Result<Vec<String>, SwarmErro
     ))
     .await?;
     Ok(names)
+}
+
+/// Demotes an entry of the swarm's node list (when a manager), then deletes
+/// it (forced: its node may be gone). Through a manager's engine.
+async fn demote_and_delete(
+    docker: &bollard::Docker,
+    via: &str,
+    entry: &bollard::models::Node,
+    what: &str,
+) -> Result<(), SwarmError> {
+    let id = entry.id.clone().unwrap_or_default();
+    if entry.manager_status.is_some() {
+        let spec = NodeSpec {
+            role: Some(NodeSpecRoleEnum::WORKER),
+            ..entry.spec.clone().unwrap_or_default()
+        };
+        let version = entry.version.as_ref().and_then(|v| v.index).unwrap_or(0) as i64;
+        docker
+            .update_node(&id, spec, UpdateNodeOptions { version })
+            .await
+            .map_err(|e| engine(via, &format!("node demote ({what})"), e))?;
+    }
+    docker
+        .delete_node(&id, Some(DeleteNodeOptions { force: true }))
+        .await
+        .map_err(|e| engine(via, &format!("node rm ({what})"), e))?;
+    Ok(())
+}
+
+/// What [`remove_node`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRemoval {
+    /// The swarm's entries for the node that were removed (0 when it was not
+    /// in the swarm; more than one when it had left and joined again).
+    pub entries: usize,
+    /// Whether one of them was a manager (demoted first).
+    pub was_manager: bool,
+    /// Managers left, and how many of them answer.
+    pub managers_left: usize,
+    /// Of those, the ones reachable.
+    pub reachable_left: usize,
+}
+
+/// Removes a node from the swarm for good, through a manager of `nodes`
+/// (the nodes that stay): its entries (found by mesh address or hostname)
+/// are demoted, then deleted, so the swarm stops counting a manager that
+/// will not answer again. Refuses, changing nothing, when the managers that
+/// stay would not hold a majority among themselves. Idempotent: a node not in
+/// the swarm is reported with `entries: 0`.
+///
+/// A node that still runs should leave by itself afterwards ([`leave`]); its
+/// tasks were or will be rescheduled on the others by the swarm.
+pub async fn remove_node(
+    nodes: &[Arc<dyn Transport>],
+    name: &str,
+    mesh_address: std::net::Ipv4Addr,
+) -> Result<NodeRemoval, SwarmError> {
+    let st = status(nodes).await?;
+    let via = st.answered_by.clone().unwrap_or_default();
+    let Some(t) = find(nodes, &via) else {
+        return Err(SwarmError::NoQuorum(format!(
+            "no manager among {} answered",
+            nodes
+                .iter()
+                .map(|t| t.node())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    let docker = t.docker().await?;
+    let listed = docker
+        .list_nodes(None)
+        .await
+        .map_err(|e| engine(&via, "node ls", e))?;
+    let addr = mesh_address.to_string();
+    let is_it = |x: &bollard::models::Node| {
+        x.status.as_ref().and_then(|s| s.addr.as_deref()) == Some(addr.as_str())
+            || x.description.as_ref().and_then(|d| d.hostname.as_deref()) == Some(name)
+    };
+    let entries: Vec<&bollard::models::Node> = listed.iter().filter(|x| is_it(x)).collect();
+    let staying: Vec<&bollard::models::Node> = listed
+        .iter()
+        .filter(|x| !is_it(x) && x.manager_status.is_some())
+        .collect();
+    let reachable_left = staying
+        .iter()
+        .filter(|x| {
+            x.manager_status.as_ref().and_then(|m| m.reachability) == Some(Reachability::REACHABLE)
+        })
+        .count();
+    let removal = NodeRemoval {
+        entries: entries.len(),
+        was_manager: entries.iter().any(|x| x.manager_status.is_some()),
+        managers_left: staying.len(),
+        reachable_left,
+    };
+    if entries.is_empty() {
+        return Ok(removal);
+    }
+    if staying.is_empty() || reachable_left < staying.len() / 2 + 1 {
+        return Err(SwarmError::NoQuorum(format!(
+            "removing {name} would leave {} manager(s), {reachable_left} of them reachable:              fewer than the majority ({}) the swarm needs. Bring the other managers back first              (or, if they are gone too, `clusterkit swarm recover`)",
+            staying.len(),
+            staying.len() / 2 + 1
+        )));
+    }
+    for e in entries {
+        demote_and_delete(&docker, &via, e, name).await?;
+    }
+    Ok(removal)
 }
 
 /// Makes one node leave the swarm (forced: every node leaves, quorum is not
