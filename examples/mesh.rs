@@ -49,6 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|bytes| clusterkit::wg::UserspaceBinary {
             bytes,
             arch: std::env::consts::ARCH,
+            replace_running: false,
         });
     let report = clusterkit::wg::up(&nodes, &all_facts, spec, bin).await?;
     for p in &report.pairs {

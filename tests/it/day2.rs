@@ -26,8 +26,43 @@ fn prometheus_nodes(from: &str) -> Vec<String> {
     v
 }
 
+/// Whether the example app answers `/metrics` on `addr` (port 8000).
+fn get_metrics(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(sock) = format!("{addr}:8000").parse() else {
+        return false;
+    };
+    let Ok(mut c) = std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    if c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(bytes)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 #[test]
-fn monitoring_survives_a_lost_node_which_is_removed_then_replaced() {
+fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("s");
     let dir_s = dir.to_str().unwrap().to_string();
@@ -57,6 +92,160 @@ fn monitoring_survives_a_lost_node_which_is_removed_then_replaced() {
         let cfg = config.to_str().unwrap();
         let up = ck(&["up", "-c", cfg]);
         assert_eq!(up.code, 0, "{}{}", up.stdout, up.stderr);
+
+        // A rolling upgrade of the userspace WireGuard binary while the
+        // example app keeps answering. The client is an external one with
+        // failover (as a load balancer with health checks): a request fails
+        // only when no node answers it. Stated bound: at most 1% failed.
+        let addrs: Vec<String> = (1..=3).map(|i| format!("172.29.249.{}", 10 + i)).collect();
+        wait_for(
+            "the app answers on two nodes",
+            Duration::from_secs(60),
+            || addrs.iter().filter(|a| get_metrics(a)).count() == 2,
+        );
+        let v1 = crate::bin::clusterkit().with_file_name("clusterkit-wg-userspace");
+        let v2 = dir.join("clusterkit-wg-userspace-v2");
+        let mut bytes = std::fs::read(&v1).unwrap();
+        // A second build: the same program with another identity (a trailer
+        // the ELF loader ignores): another SHA-256 on every node.
+        bytes.extend_from_slice(b"\0clusterkit-wg-userspace build 2\0");
+        std::fs::write(&v2, &bytes).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&v2, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let v2_hash = sha256_hex(&bytes);
+        let v1_hash = sha256_hex(&std::fs::read(&v1).unwrap());
+        // `up` does not restart every tunnel at once for a new binary: it says so.
+        let up_v2 = crate::bin::run_env(
+            None,
+            &["up", "--only", "mesh", "-c", cfg],
+            &[("CLUSTERKIT_WG_USERSPACE", v2.to_str().unwrap())],
+        );
+        assert_eq!(up_v2.code, 0, "{}", up_v2.stderr);
+        assert!(
+            up_v2
+                .stderr
+                .contains("node2: another userspace wireguard runs: left running"),
+            "{}",
+            up_v2.stderr
+        );
+        assert!(up_v2.stdout.contains("nothing changed"), "{}", up_v2.stdout);
+        assert_eq!(
+            sh(
+                "node2",
+                "sha256sum /usr/local/bin/clusterkit-wg-userspace | cut -d' ' -f1"
+            )
+            .trim(),
+            v1_hash
+        );
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = {
+            let stop = stop.clone();
+            let addrs = addrs.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u32, 0u32);
+                let mut i = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let answered =
+                        (0..addrs.len()).any(|k| get_metrics(&addrs[(i + k) % addrs.len()]));
+                    if answered {
+                        ok += 1
+                    } else {
+                        failed += 1
+                    }
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                (ok, failed)
+            })
+        };
+        let roll = crate::bin::run_env(
+            None,
+            &["upgrade", "--component", "mesh", "-c", cfg],
+            &[("CLUSTERKIT_WG_USERSPACE", v2.to_str().unwrap())],
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ok, failed) = client.join().unwrap();
+        eprintln!("during the roll: {ok} requests answered, {failed} failed");
+        assert_eq!(roll.code, 0, "{}{}", roll.stdout, roll.stderr);
+        // One node at a time, in order: each is back before the next drains.
+        let mut at = 0;
+        for n in ["node1", "node2", "node3"] {
+            for step in [format!("{n}: draining"), format!("{n}: back: ready")] {
+                let found = roll.stderr[at..]
+                    .find(&step)
+                    .unwrap_or_else(|| panic!("{step} after byte {at}: {}", roll.stderr));
+                at += found + step.len();
+            }
+            assert_eq!(
+                sh(
+                    n,
+                    "sha256sum /usr/local/bin/clusterkit-wg-userspace | cut -d' ' -f1"
+                )
+                .trim(),
+                v2_hash,
+                "{n}"
+            );
+        }
+        assert!(ok >= 100, "the client ran through the roll: {ok}");
+        assert!(
+            failed * 100 <= ok + failed,
+            "{failed} of {} requests failed during the roll",
+            ok + failed
+        );
+        let st = ck(&["status", "-c", cfg]);
+        assert!(
+            st.stdout.contains("ok   mesh      6/6 pairs answer"),
+            "{}",
+            st.stdout
+        );
+        let again = crate::bin::run_env(
+            None,
+            &["upgrade", "-c", cfg],
+            &[("CLUSTERKIT_WG_USERSPACE", v2.to_str().unwrap())],
+        );
+        assert_eq!(again.code, 0, "{}", again.stderr);
+        assert!(
+            again.stdout.contains("nothing to upgrade"),
+            "{}",
+            again.stdout
+        );
+
+        // A manager cut off from the others: the roll is refused, nothing changes.
+        let cut = ck(&["sandbox", "partition", "--name", S, "node3"]);
+        assert_eq!(cut.code, 0, "{}", cut.stderr);
+        wait_for(
+            "node3 is unreachable for the swarm",
+            Duration::from_secs(60),
+            || {
+                sh(
+                    "node1",
+                    "docker node ls --format '{{.Hostname}} {{.ManagerStatus}}'",
+                )
+                .contains("node3 Unreachable")
+            },
+        );
+        let refused = ck(&["upgrade", "-c", cfg]);
+        assert_ne!(refused.code, 0, "{}", refused.stderr);
+        assert!(
+            refused.stderr.contains("manager node3 is not reachable")
+                && refused.stderr.contains("without a majority"),
+            "{}",
+            refused.stderr
+        );
+        assert!(!refused.stderr.contains("draining"), "{}", refused.stderr);
+        assert_eq!(
+            sh(
+                "node1",
+                "sha256sum /usr/local/bin/clusterkit-wg-userspace | cut -d' ' -f1"
+            )
+            .trim(),
+            v2_hash
+        );
+        let healed = ck(&["sandbox", "heal", "--name", S, "node3"]);
+        assert_eq!(healed.code, 0, "{}", healed.stderr);
+        wait_for("the swarm whole again", Duration::from_secs(120), || {
+            ck(&["status", "-c", cfg]).code == 0
+        });
 
         // Two Prometheus replicas, on two nodes.
         let mut replicas = Vec::new();

@@ -317,10 +317,17 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
     // forwards through clusterkit's own connection.
     let open = ck(&["monitor", "open", "-c", &config()]);
     assert_eq!(open.code, 0, "{}{}", open.stdout, open.stderr);
-    let prom_mesh = format!("10.0.0.{}", &prom[4..]);
+    // Either Prometheus replica's node.
+    let replicas = exec(
+        "node1",
+        "docker service ps clusterkit-monitoring_prometheus --filter desired-state=running --format '{{.Node}}'",
+    );
     assert!(
         open.stdout.starts_with("ssh -N -L 9090:")
-            && open.stdout.contains(&format!("-L 9090:{prom_mesh}:9090"))
+            && replicas.lines().any(|n| {
+                open.stdout
+                    .contains(&format!("-L 9090:10.0.0.{}:9090", &n.trim()[4..]))
+            })
             && open.stdout.contains("UserKnownHostsFile="),
         "{}",
         open.stdout

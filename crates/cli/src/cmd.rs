@@ -233,6 +233,28 @@ Examples:
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Replace a component node by node while the swarm keeps serving (drain, upgrade, back).
+    #[command(
+        after_help = "For each node that runs another version than the one wanted, in inventory order:\n\
+        every manager must answer (refused otherwise: quorum is never put at risk); the node is\n\
+        drained through another manager (its replicated tasks start elsewhere first); the component\n\
+        is replaced and checked (the mesh: every pair to and from the node answers again); the node\n\
+        is made active and waits until it is ready, reachable and runs its global tasks; then the\n\
+        next. Nodes already current are skipped, so a stopped roll resumes where it stopped.\n\
+        Replicated services are spread again at the end.\n\n\
+        Components and their versions: `mesh` is the userspace WireGuard binary that sits beside\n\
+        this clusterkit (or $CLUSTERKIT_WG_USERSPACE). Images (storage, monitoring) are pinned in\n\
+        clusterkit.toml; `clusterkit up` applies a changed one through Swarm's own update (one task\n\
+        at a time within a service; Garage's per-node services are not rolled yet: all at once).\n\n\
+        Example:\n  CLUSTERKIT_WG_USERSPACE=./clusterkit-wg-userspace-new clusterkit upgrade --component mesh"
+    )]
+    Upgrade {
+        #[command(flatten)]
+        input: Input,
+        /// The component to roll (default: every one).
+        #[arg(long, value_enum)]
+        component: Option<crate::upgrade::Component>,
+    },
     /// Day two: take a node out of the cluster for good, or add one.
     Node {
         #[command(flatten)]
@@ -404,6 +426,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::INVALID);
             };
             crate::up::run(&loaded, only, json, dry_run, progress, !no_rebalance)
+        }
+        Command::Upgrade { input, component } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::upgrade::run(&loaded, component)
         }
         Command::Node { input, cmd } => {
             let Some(loaded) = load(&input, color)? else {

@@ -17,6 +17,7 @@ mod status;
 mod storage;
 mod swarm;
 mod up;
+mod upgrade;
 
 use std::process::ExitCode;
 

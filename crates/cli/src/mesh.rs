@@ -51,7 +51,9 @@ pub fn userspace_binary() -> Option<Vec<u8>> {
     std::fs::read(path).ok()
 }
 
-async fn gather(nodes: &[Arc<dyn Transport>]) -> anyhow::Result<BTreeMap<String, Facts>> {
+pub(crate) async fn gather(
+    nodes: &[Arc<dyn Transport>],
+) -> anyhow::Result<BTreeMap<String, Facts>> {
     let mut out = BTreeMap::new();
     for (n, r) in fan_out(nodes, 16, facts::gather).await {
         out.insert(n, r?);
@@ -103,6 +105,7 @@ pub fn run(loaded: &Loaded, cmd: WgCmd) -> anyhow::Result<u8> {
                 let binary = bytes.as_deref().map(|b| UserspaceBinary {
                     bytes: b,
                     arch: std::env::consts::ARCH,
+                    replace_running: false,
                 });
                 let report = clusterkit_wg::up(&nodes, &facts, spec, binary).await?;
                 for (node, c) in &report.changes {

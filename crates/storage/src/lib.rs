@@ -389,9 +389,27 @@ pub async fn up(
     }
     // The swarm sees the driver everywhere; an object written and read back
     // through S3; Garage's health: asked at once.
+    // Right after a layout change, Garage may refuse writes for a moment
+    // (no quorum in the old layout's sets until it is retired): asked again.
+    let patience = Duration::from_secs(if change.layout_applied.is_some() {
+        90
+    } else {
+        0
+    });
     let probe = async {
         let (fwd, s3) = connect_s3(storage[0], spec, &key).await?;
-        let took = s3.probe(INTERNAL_BUCKET, storage[0].node()).await?;
+        let started = std::time::Instant::now();
+        let took = loop {
+            match s3.probe(INTERNAL_BUCKET, storage[0].node()).await {
+                Err(e)
+                    if started.elapsed() < patience
+                        && e.to_string().contains("ServiceUnavailable") =>
+                {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                r => break r?,
+            }
+        };
         drop(fwd);
         Ok::<_, StorageError>(took)
     };
@@ -473,25 +491,6 @@ async fn garage_up(
         ids.insert(n, id?);
     }
     let (status, layout) = (status?, layout?);
-    // A missing key is an answer (404); anything else (the key table without
-    // a quorum for a moment after nodes came back) is asked again.
-    let mut info = info;
-    let patience = std::time::Instant::now();
-    let info = loop {
-        match info {
-            Ok(i) => break Some(i),
-            Err(StorageError::Garage { ref reason, .. })
-                if reason.contains("404") || reason.contains("NoSuch") =>
-            {
-                break None
-            }
-            Err(e) if patience.elapsed() > std::time::Duration::from_secs(60) => return Err(e),
-            Err(_) => {
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                info = garage::api::<garage::KeyInfo>(first, "GetKeyInfo", Some(&key_query)).await;
-            }
-        }
-    };
 
     // Connect every node to the first, unless it already sees every one up.
     let others: Vec<&String> = ids
@@ -608,7 +607,65 @@ async fn garage_up(
         ));
         change.layout_applied = Some(version);
     }
+    // Garage keeps writing to the old layout's nodes until each has synced
+    // the new one: a dead node never will, and its partitions (with fewer
+    // live copies than a write quorum) refuse writes. Every live copy is
+    // kept: a dead node is skipped only where the others hold the data
+    // (`allowMissingData: false`). Also when a run stopped after the apply.
+    let dead_outside = status.nodes.iter().any(|n| {
+        !n.is_up
+            && !ids
+                .values()
+                .any(|id| id.split('@').next() == Some(n.id.as_str()))
+    });
+    if !change.layout_removed.is_empty() || dead_outside {
+        let version = change.layout_applied.unwrap_or(layout.version);
+        let skipped: Result<serde_json::Value, _> = garage::api(
+            first,
+            "ClusterLayoutSkipDeadNodes",
+            Some(&json!({"version": version, "allowMissingData": false})),
+        )
+        .await;
+        match skipped {
+            Ok(v) => {
+                let acked = v["ackUpdated"].as_array().map_or(0, Vec::len)
+                    + v["syncUpdated"].as_array().map_or(0, Vec::len);
+                if acked > 0 {
+                    progress(&format!(
+                        "layout version {version}: the nodes gone are no longer waited for"
+                    ));
+                }
+            }
+            // Nothing left to skip is not news on a later run.
+            Err(e) if !change.layout_removed.is_empty() => progress(&format!(
+                "layout version {version}: nodes gone not skipped: {e}"
+            )),
+            Err(_) => {}
+        }
+    }
 
+    // The key: a missing one is an answer (404); anything else (no layout
+    // yet, or the key table without a quorum for a moment after nodes came
+    // back) is asked again now that the layout is applied.
+    let mut info = info;
+    let patience = std::time::Instant::now();
+    let info = loop {
+        match info {
+            Ok(i) => break Some(i),
+            Err(StorageError::Garage { ref reason, .. })
+                if reason.contains("(404)") || reason.contains("NoSuch") =>
+            {
+                break None
+            }
+            Err(e) if patience.elapsed() > std::time::Duration::from_secs(60) => return Err(e),
+            Err(_) => {
+                info = garage::api::<garage::KeyInfo>(first, "GetKeyInfo", Some(&key_query)).await;
+                if info.is_err() {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    };
     // The key and the buckets.
     if info.is_none() {
         let imported: Result<serde_json::Value, _> = garage::api(

@@ -89,6 +89,7 @@ pub enum SwarmError {
 
 pub mod phase;
 pub mod rebalance;
+pub mod roll;
 pub mod stacks;
 
 fn engine(node: &str, what: &str, e: impl std::fmt::Display) -> SwarmError {

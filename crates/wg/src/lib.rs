@@ -22,6 +22,7 @@ use clusterkit_core::spec::{ClusterSpec, WgBackend};
 use clusterkit_core::transport::facts::Facts;
 use clusterkit_core::transport::{fan_out, Cmd, Transport, TransportError, Upload, UploadOutcome};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::model::{NodeMesh, Peer, WgPublicKey};
 
@@ -143,6 +144,9 @@ pub fn plan(spec: &ClusterSpec, keys: &BTreeMap<String, WgPublicKey>) -> Vec<Nod
 pub struct NodeChange {
     /// The userspace binary or its drop-in was written.
     pub userspace_installed: bool,
+    /// The running interface's userspace binary is not the one wanted and
+    /// was left running (not a change: `clusterkit upgrade` rolls it).
+    pub userspace_outdated: bool,
     /// The firewall script or unit was (re)written and applied.
     pub firewall: bool,
     /// The wg-quick file was written.
@@ -158,13 +162,20 @@ pub struct NodeChange {
 impl NodeChange {
     /// Whether anything changed on the node.
     pub fn any(&self) -> bool {
-        *self != Self::default()
+        Self {
+            userspace_outdated: false,
+            ..self.clone()
+        } != Self::default()
     }
 
     /// What changed, in words (`config written`, `peers updated live`...).
     pub fn what(&self) -> Vec<&'static str> {
         [
             (self.userspace_installed, "userspace wireguard installed"),
+            (
+                self.userspace_outdated,
+                "another userspace wireguard runs: left running (`clusterkit upgrade --component mesh` rolls it node by node)",
+            ),
             (self.firewall, "firewall applied"),
             (self.conf_written, "config written"),
             (self.started, "interface started"),
@@ -185,6 +196,10 @@ pub struct UserspaceBinary<'a> {
     pub bytes: &'a [u8],
     /// `uname -m` of the machines it runs on (`x86_64`).
     pub arch: &'a str,
+    /// Whether a running interface's different binary is replaced (and the
+    /// interface restarted) here. `up` leaves it (every node at once would cut
+    /// the whole mesh for a moment); `upgrade` rolls it node by node.
+    pub replace_running: bool,
 }
 
 /// Converges one node: userspace implementation where needed, firewall, the
@@ -219,14 +234,34 @@ pub async fn apply_node(
                     node: t.node().into(),
                     arch: facts.arch.clone(),
                 })?;
-        let a = t
-            .upload(&Upload {
+        if !bin.replace_running {
+            let out = t
+                .exec_raw(
+                    &Cmd::new(format!(
+                        "systemctl is-active --quiet {unit} && sha256sum {USERSPACE_PATH}"
+                    )),
+                    None,
+                )
+                .await?;
+            let wanted = hex::encode(Sha256::digest(bin.bytes));
+            change.userspace_outdated = out.status == 0
+                && out
+                    .stdout_str()
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|h| h != wanted);
+        }
+        let a = if change.userspace_outdated {
+            UploadOutcome::Unchanged
+        } else {
+            t.upload(&Upload {
                 content: bin.bytes,
                 path: USERSPACE_PATH,
                 mode: 0o755,
                 owner: None,
             })
-            .await?;
+            .await?
+        };
         let dropin = render::userspace_dropin(USERSPACE_PATH);
         let path = format!("/etc/systemd/system/{unit}.service.d/clusterkit.conf");
         let b = t
@@ -500,6 +535,63 @@ pub async fn up(
         return Err(WgError::Unreachable(broken));
     }
     Ok(MeshReport { changes, pairs })
+}
+
+/// The SHA-256 (hex) of the userspace binary installed on a node; `None`
+/// when there is none.
+pub async fn installed_userspace(t: &dyn Transport) -> Result<Option<String>, WgError> {
+    let out = t
+        .exec_raw(&Cmd::new("sha256sum ").arg(USERSPACE_PATH), None)
+        .await?;
+    Ok((out.status == 0)
+        .then(|| {
+            out.stdout_str()
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
+        .flatten())
+}
+
+/// Converges one node of a running mesh (a new userspace binary restarts
+/// its interface), then waits, up to `patience`, until every pair to and
+/// from it answers again. The other nodes are not touched.
+pub async fn upgrade_node(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    node: &str,
+    facts: &Facts,
+    binary: Option<UserspaceBinary<'_>>,
+    patience: std::time::Duration,
+) -> Result<NodeChange, WgError> {
+    let Some(t) = nodes.iter().find(|t| t.node() == node) else {
+        return Err(WgError::Unreachable(vec![format!(
+            "{node} is not connected"
+        )]));
+    };
+    let meshes = plan(spec, &keys(nodes, &spec.mesh.interface).await?);
+    let Some(m) = meshes.iter().find(|m| m.node == node) else {
+        return Err(WgError::Unreachable(vec![format!(
+            "{node} is not in the mesh"
+        )]));
+    };
+    let change = apply_node(t.as_ref(), m, facts, spec.mesh.backend, binary).await?;
+    let started = std::time::Instant::now();
+    loop {
+        let pairs = pair_status(nodes, &meshes).await?;
+        let broken: Vec<String> = pairs
+            .iter()
+            .filter(|p| (p.from == node || p.to == node) && p.ping_ms.is_none())
+            .map(|p| format!("{} cannot reach {} over the mesh", p.from, p.to))
+            .collect();
+        if broken.is_empty() {
+            return Ok(change);
+        }
+        if started.elapsed() > patience {
+            return Err(WgError::Unreachable(broken));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// Replaces a node's key without taking the mesh down: a new key is made on

@@ -79,12 +79,15 @@ impl Phase for MeshPhase {
         let binary = self.userspace.as_deref().map(|bytes| UserspaceBinary {
             bytes,
             arch: self.arch,
+            replace_running: false,
         });
         let report = crate::up(cx.nodes, &cx.facts(), cx.spec, binary).await?;
         let mut out = Outcome::default();
         for (n, c) in &report.changes {
-            if c.any() {
+            if c.any() || c.userspace_outdated {
                 cx.say_on(n, &c.what().join(", "));
+            }
+            if c.any() {
                 out.node(n.clone());
             }
         }

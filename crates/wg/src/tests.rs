@@ -98,3 +98,19 @@ fn mtu_pairs_are_read_and_judged() {
     );
     assert_eq!(pairs[2].underlay, None);
 }
+
+#[test]
+fn a_binary_left_running_is_said_but_is_not_a_change() {
+    let left = NodeChange {
+        userspace_outdated: true,
+        ..NodeChange::default()
+    };
+    assert!(!left.any());
+    assert!(left.what()[0].contains("clusterkit upgrade --component mesh"));
+    let synced = NodeChange {
+        userspace_outdated: true,
+        peers_synced: true,
+        ..NodeChange::default()
+    };
+    assert!(synced.any());
+}

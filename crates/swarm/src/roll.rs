@@ -1,0 +1,237 @@
+//! Work done on one node at a time while the swarm keeps serving: the node
+//! is drained (its tasks start elsewhere first), the work is done, the node
+//! is made active again and its global tasks come back. `clusterkit upgrade`
+//! rolls over the nodes with these.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bollard::models::{NodeSpecAvailabilityEnum, NodeState, Reachability, TaskState};
+use bollard::query_parameters::UpdateNodeOptions;
+use clusterkit_core::transport::Transport;
+
+use crate::{engine, SwarmError};
+
+/// The swarm's entry for a node, by its `clusterkit.node` label.
+async fn entry(mgr: &dyn Transport, node: &str) -> Result<bollard::models::Node, SwarmError> {
+    let docker = mgr.docker().await?;
+    let listed = docker
+        .list_nodes(None)
+        .await
+        .map_err(|e| engine(mgr.node(), "node ls", e))?;
+    listed
+        .into_iter()
+        .find(|n| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.labels.as_ref())
+                .and_then(|l| l.get("clusterkit.node"))
+                .is_some_and(|v| v == node)
+                && n.status.as_ref().and_then(|s| s.state) != Some(NodeState::DOWN)
+        })
+        .ok_or_else(|| SwarmError::Engine {
+            node: mgr.node().to_string(),
+            what: format!("finding {node}"),
+            reason: format!("{node} is not a ready member of the swarm: run `clusterkit up` first"),
+        })
+}
+
+async fn set_availability(
+    mgr: &dyn Transport,
+    node: &str,
+    availability: NodeSpecAvailabilityEnum,
+) -> Result<String, SwarmError> {
+    let n = entry(mgr, node).await?;
+    let id = n.id.clone().unwrap_or_default();
+    let current = n.spec.clone().unwrap_or_default();
+    if current.availability != Some(availability) {
+        let version = n.version.as_ref().and_then(|v| v.index).unwrap_or(0) as i64;
+        let spec = bollard::models::NodeSpec {
+            availability: Some(availability),
+            ..current
+        };
+        mgr.docker()
+            .await?
+            .update_node(&id, spec, UpdateNodeOptions { version })
+            .await
+            .map_err(|e| engine(mgr.node(), &format!("node update {node}"), e))?;
+    }
+    Ok(id)
+}
+
+/// Replicated services short of their replicas, as `name (running/wanted)`
+/// (services pinned to named nodes aside unless `with_pinned`), and the
+/// tasks still running on node `id`.
+async fn census(
+    mgr: &dyn Transport,
+    id: &str,
+    with_pinned: bool,
+) -> Result<(Vec<String>, usize), SwarmError> {
+    let docker = mgr.docker().await?;
+    let services = docker
+        .list_services(None)
+        .await
+        .map_err(|e| engine(mgr.node(), "service ls", e))?;
+    let tasks = docker
+        .list_tasks(None)
+        .await
+        .map_err(|e| engine(mgr.node(), "task ls", e))?;
+    let running = |t: &&bollard::models::Task| {
+        t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
+    };
+    let mut per_service: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in tasks
+        .iter()
+        .filter(running)
+        .filter(|t| t.desired_state == Some(TaskState::RUNNING))
+    {
+        *per_service
+            .entry(t.service_id.as_deref().unwrap_or_default())
+            .or_default() += 1;
+    }
+    let short = services
+        .iter()
+        .filter_map(|s| {
+            let spec = s.spec.as_ref()?;
+            // A service pinned to named nodes (Garage's per-node services)
+            // cannot run elsewhere: it waits for its node to come back.
+            let pinned = spec
+                .task_template
+                .as_ref()
+                .and_then(|t| t.placement.as_ref())
+                .and_then(|p| p.constraints.as_ref())
+                .is_some_and(|c| c.iter().any(|c| crate::rebalance::pinned(c)));
+            if pinned && !with_pinned {
+                return None;
+            }
+            let wanted = spec.mode.as_ref()?.replicated.as_ref()?.replicas? as usize;
+            let have = per_service
+                .get(s.id.as_deref().unwrap_or_default())
+                .copied()
+                .unwrap_or(0);
+            (have < wanted).then(|| {
+                format!(
+                    "{} ({have}/{wanted})",
+                    spec.name.clone().unwrap_or_default()
+                )
+            })
+        })
+        .collect();
+    let on_node = tasks
+        .iter()
+        .filter(running)
+        .filter(|t| t.node_id.as_deref() == Some(id))
+        .count();
+    Ok((short, on_node))
+}
+
+/// Drains `node` through the manager `mgr` (not the node itself when the
+/// work will cut it off) and waits until nothing runs on it and every
+/// replicated service runs all its replicas elsewhere (a service pinned to
+/// the node, as Garage's are, is down until the node is active again). If that does not
+/// happen within `patience`, the node is made active again and the error
+/// names the services that could not move.
+pub async fn drain(mgr: &dyn Transport, node: &str, patience: Duration) -> Result<(), SwarmError> {
+    let id = set_availability(mgr, node, NodeSpecAvailabilityEnum::DRAIN).await?;
+    let started = Instant::now();
+    loop {
+        let (short, on_node) = census(mgr, &id, false).await?;
+        if short.is_empty() && on_node == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > patience {
+            set_availability(mgr, node, NodeSpecAvailabilityEnum::ACTIVE).await?;
+            return Err(SwarmError::Engine {
+                node: node.to_string(),
+                what: "drain".into(),
+                reason: format!(
+                    "after {} s, {on_node} task(s) still run on it and these services miss replicas elsewhere: {}. \
+                     The node is active again; give those services room on the other nodes (placement constraints, \
+                     max_replicas_per_node), then run again",
+                    patience.as_secs(),
+                    if short.is_empty() { "none".to_string() } else { short.join(", ") }
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Makes `node` active again and waits until it is ready, reachable as a
+/// manager (when it is one), runs a task of every global service, and every
+/// replicated service (those pinned to it too) runs all its replicas.
+pub async fn activate(
+    mgr: &dyn Transport,
+    node: &str,
+    patience: Duration,
+) -> Result<(), SwarmError> {
+    let id = set_availability(mgr, node, NodeSpecAvailabilityEnum::ACTIVE).await?;
+    let started = Instant::now();
+    loop {
+        let docker = mgr.docker().await?;
+        let n = entry(mgr, node).await?;
+        let ready = n.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY);
+        let reachable = n
+            .manager_status
+            .as_ref()
+            .is_none_or(|m| m.reachability == Some(Reachability::REACHABLE));
+        let services = docker
+            .list_services(None)
+            .await
+            .map_err(|e| engine(mgr.node(), "service ls", e))?;
+        let tasks = docker
+            .list_tasks(None)
+            .await
+            .map_err(|e| engine(mgr.node(), "task ls", e))?;
+        let missing: Vec<String> = services
+            .iter()
+            .filter(|s| {
+                s.spec
+                    .as_ref()
+                    .and_then(|x| x.mode.as_ref())
+                    .is_some_and(|m| m.global.is_some())
+            })
+            .filter(|s| {
+                !tasks.iter().any(|t| {
+                    t.service_id == s.id
+                        && t.node_id.as_deref() == Some(id.as_str())
+                        && t.status.as_ref().and_then(|x| x.state) == Some(TaskState::RUNNING)
+                })
+            })
+            .filter_map(|s| s.spec.as_ref()?.name.clone())
+            .collect();
+        // Every replicated service whole again, those pinned to this node
+        // (its Garage) included, before the next node goes out.
+        let (short, _) = census(mgr, &id, true).await?;
+        if ready && reachable && missing.is_empty() && short.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > patience {
+            return Err(SwarmError::Engine {
+                node: node.to_string(),
+                what: "coming back".into(),
+                reason: format!(
+                    "after {} s: {}{}{}{}",
+                    patience.as_secs(),
+                    if ready { "" } else { "not ready; " },
+                    if reachable {
+                        ""
+                    } else {
+                        "not reachable as a manager; "
+                    },
+                    if missing.is_empty() {
+                        String::new()
+                    } else {
+                        format!("no running task of {}; ", missing.join(", "))
+                    },
+                    if short.is_empty() {
+                        String::new()
+                    } else {
+                        format!("services short of replicas: {}", short.join(", "))
+                    }
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
