@@ -26,6 +26,25 @@ fn prometheus_nodes(from: &str) -> Vec<String> {
     v
 }
 
+/// Waits until `status` says all is well (exit 0), up to 3 minutes; fails
+/// with its last answer.
+fn whole(cfg: &str, what: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let st = ck(&["status", "-c", cfg]);
+        if st.code == 0 {
+            return st.stdout;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 180 s:\n{}{}",
+            st.stdout,
+            st.stderr
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 /// Whether the example app answers `/metrics` on `addr` (port 8000).
 fn get_metrics(addr: &str) -> bool {
     use std::io::{Read, Write};
@@ -243,9 +262,7 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
         );
         let healed = ck(&["sandbox", "heal", "--name", S, "node3"]);
         assert_eq!(healed.code, 0, "{}", healed.stderr);
-        wait_for("the swarm whole again", Duration::from_secs(120), || {
-            ck(&["status", "-c", cfg]).code == 0
-        });
+        whole(cfg, "the cluster whole again after the heal");
 
         // Two Prometheus replicas, on two nodes.
         let mut replicas = Vec::new();
@@ -311,16 +328,7 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
         for n in &survivors {
             assert_eq!(sh(n, "wg show wg0 peers | wc -l").trim(), "1", "{n}");
         }
-        let mut last = String::new();
-        wait_for(
-            "status: a healthy 2-node cluster",
-            Duration::from_secs(120),
-            || {
-                let st = ck(&["status", "-c", cfg]);
-                last = format!("{}{}", st.stdout, st.stderr);
-                st.code == 0
-            },
-        );
+        let last = whole(cfg, "a healthy 2-node cluster");
         for line in [
             "ok   mesh      2/2 pairs answer",
             "ok   swarm     leader ",
@@ -344,11 +352,7 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
         sandbox_up();
         let add = ck(&["node", "add", &victim, "-c", cfg]);
         assert_eq!(add.code, 0, "{}{}", add.stdout, add.stderr);
-        wait_for("status: 3 nodes again", Duration::from_secs(180), || {
-            let st = ck(&["status", "-c", cfg]);
-            last = format!("{}{}", st.stdout, st.stderr);
-            st.code == 0
-        });
+        let last = whole(cfg, "3 nodes again");
         for line in [
             "ok   mesh      6/6 pairs answer",
             "3 manager(s), quorum 2 held",

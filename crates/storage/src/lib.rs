@@ -612,18 +612,27 @@ async fn garage_up(
     // live copies than a write quorum) refuse writes. Every live copy is
     // kept: a dead node is skipped only where the others hold the data
     // (`allowMissingData: false`). Also when a run stopped after the apply.
-    let dead_outside = status.nodes.iter().any(|n| {
-        !n.is_up
-            && !ids
-                .values()
-                .any(|id| id.split('@').next() == Some(n.id.as_str()))
-    });
-    if !change.layout_removed.is_empty() || dead_outside {
+    let dead = status
+        .nodes
+        .iter()
+        .filter(|n| {
+            !n.is_up
+                && !ids
+                    .values()
+                    .any(|id| id.split('@').next() == Some(n.id.as_str()))
+        })
+        .count();
+    if !change.layout_removed.is_empty() || dead > 0 {
         let version = change.layout_applied.unwrap_or(layout.version);
+        // Measured: with 2 copies and one node dead, the live nodes never
+        // finish syncing the old layout unless missing data is allowed. None
+        // is missing when fewer nodes died than a write quorum: every
+        // acknowledged write reached a live node (Garage's quorums: read
+        // (r+1)/2, write r - read + 1).
         let skipped: Result<serde_json::Value, _> = garage::api(
             first,
             "ClusterLayoutSkipDeadNodes",
-            Some(&json!({"version": version, "allowMissingData": false})),
+            Some(&json!({"version": version, "allowMissingData": dead < write_quorum(spec.storage.replication)})),
         )
         .await;
         match skipped {
@@ -953,6 +962,13 @@ pub struct StorageStatus {
     pub probe_error: Option<String>,
     /// Bytes in the volumes bucket.
     pub volumes_bytes: Option<u64>,
+}
+
+/// Garage's write quorum for `replication` copies (its default consistency:
+/// reads need (r+1)/2 copies, writes r - read + 1).
+pub fn write_quorum(replication: u8) -> usize {
+    let r = replication as usize;
+    r - r.div_ceil(2) + 1
 }
 
 /// Losses still tolerated with `down` storage nodes out: each object has

@@ -1,6 +1,15 @@
 use super::*;
 
 #[test]
+fn write_quorums_are_garages() {
+    // 2 copies: both written; 3: two of them; 1: the one.
+    assert_eq!(write_quorum(1), 1);
+    assert_eq!(write_quorum(2), 2);
+    assert_eq!(write_quorum(3), 2);
+    assert_eq!(write_quorum(5), 3);
+}
+
+#[test]
 fn tolerance_follows_the_quorum() {
     assert_eq!(tolerates(3, 0), 1);
     assert_eq!(tolerates(3, 1), 0);
