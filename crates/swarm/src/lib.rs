@@ -766,8 +766,29 @@ pub async fn remove_node(
             staying.len() / 2 + 1
         )));
     }
-    for e in entries {
-        demote_and_delete(&docker, &via, e, name).await?;
+    // A leader election still settling after the loss answers "lost leader
+    // status" or "no leader" for a moment: the entries are read and asked
+    // again (an entry half done, demoted but not deleted, has a new version).
+    let started = std::time::Instant::now();
+    let mut left: Vec<bollard::models::Node> = entries.into_iter().cloned().collect();
+    while let Some(e) = left.first() {
+        match demote_and_delete(&docker, &via, e, name).await {
+            Ok(()) => {
+                left.remove(0);
+            }
+            Err(SwarmError::Engine { reason, .. })
+                if (reason.contains("leader") || reason.contains("out of sequence"))
+                    && started.elapsed() < std::time::Duration::from_secs(60) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                // Without a leader the list may not come either: the next
+                // attempt will say so again, until the patience runs out.
+                if let Ok(again) = docker.list_nodes(None).await {
+                    left = again.into_iter().filter(|x| is_it(x)).collect();
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(removal)
 }

@@ -59,14 +59,10 @@ async fn set_availability(
     Ok(id)
 }
 
-/// Replicated services short of their replicas, as `name (running/wanted)`
-/// (services pinned to named nodes aside unless `with_pinned`), and the
-/// tasks still running on node `id`.
-async fn census(
+/// Every service and every task, through a manager.
+async fn services_and_tasks(
     mgr: &dyn Transport,
-    id: &str,
-    with_pinned: bool,
-) -> Result<(Vec<String>, usize), SwarmError> {
+) -> Result<(Vec<bollard::models::Service>, Vec<bollard::models::Task>), SwarmError> {
     let docker = mgr.docker().await?;
     let services = docker
         .list_services(None)
@@ -76,6 +72,18 @@ async fn census(
         .list_tasks(None)
         .await
         .map_err(|e| engine(mgr.node(), "task ls", e))?;
+    Ok((services, tasks))
+}
+
+/// Replicated services short of their replicas, as `name (running/wanted)`
+/// (services pinned to named nodes aside unless `with_pinned`), and the
+/// tasks still running on node `id`.
+async fn census(
+    mgr: &dyn Transport,
+    id: &str,
+    with_pinned: bool,
+) -> Result<(Vec<String>, usize), SwarmError> {
+    let (services, tasks) = services_and_tasks(mgr).await?;
     let running = |t: &&bollard::models::Task| {
         t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
     };
@@ -168,21 +176,13 @@ pub async fn activate(
     let id = set_availability(mgr, node, NodeSpecAvailabilityEnum::ACTIVE).await?;
     let started = Instant::now();
     loop {
-        let docker = mgr.docker().await?;
         let n = entry(mgr, node).await?;
         let ready = n.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY);
         let reachable = n
             .manager_status
             .as_ref()
             .is_none_or(|m| m.reachability == Some(Reachability::REACHABLE));
-        let services = docker
-            .list_services(None)
-            .await
-            .map_err(|e| engine(mgr.node(), "service ls", e))?;
-        let tasks = docker
-            .list_tasks(None)
-            .await
-            .map_err(|e| engine(mgr.node(), "task ls", e))?;
+        let (services, tasks) = services_and_tasks(mgr).await?;
         let missing: Vec<String> = services
             .iter()
             .filter(|s| {
