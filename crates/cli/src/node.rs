@@ -19,13 +19,13 @@ pub enum NodeCmd {
     #[command(
         after_help = "What happens, in order (each step idempotent: run it again if it stops):\n\
         1. The node is recorded as removed in .clusterkit/state.toml: from now on every command\n\
-           leaves it out, even while the inventory still lists it (a warning says so).\n\
+        \x20  leaves it out, even while the inventory still lists it (a warning says so).\n\
         2. Through a manager that stays, the node is demoted and deleted from the swarm. Refused\n\
-           when the managers that stay would not hold a majority.\n\
+        \x20  when the managers that stay would not hold a majority.\n\
         3. If the node still answers, it leaves the swarm and takes its mesh interface down.\n\
         4. `up` runs on the nodes that stay: the node leaves every WireGuard peer list, the\n\
-           storage layout (its copies are made again on the others, when enough nodes are left)\n\
-           and Prometheus's targets; its recorded host key is forgotten.\n\n\
+        \x20  storage layout (its copies are made again on the others, when enough nodes are left)\n\
+        \x20  and Prometheus's targets; its recorded host key is forgotten.\n\n\
         Examples:\n  clusterkit node remove node3 --yes\n  clusterkit node add node3       # a fresh machine under the same name"
     )]
     Remove {
