@@ -1055,7 +1055,8 @@ pub fn build(
                     "changed",
                 )
                 .help(format!(
-                    "the number of copies of a running store cannot change: put back {m} (or remove the line);                      a new number needs a new store (`clusterkit down --purge`, then `up`)"
+                    "the number of copies of a running store cannot change: put back {m} (or remove the line); \
+                     a new number needs a new store (`clusterkit down --purge`, then `up`)"
                 )),
             );
         }

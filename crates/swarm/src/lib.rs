@@ -761,7 +761,9 @@ pub async fn remove_node(
     }
     if staying.is_empty() || reachable_left < staying.len() / 2 + 1 {
         return Err(SwarmError::NoQuorum(format!(
-            "removing {name} would leave {} manager(s), {reachable_left} of them reachable:              fewer than the majority ({}) the swarm needs. Bring the other managers back first              (or, if they are gone too, `clusterkit swarm recover`)",
+            "removing {name} would leave {} manager(s), {reachable_left} of them reachable: \
+             fewer than the majority ({}) the swarm needs. Bring the other managers back first \
+             (or, if they are gone too, `clusterkit swarm recover`)",
             staying.len(),
             staying.len() / 2 + 1
         )));
