@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use clusterkit_core::spec::{Loaded, WgBackend};
 use clusterkit_core::transport::Transport;
 use clusterkit_wg::UserspaceBinary;
-use sha2::{Digest, Sha256};
 
 use crate::exit;
 use crate::remote::connect;
@@ -48,7 +47,12 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
         let bytes = crate::mesh::userspace_binary().ok_or_else(|| {
             anyhow::anyhow!("no clusterkit-wg-userspace beside this clusterkit: build it (`cargo build --release --bins`) or set CLUSTERKIT_WG_USERSPACE")
         })?;
-        let wanted = hex::encode(Sha256::digest(&bytes));
+        let binary = UserspaceBinary {
+            bytes: &bytes,
+            arch: std::env::consts::ARCH,
+            replace_running: true,
+        };
+        let wanted = binary.sha256();
         let facts = crate::mesh::gather(&nodes).await?;
         // The nodes running the userspace implementation, with another binary.
         let mut todo: Vec<Arc<dyn Transport>> = Vec::new();
@@ -105,11 +109,7 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
                 .iter()
                 .find(|o| o.node() != node && st.managers.iter().any(|m| m.hostname == o.node()))
                 .or_else(|| nodes.iter().find(|o| o.node() != node));
-            let binary = Some(UserspaceBinary {
-                bytes: &bytes,
-                arch: std::env::consts::ARCH,
-                replace_running: true,
-            });
+            let binary = Some(binary);
             match mgr {
                 Some(mgr) => {
                     say(&format!("{node}: draining (its tasks start on the other nodes first)"));

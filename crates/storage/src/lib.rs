@@ -609,9 +609,8 @@ async fn garage_up(
     }
     // Garage keeps writing to the old layout's nodes until each has synced
     // the new one: a dead node never will, and its partitions (with fewer
-    // live copies than a write quorum) refuse writes. Every live copy is
-    // kept: a dead node is skipped only where the others hold the data
-    // (`allowMissingData: false`). Also when a run stopped after the apply.
+    // live copies than a write quorum) refuse writes: the dead nodes are
+    // skipped, also when a run stopped after the apply.
     let dead = status
         .nodes
         .iter()
@@ -657,7 +656,7 @@ async fn garage_up(
     // yet, or the key table without a quorum for a moment after nodes came
     // back) is asked again now that the layout is applied.
     let mut info = info;
-    let patience = std::time::Instant::now();
+    let asked = std::time::Instant::now();
     let info = loop {
         match info {
             Ok(i) => break Some(i),
@@ -666,7 +665,7 @@ async fn garage_up(
             {
                 break None
             }
-            Err(e) if patience.elapsed() > std::time::Duration::from_secs(60) => return Err(e),
+            Err(e) if asked.elapsed() > std::time::Duration::from_secs(60) => return Err(e),
             Err(_) => {
                 info = garage::api::<garage::KeyInfo>(first, "GetKeyInfo", Some(&key_query)).await;
                 if info.is_err() {

@@ -202,6 +202,25 @@ pub struct UserspaceBinary<'a> {
     pub replace_running: bool,
 }
 
+impl UserspaceBinary<'_> {
+    /// The executable's SHA-256 (hex), as `sha256sum` prints it on a node.
+    pub fn sha256(&self) -> String {
+        hex::encode(Sha256::digest(self.bytes))
+    }
+}
+
+/// The hash `sha256sum` printed, when the command succeeded.
+fn printed_sha256(out: &clusterkit_core::transport::ExecOutput) -> Option<String> {
+    (out.status == 0)
+        .then(|| {
+            out.stdout_str()
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
+        .flatten()
+}
+
 /// Converges one node: userspace implementation where needed, firewall, the
 /// wg-quick file, the service; a peer change is applied live, an interface
 /// change restarts the interface, nothing changed touches nothing.
@@ -243,13 +262,7 @@ pub async fn apply_node(
                     None,
                 )
                 .await?;
-            let wanted = hex::encode(Sha256::digest(bin.bytes));
-            change.userspace_outdated = out.status == 0
-                && out
-                    .stdout_str()
-                    .split_whitespace()
-                    .next()
-                    .is_some_and(|h| h != wanted);
+            change.userspace_outdated = printed_sha256(&out).is_some_and(|h| h != bin.sha256());
         }
         let a = if change.userspace_outdated {
             UploadOutcome::Unchanged
@@ -543,14 +556,7 @@ pub async fn installed_userspace(t: &dyn Transport) -> Result<Option<String>, Wg
     let out = t
         .exec_raw(&Cmd::new("sha256sum ").arg(USERSPACE_PATH), None)
         .await?;
-    Ok((out.status == 0)
-        .then(|| {
-            out.stdout_str()
-                .split_whitespace()
-                .next()
-                .map(str::to_string)
-        })
-        .flatten())
+    Ok(printed_sha256(&out))
 }
 
 /// Converges one node of a running mesh (a new userspace binary restarts
