@@ -2,6 +2,7 @@
 //! driving the real `clusterkit` binary.
 
 mod address_plan;
+mod backup;
 mod bin;
 mod day2;
 mod doctor;

@@ -255,6 +255,52 @@ Examples:
         #[arg(long, value_enum)]
         component: Option<crate::upgrade::Component>,
     },
+    /// Back up the swarm's state, Prometheus, Grafana and clusterkit's state (manifest, checksums).
+    #[command(after_help = "What is taken, in order:\n\
+        - Prometheus: a snapshot through its admin API (consistent; on the mesh only).\n\
+        - Grafana: its data directory (users, folders, dashboards made in the UI), where it runs.\n\
+        - The swarm's state, as Docker documents it: on one manager that is not the leader, drained\n\
+        \x20 first, the engine stops, /var/lib/docker/swarm is copied, the engine starts again and the\n\
+        \x20 node is made active. Services, networks, configs (Grafana's provisioned dashboards among\n\
+        \x20 them) and secrets are in it. Refused while any manager is unreachable (quorum).\n\
+        - clusterkit's own state (.clusterkit/state.toml).\n\
+        A manifest lists every file with its SHA-256, the services, the secrets by name and what a\n\
+        backup leaves out (storage data, WireGuard private keys). Secrets stay encrypted by the swarm,\n\
+        but its key is in the same archive: guard a backup like a manager's disk. Directories are\n\
+        made mode 0700, files 0600.\n\n\
+        Destinations (--to, repeatable): s3://BUCKET/PREFIX on the cluster's own S3 (the default:\n\
+        s3://clusterkit/backups/CLUSTER/TIME/), or a directory of this machine (DIR/CLUSTER-TIME/).\n\
+        The cluster's S3 goes down with the cluster: keep a copy off it for `restore`.\n\n\
+        Examples:\n  clusterkit backup\n  clusterkit backup --to /srv/backups --to s3://clusterkit/backups")]
+    Backup {
+        #[command(flatten)]
+        input: Input,
+        /// Where to write it: a directory, or s3://BUCKET/PREFIX on the cluster's S3 (repeatable).
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+        to: Vec<String>,
+    },
+    /// Bring a cluster back from a backup onto nodes outside any swarm (fresh ones, or after `down`).
+    #[command(
+        after_help = "Every file is checked against the manifest before anything is touched, and every\n\
+        node must answer and be outside any swarm. Then:\n\
+        1. clusterkit's state from the backup (mesh addresses; a different local one is kept\n\
+        \x20  as state.toml.before-restore), Docker Engine and the WireGuard mesh (new keys).\n\
+        2. Prometheus's and Grafana's data into their volumes on every manager.\n\
+        3. The swarm's state on the node it was copied from (else the first manager), its engine\n\
+        \x20  restarted, then `swarm init --force-new-cluster` on its mesh address: the old nodes'\n\
+        \x20  entries go, the other nodes join.\n\
+        4. `up` for the rest: storage (made afresh: its data is not in a backup), the volume driver,\n\
+        \x20  monitoring (Grafana's password is read back from its restored secret), stacks.\n\
+        Images of stacks deployed with `clusterkit deploy` must be sent again (`deploy` does it).\n\n\
+        Example:\n  clusterkit restore --from /srv/backups/prod-20261126T043000Z"
+    )]
+    Restore {
+        #[command(flatten)]
+        input: Input,
+        /// The backup directory (the one `backup --to DIR` printed).
+        #[arg(long, value_name = "DIR")]
+        from: String,
+    },
     /// Day two: take a node out of the cluster for good, or add one.
     Node {
         #[command(flatten)]
@@ -432,6 +478,18 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::INVALID);
             };
             crate::upgrade::run(&loaded, component)
+        }
+        Command::Backup { input, to } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::backup::backup(&loaded, &to)
+        }
+        Command::Restore { input, from } => {
+            let Some(loaded) = load(&input, color)? else {
+                return Ok(exit::INVALID);
+            };
+            crate::backup::restore(&loaded, &|| load(&input, color), &from)
         }
         Command::Node { input, cmd } => {
             let Some(loaded) = load(&input, color)? else {

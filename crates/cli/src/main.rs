@@ -2,6 +2,7 @@
 //!
 //! Parsing with clap, printing, exit codes; everything else lives in the libraries.
 
+mod backup;
 mod cmd;
 mod doctor;
 mod down;

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod alloc;
+pub mod backup;
 pub mod config;
 pub mod diag;
 pub mod engine;

@@ -262,3 +262,85 @@ pub async fn wait_running(
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
 }
+
+/// Where volume archives are made and unpacked on a node (root only).
+const VOLUME_ARCHIVES: &str = "/var/lib/clusterkit";
+
+/// Archives (tar + gzip) a volume's files as `t` sees them at the volume's
+/// mount point, `sub` limiting it to a directory inside; `None` when `t` has
+/// no such volume. Files changing while read (a live database) are taken as
+/// they are: pause the writer first for a consistent copy.
+pub async fn archive_volume(
+    t: &dyn Transport,
+    volume: &str,
+    sub: Option<&str>,
+) -> Result<Option<Vec<u8>>, TransportError> {
+    let probe = t
+        .exec_raw(
+            &Cmd::new("docker volume inspect -f '{{.Mountpoint}}' ").arg(volume),
+            None,
+        )
+        .await?;
+    if probe.status != 0 {
+        return Ok(None);
+    }
+    let mount = probe.stdout_str().trim().to_string();
+    let dir = match sub {
+        Some(s) => format!("{mount}/{s}"),
+        None => mount,
+    };
+    let tmp = format!("{VOLUME_ARCHIVES}/volume-{volume}.tar.gz");
+    // GNU tar exits 1 when a file changed while read: the copy is still made.
+    t.exec(
+        &Cmd::new(format!(
+            "set -e; umask 077; mkdir -p {VOLUME_ARCHIVES}; tar -C "
+        ))
+        .arg(&dir)
+        .push(" -czf ")
+        .arg(&tmp)
+        .push(" . || [ $? -eq 1 ]"),
+    )
+    .await?;
+    let bytes = t.download(&tmp).await;
+    let _ = t.exec(&Cmd::new("rm -f ").arg(&tmp)).await;
+    bytes.map(Some)
+}
+
+/// Unpacks an archive made by [`archive_volume`] into `volume` on `t`,
+/// creating it (local driver, labelled as `stack`'s, as `docker stack deploy`
+/// would) when missing. Nothing may be using the volume.
+pub async fn unpack_volume(
+    t: &dyn Transport,
+    volume: &str,
+    stack: &str,
+    archive: &[u8],
+) -> Result<(), TransportError> {
+    let tmp = format!("{VOLUME_ARCHIVES}/volume-{volume}.tar.gz");
+    t.exec(&Cmd::new(format!(
+        "mkdir -p {VOLUME_ARCHIVES} && chmod 700 {VOLUME_ARCHIVES}"
+    )))
+    .await?;
+    t.upload(&Upload {
+        content: archive,
+        path: &tmp,
+        mode: 0o600,
+        owner: None,
+    })
+    .await?;
+    t.exec(
+        &Cmd::new("set -e; docker volume inspect ")
+            .arg(volume)
+            .push(" >/dev/null 2>&1 || docker volume create --label ")
+            .arg(&format!("com.docker.stack.namespace={stack}"))
+            .push(" ")
+            .arg(volume)
+            .push(" >/dev/null; d=$(docker volume inspect -f '{{.Mountpoint}}' ")
+            .arg(volume)
+            .push("); tar -C \"$d\" -xzf ")
+            .arg(&tmp)
+            .push("; rm -f ")
+            .arg(&tmp),
+    )
+    .await?;
+    Ok(())
+}

@@ -8,6 +8,7 @@
 //! administrator password is generated once, kept as a Swarm secret and in a
 //! root-only file on the managers ([`grafana_password`]).
 
+pub mod backup;
 pub mod grafana;
 pub mod phase;
 pub mod render;
@@ -47,11 +48,11 @@ pub enum MonitorError {
     /// No manager is connected.
     #[error("no manager is connected: monitoring is deployed through the swarm")]
     NoManager,
-    /// The password file is gone but the secret is there.
-    #[error("Grafana's password file {GRAFANA_PASSWORD_PATH} is on no manager, but the secret {} exists: \
-             remove the stack and the secret (`docker stack rm clusterkit-monitoring; docker secret rm {}` on a manager) \
-             and re-run to make a new password", render::GRAFANA_SECRET, render::GRAFANA_SECRET)]
-    PasswordLost,
+    /// The password file is gone but the secret is there, and could not be read back.
+    #[error("Grafana's password file {GRAFANA_PASSWORD_PATH} is on no manager and the secret {secret} could not be \
+             read back into it ({0}): remove the stack and the secret (`docker stack rm clusterkit-monitoring; docker secret rm {secret}` \
+             on a manager) and re-run to make a new password", secret = render::GRAFANA_SECRET)]
+    PasswordLost(String),
     /// The data volumes' driver does not run.
     #[error("the volume driver `{driver}` for monitoring data does not run on {node}: deploy storage first \
              (`clusterkit storage up`), or keep the data on each node with `volume_driver = \"local\"` in [monitoring]")]
@@ -64,6 +65,14 @@ pub enum MonitorError {
     /// Services did not start.
     #[error("the monitoring services do not run after {patience} s:\n{0}\n(`docker service ps --no-trunc SERVICE` on a manager shows more; fix and re-run)", patience = RUN_PATIENCE.as_secs())]
     NotRunning(String),
+    /// A backup or restore step failed.
+    #[error("{node}: {reason}")]
+    Snapshot {
+        /// Node.
+        node: String,
+        /// Why.
+        reason: String,
+    },
     /// Local randomness failed.
     #[error("reading /dev/urandom: {0}")]
     Random(std::io::Error),
@@ -161,6 +170,55 @@ fn new_password() -> Result<String, MonitorError> {
         .collect())
 }
 
+/// The one-shot service that reads Grafana's secret back into a file.
+const RECOVERY_JOB: &str = "clusterkit-grafana-password-recovery";
+
+/// Reads Grafana's password back from its Swarm secret (after a restore the
+/// secret is there, the managers' files are not): a one-shot task on `mgr`,
+/// running Grafana's own image with the secret mounted, copies it into a
+/// root-only file there; nothing passes through logs or this machine's disk.
+async fn recover_password(
+    mgr: &dyn Transport,
+    spec: &ClusterSpec,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<String, MonitorError> {
+    progress("Grafana's password file is on no manager but its secret exists: reading it back from the secret");
+    let dir = GRAFANA_PASSWORD_PATH
+        .rsplit_once('/')
+        .map_or("/etc/clusterkit", |(d, _)| d);
+    let tmp = "grafana-admin.recovered";
+    let script = Cmd::new(format!(
+        "set -e; mkdir -p {dir} && chmod 700 {dir}; rm -f {dir}/{tmp}; \
+         docker service rm {RECOVERY_JOB} >/dev/null 2>&1 || true; \
+         docker service create --detach --quiet --name {RECOVERY_JOB} --mode replicated-job \
+           --restart-condition none --constraint node.id==$(docker info -f '{{{{.Swarm.NodeID}}}}') \
+           --secret source={},target=pw,mode=0400 --mount type=bind,source={dir},target=/out \
+           --user 0 --entrypoint sh ",
+        render::GRAFANA_SECRET
+    ))
+    .arg(&spec.monitoring.images.grafana)
+    .push(&format!(
+        " -c 'umask 077; cat /run/secrets/pw > /out/{tmp}' >/dev/null; \
+         for i in $(seq 60); do \
+           s=$(docker service ps --format '{{{{.CurrentState}}}}' {RECOVERY_JOB} | head -n1); \
+           case $s in Complete*) break;; Failed*|Rejected*) break;; esac; sleep 1; \
+         done; \
+         docker service ps --no-trunc --format '{{{{.CurrentState}}}} {{{{.Error}}}}' {RECOVERY_JOB} | head -n1 >&2; \
+         docker service rm {RECOVERY_JOB} >/dev/null 2>&1 || true; \
+         cat {dir}/{tmp}; rm -f {dir}/{tmp}"
+    ));
+    let out = mgr.exec_raw(&script, None).await?;
+    let pw = out.stdout_str().trim().to_string();
+    if out.status != 0 || pw.is_empty() {
+        return Err(MonitorError::PasswordLost(format!(
+            "{}: {}",
+            mgr.node(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(pw)
+}
+
 /// What [`up`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MonitorChange {
@@ -221,7 +279,8 @@ pub async fn up(
             == 0;
         let pw = match grafana_password(nodes, spec).await? {
             Some(pw) => pw,
-            None if secret_exists => return Err(MonitorError::PasswordLost),
+            // A restored swarm: the secret came back, the managers' files did not.
+            None if secret_exists => recover_password(mgr.as_ref(), spec, progress).await?,
             None => new_password()?,
         };
         // Every manager keeps it, so any of them can show it.

@@ -63,7 +63,15 @@ pub fn images(spec: &ClusterSpec) -> Vec<(String, bool)> {
     if m.grafana {
         v.push((m.images.grafana.clone(), false));
     }
-    v
+    // One image may serve two services: listed once, everywhere if either needs it.
+    let mut out: Vec<(String, bool)> = Vec::new();
+    for (image, everywhere) in v {
+        match out.iter_mut().find(|(i, _)| *i == image) {
+            Some(seen) => seen.1 |= everywhere,
+            None => out.push((image, everywhere)),
+        }
+    }
+    out
 }
 
 /// The stack: compose file, Prometheus's configuration and rules,

@@ -272,4 +272,12 @@ fn the_images_follow_the_spec() {
     assert!(stack(&s)
         .compose
         .contains("image: registry.example/grafana:1"));
+    // An image serving two services (a stand-in) is sent once.
+    s.monitoring.images.grafana = s.monitoring.images.prometheus.clone();
+    let imgs = images(&s);
+    let n = imgs
+        .iter()
+        .filter(|(i, _)| *i == s.monitoring.images.prometheus)
+        .count();
+    assert_eq!(n, 1, "{imgs:?}");
 }

@@ -87,6 +87,7 @@ pub enum SwarmError {
     },
 }
 
+pub mod backup;
 pub mod phase;
 pub mod rebalance;
 pub mod roll;

@@ -133,6 +133,14 @@ async fn census(
     Ok((short, on_node))
 }
 
+/// Makes `node` active through `mgr` without waiting for anything (a node
+/// a backup was taken from comes back drained in the restored swarm).
+pub async fn undrain(mgr: &dyn Transport, node: &str) -> Result<(), SwarmError> {
+    set_availability(mgr, node, NodeSpecAvailabilityEnum::ACTIVE)
+        .await
+        .map(|_| ())
+}
+
 /// Drains `node` through the manager `mgr` (not the node itself when the
 /// work will cut it off) and waits until nothing runs on it and every
 /// replicated service runs all its replicas elsewhere (a service pinned to

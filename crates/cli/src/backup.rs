@@ -1,0 +1,542 @@
+//! `clusterkit backup` and `clusterkit restore`: the swarm's state (as Docker
+//! documents it: one manager's engine stopped, quorum kept), a Prometheus
+//! snapshot, Grafana's data and clusterkit's own state, with a manifest and
+//! checksums; and a swarm brought back from them on fresh nodes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use clusterkit_core::backup::{rfc3339, stamp, BackupError, Location, Manifest, FORMAT, MANIFEST};
+use clusterkit_core::spec::Loaded;
+use clusterkit_core::transport::Transport;
+
+use crate::exit;
+use crate::remote::connect;
+use crate::up::{Phase, ProgressMode};
+
+/// Where backups go when no `--to` is given: the cluster's own S3.
+pub const DEFAULT_TO: &str = "s3://clusterkit/backups";
+
+/// The files of a backup.
+const SWARM: &str = "swarm.tar.gz";
+const PROMETHEUS: &str = "prometheus.tar.gz";
+const GRAFANA: &str = "grafana.tar.gz";
+const STATE: &str = "state.toml";
+
+const ENGINE_PATIENCE: Duration = Duration::from_secs(120);
+const DRAIN_PATIENCE: Duration = Duration::from_secs(180);
+
+fn say(start: Instant, m: &str) {
+    eprintln!("[{:>6.1}s] {m}", start.elapsed().as_secs_f64());
+}
+
+fn by_name<'a>(nodes: &'a [Arc<dyn Transport>], name: &str) -> Option<&'a Arc<dyn Transport>> {
+    nodes.iter().find(|t| t.node() == name)
+}
+
+/// Takes a backup and writes it to every location of `to` (default: the
+/// cluster's S3). Prints where it went.
+pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
+    let spec = &loaded.built.spec;
+    let start = Instant::now();
+    let created = SystemTime::now();
+    let name = stamp(created);
+    let to: Vec<String> = if to.is_empty() {
+        vec![DEFAULT_TO.to_string()]
+    } else {
+        to.to_vec()
+    };
+    // Every destination is read before anything is touched.
+    let mut dests = Vec::new();
+    for t in &to {
+        let loc = Location::parse(t)?;
+        dests.push(match &loc {
+            Location::Dir(_) => loc.join(&format!("{}-{name}", spec.name)),
+            Location::S3 { .. } => loc.join(&spec.name).join(&name),
+        });
+    }
+    if dests.iter().any(|d| matches!(d, Location::S3 { .. }))
+        && spec.storage.backend == clusterkit_core::spec::StorageBackend::None
+    {
+        anyhow::bail!(
+            "this cluster has no storage ([storage] backend = \"none\"): give a directory, e.g. `--to /srv/backups`"
+        );
+    }
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let written = rt.block_on(async {
+        let (nodes, failed) = connect(loaded, false).await;
+        if !failed.is_empty() {
+            for (n, e) in &failed {
+                eprintln!("{n}: {e}");
+            }
+            anyhow::bail!(
+                "{} node(s) unreachable: a backup stops one manager's engine for a moment and needs the other \
+                 managers up to keep the majority. Bring them back, or take a dead one out (`clusterkit node \
+                 remove NODE`); nothing was changed",
+                failed.len()
+            );
+        }
+        let st = clusterkit_swarm::status(&nodes).await?;
+        // Not the node where Grafana keeps its database on a local volume:
+        // drained, Grafana would start elsewhere without it.
+        let grafana_on: Vec<String> = if clusterkit_monitor::enabled(spec) && spec.monitoring.grafana {
+            clusterkit_monitor::endpoints(&nodes, spec)
+                .await?
+                .into_iter()
+                .filter(|e| e.service == "grafana")
+                .map(|e| e.node)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let avoid: Vec<&str> = grafana_on.iter().map(String::as_str).collect();
+        let source = clusterkit_swarm::backup::source(&st, &avoid)?;
+        let source_t = by_name(&nodes, &source).ok_or_else(|| {
+            anyhow::anyhow!(
+                "the swarm's manager {source} is no node of this description: its engine's hostname must be \
+                 its inventory name"
+            )
+        })?;
+        // Another manager speaks for the swarm while the source's engine stops.
+        let mgr = st
+            .managers
+            .iter()
+            .filter(|m| m.hostname != source)
+            .find_map(|m| by_name(&nodes, &m.hostname))
+            .unwrap_or(source_t);
+
+        let contents = clusterkit_swarm::backup::contents(mgr.as_ref()).await?;
+        say(
+            start,
+            &format!(
+                "swarm: {} services, {} secrets, {} configs",
+                contents.services.len(),
+                contents.secrets.len(),
+                contents.configs.len()
+            ),
+        );
+        let mut files: Vec<(&str, Vec<u8>, String)> = Vec::new();
+        let mut excluded = vec![
+            "WireGuard private keys: they never leave their nodes; a restore makes new ones".to_string(),
+            "storage data (objects, volumes on the `clusterkit` driver): Garage keeps copies on several nodes; \
+             copy buckets elsewhere for a disaster copy"
+                .to_string(),
+            "the S3 key and Grafana's password files on the nodes: the password comes back from its Swarm \
+             secret, the storage makes a new key"
+                .to_string(),
+        ];
+        if clusterkit_monitor::enabled(spec) {
+            match clusterkit_monitor::backup::prometheus_snapshot(&nodes, spec).await? {
+                Some((n, bytes)) => {
+                    say(start, &format!("prometheus: snapshot taken on {n} ({} KiB)", bytes.len() / 1024));
+                    files.push((PROMETHEUS, bytes, format!("Prometheus snapshot (admin API) from {n}")));
+                }
+                None => excluded.push("Prometheus data: Prometheus did not run".into()),
+            }
+            match clusterkit_monitor::backup::grafana_data(&nodes, spec).await? {
+                Some((n, bytes)) => {
+                    say(start, &format!("grafana: data directory read on {n} ({} KiB)", bytes.len() / 1024));
+                    files.push((GRAFANA, bytes, format!("Grafana's data directory from {n}")));
+                }
+                None if spec.monitoring.grafana => excluded.push("Grafana's data: Grafana did not run".into()),
+                None => {}
+            }
+        }
+
+        // The swarm's state, last: it takes the source out for a moment.
+        let single = st.managers.len() <= 1;
+        if single {
+            say(start, &format!(
+                "swarm: {source} is the only manager: its engine stops for the copy (services on it pause)"
+            ));
+        } else {
+            say(start, &format!("swarm: draining {source} (not the leader; its tasks start elsewhere first)"));
+            clusterkit_swarm::roll::drain(mgr.as_ref(), &source, DRAIN_PATIENCE).await?;
+            say(start, &format!("swarm: stopping {source}'s engine, copying its swarm state, starting it"));
+        }
+        let archived = clusterkit_swarm::backup::archive(source_t.as_ref(), ENGINE_PATIENCE).await;
+        if !single {
+            // Back in service whatever the copy gave.
+            let back = clusterkit_swarm::roll::activate(mgr.as_ref(), &source, DRAIN_PATIENCE).await;
+            let bytes = archived?;
+            back?;
+            say(start, &format!("swarm: {source} active again ({} KiB of state)", bytes.len() / 1024));
+            files.push((SWARM, bytes, format!("/var/lib/docker/swarm of {source}, engine stopped")));
+        } else {
+            files.push((SWARM, archived?, format!("/var/lib/docker/swarm of {source}, engine stopped")));
+        }
+        match std::fs::read(&loaded.state_path) {
+            Ok(bytes) => files.push((STATE, bytes, "clusterkit's state (.clusterkit/state.toml)".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", loaded.state_path.display())),
+        }
+
+        let mut manifest = Manifest {
+            format: FORMAT,
+            clusterkit: env!("CARGO_PKG_VERSION").into(),
+            cluster: spec.name.to_string(),
+            created: rfc3339(created),
+            swarm_source: source.clone(),
+            nodes: spec
+                .nodes
+                .iter()
+                .map(|n| format!("{} {}", n.name, n.mesh_address))
+                .collect(),
+            services: contents.services,
+            secrets: contents.secrets,
+            secrets_note: format!(
+                "values inside {SWARM}, in the swarm's Raft log, encrypted by the swarm with a key kept in the same \
+                 archive (unless the swarm is autolocked): guard this backup like a manager's disk"
+            ),
+            configs: contents.configs,
+            files: Vec::new(),
+            excluded,
+        };
+        for (n, bytes, what) in &files {
+            manifest.add(n, what, bytes);
+        }
+        let manifest_bytes = manifest.to_json();
+
+        let mut written = Vec::new();
+        for dest in &dests {
+            match dest {
+                Location::Dir(dir) => write_dir(dir, &files, &manifest_bytes)?,
+                Location::S3 { bucket, prefix } => {
+                    write_s3(&nodes, spec, bucket, prefix, &files, &manifest_bytes).await?
+                }
+            }
+            say(start, &format!("written: {dest}"));
+            written.push(dest.to_string());
+        }
+        anyhow::Ok(written)
+    })?;
+    for w in &written {
+        println!("{w}");
+    }
+    eprintln!(
+        "backup {name} of cluster {} taken in {:.0} s; restore on fresh nodes with `clusterkit restore --from DIR`",
+        spec.name,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(exit::OK)
+}
+
+/// Writes the files then the manifest into a new directory (0700, files 0600).
+fn write_dir(dir: &Path, files: &[(&str, Vec<u8>, String)], manifest: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if dir.exists() {
+        anyhow::bail!(
+            "{}: exists already: a backup goes into a new directory",
+            dir.display()
+        );
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    clusterkit_core::state::ensure_private_dir(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let all = files
+        .iter()
+        .map(|(n, b, _)| (*n, b.as_slice()))
+        .chain(std::iter::once((MANIFEST, manifest)));
+    for (name, bytes) in all {
+        let path = dir.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes the files then the manifest under `prefix` in the cluster's S3.
+async fn write_s3(
+    nodes: &[Arc<dyn Transport>],
+    spec: &clusterkit_core::ClusterSpec,
+    bucket: &str,
+    prefix: &str,
+    files: &[(&str, Vec<u8>, String)],
+    manifest: &[u8],
+) -> anyhow::Result<()> {
+    let key = clusterkit_storage::read_key(nodes).await?.ok_or_else(|| {
+        anyhow::anyhow!("no node holds the S3 key: run `clusterkit up --only storage` first")
+    })?;
+    let node = clusterkit_storage::storage_nodes(spec)
+        .find_map(|n| by_name(nodes, n.name.as_str()))
+        .ok_or_else(|| anyhow::anyhow!("no storage node is connected"))?;
+    let (_fwd, s3) = clusterkit_storage::connect_s3(node, spec, &key).await?;
+    s3.ensure_bucket(bucket).await?;
+    for (name, bytes, _) in files {
+        s3.put(bucket, &format!("{prefix}/{name}"), bytes.clone())
+            .await?;
+    }
+    s3.put(bucket, &format!("{prefix}/{MANIFEST}"), manifest.to_vec())
+        .await?;
+    Ok(())
+}
+
+/// A backup's files, by name.
+type Files = Vec<(String, Vec<u8>)>;
+
+/// Reads a backup directory: its manifest and every file, each checked.
+fn read_dir(dir: &Path) -> anyhow::Result<(Manifest, Files)> {
+    let mpath = dir.join(MANIFEST);
+    let text = match std::fs::read(&mpath) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A directory of backups: name them.
+            let mut inside: Vec<String> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().join(MANIFEST).exists())
+                .map(|e| e.path().display().to_string())
+                .collect();
+            inside.sort();
+            if inside.is_empty() {
+                anyhow::bail!(
+                    "{}: no {MANIFEST} here: not a clusterkit backup (or an incomplete one: the manifest is written last)",
+                    dir.display()
+                );
+            }
+            anyhow::bail!(
+                "{}: a directory of backups; restore one of them, e.g. the newest:\n  {}",
+                dir.display(),
+                inside.join("\n  ")
+            );
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", mpath.display())),
+    };
+    let manifest = Manifest::parse(&mpath.display().to_string(), &text)?;
+    let mut files = Vec::new();
+    for f in &manifest.files {
+        let path = dir.join(&f.name);
+        let bytes = std::fs::read(&path).map_err(|e| BackupError::Damaged {
+            file: path.display().to_string(),
+            why: e.to_string(),
+        })?;
+        manifest
+            .verify(&f.name, &bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        files.push((f.name.clone(), bytes));
+    }
+    Ok((manifest, files))
+}
+
+/// Brings a cluster back from a backup directory onto nodes outside any
+/// swarm: clusterkit's state, Docker and the mesh, the swarm's state on the
+/// first manager (then `--force-new-cluster`), the monitoring volumes, then
+/// `up` for the rest.
+pub fn restore(
+    loaded: &Loaded,
+    reload: &dyn Fn() -> anyhow::Result<Option<Loaded>>,
+    from: &str,
+) -> anyhow::Result<u8> {
+    let start = Instant::now();
+    let dir = match Location::parse(from)? {
+        Location::Dir(d) => d,
+        Location::S3 { .. } => anyhow::bail!(
+            "{from}: restore reads a directory of this machine (the cluster's own S3 is rebuilt after the swarm): \
+             take backups with `--to DIR` too, or copy one out of the bucket first"
+        ),
+    };
+    let (manifest, files) = read_dir(&dir)?;
+    let file = |n: &str| {
+        files
+            .iter()
+            .find(|(f, _)| f == n)
+            .map(|(_, b)| b.as_slice())
+    };
+    let spec = &loaded.built.spec;
+    if manifest.cluster != spec.name.as_str() {
+        anyhow::bail!(
+            "{}: a backup of cluster `{}`, and this description is of cluster `{}`: restore it with that \
+             cluster's description (or set `name = \"{}\"` in clusterkit.toml)",
+            dir.display(),
+            manifest.cluster,
+            spec.name,
+            manifest.cluster
+        );
+    }
+    let swarm = file(SWARM)
+        .ok_or_else(|| anyhow::anyhow!("{}: no {SWARM} in this backup", dir.display()))?;
+    say(
+        start,
+        &format!(
+            "backup {} of cluster {}: {} files checked; {} services, {} secrets, {} configs",
+            manifest.created,
+            manifest.cluster,
+            manifest.files.len(),
+            manifest.services.len(),
+            manifest.secrets.len(),
+            manifest.configs.len()
+        ),
+    );
+
+    // clusterkit's state: mesh addresses and the storage's copies as they were.
+    if let Some(state) = file(STATE) {
+        restore_state(&loaded.state_path, state)?;
+    }
+    let Some(loaded) = reload()? else {
+        return Ok(exit::INVALID);
+    };
+    let spec = &loaded.built.spec;
+    // The swarm comes back on the node it was copied from when the cluster
+    // still has it (its state names that node's addresses), else on the
+    // first manager.
+    let managers: Vec<&str> = spec
+        .nodes
+        .iter()
+        .filter(|n| n.role == clusterkit_core::spec::SwarmRole::Manager)
+        .map(|n| n.name.as_str())
+        .collect();
+    let first = managers
+        .iter()
+        .find(|n| **n == manifest.swarm_source)
+        .or(managers.first())
+        .map(|n| n.to_string())
+        .ok_or_else(|| anyhow::anyhow!("no manager in this description"))?;
+
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    // Nothing is touched while any node is already in a swarm.
+    rt.block_on(async {
+        let (nodes, failed) = connect(&loaded, false).await;
+        if !failed.is_empty() {
+            for (n, e) in &failed {
+                eprintln!("{n}: {e}");
+            }
+            anyhow::bail!("{} node(s) unreachable: a restore needs every node; nothing was changed", failed.len());
+        }
+        let mut inside = Vec::new();
+        for t in &nodes {
+            let out = t
+                .exec_raw(
+                    &clusterkit_core::transport::Cmd::new(
+                        "docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo no-engine",
+                    ),
+                    None,
+                )
+                .await?;
+            let s = out.stdout_str().trim().to_string();
+            if s != "inactive" && s != "no-engine" {
+                inside.push(format!("{} ({s})", t.node()));
+            }
+        }
+        if !inside.is_empty() {
+            anyhow::bail!(
+                "{} already in a swarm: a restore builds the swarm from the backup on nodes outside any swarm. \
+                 On a cluster that still runs, take it apart first (`clusterkit down --yes`, which keeps data); \
+                 nothing was changed",
+                inside.join(", ")
+            );
+        }
+        anyhow::Ok(())
+    })?;
+
+    say(start, "restore 1/4: Docker Engine and the WireGuard mesh");
+    for phase in [Phase::Docker, Phase::Mesh] {
+        let code = crate::up::run(
+            &loaded,
+            Some(phase),
+            false,
+            false,
+            ProgressMode::Plain,
+            false,
+        )?;
+        if code != exit::OK {
+            eprintln!("restore stopped: fix the cause above and run `clusterkit restore --from {from}` again");
+            return Ok(code);
+        }
+    }
+    rt.block_on(async {
+        let (nodes, failed) = connect(&loaded, false).await;
+        if let Some((n, e)) = failed.first() {
+            anyhow::bail!("{n}: {e}");
+        }
+        let restored_monitoring = [file(PROMETHEUS), file(GRAFANA)];
+        if clusterkit_monitor::enabled(spec) && restored_monitoring.iter().any(Option::is_some) {
+            say(start, "restore 2/4: Prometheus's and Grafana's data into their volumes on the managers");
+            match clusterkit_monitor::backup::restore_volumes(
+                &nodes,
+                spec,
+                restored_monitoring[0],
+                restored_monitoring[1],
+            )
+            .await
+            {
+                Ok(done) => say(start, &format!("restored: {}", done.join(", "))),
+                Err(e) => say(start, &format!("not restored: {e}")),
+            }
+        }
+        let t = by_name(&nodes, &first).expect("connected");
+        say(start, &format!("restore 3/4: the swarm's state on {first}, then a new cluster from it (--force-new-cluster)"));
+        clusterkit_swarm::backup::unpack(t.as_ref(), swarm, ENGINE_PATIENCE).await?;
+        let change = clusterkit_swarm::recover(&nodes, spec, &first).await?;
+        // The backup was copied from a drained node: the swarm remembers it so.
+        clusterkit_swarm::roll::undrain(t.as_ref(), &first).await?;
+        let moved = clusterkit_swarm::backup::reschedule_pending(t.as_ref()).await?;
+        if !moved.is_empty() {
+            say(start, &format!("pending tasks given a new start: {}", moved.join(", ")));
+        }
+        say(
+            start,
+            &format!(
+                "swarm restored on {first}{}",
+                if change.joined.is_empty() {
+                    String::new()
+                } else {
+                    format!("; joined: {}", change.joined.join(", "))
+                }
+            ),
+        );
+        anyhow::Ok(())
+    })?;
+    say(
+        start,
+        "restore 4/4: `up` for the rest (storage, monitoring, stacks)",
+    );
+    let code = crate::up::run(&loaded, None, false, false, ProgressMode::Plain, true)?;
+    if code == exit::OK {
+        eprintln!(
+            "restored from {} in {:.0} s: the swarm's services, secrets and configs are back; \
+             storage was made afresh (its data was not in the backup)",
+            dir.display(),
+            start.elapsed().as_secs_f64()
+        );
+    } else {
+        eprintln!(
+            "the swarm is restored; finish with `clusterkit up` once the cause above is fixed"
+        );
+    }
+    Ok(code)
+}
+
+/// Puts the backup's state file in place; a different local one is kept
+/// beside it (`state.toml.before-restore`).
+fn restore_state(path: &PathBuf, state: &[u8]) -> anyhow::Result<()> {
+    let current = std::fs::read(path).ok();
+    if current.as_deref() == Some(state) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        clusterkit_core::state::ensure_private_dir(dir)?;
+    }
+    if current.is_some() {
+        let keep = path.with_extension("toml.before-restore");
+        std::fs::rename(path, &keep).with_context(|| format!("keeping {}", keep.display()))?;
+        eprintln!(
+            "{}: the backup's state replaces it; the old one is {}",
+            path.display(),
+            keep.display()
+        );
+    }
+    std::fs::write(path, state).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

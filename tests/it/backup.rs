@@ -1,0 +1,338 @@
+//! Backup and restore on a sandbox of its own: a backup taken from a running
+//! cluster, the sandbox destroyed and made again from nothing, and `restore`
+//! brings back the swarm's services, its secrets, Grafana's dashboards,
+//! password and data, and Prometheus's samples.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use crate::sandbox::{ck, docker, wait_for};
+
+const S: &str = "ck-it-backup";
+
+/// Runs a shell command in a node's container.
+fn sh(node: &str, cmd: &str) -> String {
+    let out = docker(&["exec", &format!("{S}-{node}"), "sh", "-c", cmd]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn lines(text: String) -> Vec<String> {
+    let mut v: Vec<String> = text.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// The swarm as `docker` lists it on node1: services, secrets, configs.
+fn swarm_lists() -> (Vec<String>, Vec<String>, Vec<String>) {
+    (
+        lines(sh("node1", "docker service ls --format '{{.Name}}'")),
+        lines(sh("node1", "docker secret ls --format '{{.Name}}'")),
+        lines(sh("node1", "docker config ls --format '{{.Name}}'")),
+    )
+}
+
+/// Runs `cmd` inside the running Grafana task, wherever it runs.
+fn in_grafana(cmd: &str) -> String {
+    let node = sh(
+        "node1",
+        "docker service ps clusterkit-monitoring_grafana --filter desired-state=running --format '{{.Node}}' | head -n1",
+    );
+    sh(
+        node.trim(),
+        &format!(
+            "docker exec $(docker ps -q -f label=com.docker.swarm.service.name=clusterkit-monitoring_grafana) sh -c '{cmd}'"
+        ),
+    )
+}
+
+/// Prometheus's answer (every replica's, from node1 over the mesh) to
+/// `up` at the UNIX time `at`: the number of series.
+fn series_at(at: u64) -> Vec<usize> {
+    let nodes = sh(
+        "node1",
+        "docker service ps clusterkit-monitoring_prometheus --filter desired-state=running --format '{{.Node}}'",
+    );
+    nodes
+        .lines()
+        .map(|n| {
+            let v: serde_json::Value = serde_json::from_str(&sh(
+                n,
+                &format!("curl -s -G localhost:9090/api/v1/query --data-urlencode 'query=up' --data-urlencode 'time={at}'"),
+            ))
+            .unwrap_or_default();
+            v["data"]["result"].as_array().map_or(0, Vec::len)
+        })
+        .collect()
+}
+
+#[test]
+fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("s");
+    let dir_s = dir.to_str().unwrap().to_string();
+    let backups = scratch.path().join("backups");
+    let sandbox_up = || {
+        let out = ck(&[
+            "sandbox",
+            "up",
+            "--name",
+            S,
+            "--subnet",
+            "172.29.248.0/24",
+            "--dir",
+            &dir_s,
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    };
+    let result = std::panic::catch_unwind(|| {
+        let built = crate::sandbox::build_images();
+        assert_eq!(built.code, 0, "{}", built.stderr);
+        sandbox_up();
+        // Grafana has no image here: a stand-in runs in its place, enough
+        // for its secret, provisioned dashboards and data volume.
+        let config = dir.join("backup.toml");
+        let text = std::fs::read_to_string(dir.join("clusterkit.toml")).unwrap();
+        assert!(text.contains("grafana = false"), "{text}");
+        std::fs::write(
+            &config,
+            text.replace(
+                "grafana = false",
+                "grafana = true\ngrafana_image = \"clusterkit/prometheus:bookworm\"",
+            ),
+        )
+        .unwrap();
+        let cfg = config.to_str().unwrap();
+        let up = ck(&["up", "-c", cfg]);
+        assert_eq!(up.code, 0, "{}{}", up.stdout, up.stderr);
+
+        // What the users added: a secret, and data in Grafana's volume.
+        let token = "app-token-value-3f9a1c";
+        sh(
+            "node1",
+            &format!("printf {token} | docker secret create app-token -"),
+        );
+        wait_for("grafana runs", Duration::from_secs(120), || {
+            in_grafana(
+                "echo made-in-the-ui > /var/lib/grafana/marker && cat /var/lib/grafana/marker",
+            )
+            .contains("made-in-the-ui")
+        });
+        let password = ck(&["monitor", "password", "-c", cfg]);
+        assert_eq!(password.code, 0, "{}", password.stderr);
+        let password = password.stdout.trim().to_string();
+        assert!(password.len() >= 16, "{password}");
+        let before = swarm_lists();
+        assert!(
+            before.1.contains(&"app-token".to_string()),
+            "{:?}",
+            before.1
+        );
+        let dashboards: Vec<&String> = before
+            .2
+            .iter()
+            .filter(|c| c.contains("dashboard"))
+            .collect();
+        assert!(!dashboards.is_empty(), "{:?}", before.2);
+        // Samples old enough to be in a block or the head when the snapshot is taken.
+        wait_for("prometheus has samples", Duration::from_secs(120), || {
+            series_at(now()).iter().all(|n| *n > 0) && !series_at(now()).is_empty()
+        });
+        let sampled = now();
+
+        let b = ck(&[
+            "backup",
+            "-c",
+            cfg,
+            "--to",
+            backups.to_str().unwrap(),
+            "--to",
+            "s3://clusterkit/backups",
+        ]);
+        assert_eq!(b.code, 0, "{}{}", b.stdout, b.stderr);
+        let written: Vec<&str> = b.stdout.lines().collect();
+        assert_eq!(written.len(), 2, "{}", b.stdout);
+        assert!(
+            written[1].starts_with("s3://clusterkit/backups/"),
+            "{}",
+            b.stdout
+        );
+        for line in [
+            "draining node",
+            "active again",
+            "prometheus: snapshot taken",
+            "grafana: data directory read",
+        ] {
+            assert!(b.stderr.contains(line), "{line}: {}", b.stderr);
+        }
+        for secret in [token, password.as_str()] {
+            assert!(
+                !b.stdout.contains(secret) && !b.stderr.contains(secret),
+                "a secret in the output"
+            );
+        }
+        let taken = std::path::PathBuf::from(written[0]);
+        assert_eq!(
+            std::fs::metadata(&taken).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(&taken).unwrap() {
+            let e = e.unwrap();
+            assert_eq!(
+                e.metadata().unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{e:?}"
+            );
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "grafana.tar.gz",
+                "manifest.json",
+                "prometheus.tar.gz",
+                "state.toml",
+                "swarm.tar.gz"
+            ]
+        );
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(taken.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["files"].as_array().unwrap().len(), 4, "{manifest}");
+        assert!(
+            manifest["secrets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == "app-token"),
+            "{manifest}"
+        );
+        let text = manifest.to_string();
+        assert!(
+            !text.contains(token) && !text.contains(&password),
+            "a secret in the manifest"
+        );
+        // The cluster is whole again after the backup: every node active.
+        assert_eq!(
+            lines(sh(
+                "node1",
+                "docker node ls --format '{{.Hostname}} {{.Availability}} {{.Status}}'"
+            )),
+            [
+                "node1 Active Ready",
+                "node2 Active Ready",
+                "node3 Active Ready"
+            ]
+        );
+
+        // Grafana was not drained away from its data.
+        assert!(in_grafana("cat /var/lib/grafana/marker").contains("made-in-the-ui"));
+
+        // Damaged: refused, naming the file. On a running swarm: refused.
+        let damaged = scratch.path().join("damaged");
+        std::fs::create_dir(&damaged).unwrap();
+        for n in &names {
+            let mut bytes = std::fs::read(taken.join(n)).unwrap();
+            if n == "prometheus.tar.gz" {
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+            }
+            std::fs::write(damaged.join(n), bytes).unwrap();
+        }
+        let r = ck(&["restore", "-c", cfg, "--from", damaged.to_str().unwrap()]);
+        assert_ne!(r.code, 0);
+        assert!(
+            r.stderr.contains("prometheus.tar.gz: SHA-256"),
+            "{}",
+            r.stderr
+        );
+        let r = ck(&["restore", "-c", cfg, "--from", taken.to_str().unwrap()]);
+        assert_ne!(r.code, 0);
+        assert!(r.stderr.contains("already in a swarm"), "{}", r.stderr);
+        assert!(r.stderr.contains("nothing was changed"), "{}", r.stderr);
+
+        // Destroyed, made again from nothing: new machines, new host keys.
+        let down = ck(&["sandbox", "down", "--name", S]);
+        assert_eq!(down.code, 0, "{}", down.stderr);
+        sandbox_up();
+        assert!(sh("node1", "docker info -f '{{.Swarm.LocalNodeState}}'").contains("inactive"));
+
+        let r = ck(&["restore", "-c", cfg, "--from", taken.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        for secret in [token, password.as_str()] {
+            assert!(
+                !r.stdout.contains(secret) && !r.stderr.contains(secret),
+                "a secret in the output"
+            );
+        }
+        let after = swarm_lists();
+        assert_eq!(after.0, before.0, "services");
+        assert_eq!(after.1, before.1, "secrets");
+        for d in &dashboards {
+            assert!(after.2.contains(d), "{d}: {:?}", after.2);
+        }
+        assert_eq!(
+            lines(sh(
+                "node1",
+                "docker node ls --format '{{.Hostname}} {{.ManagerStatus}}' | sed 's/ .*//'"
+            )),
+            ["node1", "node2", "node3"]
+        );
+        // Grafana: the same password (read back from the restored secret),
+        // its provisioned dashboards, and the data made in it.
+        let again = ck(&["monitor", "password", "-c", cfg]);
+        assert_eq!(again.stdout.trim(), password);
+        wait_for("grafana runs again", Duration::from_secs(120), || {
+            in_grafana("cat /var/lib/grafana/marker").contains("made-in-the-ui")
+        });
+        assert_eq!(
+            in_grafana("cat /run/secrets/grafana-admin-password"),
+            password
+        );
+        let overview: serde_json::Value = serde_json::from_str(&in_grafana(
+            "cat /etc/grafana/dashboards/clusterkit-overview.json",
+        ))
+        .unwrap();
+        assert_eq!(overview["title"], "Cluster overview");
+        // Prometheus: the samples of before the backup, on every replica.
+        wait_for(
+            "prometheus answers with old samples",
+            Duration::from_secs(120),
+            || {
+                let s = series_at(sampled);
+                s.len() == 2 && s.iter().all(|n| *n > 0)
+            },
+        );
+        // The application stack runs again and the whole cluster reports ok.
+        wait_for("the example app answers", Duration::from_secs(120), || {
+            sh("node1", "curl -sf localhost:8000/metrics").contains("# HELP")
+        });
+        let st = ck(&["status", "-c", cfg]);
+        for part in ["nodes", "mesh", "swarm", "storage"] {
+            assert!(
+                st.stdout
+                    .lines()
+                    .any(|l| l.starts_with(&format!("ok   {part} "))),
+                "{part}: {}",
+                st.stdout
+            );
+        }
+    });
+    if result.is_err() && std::env::var_os("CLUSTERKIT_KEEP_SANDBOX").is_some() {
+        eprintln!("kept for a look: sandbox {S}, {}", dir.display());
+        std::mem::forget(scratch);
+    } else {
+        let down = ck(&["sandbox", "down", "--name", S]);
+        assert!(result.is_err() || down.code == 0, "{}", down.stderr);
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
