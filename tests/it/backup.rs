@@ -71,19 +71,7 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
     let dir = scratch.path().join("s");
     let dir_s = dir.to_str().unwrap().to_string();
     let backups = scratch.path().join("backups");
-    let sandbox_up = || {
-        let out = ck(&[
-            "sandbox",
-            "up",
-            "--name",
-            S,
-            "--subnet",
-            "172.29.248.0/24",
-            "--dir",
-            &dir_s,
-        ]);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-    };
+    let sandbox_up = || crate::sandbox::own_sandbox_up(S, "172.29.248.0/24", &dir_s);
     let result = std::panic::catch_unwind(|| {
         let built = crate::sandbox::build_images();
         assert_eq!(built.code, 0, "{}", built.stderr);
@@ -225,6 +213,39 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
             ]
         );
 
+        // The copy on the cluster's S3: listed, and copied out, the same files.
+        let listed = ck(&["backup", "list", "-c", cfg]);
+        assert_eq!(listed.code, 0, "{}", listed.stderr);
+        assert!(
+            listed.stdout.starts_with(&format!("{}  ", written[1])),
+            "{}",
+            listed.stdout
+        );
+        let listed = ck(&["backup", "list", backups.to_str().unwrap(), "-c", cfg]);
+        assert!(
+            listed.stdout.starts_with(&format!("{}  ", written[0])),
+            "{}",
+            listed.stdout
+        );
+        let out_of_s3 = scratch.path().join("from-s3");
+        let copied = ck(&[
+            "backup",
+            "copy",
+            written[1],
+            out_of_s3.to_str().unwrap(),
+            "-c",
+            cfg,
+        ]);
+        assert_eq!(copied.code, 0, "{}", copied.stderr);
+        let copy_dir = std::path::PathBuf::from(copied.stdout.trim());
+        assert!(copy_dir.starts_with(&out_of_s3), "{}", copied.stdout);
+        for n in &names {
+            assert!(
+                std::fs::read(copy_dir.join(n)).unwrap() == std::fs::read(taken.join(n)).unwrap(),
+                "{n} differs between the S3 copy and the directory"
+            );
+        }
+
         // Grafana was not drained away from its data.
         assert!(in_grafana("cat /var/lib/grafana/marker").contains("made-in-the-ui"));
 
@@ -257,7 +278,8 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
         sandbox_up();
         assert!(sh("node1", "docker info -f '{{.Swarm.LocalNodeState}}'").contains("inactive"));
 
-        let r = ck(&["restore", "-c", cfg, "--from", taken.to_str().unwrap()]);
+        // From the copy that went through the cluster's S3.
+        let r = ck(&["restore", "-c", cfg, "--from", copy_dir.to_str().unwrap()]);
         assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
         for secret in [token, password.as_str()] {
             assert!(
@@ -304,8 +326,16 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
             },
         );
         // The application stack runs again and the whole cluster reports ok.
+        // (Published in host mode: it answers where its tasks run.)
         wait_for("the example app answers", Duration::from_secs(120), || {
-            sh("node1", "curl -sf localhost:8000/metrics").contains("# HELP")
+            let on = lines(sh(
+                "node1",
+                "docker service ps app_web --filter desired-state=running --format '{{.Node}} {{.CurrentState}}' | grep Running | cut -d' ' -f1",
+            ));
+            !on.is_empty()
+                && on
+                    .iter()
+                    .all(|n| sh(n, "curl -sf localhost:8000/metrics").contains("# HELP"))
         });
         let st = ck(&["status", "-c", cfg]);
         for part in ["nodes", "mesh", "swarm", "storage"] {

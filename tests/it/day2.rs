@@ -94,19 +94,7 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("s");
     let dir_s = dir.to_str().unwrap().to_string();
-    let sandbox_up = || {
-        let out = ck(&[
-            "sandbox",
-            "up",
-            "--name",
-            S,
-            "--subnet",
-            "172.29.249.0/24",
-            "--dir",
-            &dir_s,
-        ]);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-    };
+    let sandbox_up = || crate::sandbox::own_sandbox_up(S, "172.29.249.0/24", &dir_s);
     let result = std::panic::catch_unwind(|| {
         let built = crate::sandbox::build_images();
         assert_eq!(built.code, 0, "{}", built.stderr);

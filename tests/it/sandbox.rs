@@ -518,3 +518,11 @@ fn service_images_are_built_from_debian_packages_and_serve() {
     );
     assert!(out.stdout.contains("Ready"), "{}", out.stdout);
 }
+
+/// Brings up a sandbox of a test's own (`name`, `subnet`, files in `dir`).
+pub fn own_sandbox_up(name: &str, subnet: &str, dir: &str) {
+    let out = ck(&[
+        "sandbox", "up", "--name", name, "--subnet", subnet, "--dir", dir,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}

@@ -16,6 +16,32 @@ use crate::exit;
 use crate::remote::connect;
 use crate::up::{Phase, ProgressMode};
 
+/// `clusterkit backup` subcommands (without one, `backup` takes a backup).
+#[derive(Debug, clap::Subcommand)]
+pub enum BackupCmd {
+    /// The backups kept under a directory or an S3 prefix, oldest first.
+    #[command(
+        after_help = "Default: this cluster's backups on its S3 (s3://clusterkit/backups/CLUSTER).\n\n\
+        Examples:\n  clusterkit backup list\n  clusterkit backup list /srv/backups"
+    )]
+    List {
+        /// A directory of backups, or s3://BUCKET/PREFIX.
+        from: Option<String>,
+    },
+    /// Copy a backup from the cluster's S3 into a new directory, every file checked.
+    #[command(
+        after_help = "The directory made is DIR/CLUSTER-TIME (mode 0700, files 0600): `clusterkit restore\n\
+        --from` takes it. Do it while the cluster runs: its S3 goes down with it.\n\n\
+        Example:\n  clusterkit backup copy s3://clusterkit/backups/prod/20261126T043000Z /srv/backups"
+    )]
+    Copy {
+        /// The backup, as `backup list` shows it (s3://BUCKET/PREFIX).
+        from: String,
+        /// The directory to copy it under.
+        dir: PathBuf,
+    },
+}
+
 /// Where backups go when no `--to` is given: the cluster's own S3.
 pub const DEFAULT_TO: &str = "s3://clusterkit/backups";
 
@@ -256,6 +282,23 @@ fn write_dir(dir: &Path, files: &[(&str, Vec<u8>, String)], manifest: &[u8]) -> 
     Ok(())
 }
 
+/// An S3 client of the cluster's storage (keep the forward alive while using it).
+async fn cluster_s3(
+    nodes: &[Arc<dyn Transport>],
+    spec: &clusterkit_core::ClusterSpec,
+) -> anyhow::Result<(
+    clusterkit_core::transport::forward::Forward,
+    clusterkit_storage::s3::S3,
+)> {
+    let key = clusterkit_storage::read_key(nodes).await?.ok_or_else(|| {
+        anyhow::anyhow!("no node holds the S3 key: run `clusterkit up --only storage` first")
+    })?;
+    let node = clusterkit_storage::storage_nodes(spec)
+        .find_map(|n| by_name(nodes, n.name.as_str()))
+        .ok_or_else(|| anyhow::anyhow!("no storage node is connected"))?;
+    Ok(clusterkit_storage::connect_s3(node, spec, &key).await?)
+}
+
 /// Writes the files then the manifest under `prefix` in the cluster's S3.
 async fn write_s3(
     nodes: &[Arc<dyn Transport>],
@@ -265,13 +308,7 @@ async fn write_s3(
     files: &[(&str, Vec<u8>, String)],
     manifest: &[u8],
 ) -> anyhow::Result<()> {
-    let key = clusterkit_storage::read_key(nodes).await?.ok_or_else(|| {
-        anyhow::anyhow!("no node holds the S3 key: run `clusterkit up --only storage` first")
-    })?;
-    let node = clusterkit_storage::storage_nodes(spec)
-        .find_map(|n| by_name(nodes, n.name.as_str()))
-        .ok_or_else(|| anyhow::anyhow!("no storage node is connected"))?;
-    let (_fwd, s3) = clusterkit_storage::connect_s3(node, spec, &key).await?;
+    let (_fwd, s3) = cluster_s3(nodes, spec).await?;
     s3.ensure_bucket(bucket).await?;
     for (name, bytes, _) in files {
         s3.put(bucket, &format!("{prefix}/{name}"), bytes.clone())
@@ -539,4 +576,127 @@ fn restore_state(path: &PathBuf, state: &[u8]) -> anyhow::Result<()> {
     }
     std::fs::write(path, state).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// Where `backup list` looks by default: this cluster's backups on its S3.
+fn default_from(spec: &clusterkit_core::ClusterSpec) -> String {
+    format!("{DEFAULT_TO}/{}", spec.name)
+}
+
+/// One backup found by [`list`].
+struct Found {
+    at: String,
+    manifest: Manifest,
+    bytes: u64,
+}
+
+/// Lists the backups under `from` (a directory of backups or an S3 prefix),
+/// oldest first.
+pub fn list(loaded: &Loaded, from: Option<&str>) -> anyhow::Result<u8> {
+    let spec = &loaded.built.spec;
+    let from = from.map_or_else(|| default_from(spec), str::to_string);
+    let mut found = Vec::new();
+    match Location::parse(&from)? {
+        Location::Dir(dir) => {
+            let entries =
+                std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+            for e in entries.flatten() {
+                let m = e.path().join(MANIFEST);
+                if let Ok(text) = std::fs::read(&m) {
+                    let manifest = Manifest::parse(&m.display().to_string(), &text)?;
+                    let bytes = manifest.files.iter().map(|f| f.bytes).sum();
+                    found.push(Found {
+                        at: e.path().display().to_string(),
+                        manifest,
+                        bytes,
+                    });
+                }
+            }
+        }
+        Location::S3 { bucket, prefix } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(async {
+                let (nodes, _) = connect(loaded, false).await;
+                let (_fwd, s3) = cluster_s3(&nodes, spec).await?;
+                let suffix = format!("/{MANIFEST}");
+                for (key, _) in s3.list(&bucket, &prefix).await? {
+                    let Some(at) = key.strip_suffix(&suffix) else {
+                        continue;
+                    };
+                    let text = s3.get(&bucket, &key).await?;
+                    let manifest = Manifest::parse(&format!("s3://{bucket}/{key}"), &text)?;
+                    let bytes = manifest.files.iter().map(|f| f.bytes).sum();
+                    found.push(Found {
+                        at: format!("s3://{bucket}/{at}"),
+                        manifest,
+                        bytes,
+                    });
+                }
+                anyhow::Ok(())
+            })?;
+        }
+    }
+    found.sort_by(|a, b| a.manifest.created.cmp(&b.manifest.created));
+    if found.is_empty() {
+        eprintln!("no backup under {from}");
+        return Ok(exit::FAILURE);
+    }
+    for f in &found {
+        println!(
+            "{}  {}  {} services, {} secrets  {:.1} MiB",
+            f.at,
+            f.manifest.created,
+            f.manifest.services.len(),
+            f.manifest.secrets.len(),
+            f.bytes as f64 / (1u64 << 20) as f64
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// Copies one backup from the cluster's S3 into a new directory under
+/// `dir`, every file checked against the manifest. Prints the directory.
+pub fn copy(loaded: &Loaded, from: &str, dir: &Path) -> anyhow::Result<u8> {
+    let spec = &loaded.built.spec;
+    let Location::S3 { bucket, prefix } = Location::parse(from)? else {
+        anyhow::bail!(
+            "{from}: copy reads a backup on the cluster's S3 (s3://BUCKET/PREFIX, as `clusterkit backup list` shows)"
+        );
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let (manifest, files) = rt.block_on(async {
+        let (nodes, _) = connect(loaded, false).await;
+        let (_fwd, s3) = cluster_s3(&nodes, spec).await?;
+        let mkey = format!("{prefix}/{MANIFEST}");
+        let text = s3.get(&bucket, &mkey).await.map_err(|e| {
+            anyhow::anyhow!("{e}\n{from}: no backup there? `clusterkit backup list` shows them")
+        })?;
+        let manifest = Manifest::parse(&format!("s3://{bucket}/{mkey}"), &text)?;
+        let mut files = Vec::new();
+        for f in &manifest.files {
+            let bytes = s3.get(&bucket, &format!("{prefix}/{}", f.name)).await?;
+            manifest
+                .verify(&f.name, &bytes)
+                .map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
+            files.push((f.name.clone(), bytes));
+        }
+        anyhow::Ok((manifest, files))
+    })?;
+    let name = prefix.rsplit('/').next().unwrap_or("backup");
+    let target = dir.join(format!("{}-{name}", manifest.cluster));
+    let files: Vec<(&str, Vec<u8>, String)> = files
+        .into_iter()
+        .map(|(n, b)| {
+            let f = manifest.file(&n).expect("listed");
+            (f.name.as_str(), b, f.what.clone())
+        })
+        .collect();
+    write_dir(&target, &files, &manifest.to_json())?;
+    println!("{}", target.display());
+    eprintln!(
+        "{} files checked and written; restore with `clusterkit restore --from {}`",
+        files.len(),
+        target.display()
+    );
+    Ok(exit::OK)
 }

@@ -256,7 +256,8 @@ Examples:
         component: Option<crate::upgrade::Component>,
     },
     /// Back up the swarm's state, Prometheus, Grafana and clusterkit's state (manifest, checksums).
-    #[command(after_help = "What is taken, in order:\n\
+    #[command(
+        after_help = "What is taken, in order:\n\
         - Prometheus: a snapshot through its admin API (consistent; on the mesh only).\n\
         - Grafana: its data directory (users, folders, dashboards made in the UI), where it runs.\n\
         - The swarm's state, as Docker documents it: on one manager that is not the leader, drained\n\
@@ -271,13 +272,20 @@ Examples:
         Destinations (--to, repeatable): s3://BUCKET/PREFIX on the cluster's own S3 (the default:\n\
         s3://clusterkit/backups/CLUSTER/TIME/), or a directory of this machine (DIR/CLUSTER-TIME/).\n\
         The cluster's S3 goes down with the cluster: keep a copy off it for `restore`.\n\n\
-        Examples:\n  clusterkit backup\n  clusterkit backup --to /srv/backups --to s3://clusterkit/backups")]
+        `clusterkit backup list` shows the backups kept; `clusterkit backup copy` brings one out\n\
+        of the cluster's S3 into a directory, checked, ready for `restore`.\n\n\
+        Examples:\n  clusterkit backup\n  clusterkit backup --to /srv/backups --to s3://clusterkit/backups\n  \
+        clusterkit backup list\n  clusterkit backup copy s3://clusterkit/backups/prod/20261126T043000Z /srv/backups",
+        args_conflicts_with_subcommands = true
+    )]
     Backup {
         #[command(flatten)]
         input: Input,
         /// Where to write it: a directory, or s3://BUCKET/PREFIX on the cluster's S3 (repeatable).
         #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
         to: Vec<String>,
+        #[command(subcommand)]
+        cmd: Option<crate::backup::BackupCmd>,
     },
     /// Bring a cluster back from a backup onto nodes outside any swarm (fresh ones, or after `down`).
     #[command(
@@ -479,11 +487,19 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             crate::upgrade::run(&loaded, component)
         }
-        Command::Backup { input, to } => {
+        Command::Backup { input, to, cmd } => {
             let Some(loaded) = load(&input, color)? else {
                 return Ok(exit::INVALID);
             };
-            crate::backup::backup(&loaded, &to)
+            match cmd {
+                None => crate::backup::backup(&loaded, &to),
+                Some(crate::backup::BackupCmd::List { from }) => {
+                    crate::backup::list(&loaded, from.as_deref())
+                }
+                Some(crate::backup::BackupCmd::Copy { from, dir }) => {
+                    crate::backup::copy(&loaded, &from, &dir)
+                }
+            }
         }
         Command::Restore { input, from } => {
             let Some(loaded) = load(&input, color)? else {

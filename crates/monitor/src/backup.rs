@@ -9,7 +9,7 @@ use clusterkit_core::stack::{archive_volume, managers, unpack_volume};
 use clusterkit_core::transport::{fan_out, Cmd, Transport};
 use clusterkit_core::ClusterSpec;
 
-use crate::{endpoints, render, MonitorError};
+use crate::{render, running_on, MonitorError};
 
 /// Prometheus's data volume, as the stack names it.
 pub fn prometheus_volume() -> String {
@@ -21,10 +21,6 @@ pub fn grafana_volume() -> String {
     format!("{}_grafana-data", render::STACK)
 }
 
-fn on<'a>(nodes: &'a [Arc<dyn Transport>], name: &str) -> Option<&'a Arc<dyn Transport>> {
-    nodes.iter().find(|t| t.node() == name)
-}
-
 /// Takes a snapshot of a running Prometheus (a consistent copy of its
 /// blocks) and returns the node it ran on and the snapshot archived (its
 /// blocks at the archive's root, as a data directory holds them); the
@@ -33,14 +29,7 @@ pub async fn prometheus_snapshot(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
 ) -> Result<Option<(String, Vec<u8>)>, MonitorError> {
-    let Some(e) = endpoints(nodes, spec)
-        .await?
-        .into_iter()
-        .find(|e| e.service == "prometheus")
-    else {
-        return Ok(None);
-    };
-    let Some(t) = on(nodes, &e.node) else {
+    let Some((e, t)) = running_on(nodes, spec, "prometheus").await? else {
         return Ok(None);
     };
     let url = "http://127.0.0.1:9090/api/v1/admin/tsdb/snapshot";
@@ -96,14 +85,7 @@ pub async fn grafana_data(
     if !spec.monitoring.grafana {
         return Ok(None);
     }
-    let Some(e) = endpoints(nodes, spec)
-        .await?
-        .into_iter()
-        .find(|e| e.service == "grafana")
-    else {
-        return Ok(None);
-    };
-    let Some(t) = on(nodes, &e.node) else {
+    let Some((e, t)) = running_on(nodes, spec, "grafana").await? else {
         return Ok(None);
     };
     Ok(archive_volume(t.as_ref(), &grafana_volume(), None)

@@ -402,20 +402,30 @@ pub struct Targets {
     pub firing: Vec<String>,
 }
 
+/// Where `service` runs (its endpoint) and the connection to that node;
+/// `None` when it does not run on a connected node.
+pub async fn running_on<'a>(
+    nodes: &'a [Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    service: &str,
+) -> Result<Option<(Endpoint, &'a Arc<dyn Transport>)>, MonitorError> {
+    let Some(e) = endpoints(nodes, spec)
+        .await?
+        .into_iter()
+        .find(|e| e.service == service)
+    else {
+        return Ok(None);
+    };
+    Ok(nodes.iter().find(|t| t.node() == e.node).map(|t| (e, t)))
+}
+
 /// Asks Prometheus, on the node running it, for its targets and alerts.
 /// `None` when Prometheus does not run.
 pub async fn targets(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
 ) -> Result<Option<Targets>, MonitorError> {
-    let Some(e) = endpoints(nodes, spec)
-        .await?
-        .into_iter()
-        .find(|e| e.service == "prometheus")
-    else {
-        return Ok(None);
-    };
-    let Some(t) = nodes.iter().find(|t| t.node() == e.node) else {
+    let Some((_, t)) = running_on(nodes, spec, "prometheus").await? else {
         return Ok(None);
     };
     let get = |path: &str| {
