@@ -105,7 +105,7 @@ pub async fn restore_volumes(
 ) -> Result<Vec<String>, MonitorError> {
     if spec.monitoring.volume_driver != "local" {
         return Err(MonitorError::Snapshot {
-            node: "-".into(),
+            node: "restore".into(),
             reason: format!(
                 "monitoring's volumes use the `{}` driver: restoring them is done for `local` volumes only",
                 spec.monitoring.volume_driver
