@@ -700,3 +700,79 @@ pub fn copy(loaded: &Loaded, from: &str, dir: &Path) -> anyhow::Result<u8> {
     );
     Ok(exit::OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            format: FORMAT,
+            clusterkit: "0".into(),
+            cluster: "c1".into(),
+            created: "2026-11-26T04:30:00Z".into(),
+            swarm_source: "node2".into(),
+            nodes: vec![],
+            services: vec![],
+            secrets: vec![],
+            secrets_note: String::new(),
+            configs: vec![],
+            files: vec![],
+            excluded: vec![],
+        }
+    }
+
+    #[test]
+    fn a_backup_directory_is_written_private_and_read_back_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c1-20261126T043000Z");
+        let mut m = manifest();
+        m.add(SWARM, "state", b"raft");
+        let files = vec![(SWARM, b"raft".to_vec(), "state".to_string())];
+        write_dir(&dir, &files, &m.to_json()).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(SWARM)), 0o600);
+        assert_eq!(mode(&dir.join(MANIFEST)), 0o600);
+        let (back, read) = read_dir(&dir).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(read, vec![(SWARM.to_string(), b"raft".to_vec())]);
+        // Never over an existing backup.
+        let e = write_dir(&dir, &files, &m.to_json())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exists already"), "{e}");
+        // A directory of backups names them; a damaged file is named.
+        let e = read_dir(tmp.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("a directory of backups") && e.contains("c1-20261126T043000Z"),
+            "{e}"
+        );
+        std::fs::write(dir.join(SWARM), b"raff").unwrap();
+        let e = read_dir(&dir).unwrap_err().to_string();
+        assert!(e.contains("swarm.tar.gz: SHA-256"), "{e}");
+        std::fs::remove_file(dir.join(SWARM)).unwrap();
+        let e = read_dir(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains("swarm.tar.gz") && e.contains("damaged or incomplete"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_local_state_is_kept_beside_the_restored_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(".clusterkit").join("state.toml");
+        restore_state(&path, b"a = 1\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"a = 1\n");
+        restore_state(&path, b"a = 1\n").unwrap();
+        assert!(!path.with_extension("toml.before-restore").exists());
+        restore_state(&path, b"a = 2\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"a = 2\n");
+        assert_eq!(
+            std::fs::read(path.with_extension("toml.before-restore")).unwrap(),
+            b"a = 1\n"
+        );
+    }
+}
