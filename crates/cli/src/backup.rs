@@ -83,6 +83,21 @@ pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
             Location::S3 { .. } => loc.join(&spec.name).join(&name),
         });
     }
+    for d in &dests {
+        if let Location::Dir(dir) = d {
+            if dir.exists() {
+                anyhow::bail!(
+                    "{}: exists already: a backup goes into a new directory",
+                    dir.display()
+                );
+            }
+            // Writable before a manager's engine is stopped for nothing.
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+        }
+    }
     if dests.iter().any(|d| matches!(d, Location::S3 { .. }))
         && spec.storage.backend == clusterkit_core::spec::StorageBackend::None
     {
