@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use clusterkit_core::backup::{rfc3339, stamp, BackupError, Location, Manifest, FORMAT, MANIFEST};
+use clusterkit_core::backup::{rfc3339, stamp, BackupError, Location, Manifest, MANIFEST};
 use clusterkit_core::spec::Loaded;
 use clusterkit_core::transport::Transport;
 
@@ -85,17 +85,8 @@ pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
     }
     for d in &dests {
         if let Location::Dir(dir) = d {
-            if dir.exists() {
-                anyhow::bail!(
-                    "{}: exists already: a backup goes into a new directory",
-                    dir.display()
-                );
-            }
             // Writable before a manager's engine is stopped for nothing.
-            if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
-            }
+            prepare_new_dir(dir)?;
         }
     }
     if dests.iter().any(|d| matches!(d, Location::S3 { .. }))
@@ -122,17 +113,14 @@ pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
         let st = clusterkit_swarm::status(&nodes).await?;
         // Not the node where Grafana keeps its database on a local volume:
         // drained, Grafana would start elsewhere without it.
-        let grafana_on: Vec<String> = if clusterkit_monitor::enabled(spec) && spec.monitoring.grafana {
-            clusterkit_monitor::endpoints(&nodes, spec)
+        let grafana_on = if clusterkit_monitor::enabled(spec) && spec.monitoring.grafana {
+            clusterkit_monitor::running_on(&nodes, spec, "grafana")
                 .await?
-                .into_iter()
-                .filter(|e| e.service == "grafana")
-                .map(|e| e.node)
-                .collect()
+                .map(|(e, _)| e.node)
         } else {
-            Vec::new()
+            None
         };
-        let avoid: Vec<&str> = grafana_on.iter().map(String::as_str).collect();
+        let avoid: Vec<&str> = grafana_on.as_deref().into_iter().collect();
         let source = clusterkit_swarm::backup::source(&st, &avoid)?;
         let source_t = by_name(&nodes, &source).ok_or_else(|| {
             anyhow::anyhow!(
@@ -198,16 +186,17 @@ pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
             say(start, &format!("swarm: stopping {source}'s engine, copying its swarm state, starting it"));
         }
         let archived = clusterkit_swarm::backup::archive(source_t.as_ref(), ENGINE_PATIENCE).await;
-        if !single {
+        let bytes = if single {
+            archived?
+        } else {
             // Back in service whatever the copy gave.
             let back = clusterkit_swarm::roll::activate(mgr.as_ref(), &source, DRAIN_PATIENCE).await;
             let bytes = archived?;
             back?;
             say(start, &format!("swarm: {source} active again ({} KiB of state)", bytes.len() / 1024));
-            files.push((SWARM, bytes, format!("/var/lib/docker/swarm of {source}, engine stopped")));
-        } else {
-            files.push((SWARM, archived?, format!("/var/lib/docker/swarm of {source}, engine stopped")));
-        }
+            bytes
+        };
+        files.push((SWARM, bytes, format!("/var/lib/docker/swarm of {source}, engine stopped")));
         match std::fs::read(&loaded.state_path) {
             Ok(bytes) => files.push((STATE, bytes, "clusterkit's state (.clusterkit/state.toml)".into())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -215,11 +204,6 @@ pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
         }
 
         let mut manifest = Manifest {
-            format: FORMAT,
-            clusterkit: env!("CARGO_PKG_VERSION").into(),
-            cluster: spec.name.to_string(),
-            created: rfc3339(created),
-            swarm_source: source.clone(),
             nodes: spec
                 .nodes
                 .iter()
@@ -232,8 +216,8 @@ pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
                  archive (unless the swarm is autolocked): guard this backup like a manager's disk"
             ),
             configs: contents.configs,
-            files: Vec::new(),
             excluded,
+            ..Manifest::new(spec.name.as_str(), &rfc3339(created), &source)
         };
         for (n, bytes, what) in &files {
             manifest.add(n, what, bytes);
@@ -264,10 +248,8 @@ pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// Writes the files then the manifest into a new directory (0700, files 0600).
-fn write_dir(dir: &Path, files: &[(&str, Vec<u8>, String)], manifest: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+/// Refuses an existing `dir` (a backup goes into a new one) and makes its parent.
+fn prepare_new_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         anyhow::bail!(
             "{}: exists already: a backup goes into a new directory",
@@ -278,6 +260,14 @@ fn write_dir(dir: &Path, files: &[(&str, Vec<u8>, String)], manifest: &[u8]) -> 
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
+    Ok(())
+}
+
+/// Writes the files then the manifest into a new directory (0700, files 0600).
+fn write_dir(dir: &Path, files: &[(&str, Vec<u8>, String)], manifest: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    prepare_new_dir(dir)?;
     clusterkit_core::state::ensure_private_dir(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
     let all = files
@@ -720,29 +710,12 @@ pub fn copy(loaded: &Loaded, from: &str, dir: &Path) -> anyhow::Result<u8> {
 mod tests {
     use super::*;
 
-    fn manifest() -> Manifest {
-        Manifest {
-            format: FORMAT,
-            clusterkit: "0".into(),
-            cluster: "c1".into(),
-            created: "2026-11-26T04:30:00Z".into(),
-            swarm_source: "node2".into(),
-            nodes: vec![],
-            services: vec![],
-            secrets: vec![],
-            secrets_note: String::new(),
-            configs: vec![],
-            files: vec![],
-            excluded: vec![],
-        }
-    }
-
     #[test]
     fn a_backup_directory_is_written_private_and_read_back_checked() {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("c1-20261126T043000Z");
-        let mut m = manifest();
+        let mut m = Manifest::new("c1", "2026-11-26T04:30:00Z", "node2");
         m.add(SWARM, "state", b"raft");
         let files = vec![(SWARM, b"raft".to_vec(), "state".to_string())];
         write_dir(&dir, &files, &m.to_json()).unwrap();

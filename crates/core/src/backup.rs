@@ -169,6 +169,24 @@ pub fn sha256(bytes: &[u8]) -> String {
 }
 
 impl Manifest {
+    /// A manifest of this format and version, with nothing listed yet.
+    pub fn new(cluster: &str, created: &str, swarm_source: &str) -> Self {
+        Self {
+            format: FORMAT,
+            clusterkit: env!("CARGO_PKG_VERSION").into(),
+            cluster: cluster.into(),
+            created: created.into(),
+            swarm_source: swarm_source.into(),
+            nodes: Vec::new(),
+            services: Vec::new(),
+            secrets: Vec::new(),
+            secrets_note: String::new(),
+            configs: Vec::new(),
+            files: Vec::new(),
+            excluded: Vec::new(),
+        }
+    }
+
     /// Records a file (its size and checksum).
     pub fn add(&mut self, name: &str, what: &str, bytes: &[u8]) {
         self.files.push(FileEntry {
@@ -281,20 +299,7 @@ mod tests {
 
     #[test]
     fn a_file_must_match_its_manifest_entry() {
-        let mut m = Manifest {
-            format: FORMAT,
-            clusterkit: "0".into(),
-            cluster: "c".into(),
-            created: "t".into(),
-            swarm_source: "node2".into(),
-            nodes: vec![],
-            services: vec![],
-            secrets: vec![],
-            secrets_note: String::new(),
-            configs: vec![],
-            files: vec![],
-            excluded: vec![],
-        };
+        let mut m = Manifest::new("c", "t", "node2");
         m.add("swarm.tar.gz", "the swarm", b"abc");
         m.verify("swarm.tar.gz", b"abc").unwrap();
         let e = m.verify("swarm.tar.gz", b"abd").unwrap_err().to_string();
