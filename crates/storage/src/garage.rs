@@ -104,9 +104,24 @@ pub async fn api<T: DeserializeOwned>(
     if body.is_some() {
         script.push_str(" -");
     }
-    let out = t
-        .exec_raw(&Cmd::new(script), body.as_deref().map(str::as_bytes))
-        .await?;
+    // A server that just started may not have written its node key yet, and
+    // the CLI needs it to speak to the server: asked again for up to 30 s.
+    let start = Instant::now();
+    let out = loop {
+        let out = t
+            .exec_raw(
+                &Cmd::new(script.clone()),
+                body.as_deref().map(str::as_bytes),
+            )
+            .await?;
+        if out.status == 0
+            || !out.tail().contains("Unable to read node key")
+            || start.elapsed() > Duration::from_secs(30)
+        {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     if out.status != 0 {
         return Err(StorageError::Garage {
             node: t.node().to_string(),

@@ -191,6 +191,44 @@ async fn wait_joined(t: &dyn Transport, patience: std::time::Duration) -> Result
     }
 }
 
+/// Changes the spec of node `id` as `change` says (`None`: nothing to
+/// change), read fresh from the swarm; when another update came between the
+/// read and the write (the engine answers "update out of sequence", as while
+/// nodes join or after a `--force-new-cluster`), reads it again and retries,
+/// for up to 30 s. Returns whether it wrote a change.
+async fn update_node_spec(
+    docker: &bollard::Docker,
+    via: &str,
+    id: &str,
+    what: &str,
+    change: impl Fn(&NodeSpec) -> Option<NodeSpec>,
+) -> Result<bool, SwarmError> {
+    let started = std::time::Instant::now();
+    loop {
+        let node = docker
+            .inspect_node(id)
+            .await
+            .map_err(|e| engine(via, what, e))?;
+        let Some(new) = change(&node.spec.unwrap_or_default()) else {
+            return Ok(false);
+        };
+        let version = node.version.and_then(|v| v.index).unwrap_or(0) as i64;
+        match docker
+            .update_node(id, new, UpdateNodeOptions { version })
+            .await
+        {
+            Ok(()) => return Ok(true),
+            Err(e)
+                if e.to_string().contains("out of sequence")
+                    && started.elapsed() < std::time::Duration::from_secs(30) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(engine(via, what, e)),
+        }
+    }
+}
+
 fn find<'a>(nodes: &'a [Arc<dyn Transport>], name: &str) -> Option<&'a Arc<dyn Transport>> {
     nodes.iter().find(|t| t.node() == name)
 }
@@ -410,28 +448,29 @@ pub async fn up(
         }) else {
             continue;
         };
-        let current = node.spec.clone().unwrap_or_default();
         let role = match n.role {
             SwarmRole::Manager => NodeSpecRoleEnum::MANAGER,
             SwarmRole::Worker => NodeSpecRoleEnum::WORKER,
         };
-        let mut want_labels = current.labels.clone().unwrap_or_default();
-        want_labels.extend(labels(n));
-        if current.role == Some(role) && current.labels.as_ref() == Some(&want_labels) {
+        let wanted = |current: &NodeSpec| {
+            let mut want_labels = current.labels.clone().unwrap_or_default();
+            want_labels.extend(labels(n));
+            (current.role != Some(role) || current.labels.as_ref() != Some(&want_labels)).then(
+                || NodeSpec {
+                    role: Some(role),
+                    labels: Some(want_labels),
+                    ..current.clone()
+                },
+            )
+        };
+        // The list answers a converged swarm without another round trip.
+        if wanted(&node.spec.clone().unwrap_or_default()).is_none() {
             continue;
         }
-        let new = NodeSpec {
-            role: Some(role),
-            labels: Some(want_labels),
-            ..current
-        };
-        let version = node.version.as_ref().and_then(|v| v.index).unwrap_or(0) as i64;
         let id = node.id.clone().unwrap_or_default();
-        docker
-            .update_node(&id, new, UpdateNodeOptions { version })
-            .await
-            .map_err(|e| engine(leader_t.node(), "node update", e))?;
-        change.updated.push(n.name.to_string());
+        if update_node_spec(&docker, leader_t.node(), &id, "node update", wanted).await? {
+            change.updated.push(n.name.to_string());
+        }
     }
 
     // The cluster's own overlay network, its packets fitted inside the mesh's.

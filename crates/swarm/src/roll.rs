@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bollard::models::{NodeSpecAvailabilityEnum, NodeState, Reachability, TaskState};
-use bollard::query_parameters::UpdateNodeOptions;
 use clusterkit_core::transport::Transport;
 
 use crate::{engine, SwarmError};
@@ -43,18 +42,20 @@ async fn set_availability(
 ) -> Result<String, SwarmError> {
     let n = entry(mgr, node).await?;
     let id = n.id.clone().unwrap_or_default();
-    let current = n.spec.clone().unwrap_or_default();
-    if current.availability != Some(availability) {
-        let version = n.version.as_ref().and_then(|v| v.index).unwrap_or(0) as i64;
-        let spec = bollard::models::NodeSpec {
-            availability: Some(availability),
-            ..current
-        };
-        mgr.docker()
-            .await?
-            .update_node(&id, spec, UpdateNodeOptions { version })
-            .await
-            .map_err(|e| engine(mgr.node(), &format!("node update {node}"), e))?;
+    if n.spec.as_ref().and_then(|s| s.availability) != Some(availability) {
+        crate::update_node_spec(
+            &mgr.docker().await?,
+            mgr.node(),
+            &id,
+            &format!("node update {node}"),
+            |current| {
+                (current.availability != Some(availability)).then(|| bollard::models::NodeSpec {
+                    availability: Some(availability),
+                    ..current.clone()
+                })
+            },
+        )
+        .await?;
     }
     Ok(id)
 }
