@@ -104,8 +104,9 @@ pub async fn api<T: DeserializeOwned>(
     if body.is_some() {
         script.push_str(" -");
     }
-    // A server that just started may not have written its node key yet, and
-    // the CLI needs it to speak to the server: asked again for up to 30 s.
+    // A server that just started may not have written its node key yet (the
+    // CLI needs it to speak to the server), or not be listening on its RPC
+    // port yet: asked again for up to 30 s.
     let start = Instant::now();
     let out = loop {
         let out = t
@@ -115,7 +116,7 @@ pub async fn api<T: DeserializeOwned>(
             )
             .await?;
         if out.status == 0
-            || !out.tail().contains("Unable to read node key")
+            || !just_started(&out.tail())
             || start.elapsed() > Duration::from_secs(30)
         {
             break out;
@@ -137,6 +138,15 @@ pub async fn api<T: DeserializeOwned>(
             out.stdout_str().chars().take(300).collect::<String>()
         ),
     })
+}
+
+/// Whether the CLI's error is one of a server that has just started: its node
+/// key not written yet, or its RPC port not open yet (the CLI speaks to its
+/// own node's server first).
+pub(crate) fn just_started(tail: &str) -> bool {
+    tail.contains("Unable to read node key")
+        || (tail.contains("Unable to connect to destination RPC host")
+            && tail.contains("Connection refused"))
 }
 
 /// `GetClusterHealth`.

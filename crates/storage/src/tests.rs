@@ -140,3 +140,22 @@ fn the_boot_time_reconnect_script_names_the_nodes_garage_and_parses() {
     assert!(check.success());
     assert!(crate::render::GARAGE_PEERS_UNIT_TEXT.contains("After=docker.service"));
 }
+
+#[test]
+fn only_a_just_started_servers_errors_are_asked_again() {
+    // Seen in CI: the CLI run right after the container started.
+    assert!(garage::just_started(
+        "Error: Unable to read node key from /var/lib/garage/meta/node_key"
+    ));
+    assert!(garage::just_started(
+        "Error: Unable to connect to destination RPC host. Check that you are using the \
+         same value of rpc_secret as them, and that you have their correct full-length \
+         node ID (public key).\nIO error: Connection refused (os error 111)"
+    ));
+    // A wrong secret or a real refusal by the API is not waited on.
+    assert!(!garage::just_started(
+        "Error: Unable to connect to destination RPC host. Check that you are using the \
+         same value of rpc_secret as them\nIO error: Handshake error"
+    ));
+    assert!(!garage::just_started("Error: Bad request: no such key"));
+}
