@@ -204,11 +204,22 @@ async fn update_node_spec(
     change: impl Fn(&NodeSpec) -> Option<NodeSpec>,
 ) -> Result<bool, SwarmError> {
     let started = std::time::Instant::now();
+    // A version moved between read and write, or a leader being elected
+    // (a backup may just have stopped the leader's engine): asked again.
+    let again = |e: &bollard::errors::Error| {
+        let m = e.to_string();
+        (m.contains("out of sequence") || m.contains("does not have a leader"))
+            && started.elapsed() < std::time::Duration::from_secs(30)
+    };
     loop {
-        let node = docker
-            .inspect_node(id)
-            .await
-            .map_err(|e| engine(via, what, e))?;
+        let node = match docker.inspect_node(id).await {
+            Ok(n) => n,
+            Err(e) if again(&e) => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(engine(via, what, e)),
+        };
         let Some(new) = change(&node.spec.unwrap_or_default()) else {
             return Ok(false);
         };
@@ -218,10 +229,7 @@ async fn update_node_spec(
             .await
         {
             Ok(()) => return Ok(true),
-            Err(e)
-                if e.to_string().contains("out of sequence")
-                    && started.elapsed() < std::time::Duration::from_secs(30) =>
-            {
+            Err(e) if again(&e) => {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
             Err(e) => return Err(engine(via, what, e)),
@@ -836,13 +844,27 @@ pub async fn remove_node(
 }
 
 /// Makes one node leave the swarm (forced: every node leaves, quorum is not
-/// kept) and removes clusterkit's boot-order drop-in. Idempotent.
+/// kept) and removes clusterkit's boot-order drop-in. Idempotent. A leave
+/// the engine did not complete (seen under load while every node leaves at
+/// once) is asked again for up to a minute, then named with the engine's answer.
 pub async fn leave(t: &dyn Transport) -> Result<(), SwarmError> {
-    t.exec(&Cmd::new(
-        "docker swarm leave --force >/dev/null 2>&1 || true\n\
-         rm -f /etc/systemd/system/docker.service.d/clusterkit-mesh.conf\n\
-         systemctl daemon-reload",
-    ))
-    .await?;
+    t.exec(&Cmd::new(LEAVE)).await?;
     Ok(())
 }
+
+/// An engine that does not answer (or is not installed) has no swarm to leave.
+const LEAVE: &str = r#"out=""
+state() { docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
+for _ in $(seq 30); do
+  s=$(state)
+  [ -z "$s" ] || [ "$s" = inactive ] && break
+  out=$(docker swarm leave --force 2>&1) || true
+  sleep 2
+done
+s=$(state)
+if [ -n "$s" ] && [ "$s" != inactive ]; then
+  echo "the engine is still in the swarm ($s) after a minute of \`docker swarm leave --force\`: $out" >&2
+  exit 1
+fi
+rm -f /etc/systemd/system/docker.service.d/clusterkit-mesh.conf
+systemctl daemon-reload"#;
