@@ -249,6 +249,94 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
         // Grafana was not drained away from its data.
         assert!(in_grafana("cat /var/lib/grafana/marker").contains("made-in-the-ui"));
 
+        // A recurring backup: below ten minutes, or to a directory, refused.
+        let cluster = written[1]
+            .strip_prefix("s3://clusterkit/backups/")
+            .and_then(|r| r.split('/').next())
+            .unwrap()
+            .to_string();
+        let r = ck(&["backup", "--schedule", "5m", "-c", cfg]);
+        assert_ne!(r.code, 0);
+        assert!(r.stderr.contains("shorter than 10m"), "{}", r.stderr);
+        let r = ck(&[
+            "backup",
+            "--schedule",
+            "1h",
+            "--to",
+            backups.to_str().unwrap(),
+            "-c",
+            cfg,
+        ]);
+        assert_ne!(r.code, 0);
+        assert!(r.stderr.contains("backup copy"), "{}", r.stderr);
+        // Set: the service takes one at once (none under its prefix yet).
+        let scheduled = format!("s3://clusterkit/scheduled/{cluster}");
+        let schedule = [
+            "backup",
+            "--schedule",
+            "1h",
+            "--to",
+            "s3://clusterkit/scheduled",
+            "--image",
+            "clusterkit/prometheus:bookworm",
+            "-c",
+            cfg,
+        ];
+        let set = ck(&schedule);
+        assert_eq!(set.code, 0, "{}{}", set.stdout, set.stderr);
+        assert!(set.stdout.contains("backup every 1h"), "{}", set.stdout);
+        for n in ["node1", "node2", "node3"] {
+            let keys = sh(n, "cat /root/.ssh/authorized_keys");
+            let line = keys
+                .lines()
+                .find(|l| l.ends_with(&format!(" clusterkit-backup@{cluster}")))
+                .unwrap_or_else(|| panic!("{n}: no key line: {keys}"));
+            assert!(line.starts_with("from=\"10."), "{line}");
+        }
+        let again = ck(&schedule);
+        assert_eq!(again.code, 0, "{}", again.stderr);
+        assert!(!again.stderr.contains("authorized"), "{}", again.stderr);
+        let first = wait_for_backup(cfg, &scheduled);
+        // Taken by the service, not from the node it runs on; every node active after.
+        let runner_on = sh(
+            "node1",
+            "docker service ps clusterkit-backup_runner --filter desired-state=running --format '{{.Node}}'",
+        );
+        let copied = ck(&[
+            "backup",
+            "copy",
+            &first,
+            scratch.path().join("scheduled").to_str().unwrap(),
+            "-c",
+            cfg,
+        ]);
+        assert_eq!(copied.code, 0, "{}", copied.stderr);
+        let scheduled_dir = std::path::PathBuf::from(copied.stdout.trim());
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(scheduled_dir.join("manifest.json")).unwrap())
+                .unwrap();
+        assert_ne!(m["swarm_source"].as_str(), Some(runner_on.trim()), "{m}");
+        assert!(
+            m["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s.as_str().unwrap().starts_with("clusterkit-backup_runner")),
+            "{m}"
+        );
+        wait_for("every node active", Duration::from_secs(120), || {
+            lines(sh(
+                "node1",
+                "docker node ls --format '{{.Hostname}} {{.Availability}} {{.Status}}'",
+            )) == [
+                "node1 Active Ready",
+                "node2 Active Ready",
+                "node3 Active Ready",
+            ]
+        });
+        // What the restore below must bring back: the swarm as the scheduled backup saw it.
+        let before = swarm_lists();
+
         // Damaged: refused, naming the file. On a running swarm: refused.
         let damaged = scratch.path().join("damaged");
         std::fs::create_dir(&damaged).unwrap();
@@ -278,8 +366,15 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
         sandbox_up();
         assert!(sh("node1", "docker info -f '{{.Swarm.LocalNodeState}}'").contains("inactive"));
 
-        // From the copy that went through the cluster's S3.
-        let r = ck(&["restore", "-c", cfg, "--from", copy_dir.to_str().unwrap()]);
+        // From the scheduled backup (it went through the cluster's S3, like
+        // the copy checked above), so that the schedule comes back too.
+        let r = ck(&[
+            "restore",
+            "-c",
+            cfg,
+            "--from",
+            scheduled_dir.to_str().unwrap(),
+        ]);
         assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
         for secret in [token, password.as_str()] {
             assert!(
@@ -347,6 +442,39 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
                 st.stdout
             );
         }
+        // The schedule came back with the swarm, and `restore`'s `up` gave it
+        // the new nodes' host keys and key lines: it backs up the restored
+        // cluster (whose S3 starts empty).
+        for n in ["node1", "node2", "node3"] {
+            assert!(
+                sh(n, "cat /root/.ssh/authorized_keys")
+                    .contains(&format!(" clusterkit-backup@{cluster}")),
+                "{n}"
+            );
+        }
+        wait_for_backup(cfg, &scheduled);
+        // Off: the service, its key and the key lines go; backups stay.
+        let off = ck(&["backup", "--schedule", "off", "-c", cfg]);
+        assert_eq!(off.code, 0, "{}{}", off.stdout, off.stderr);
+        let left = swarm_lists();
+        assert!(
+            !left.0.iter().any(|s| s.starts_with("clusterkit-backup")),
+            "{:?}",
+            left.0
+        );
+        assert!(
+            !left.1.iter().any(|s| s.starts_with("clusterkit-backup")),
+            "{:?}",
+            left.1
+        );
+        for n in ["node1", "node2", "node3"] {
+            assert!(
+                !sh(n, "cat /root/.ssh/authorized_keys").contains("clusterkit-backup@"),
+                "{n}"
+            );
+        }
+        let listed = ck(&["backup", "list", &scheduled, "-c", cfg]);
+        assert_eq!(listed.code, 0, "{}", listed.stderr);
     });
     if result.is_err() && std::env::var_os("CLUSTERKIT_KEEP_SANDBOX").is_some() {
         eprintln!("kept for a look: sandbox {S}, {}", dir.display());
@@ -358,6 +486,23 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// Waits for a backup under `prefix` (the scheduled service's), returns the newest.
+fn wait_for_backup(cfg: &str, prefix: &str) -> String {
+    let mut newest = String::new();
+    wait_for("a scheduled backup", Duration::from_secs(420), || {
+        let l = ck(&["backup", "list", prefix, "-c", cfg]);
+        newest = l
+            .stdout
+            .lines()
+            .last()
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_default()
+            .to_string();
+        l.code == 0 && !newest.is_empty()
+    });
+    newest
 }
 
 fn now() -> u64 {

@@ -40,6 +40,13 @@ pub enum BackupCmd {
         /// The directory to copy it under.
         dir: PathBuf,
     },
+    /// What the scheduled backup's service runs (set by `backup --schedule`).
+    #[command(hide = true)]
+    RunSchedule {
+        /// Its runner document.
+        #[arg(long)]
+        runner: PathBuf,
+    },
 }
 
 /// Where backups go when no `--to` is given: the cluster's own S3.
@@ -62,9 +69,23 @@ fn by_name<'a>(nodes: &'a [Arc<dyn Transport>], name: &str) -> Option<&'a Arc<dy
     nodes.iter().find(|t| t.node() == name)
 }
 
+/// How a backup is taken: by hand, or by the scheduled service.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Host keys must be known already (the service's `known_hosts`).
+    pub strict: bool,
+    /// Managers never taken out (the service's own node).
+    pub never: Vec<String>,
+}
+
 /// Takes a backup and writes it to every location of `to` (default: the
 /// cluster's S3). Prints where it went.
 pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
+    backup_with(loaded, to, &Options::default())
+}
+
+/// [`backup`] with its [`Options`].
+pub fn backup_with(loaded: &Loaded, to: &[String], options: &Options) -> anyhow::Result<u8> {
     let spec = &loaded.built.spec;
     let start = Instant::now();
     let created = SystemTime::now();
@@ -98,7 +119,7 @@ pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
     }
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let written = rt.block_on(async {
-        let (nodes, failed) = connect(loaded, false).await;
+        let (nodes, failed) = connect(loaded, options.strict).await;
         if !failed.is_empty() {
             for (n, e) in &failed {
                 eprintln!("{n}: {e}");
@@ -121,7 +142,8 @@ pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
             None
         };
         let avoid: Vec<&str> = grafana_on.as_deref().into_iter().collect();
-        let source = clusterkit_swarm::backup::source(&st, &avoid)?;
+        let never: Vec<&str> = options.never.iter().map(String::as_str).collect();
+        let source = clusterkit_swarm::backup::source(&st, &avoid, &never)?;
         let source_t = by_name(&nodes, &source).ok_or_else(|| {
             anyhow::anyhow!(
                 "the swarm's manager {source} is no node of this description: its engine's hostname must be \
@@ -588,11 +610,14 @@ fn default_from(spec: &clusterkit_core::ClusterSpec) -> String {
     format!("{DEFAULT_TO}/{}", spec.name)
 }
 
-/// One backup found by [`list`].
-struct Found {
-    at: String,
-    manifest: Manifest,
-    bytes: u64,
+/// One backup found by [`find`].
+pub struct Found {
+    /// Where it is.
+    pub at: String,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Its files' size.
+    pub bytes: u64,
 }
 
 /// Lists the backups under `from` (a directory of backups or an S3 prefix),
@@ -600,8 +625,30 @@ struct Found {
 pub fn list(loaded: &Loaded, from: Option<&str>) -> anyhow::Result<u8> {
     let spec = &loaded.built.spec;
     let from = from.map_or_else(|| default_from(spec), str::to_string);
+    let found = find(loaded, &from, false)?;
+    if found.is_empty() {
+        eprintln!("no backup under {from}");
+        return Ok(exit::FAILURE);
+    }
+    for f in &found {
+        println!(
+            "{}  {}  {} services, {} secrets  {:.1} MiB",
+            f.at,
+            f.manifest.created,
+            f.manifest.services.len(),
+            f.manifest.secrets.len(),
+            f.bytes as f64 / (1u64 << 20) as f64
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// The backups under `from` (a directory of backups or an S3 prefix), oldest
+/// first; `strict` as in [`Options`].
+pub fn find(loaded: &Loaded, from: &str, strict: bool) -> anyhow::Result<Vec<Found>> {
+    let spec = &loaded.built.spec;
     let mut found = Vec::new();
-    match Location::parse(&from)? {
+    match Location::parse(from)? {
         Location::Dir(dir) => {
             let entries =
                 std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
@@ -621,7 +668,7 @@ pub fn list(loaded: &Loaded, from: Option<&str>) -> anyhow::Result<u8> {
         Location::S3 { bucket, prefix } => {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(async {
-                let (nodes, _) = connect(loaded, false).await;
+                let (nodes, _) = connect(loaded, strict).await;
                 let (_fwd, s3) = cluster_s3(&nodes, spec).await?;
                 let suffix = format!("/{MANIFEST}");
                 for (key, _) in s3.list(&bucket, &prefix).await? {
@@ -642,21 +689,7 @@ pub fn list(loaded: &Loaded, from: Option<&str>) -> anyhow::Result<u8> {
         }
     }
     found.sort_by(|a, b| a.manifest.created.cmp(&b.manifest.created));
-    if found.is_empty() {
-        eprintln!("no backup under {from}");
-        return Ok(exit::FAILURE);
-    }
-    for f in &found {
-        println!(
-            "{}  {}  {} services, {} secrets  {:.1} MiB",
-            f.at,
-            f.manifest.created,
-            f.manifest.services.len(),
-            f.manifest.secrets.len(),
-            f.bytes as f64 / (1u64 << 20) as f64
-        );
-    }
-    Ok(exit::OK)
+    Ok(found)
 }
 
 /// Copies one backup from the cluster's S3 into a new directory under

@@ -274,7 +274,14 @@ Examples:
         The cluster's S3 goes down with the cluster: keep a copy off it for `restore`.\n\n\
         `clusterkit backup list` shows the backups kept; `clusterkit backup copy` brings one out\n\
         of the cluster's S3 into a directory, checked, ready for `restore`.\n\n\
+        Recurring backups (--schedule EVERY): a Swarm service on a manager takes one whenever the\n\
+        newest under its destinations (the cluster's S3 only) is EVERY old, at once when there is\n\
+        none; never draining its own node. It reaches the nodes over SSH from inside the mesh with\n\
+        a key of its own (a Swarm secret; its public half in each node's authorized_keys, accepted\n\
+        from mesh addresses only), host keys checked; `up` and `restore` keep it current.\n\
+        `--schedule off` removes the service, its key and the key lines.\n\n\
         Examples:\n  clusterkit backup\n  clusterkit backup --to /srv/backups --to s3://clusterkit/backups\n  \
+        clusterkit backup --schedule 6h\n  clusterkit backup --schedule off\n  \
         clusterkit backup list\n  clusterkit backup copy s3://clusterkit/backups/prod/20261126T043000Z /srv/backups",
         args_conflicts_with_subcommands = true
     )]
@@ -284,6 +291,12 @@ Examples:
         /// Where to write it: a directory, or s3://BUCKET/PREFIX on the cluster's S3 (repeatable).
         #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
         to: Vec<String>,
+        /// Take one every EVERY (`6h`, `1d`; at least 10m) from a Swarm service, or `off`.
+        #[arg(long, value_name = "EVERY|off")]
+        schedule: Option<String>,
+        /// The image the scheduled service runs in (it needs Debian 12's C library or newer).
+        #[arg(long, value_name = "IMAGE", requires = "schedule", default_value = clusterkit_core::schedule::DEFAULT_IMAGE)]
+        image: String,
         #[command(subcommand)]
         cmd: Option<crate::backup::BackupCmd>,
     },
@@ -487,12 +500,28 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             crate::upgrade::run(&loaded, component)
         }
-        Command::Backup { input, to, cmd } => {
+        Command::Backup {
+            cmd: Some(crate::backup::BackupCmd::RunSchedule { runner }),
+            ..
+        } => crate::schedule::run(&runner),
+        Command::Backup {
+            input,
+            to,
+            schedule,
+            image,
+            cmd,
+        } => {
             let Some(loaded) = load(&input, color)? else {
                 return Ok(exit::INVALID);
             };
             match cmd {
-                None => crate::backup::backup(&loaded, &to),
+                None => match schedule {
+                    Some(every) => crate::schedule::set(&loaded, &every, &to, &image),
+                    None => crate::backup::backup(&loaded, &to),
+                },
+                Some(crate::backup::BackupCmd::RunSchedule { .. }) => {
+                    unreachable!("handled above")
+                }
                 Some(crate::backup::BackupCmd::List { from }) => {
                     crate::backup::list(&loaded, from.as_deref())
                 }

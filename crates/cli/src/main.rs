@@ -14,6 +14,7 @@ mod output;
 mod progress;
 mod remote;
 mod sandbox;
+mod schedule;
 mod status;
 mod storage;
 mod swarm;

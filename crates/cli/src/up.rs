@@ -153,7 +153,18 @@ pub fn run(
             }
             Err(e) => return Err(e.into()),
         };
-        let changed = report.changed();
+        let mut changed = report.changed();
+        if only.is_none() {
+            // A scheduled backup follows the cluster (its nodes, host keys, key lines).
+            let start = Instant::now();
+            let said = std::sync::atomic::AtomicBool::new(false);
+            let say = |m: &str| {
+                said.store(true, std::sync::atomic::Ordering::Relaxed);
+                eprintln!("[{:>6.1}s] {m}", start.elapsed().as_secs_f64());
+            };
+            crate::schedule::refresh(&nodes, loaded, &say).await?;
+            changed |= said.load(std::sync::atomic::Ordering::Relaxed);
+        }
         let tail = if changed { "" } else { "; nothing changed" };
         let summary = match only {
             Some(p) => format!("cluster {}: phase {p} done{tail}", spec.name),

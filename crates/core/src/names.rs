@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A node's name: what the inventory calls the host, used as its hostname in
 /// the mesh and in the swarm.
@@ -16,9 +16,22 @@ use serde::Serialize;
 /// assert!(NodeName::new("node1").is_ok());
 /// assert!(NodeName::new("-bad").is_err());
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct NodeName(Arc<str>);
+
+impl TryFrom<String> for NodeName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::new(&s)
+    }
+}
+
+impl From<NodeName> for String {
+    fn from(n: NodeName) -> String {
+        n.0.to_string()
+    }
+}
 
 impl NodeName {
     /// Checks and wraps a name; the error says what is wrong with it.
@@ -52,9 +65,22 @@ impl fmt::Display for NodeName {
 }
 
 /// A TCP or UDP port, never 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u16", into = "u16")]
 pub struct Port(u16);
+
+impl TryFrom<u16> for Port {
+    type Error = String;
+    fn try_from(n: u16) -> Result<Self, String> {
+        Self::new(i64::from(n))
+    }
+}
+
+impl From<Port> for u16 {
+    fn from(p: Port) -> u16 {
+        p.0
+    }
+}
 
 impl Port {
     /// Parses a port from text: a number from 1 to 65535.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::alloc::{self, allocate};
 use crate::config::{located, opt, ConfigFile};
@@ -48,7 +48,7 @@ pub struct NodeInput {
 /// A host the SSH connection to a node goes through (ssh's ProxyJump): the
 /// connection to the node is carried inside one to the jump host, so the
 /// node needs no route from this machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jump {
     /// Address or host name.
     pub host: String,
@@ -94,7 +94,7 @@ impl Jump {
 }
 
 /// How clusterkit reaches a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SshTarget {
     /// Address or host name.
     pub host: String,
@@ -128,7 +128,7 @@ impl std::fmt::Display for SshTarget {
 }
 
 /// A node's part in the swarm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SwarmRole {
     /// Takes part in Raft; can lead.
@@ -138,7 +138,7 @@ pub enum SwarmRole {
 }
 
 /// A server of the cluster, checked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     /// Its name.
     pub name: NodeName,
@@ -153,7 +153,7 @@ pub struct Node {
 }
 
 /// Which WireGuard implementation to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WgBackend {
     /// Kernel where the module is present, else userspace.
@@ -165,7 +165,7 @@ pub enum WgBackend {
 }
 
 /// The mesh's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeshSpec {
     /// Private network.
     pub cidr: Ipv4Net,
@@ -182,7 +182,7 @@ pub struct MeshSpec {
 }
 
 /// The swarm's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwarmSpec {
     /// Address pool for overlay networks.
     pub default_addr_pool: Ipv4Net,
@@ -193,7 +193,7 @@ pub struct SwarmSpec {
 }
 
 /// Storage backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageBackend {
     /// Garage (Rust, every node equal).
@@ -205,7 +205,7 @@ pub enum StorageBackend {
 }
 
 /// Storage settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageSpec {
     /// Backend.
     pub backend: StorageBackend,
@@ -218,7 +218,7 @@ pub struct StorageSpec {
 }
 
 /// Monitoring settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitoringSpec {
     /// Whether the stack is deployed.
     pub enabled: bool,
@@ -241,7 +241,7 @@ pub struct MonitoringSpec {
 }
 
 /// The monitoring stack's images.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitoringImages {
     /// Prometheus.
     pub prometheus: String,
@@ -256,7 +256,7 @@ pub struct MonitoringImages {
 }
 
 /// An application stack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackSpec {
     /// Stack name.
     pub name: String,
@@ -265,7 +265,7 @@ pub struct StackSpec {
 }
 
 /// The validated cluster: the one model every clusterkit crate takes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSpec {
     /// Cluster name.
     pub name: String,

@@ -121,7 +121,7 @@ impl S3 {
         Ok(())
     }
 
-    /// Keys and their sizes under `prefix`.
+    /// Keys and their sizes under `prefix`; none when the bucket does not exist.
     pub async fn list(
         &self,
         bucket: &str,
@@ -136,7 +136,13 @@ impl S3 {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| s3_err(&format!("listing s3://{bucket}/{prefix}"), e))?;
+            let page = match page {
+                Ok(p) => p,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_bucket()) => {
+                    return Ok(Vec::new())
+                }
+                Err(e) => return Err(s3_err(&format!("listing s3://{bucket}/{prefix}"), e)),
+            };
             for o in page.contents() {
                 out.push((
                     o.key().unwrap_or_default().to_string(),

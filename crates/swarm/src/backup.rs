@@ -30,12 +30,15 @@ const STOP: &str =
 const START: &str =
     "systemctl start docker.socket docker.service 2>/dev/null || systemctl start docker";
 
-/// Picks the manager a backup is taken from: one that is not the leader, so
-/// that stopping its engine triggers no election, and not in `avoid` when
-/// another will do (a node whose service keeps its data on a local volume:
-/// drained, it would start elsewhere without it). Refused while any manager
-/// is unreachable: with it, stopping another could leave no majority.
-pub fn source(st: &SwarmStatus, avoid: &[&str]) -> Result<String, SwarmError> {
+/// Picks the manager a backup is taken from, never one in `never` (the node
+/// the scheduled backup itself runs on: drained, it would stop mid-backup).
+/// Preferred: a follower, so that stopping its engine triggers no election,
+/// and not in `avoid` (a node whose service keeps its data on a local volume:
+/// drained, it would start elsewhere without it); then the leader (an
+/// election among the others, who keep the majority), then a follower in
+/// `avoid`. Refused while any manager is unreachable: with it, stopping
+/// another could leave no majority.
+pub fn source(st: &SwarmStatus, avoid: &[&str], never: &[&str]) -> Result<String, SwarmError> {
     if let Some(down) = st.managers.iter().find(|m| !m.reachable) {
         return Err(SwarmError::NoQuorum(format!(
             "manager {} is not reachable: stopping another manager's engine for the backup could leave \
@@ -48,13 +51,28 @@ pub fn source(st: &SwarmStatus, avoid: &[&str]) -> Result<String, SwarmError> {
             down.hostname
         )));
     }
-    st.managers
-        .iter()
-        .find(|m| !m.leader && !avoid.contains(&m.hostname.as_str()))
-        .or_else(|| st.managers.iter().find(|m| !m.leader))
-        .or_else(|| st.managers.first())
+    let allowed = || {
+        st.managers
+            .iter()
+            .filter(|m| !never.contains(&m.hostname.as_str()))
+    };
+    let avoided = |m: &&crate::ManagerInfo| avoid.contains(&m.hostname.as_str());
+    allowed()
+        .find(|m| !m.leader && !avoided(m))
+        .or_else(|| allowed().find(|m| !avoided(m)))
+        .or_else(|| allowed().next())
         .map(|m| m.hostname.clone())
-        .ok_or_else(|| SwarmError::NoQuorum("no manager is known to the swarm".into()))
+        .ok_or_else(|| {
+            SwarmError::NoQuorum(format!(
+                "no manager can be taken out for the backup: {} only, and the backup runs there; \
+                 with one manager more the swarm can copy its state elsewhere",
+                st.managers
+                    .iter()
+                    .map(|m| m.hostname.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
 }
 
 /// What the swarm holds, by name: listed in a backup's manifest.
@@ -268,21 +286,30 @@ mod tests {
             ("node2", true, false),
             ("node3", true, false),
         ]);
-        assert_eq!(source(&three, &[]).unwrap(), "node2");
+        assert_eq!(source(&three, &[], &[]).unwrap(), "node2");
         // Not where Grafana keeps its data, when another follower will do.
-        assert_eq!(source(&three, &["node2"]).unwrap(), "node3");
-        assert_eq!(source(&three, &["node2", "node3"]).unwrap(), "node2");
-        // A single manager: itself (the caller warns that the swarm pauses).
+        assert_eq!(source(&three, &["node2"], &[]).unwrap(), "node3");
+        // Then the leader rather than Grafana's node.
+        assert_eq!(source(&three, &["node2", "node3"], &[]).unwrap(), "node1");
+        // Never the scheduled backup's own node.
+        assert_eq!(source(&three, &["node2"], &["node3"]).unwrap(), "node1");
+        assert_eq!(source(&three, &["node1"], &["node3"]).unwrap(), "node2");
         assert_eq!(
-            source(&status(&[("node1", true, true)]), &[]).unwrap(),
-            "node1"
+            source(&three, &["node2"], &["node1", "node3"]).unwrap(),
+            "node2"
         );
+        // A single manager: itself (the caller warns that the swarm pauses).
+        let one = status(&[("node1", true, true)]);
+        assert_eq!(source(&one, &[], &[]).unwrap(), "node1");
+        let e = source(&one, &[], &["node1"]).unwrap_err().to_string();
+        assert!(e.contains("no manager can be taken out"), "{e}");
         let e = source(
             &status(&[
                 ("node1", true, true),
                 ("node2", true, false),
                 ("node3", false, false),
             ]),
+            &[],
             &[],
         )
         .unwrap_err()
