@@ -262,8 +262,13 @@ pub fn backup_with(loaded: &Loaded, to: &[String], options: &Options) -> anyhow:
     for w in &written {
         println!("{w}");
     }
+    let how = if written.iter().any(|w| !w.starts_with("s3://")) {
+        "restore on fresh nodes with `clusterkit restore --from DIR`"
+    } else {
+        "`clusterkit backup copy` brings it out of the cluster's S3 for `clusterkit restore --from DIR`"
+    };
     eprintln!(
-        "backup {name} of cluster {} taken in {:.0} s; restore on fresh nodes with `clusterkit restore --from DIR`",
+        "backup {name} of cluster {} taken in {:.0} s; {how}",
         spec.name,
         start.elapsed().as_secs_f64()
     );

@@ -311,7 +311,8 @@ Examples:
         \x20  restarted, then `swarm init --force-new-cluster` on its mesh address: the old nodes'\n\
         \x20  entries go, the other nodes join.\n\
         4. `up` for the rest: storage (made afresh: its data is not in a backup), the volume driver,\n\
-        \x20  monitoring (Grafana's password is read back from its restored secret), stacks.\n\
+        \x20  monitoring (Grafana's password is read back from its restored secret), stacks, and a\n\
+        \x20  scheduled backup the swarm held (set again: the new nodes' host keys and key lines).\n\
         Images of stacks deployed with `clusterkit deploy` must be sent again (`deploy` does it).\n\n\
         Example:\n  clusterkit restore --from /srv/backups/prod-20261126T043000Z"
     )]

@@ -103,11 +103,13 @@ pub fn check_to(to: &[String]) -> Result<(), String> {
     for t in to {
         match crate::backup::Location::parse(t) {
             Ok(crate::backup::Location::S3 { .. }) => {}
-            Ok(crate::backup::Location::Dir(_)) => return Err(format!(
+            Ok(crate::backup::Location::Dir(_)) => {
+                return Err(format!(
                 "{t}: a scheduled backup is written to the cluster's S3 (s3://BUCKET/PREFIX): a \
                      directory would be inside the service's container; copy backups out with \
                      `clusterkit backup copy`"
-            )),
+            ))
+            }
             Err(e) => return Err(e.to_string()),
         }
     }

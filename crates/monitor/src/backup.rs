@@ -21,17 +21,53 @@ pub fn grafana_volume() -> String {
     format!("{}_grafana-data", render::STACK)
 }
 
+/// The replica holding the longest history: each replica keeps its own data
+/// (a replica moved to another node, by a drain for instance, starts empty
+/// there), and says in its own metrics the oldest sample it holds.
+async fn oldest_replica<'a>(
+    nodes: &'a [Arc<dyn Transport>],
+    spec: &ClusterSpec,
+) -> Result<Option<&'a Arc<dyn Transport>>, MonitorError> {
+    let mgrs: Vec<Arc<dyn Transport>> = managers(nodes, spec).into_iter().cloned().collect();
+    let mut best: Option<(f64, String)> = None;
+    for (n, r) in fan_out(&mgrs, 16, |t| async move {
+        t.exec_raw(
+            &Cmd::new(
+                "{ curl -sf http://127.0.0.1:9090/metrics 2>/dev/null || wget -qO- http://127.0.0.1:9090/metrics; } \
+                 | awk '$1 == \"prometheus_tsdb_lowest_timestamp_seconds\" { print $2 }'",
+            ),
+            None,
+        )
+        .await
+    })
+    .await
+    {
+        let lowest = r?.stdout_str().trim().parse::<f64>().ok();
+        if let Some(v) = lowest.filter(|v| *v > 0.0) {
+            if best.as_ref().is_none_or(|(b, _)| v < *b) {
+                best = Some((v, n));
+            }
+        }
+    }
+    Ok(best.and_then(|(_, n)| nodes.iter().find(|t| t.node() == n)))
+}
+
 /// Takes a snapshot of a running Prometheus (a consistent copy of its
-/// blocks) and returns the node it ran on and the snapshot archived (its
-/// blocks at the archive's root, as a data directory holds them); the
-/// snapshot is then deleted there. `None` when Prometheus does not run.
+/// blocks), from the replica holding the longest history, and returns the
+/// node it ran on and the snapshot archived (its blocks at the archive's
+/// root, as a data directory holds them); the snapshot is then deleted
+/// there. `None` when Prometheus does not run.
 pub async fn prometheus_snapshot(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
 ) -> Result<Option<(String, Vec<u8>)>, MonitorError> {
-    let Some((e, t)) = running_on(nodes, spec, "prometheus").await? else {
+    let Some((mut e, mut t)) = running_on(nodes, spec, "prometheus").await? else {
         return Ok(None);
     };
+    if let Some(o) = oldest_replica(nodes, spec).await? {
+        e.node = o.node().to_string();
+        t = o;
+    }
     let url = "http://127.0.0.1:9090/api/v1/admin/tsdb/snapshot";
     let out = t
         .exec_raw(
