@@ -343,6 +343,17 @@ fn off(loaded: &Loaded) -> anyhow::Result<u8> {
         // Removed once its task is gone; a moment after the service.
         let start = Instant::now();
         loop {
+            let gone = mgr
+                .exec_raw(
+                    &Cmd::new("docker secret inspect ").arg(sched::KEY_SECRET),
+                    None,
+                )
+                .await?
+                .status
+                != 0;
+            if gone {
+                break;
+            }
             let out = mgr
                 .exec_raw(
                     &Cmd::new("docker secret rm ")
@@ -351,7 +362,7 @@ fn off(loaded: &Loaded) -> anyhow::Result<u8> {
                     None,
                 )
                 .await?;
-            if out.status == 0 || out.stdout_str().contains("No such secret") {
+            if out.status == 0 {
                 break;
             }
             if start.elapsed() > Duration::from_secs(60) {
