@@ -47,7 +47,10 @@ pub fn set(loaded: &Loaded, every: &str, to: &[String], image: &str) -> anyhow::
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
         let nodes = connect_every(loaded).await?;
-        apply(&nodes, loaded, &schedule, &say).await
+        let known_key = current(manager(&nodes, loaded)?.as_ref())
+            .await?
+            .map(|(_, k)| k);
+        apply(&nodes, loaded, &schedule, known_key, &say).await
     })?;
     println!(
         "backup every {} to {} (service {}); `clusterkit backup list` shows them, \
@@ -119,31 +122,24 @@ async fn current(mgr: &dyn Transport) -> anyhow::Result<Option<(Schedule, String
 /// Sets `schedule`: the service's key (kept when the swarm has it), its
 /// public half on every node, clusterkit's executable on the managers, the
 /// runner document (nodes at their mesh addresses, their host keys), the stack.
+/// `known_key` is the public key the running service's labels carry, if any.
 pub async fn apply(
     nodes: &[Arc<dyn Transport>],
     loaded: &Loaded,
     schedule: &Schedule,
+    known_key: Option<String>,
     say: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<()> {
     let spec = &loaded.built.spec;
     let mgr = manager(nodes, loaded)?;
-    let secret_exists = mgr
-        .exec_raw(
-            &Cmd::new("docker secret inspect ").arg(sched::KEY_SECRET),
-            None,
-        )
-        .await?
-        .status
-        == 0;
-    let known_key = current(mgr.as_ref()).await?.map(|(_, k)| k);
+    let secret_exists = stack::secret_exists(mgr.as_ref(), sched::KEY_SECRET).await?;
     let public_key = match known_key.filter(|k| secret_exists && !k.is_empty()) {
         Some(k) => k,
         None => {
             if secret_exists {
                 // A key whose public half is unknown: made again.
                 remove_stack(mgr.as_ref()).await?;
-                mgr.exec(&Cmd::new("docker secret rm ").arg(sched::KEY_SECRET))
-                    .await?;
+                remove_key_secret(mgr.as_ref()).await?;
             }
             use ssh_key::{Algorithm, LineEnding, PrivateKey};
             let private = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519)
@@ -332,6 +328,34 @@ async fn remove_stack(mgr: &dyn Transport) -> anyhow::Result<()> {
     }
 }
 
+/// Removes the service's key secret: once the stack's task is gone, a moment
+/// after the service (asked again for up to a minute). Nothing when it is gone.
+async fn remove_key_secret(mgr: &dyn Transport) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while stack::secret_exists(mgr, sched::KEY_SECRET).await? {
+        let out = mgr
+            .exec_raw(
+                &Cmd::new("docker secret rm ")
+                    .arg(sched::KEY_SECRET)
+                    .push(" 2>&1"),
+                None,
+            )
+            .await?;
+        if out.status == 0 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!(
+                "removing the secret {}: {}",
+                sched::KEY_SECRET,
+                out.stdout_str().trim()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
 /// `backup --schedule off`: the stack, its secret and the key lines go.
 fn off(loaded: &Loaded) -> anyhow::Result<u8> {
     let spec = &loaded.built.spec;
@@ -340,40 +364,7 @@ fn off(loaded: &Loaded) -> anyhow::Result<u8> {
         let nodes = connect_every(loaded).await?;
         let mgr = manager(&nodes, loaded)?;
         remove_stack(mgr.as_ref()).await?;
-        // Removed once its task is gone; a moment after the service.
-        let start = Instant::now();
-        loop {
-            let gone = mgr
-                .exec_raw(
-                    &Cmd::new("docker secret inspect ").arg(sched::KEY_SECRET),
-                    None,
-                )
-                .await?
-                .status
-                != 0;
-            if gone {
-                break;
-            }
-            let out = mgr
-                .exec_raw(
-                    &Cmd::new("docker secret rm ")
-                        .arg(sched::KEY_SECRET)
-                        .push(" 2>&1"),
-                    None,
-                )
-                .await?;
-            if out.status == 0 {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                anyhow::bail!(
-                    "removing the secret {}: {}",
-                    sched::KEY_SECRET,
-                    out.stdout_str().trim()
-                );
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        remove_key_secret(mgr.as_ref()).await?;
         for (n, r) in fan_out(&nodes, 16, |t| authorize(t, None, spec)).await {
             if r? {
                 eprintln!("{n}: the backup service's key removed");
@@ -397,7 +388,7 @@ pub async fn refresh(
         return Ok(());
     };
     match current(mgr.as_ref()).await? {
-        Some((schedule, _)) => apply(nodes, loaded, &schedule, say).await,
+        Some((schedule, key)) => apply(nodes, loaded, &schedule, Some(key), say).await,
         None => Ok(()),
     }
 }
@@ -406,11 +397,12 @@ pub async fn refresh(
 fn newest(loaded: &Loaded, to: &[String]) -> anyhow::Result<Option<SystemTime>> {
     let mut newest: Option<SystemTime> = None;
     for t in to {
-        let Location::S3 { .. } = Location::parse(t)? else {
+        // Where `backup` writes for this cluster: DEST/CLUSTER/TIME.
+        let from = Location::parse(t)?.join(&loaded.built.spec.name);
+        let Location::S3 { .. } = from else {
             continue;
         };
-        let from = format!("{}/{}", t.trim_end_matches('/'), loaded.built.spec.name);
-        for f in crate::backup::find(loaded, &from, true)? {
+        for f in crate::backup::find(loaded, &from.to_string(), true)? {
             if let Ok(at) = humantime::parse_rfc3339(&f.manifest.created) {
                 newest = newest.max(Some(at));
             }

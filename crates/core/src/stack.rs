@@ -76,6 +76,16 @@ impl std::fmt::Debug for SecretValue<'_> {
     }
 }
 
+/// Whether the swarm holds the secret `name`, asked through manager `t`.
+pub async fn secret_exists(t: &dyn Transport, name: &str) -> Result<bool, TransportError> {
+    Ok(
+        t.exec_raw(&Cmd::new("docker secret inspect ").arg(name), None)
+            .await?
+            .status
+            == 0,
+    )
+}
+
 /// Creates the Swarm secret `name` on manager `t` unless it exists.
 /// Returns whether it created it. Swarm secrets are immutable: a new value
 /// needs a new name.
@@ -84,12 +94,7 @@ pub async fn ensure_secret(
     name: &str,
     value: SecretValue<'_>,
 ) -> Result<bool, TransportError> {
-    let exists = t
-        .exec_raw(&Cmd::new("docker secret inspect ").arg(name), None)
-        .await?
-        .status
-        == 0;
-    if exists {
+    if secret_exists(t, name).await? {
         return Ok(false);
     }
     match value {

@@ -61,13 +61,15 @@ pub async fn prometheus_snapshot(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
 ) -> Result<Option<(String, Vec<u8>)>, MonitorError> {
-    let Some((mut e, mut t)) = running_on(nodes, spec, "prometheus").await? else {
-        return Ok(None);
+    let t = match oldest_replica(nodes, spec).await? {
+        Some(t) => t,
+        // No replica told its history: the one the swarm names, if any.
+        None => match running_on(nodes, spec, "prometheus").await? {
+            Some((_, t)) => t,
+            None => return Ok(None),
+        },
     };
-    if let Some(o) = oldest_replica(nodes, spec).await? {
-        e.node = o.node().to_string();
-        t = o;
-    }
+    let node = t.node().to_string();
     let url = "http://127.0.0.1:9090/api/v1/admin/tsdb/snapshot";
     let out = t
         .exec_raw(
@@ -84,7 +86,7 @@ pub async fn prometheus_snapshot(
         .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
     else {
         return Err(MonitorError::Snapshot {
-            node: e.node.clone(),
+            node: node.clone(),
             reason: format!(
                 "{} (a Prometheus started before clusterkit turned its admin API on: `clusterkit up --only monitoring` \
                  rolls it)",
@@ -104,9 +106,9 @@ pub async fn prometheus_snapshot(
         )
         .await;
     match archive? {
-        Some(bytes) => Ok(Some((e.node, bytes))),
+        Some(bytes) => Ok(Some((node, bytes))),
         None => Err(MonitorError::Snapshot {
-            node: e.node,
+            node,
             reason: format!("no volume {} there", prometheus_volume()),
         }),
     }

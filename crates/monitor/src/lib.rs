@@ -269,14 +269,8 @@ pub async fn up(
     }
 
     if spec.monitoring.grafana {
-        let secret_exists = mgr
-            .exec_raw(
-                &Cmd::new("docker secret inspect ").arg(render::GRAFANA_SECRET),
-                None,
-            )
-            .await?
-            .status
-            == 0;
+        let secret_exists =
+            clusterkit_core::stack::secret_exists(mgr.as_ref(), render::GRAFANA_SECRET).await?;
         let pw = match grafana_password(nodes, spec).await? {
             Some(pw) => pw,
             // A restored swarm: the secret came back, the managers' files did not.
