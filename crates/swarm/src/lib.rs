@@ -163,6 +163,23 @@ async fn local(t: &dyn Transport) -> Result<Local, SwarmError> {
     })
 }
 
+/// How long `up` waits for a swarm's managers to elect a leader before it
+/// decides what to do.
+const ELECTION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Whether the swarm may still be electing a leader, from each reachable
+/// engine's `(local state, is a manager)`, whether one of them answered for
+/// the swarm, and how many managers the cluster has: managers are active but
+/// none answers, and enough of them are reachable to elect one (without a
+/// majority reachable, waiting cannot help: the quorum is lost).
+fn electing(states: &[(LocalNodeState, bool)], answered: bool, managers: usize) -> bool {
+    let active = states
+        .iter()
+        .filter(|(s, control)| *s == LocalNodeState::ACTIVE && *control)
+        .count();
+    !answered && active > 0 && active * 2 > managers
+}
+
 /// How long a join the engine continues in the background may take.
 const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -274,16 +291,54 @@ pub async fn up(
         }
     }
 
-    let mut locals = BTreeMap::new();
-    for (node, r) in fan_out(nodes, 16, local).await {
-        locals.insert(node, r?);
-    }
     let members: Vec<&Node> = spec
         .nodes
         .iter()
         .filter(|n| find(nodes, n.name.as_str()).is_some())
         .collect();
     let mesh_addr = |n: &Node| n.mesh_address.to_string();
+
+    // Right after a manager restarted or was cut off, the others may be
+    // electing a leader: tens of seconds, more on a loaded machine. Deciding
+    // then would take a swarm that is healing for a lost one: wait for the
+    // election while a majority of the managers is reachable.
+    let managers = spec
+        .nodes
+        .iter()
+        .filter(|n| n.role == SwarmRole::Manager)
+        .count();
+    let elected_by = tokio::time::Instant::now() + ELECTION_PATIENCE;
+    let (locals, answering, timed_out) = loop {
+        let mut locals = BTreeMap::new();
+        for (node, r) in fan_out(nodes, 16, local).await {
+            locals.insert(node, r?);
+        }
+        // A manager that really answers for the swarm (a node back from a
+        // recover may still believe it is one).
+        let mut answering = None;
+        for n in &members {
+            let Some(l) = locals.get(n.name.as_str()) else {
+                continue;
+            };
+            if l.state != LocalNodeState::ACTIVE || !l.control {
+                continue;
+            }
+            let t = find(nodes, n.name.as_str()).expect("member");
+            if t.docker().await?.list_nodes(None).await.is_ok() {
+                answering = Some(*n);
+                break;
+            }
+        }
+        let states: Vec<(LocalNodeState, bool)> =
+            locals.values().map(|l| (l.state, l.control)).collect();
+        if !electing(&states, answering.is_some(), managers) {
+            break (locals, answering, false);
+        }
+        if tokio::time::Instant::now() >= elected_by {
+            break (locals, answering, true);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    };
 
     // The cluster: the one the active nodes are in, or a new one.
     let active: Vec<(&Node, &Local)> = members
@@ -302,23 +357,15 @@ pub async fn up(
             }
         }
     }
-    // A manager that really answers for the swarm (a node back from a
-    // recover may still believe it is one).
-    let mut answering = None;
-    for (n, _) in active.iter().filter(|(_, l)| l.control) {
-        let t = find(nodes, n.name.as_str()).expect("member");
-        if t.docker().await?.list_nodes(None).await.is_ok() {
-            answering = Some(*n);
-            break;
-        }
-    }
     let leader_node: &Node = match answering {
         Some(n) => n,
         None if active.is_empty() => {
             let first = members
                 .iter()
                 .find(|n| n.role == SwarmRole::Manager)
-                .ok_or_else(|| SwarmError::NoQuorum("no manager among the reachable nodes".into()))?;
+                .ok_or_else(|| {
+                    SwarmError::NoQuorum("no manager among the reachable nodes".into())
+                })?;
             let t = find(nodes, first.name.as_str()).expect("member");
             let addr = mesh_addr(first);
             let req = SwarmInitRequest {
@@ -329,15 +376,34 @@ pub async fn up(
                 subnet_size: Some(u32::from(spec.swarm.subnet_size)),
                 ..Default::default()
             };
-            t.docker().await?.init_swarm(req).await.map_err(|e| engine(t.node(), "swarm init", e))?;
+            t.docker()
+                .await?
+                .init_swarm(req)
+                .await
+                .map_err(|e| engine(t.node(), "swarm init", e))?;
             change.initialized = Some(first.name.to_string());
             first
         }
         None => {
+            let others: Vec<String> = locals
+                .iter()
+                .filter(|(_, l)| l.state != LocalNodeState::ACTIVE)
+                .map(|(n, l)| format!("{n} is {}", l.state))
+                .collect();
+            let others = if others.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", others.join(", "))
+            };
             return Err(SwarmError::NoQuorum(format!(
-                "{} node(s) are in the swarm but none can reach a majority of managers: see `clusterkit swarm status`, and `clusterkit swarm recover` if the missing managers are gone for good",
-                active.len()
-            )))
+                "{} node(s) are in the swarm but none can reach a majority of managers{}{others}: see `clusterkit swarm status`, and `clusterkit swarm recover` if the missing managers are gone for good",
+                active.len(),
+                if timed_out {
+                    format!(" (no leader elected within {} s)", ELECTION_PATIENCE.as_secs())
+                } else {
+                    String::new()
+                }
+            )));
         }
     };
     let leader_t = find(nodes, leader_node.name.as_str()).expect("member");
@@ -868,3 +934,26 @@ if [ -n "$s" ] && [ "$s" != inactive ]; then
 fi
 rm -f /etc/systemd/system/docker.service.d/clusterkit-mesh.conf
 systemctl daemon-reload"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: LocalNodeState = LocalNodeState::ACTIVE;
+    const P: LocalNodeState = LocalNodeState::PENDING;
+
+    #[test]
+    fn an_election_is_waited_for_only_while_a_majority_is_reachable() {
+        // Two of three managers up, neither answers yet: they are electing.
+        assert!(electing(&[(A, true), (A, true), (P, true)], false, 3));
+        // One answers: nothing to wait for.
+        assert!(!electing(&[(A, true), (A, true), (P, true)], true, 3));
+        // One of three: the quorum is lost, waiting cannot help.
+        assert!(!electing(&[(A, true)], false, 3));
+        // Two of four: no majority either.
+        assert!(!electing(&[(A, true), (A, true)], false, 4));
+        // No manager active (a new cluster, or workers only): nothing to elect.
+        assert!(!electing(&[(LocalNodeState::INACTIVE, false); 3], false, 3));
+        assert!(!electing(&[(A, false), (A, false)], false, 1));
+    }
+}
