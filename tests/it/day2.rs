@@ -71,6 +71,95 @@ fn get_metrics(addr: &str) -> bool {
     c.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
 }
 
+/// Runs `f` while a client sends requests to the app: an external one with
+/// failover (as a load balancer with health checks), so that a request fails
+/// only when no node answers it. Returns `f`'s result, the requests answered
+/// and those failed.
+fn counted<T>(addrs: &[String], f: impl FnOnce() -> T) -> (T, u32, u32) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        let addrs = addrs.to_vec();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let answered = (0..addrs.len()).any(|k| get_metrics(&addrs[(i + k) % addrs.len()]));
+                if answered {
+                    ok += 1
+                } else {
+                    failed += 1
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (ok, failed)
+        })
+    };
+    let out = f();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client.join().unwrap();
+    (out, ok, failed)
+}
+
+/// Makes a second version of the nodes' Docker Engine package: the same
+/// `docker.io` from Debian, repackaged as VERSION+ck1, in a local package
+/// source on every node (a flat repository). Returns the new version.
+fn second_engine_package() -> String {
+    let build = docker(&[
+        "exec",
+        &format!("{S}-node1"),
+        "sh",
+        "-c",
+        "set -e; export DEBIAN_FRONTEND=noninteractive; v=$(dpkg-query -W -f='${Version}' docker.io); \
+         rm -rf /tmp/ckdeb && mkdir -p /tmp/ckdeb /var/local/ck-repo && cd /tmp/ckdeb; \
+         apt-get update -qq; apt-get download -q docker.io >/dev/null; dpkg-deb -R docker.io_*.deb x; \
+         sed -i \"s/^Version: .*/Version: $v+ck1/\" x/DEBIAN/control; \
+         dpkg-deb -Zgzip -z1 -b x /var/local/ck-repo/docker.io_ck1.deb >/dev/null; cd /var/local/ck-repo; \
+         { dpkg-deb -f docker.io_ck1.deb; echo \"Filename: ./docker.io_ck1.deb\"; \
+           echo \"Size: $(stat -c %s docker.io_ck1.deb)\"; \
+           echo \"SHA256: $(sha256sum docker.io_ck1.deb | cut -d' ' -f1)\"; echo; } > Packages; \
+         rm -rf /tmp/ckdeb; echo $v+ck1",
+    ]);
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let version = String::from_utf8_lossy(&build.stdout).trim().to_string();
+    let host = tempfile::tempdir().unwrap();
+    let repo = host.path().join("ck-repo");
+    let out = docker(&[
+        "cp",
+        &format!("{S}-node1:/var/local/ck-repo"),
+        repo.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in ["node2", "node3"] {
+        let out = docker(&[
+            "cp",
+            repo.to_str().unwrap(),
+            &format!("{S}-{n}:/var/local/ck-repo"),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for n in ["node1", "node2", "node3"] {
+        sh(
+            n,
+            "echo 'deb [trusted=yes] file:/var/local/ck-repo ./' > /etc/apt/sources.list.d/ck-repo.list",
+        );
+    }
+    version
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     let out = std::process::Command::new("sha256sum")
         .stdin(std::process::Stdio::piped())
@@ -103,7 +192,10 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
         // A config of its own: `sandbox up` rewrites clusterkit.toml.
         let config = dir.join("day2.toml");
         let text = std::fs::read_to_string(dir.join("clusterkit.toml")).unwrap();
-        assert!(!text.contains("[storage]"), "{text}");
+        assert!(
+            !text.contains("[storage]") && !text.contains("[swarm]"),
+            "{text}"
+        );
         std::fs::write(&config, format!("{text}\n[storage]\nreplication = 2\n")).unwrap();
         let cfg = config.to_str().unwrap();
         let up = ck(&["up", "-c", cfg]);
@@ -255,34 +347,13 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
             .trim(),
             v1_hash
         );
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let client = {
-            let stop = stop.clone();
-            let addrs = addrs.clone();
-            std::thread::spawn(move || {
-                let (mut ok, mut failed) = (0u32, 0u32);
-                let mut i = 0usize;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let answered =
-                        (0..addrs.len()).any(|k| get_metrics(&addrs[(i + k) % addrs.len()]));
-                    if answered {
-                        ok += 1
-                    } else {
-                        failed += 1
-                    }
-                    i += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                (ok, failed)
-            })
-        };
-        let roll = crate::bin::run_env(
-            None,
-            &["upgrade", "--component", "mesh", "-c", cfg],
-            &[("CLUSTERKIT_WG_USERSPACE", v2.to_str().unwrap())],
-        );
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (ok, failed) = client.join().unwrap();
+        let (roll, ok, failed) = counted(&addrs, || {
+            crate::bin::run_env(
+                None,
+                &["upgrade", "--component", "mesh", "-c", cfg],
+                &[("CLUSTERKIT_WG_USERSPACE", v2.to_str().unwrap())],
+            )
+        });
         eprintln!("during the roll: {ok} requests answered, {failed} failed");
         assert_eq!(roll.code, 0, "{}{}", roll.stdout, roll.stderr);
         // One node at a time, in order: each is back before the next drains.
@@ -316,17 +387,111 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
             "{}",
             st.stdout
         );
-        let again = crate::bin::run_env(
-            None,
-            &["upgrade", "-c", cfg],
-            &[("CLUSTERKIT_WG_USERSPACE", v2.to_str().unwrap())],
-        );
-        assert_eq!(again.code, 0, "{}", again.stderr);
+        // Every component current: a re-run is a no-op.
+        let nothing_to_upgrade = || {
+            let again = crate::bin::run_env(
+                None,
+                &["upgrade", "-c", cfg],
+                &[("CLUSTERKIT_WG_USERSPACE", v2.to_str().unwrap())],
+            );
+            assert_eq!(again.code, 0, "{}", again.stderr);
+            assert!(
+                again.stdout.contains("nothing to upgrade"),
+                "{}",
+                again.stdout
+            );
+        };
+        nothing_to_upgrade();
+
+        // A rolling upgrade of Docker Engine, a second version of Debian's
+        // package: refused while unpinned or not installable, then rolled
+        // while the app keeps answering (the same bound).
+        let unpinned = ck(&["upgrade", "--component", "docker", "-c", cfg]);
+        assert_ne!(unpinned.code, 0);
         assert!(
-            again.stdout.contains("nothing to upgrade"),
+            unpinned
+                .stderr
+                .contains("no Docker Engine version is pinned"),
             "{}",
-            again.stdout
+            unpinned.stderr
         );
+        let v2_engine = second_engine_package();
+        let pin = |v: &str| {
+            std::fs::write(
+                &config,
+                format!(
+                    "{text}\n[storage]\nreplication = 2\n\n[swarm]\nengine_version = \"{v}\"\n"
+                ),
+            )
+            .unwrap()
+        };
+        pin("99.0-absent");
+        let absent = ck(&["upgrade", "--component", "docker", "-c", cfg]);
+        assert_ne!(absent.code, 0);
+        assert!(
+            absent
+                .stderr
+                .contains("docker.io 99.0-absent cannot be installed on node1, node2, node3")
+                && absent.stderr.contains("nothing was changed"),
+            "{}",
+            absent.stderr
+        );
+        assert!(!absent.stderr.contains("draining"), "{}", absent.stderr);
+        pin(&v2_engine);
+        // `up` never replaces running engines (all at once): it says so.
+        let up_pinned = ck(&["up", "-c", cfg]);
+        assert_eq!(
+            up_pinned.code, 0,
+            "{}{}",
+            up_pinned.stdout, up_pinned.stderr
+        );
+        assert!(
+            up_pinned.stdout.contains(&format!(
+                "docker.io on node1, node2, node3 is not engine_version {v2_engine}: `clusterkit upgrade --component docker` rolls it"
+            )) && up_pinned.stdout.contains("nothing changed"),
+            "{}",
+            up_pinned.stdout
+        );
+        let pids = |n: &str| sh(n, "pidof dockerd").trim().to_string();
+        let before: Vec<String> = ["node1", "node2", "node3"]
+            .iter()
+            .map(|n| pids(n))
+            .collect();
+        let (roll, ok, failed) = counted(&addrs, || {
+            ck(&["upgrade", "--component", "docker", "-c", cfg])
+        });
+        eprintln!("during the engine roll: {ok} requests answered, {failed} failed");
+        assert_eq!(roll.code, 0, "{}{}", roll.stdout, roll.stderr);
+        let mut at = 0;
+        for (k, n) in ["node1", "node2", "node3"].into_iter().enumerate() {
+            for step in [
+                format!("{n}: draining"),
+                format!("{n}: installing docker.io {v2_engine}"),
+                format!("{n}: back: ready"),
+            ] {
+                let found = roll.stderr[at..]
+                    .find(&step)
+                    .unwrap_or_else(|| panic!("{step} after byte {at}: {}", roll.stderr));
+                at += found + step.len();
+            }
+            assert_eq!(
+                sh(
+                    n,
+                    "dpkg-query -W -f='${Version}' docker.io; echo; apt-mark showhold"
+                ),
+                format!("{v2_engine}\ndocker.io\n"),
+                "{n}: the new package, held"
+            );
+            assert_ne!(pids(n), before[k], "{n}: the engine was restarted");
+        }
+        assert!(ok >= 100, "the client ran through the engine roll: {ok}");
+        assert!(
+            failed * 100 <= ok + failed,
+            "{failed} of {} requests failed during the engine roll",
+            ok + failed
+        );
+        whole(cfg, "the cluster whole after the engine roll");
+        nothing_to_upgrade();
 
         // A manager cut off from the others: the roll is refused, nothing changes.
         let cut = ck(&["sandbox", "partition", "--name", S, "node3"]);

@@ -238,15 +238,20 @@ Examples:
         after_help = "For each node that runs another version than the one wanted, in inventory order:\n\
         every manager must answer (refused otherwise: quorum is never put at risk); the node is\n\
         drained through another manager (its replicated tasks start elsewhere first); the component\n\
-        is replaced and checked (the mesh: every pair to and from the node answers again); the node\n\
-        is made active and waits until it is ready, reachable and runs its global tasks; then the\n\
-        next. Nodes already current are skipped, so a stopped roll resumes where it stopped.\n\
-        Replicated services are spread again at the end.\n\n\
+        is replaced and checked (the mesh: every pair to and from the node answers again; docker:\n\
+        the engine answers and the swarm sees the node ready); the node is made active and waits\n\
+        until it is ready, reachable and runs its global tasks; then the next. Nodes already\n\
+        current are skipped, so a stopped roll resumes where it stopped. Replicated services are\n\
+        spread again at the end.\n\n\
         Components and their versions: `mesh` is the userspace WireGuard binary that sits beside\n\
-        this clusterkit (or $CLUSTERKIT_WG_USERSPACE). Images (storage, monitoring) are pinned in\n\
-        clusterkit.toml; `clusterkit up` applies a changed one through Swarm's own update (one task\n\
-        at a time within a service; Garage's per-node services are not rolled yet: all at once).\n\n\
-        Example:\n  CLUSTERKIT_WG_USERSPACE=./clusterkit-wg-userspace-new clusterkit upgrade --component mesh"
+        this clusterkit (or $CLUSTERKIT_WG_USERSPACE). `docker` is the distribution's docker.io\n\
+        package at `engine_version` under [swarm] (installed as that version and held; every node\n\
+        must find it in its package sources before any is drained; unset: left alone). Images\n\
+        (storage, monitoring) are pinned in clusterkit.toml; `clusterkit up` applies a changed one\n\
+        through Swarm's own update (one task at a time within a service; Garage's per-node\n\
+        services are not rolled yet: all at once).\n\n\
+        Examples:\n  CLUSTERKIT_WG_USERSPACE=./clusterkit-wg-userspace-new clusterkit upgrade --component mesh\n  \
+        clusterkit upgrade --component docker     # after changing [swarm] engine_version"
     )]
     Upgrade {
         #[command(flatten)]

@@ -1,12 +1,15 @@
 //! `clusterkit upgrade`: a component replaced node by node while the swarm
 //! keeps serving (drain, upgrade, back, next); never with a manager down.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clusterkit_core::spec::{Loaded, WgBackend};
-use clusterkit_core::transport::Transport;
+use clusterkit_core::spec::{ClusterSpec, Loaded, WgBackend};
+use clusterkit_core::transport::facts::Facts;
+use clusterkit_core::transport::install::{engine_package_script, installed_engine_package};
+use clusterkit_core::transport::{fan_out, Cmd, Transport};
 use clusterkit_wg::UserspaceBinary;
 
 use crate::exit;
@@ -18,16 +21,45 @@ pub enum Component {
     /// The userspace WireGuard binary (clusterkit-wg-userspace, boringtun) on the nodes
     /// without kernel WireGuard: the one beside this clusterkit, or $CLUSTERKIT_WG_USERSPACE.
     Mesh,
+    /// Docker Engine: the distribution's `docker.io` package at `[swarm] engine_version`.
+    Docker,
+}
+
+impl Component {
+    fn name(self) -> &'static str {
+        match self {
+            Component::Mesh => "mesh",
+            Component::Docker => "docker",
+        }
+    }
 }
 
 const DRAIN_PATIENCE: Duration = Duration::from_secs(180);
 const MESH_PATIENCE: Duration = Duration::from_secs(60);
+const ENGINE_PATIENCE: Duration = Duration::from_secs(180);
+
+/// What replaces a component on one node.
+enum Work<'a> {
+    /// The userspace WireGuard binary, with the node's facts.
+    Mesh(UserspaceBinary<'a>, &'a Facts),
+    /// The engine package at this version.
+    Docker(&'a str),
+}
 
 /// Rolls `component` (every component when `None`) over the nodes that
 /// need it, one at a time.
 pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> {
-    let component = component.unwrap_or(Component::Mesh);
+    let components = match component {
+        Some(c) => vec![c],
+        None => vec![Component::Mesh, Component::Docker],
+    };
     let spec = &loaded.built.spec;
+    if component == Some(Component::Docker) && spec.swarm.engine_version.is_none() {
+        anyhow::bail!(
+            "no Docker Engine version is pinned: set `engine_version` under [swarm] in the cluster's config \
+             (`apt-cache policy docker.io` on a node lists the versions it can install), then run again"
+        );
+    }
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let start = Instant::now();
     let say = |m: &str| eprintln!("[{:>6.1}s] {m}", start.elapsed().as_secs_f64());
@@ -43,100 +75,19 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
                 failed.len()
             );
         }
-        let Component::Mesh = component;
-        let bytes = crate::mesh::userspace_binary().ok_or_else(|| {
-            anyhow::anyhow!("no clusterkit-wg-userspace beside this clusterkit: build it (`cargo build --release --bins`) or set CLUSTERKIT_WG_USERSPACE")
-        })?;
-        let binary = UserspaceBinary {
-            bytes: &bytes,
-            arch: std::env::consts::ARCH,
-            replace_running: true,
-        };
-        let wanted = binary.sha256();
-        let facts = crate::mesh::gather(&nodes).await?;
-        // The nodes running the userspace implementation, with another binary.
-        let mut todo: Vec<Arc<dyn Transport>> = Vec::new();
-        for t in &nodes {
-            let f = &facts[t.node()];
-            let userspace = spec.mesh.backend == WgBackend::Userspace || !f.wireguard_kernel;
-            if !userspace {
-                continue;
-            }
-            let installed = clusterkit_wg::installed_userspace(t.as_ref()).await?;
-            if installed.as_deref() != Some(wanted.as_str()) {
-                say(&format!(
-                    "{}: userspace wireguard {} → {}",
-                    t.node(),
-                    installed.as_deref().map_or("none", |h| &h[..12]),
-                    &wanted[..12]
-                ));
-                todo.push(t.clone());
-            }
-        }
-        if todo.is_empty() {
-            say(&format!(
-                "mesh: every node runs userspace wireguard {} (or kernel wireguard): nothing to upgrade",
-                &wanted[..12]
-            ));
-            return anyhow::Ok(0usize);
-        }
-        for (i, t) in todo.iter().enumerate() {
-            let node = t.node();
-            let resume = |e: &dyn std::fmt::Display| {
-                let e = e.to_string();
-                let e = e.strip_prefix(&format!("{node}: ")).unwrap_or(&e).to_string();
-                anyhow::anyhow!(
-                    "{node}: {e}\nthe roll stopped at {node} ({i} of {} node(s) done). Fix the cause, then run \
-                     `clusterkit upgrade --component mesh` again: nodes already upgraded are skipped. \
-                     If {node} stays drained: `docker node update --availability active {node}` on a manager",
-                    todo.len()
-                )
+        let mut done = Vec::new();
+        for c in components {
+            let n = match c {
+                Component::Mesh => mesh(&nodes, spec, &say).await?,
+                Component::Docker => docker(&nodes, spec, &say).await?,
             };
-            // Quorum is never put at risk: every manager answers before one is taken out.
-            let st = clusterkit_swarm::status(&nodes).await.map_err(|e| resume(&e))?;
-            if let Some(down) = st.managers.iter().find(|m| !m.reachable) {
-                return Err(resume(&format!(
-                    "manager {} is not reachable: taking {node} out now could leave the swarm without a majority \
-                     ({} of {} managers needed). Bring {} back first",
-                    down.hostname,
-                    st.quorum,
-                    st.managers.len(),
-                    down.hostname
-                )));
-            }
-            // Another node speaks for the swarm while this one's tunnel restarts.
-            let mgr = nodes
-                .iter()
-                .find(|o| o.node() != node && st.managers.iter().any(|m| m.hostname == o.node()))
-                .or_else(|| nodes.iter().find(|o| o.node() != node));
-            let binary = Some(binary);
-            match mgr {
-                Some(mgr) => {
-                    say(&format!("{node}: draining (its tasks start on the other nodes first)"));
-                    clusterkit_swarm::roll::drain(mgr.as_ref(), node, DRAIN_PATIENCE)
-                        .await
-                        .map_err(|e| resume(&e))?;
-                    say(&format!("{node}: drained; replacing userspace wireguard and restarting the tunnel"));
-                    clusterkit_wg::upgrade_node(&nodes, spec, node, &facts[node], binary, MESH_PATIENCE)
-                        .await
-                        .map_err(|e| resume(&e))?;
-                    say(&format!("{node}: every pair answers; making it active again"));
-                    clusterkit_swarm::roll::activate(mgr.as_ref(), node, DRAIN_PATIENCE)
-                        .await
-                        .map_err(|e| resume(&e))?;
-                    say(&format!("{node}: back: ready, reachable, global tasks running ({}/{})", i + 1, todo.len()));
-                }
-                None => {
-                    say(&format!("{node}: a single node: upgraded in place (nowhere to move its tasks)"));
-                    clusterkit_wg::upgrade_node(&nodes, spec, node, &facts[node], binary, MESH_PATIENCE)
-                        .await
-                        .map_err(|e| resume(&e))?;
-                }
+            if n > 0 {
+                done.push((c, n));
             }
         }
-        anyhow::Ok(todo.len())
+        anyhow::Ok(done)
     })?;
-    if done == 0 {
+    if done.is_empty() {
         println!("nothing to upgrade");
         return Ok(exit::OK);
     }
@@ -149,9 +100,248 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
         crate::up::ProgressMode::Plain,
         true,
     )?;
-    println!(
-        "mesh upgraded on {done} node(s), one at a time, in {:.0} s",
-        start.elapsed().as_secs_f64()
-    );
+    for (c, n) in done {
+        println!(
+            "{} upgraded on {n} node(s), one at a time, in {:.0} s",
+            c.name(),
+            start.elapsed().as_secs_f64()
+        );
+    }
     Ok(code)
+}
+
+/// The mesh: the nodes running the userspace implementation with another binary.
+async fn mesh(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<usize> {
+    let bytes = crate::mesh::userspace_binary().ok_or_else(|| {
+        anyhow::anyhow!("no clusterkit-wg-userspace beside this clusterkit: build it (`cargo build --release --bins`) or set CLUSTERKIT_WG_USERSPACE")
+    })?;
+    let binary = UserspaceBinary {
+        bytes: &bytes,
+        arch: std::env::consts::ARCH,
+        replace_running: true,
+    };
+    let wanted = binary.sha256();
+    let facts = crate::mesh::gather(nodes).await?;
+    let mut todo = Vec::new();
+    for t in nodes {
+        let f = &facts[t.node()];
+        let userspace = spec.mesh.backend == WgBackend::Userspace || !f.wireguard_kernel;
+        if !userspace {
+            continue;
+        }
+        let installed = clusterkit_wg::installed_userspace(t.as_ref()).await?;
+        if installed.as_deref() != Some(wanted.as_str()) {
+            say(&format!(
+                "{}: userspace wireguard {} → {}",
+                t.node(),
+                installed.as_deref().map_or("none", |h| &h[..12]),
+                &wanted[..12]
+            ));
+            todo.push((t.clone(), Work::Mesh(binary, f)));
+        }
+    }
+    if todo.is_empty() {
+        say(&format!(
+            "mesh: every node runs userspace wireguard {} (or kernel wireguard): nothing to upgrade",
+            &wanted[..12]
+        ));
+        return Ok(0);
+    }
+    roll(nodes, spec, Component::Mesh, todo, say).await
+}
+
+/// Docker Engine: the nodes whose `docker.io` package is another version
+/// than the pinned one. Every node must be able to install it before the
+/// first one is drained.
+async fn docker(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<usize> {
+    let Some(wanted) = spec.swarm.engine_version.as_deref() else {
+        say("docker: no engine_version pinned under [swarm]: the engines are left as they are");
+        return Ok(0);
+    };
+    let mut installed = BTreeMap::new();
+    for (n, r) in fan_out(
+        nodes,
+        16,
+        |t| async move { installed_engine_package(t).await },
+    )
+    .await
+    {
+        installed.insert(n, r?);
+    }
+    let todo_nodes: Vec<Arc<dyn Transport>> = nodes
+        .iter()
+        .filter(|t| installed[t.node()].as_deref() != Some(wanted))
+        .cloned()
+        .collect();
+    if todo_nodes.is_empty() {
+        say(&format!(
+            "docker: every node runs docker.io {wanted}: nothing to upgrade"
+        ));
+        return Ok(0);
+    }
+    // Nothing is drained unless every node can install the version
+    // (`apt-cache show` of a version apt does not know prints nothing, with
+    // status 0).
+    let probe = format!(
+        "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq >/dev/null 2>&1; \
+         apt-cache show docker.io={wanted} 2>/dev/null | grep -q '^Package:'"
+    );
+    let mut missing = Vec::new();
+    for (n, r) in fan_out(&todo_nodes, 16, |t| {
+        let probe = probe.clone();
+        async move { t.exec(&Cmd::new(probe)).await }
+    })
+    .await
+    {
+        if r.is_err() {
+            missing.push(n);
+        }
+    }
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "docker.io {wanted} cannot be installed on {}: it is in none of its package sources \
+             (`apt-cache policy docker.io` there lists those it can install). Fix engine_version under [swarm] \
+             or the node's sources, then run again; nothing was changed",
+            missing.join(", ")
+        );
+    }
+    let mut todo = Vec::new();
+    for t in todo_nodes {
+        say(&format!(
+            "{}: docker.io {} → {wanted}",
+            t.node(),
+            installed[t.node()].as_deref().unwrap_or("none")
+        ));
+        todo.push((t, Work::Docker(wanted)));
+    }
+    roll(nodes, spec, Component::Docker, todo, say).await
+}
+
+/// Replaces the component on each node of `todo` in turn: every manager
+/// answers, the node is drained through another manager, the work is done,
+/// the node is made active and waited for. A failure stops the roll and
+/// says how to resume.
+async fn roll(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    component: Component,
+    todo: Vec<(Arc<dyn Transport>, Work<'_>)>,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<usize> {
+    let total = todo.len();
+    for (i, (t, work)) in todo.into_iter().enumerate() {
+        let node = t.node();
+        let resume = |e: &dyn std::fmt::Display| {
+            let e = e.to_string();
+            let e = e
+                .strip_prefix(&format!("{node}: "))
+                .unwrap_or(&e)
+                .to_string();
+            anyhow::anyhow!(
+                "{node}: {e}\nthe roll stopped at {node} ({i} of {total} node(s) done). Fix the cause, then run \
+                 `clusterkit upgrade --component {}` again: nodes already upgraded are skipped. \
+                 If {node} stays drained: `docker node update --availability active {node}` on a manager",
+                component.name()
+            )
+        };
+        // Quorum is never put at risk: every manager answers before one is taken out.
+        let st = clusterkit_swarm::status(nodes)
+            .await
+            .map_err(|e| resume(&e))?;
+        if let Some(down) = st.managers.iter().find(|m| !m.reachable) {
+            return Err(resume(&format!(
+                "manager {} is not reachable: taking {node} out now could leave the swarm without a majority \
+                 ({} of {} managers needed). Bring {} back first",
+                down.hostname,
+                st.quorum,
+                st.managers.len(),
+                down.hostname
+            )));
+        }
+        // Another node speaks for the swarm while this one is out.
+        let mgr = nodes
+            .iter()
+            .find(|o| o.node() != node && st.managers.iter().any(|m| m.hostname == o.node()))
+            .or_else(|| nodes.iter().find(|o| o.node() != node));
+        if let Some(mgr) = mgr {
+            say(&format!(
+                "{node}: draining (its tasks start on the other nodes first)"
+            ));
+            clusterkit_swarm::roll::drain(mgr.as_ref(), node, DRAIN_PATIENCE)
+                .await
+                .map_err(|e| resume(&e))?;
+        } else {
+            say(&format!(
+                "{node}: a single node: upgraded in place (nowhere to move its tasks)"
+            ));
+        }
+        match work {
+            Work::Mesh(binary, facts) => {
+                say(&format!(
+                    "{node}: replacing userspace wireguard and restarting the tunnel"
+                ));
+                clusterkit_wg::upgrade_node(nodes, spec, node, facts, Some(binary), MESH_PATIENCE)
+                    .await
+                    .map_err(|e| resume(&e))?;
+                say(&format!("{node}: every pair answers"));
+            }
+            Work::Docker(version) => {
+                say(&format!(
+                    "{node}: installing docker.io {version} (the engine restarts)"
+                ));
+                // The package's scripts may or may not restart the engine:
+                // restarted here, so that the new one runs.
+                let script = format!(
+                    "{}; systemctl restart docker",
+                    engine_package_script(version)
+                );
+                if let Err(e) = t.exec(&Cmd::new(script)).await {
+                    // The script stops at its first failure (`set -e`),
+                    // before the restart: the engine that ran still runs, so
+                    // the node takes tasks again.
+                    if let Some(mgr) = mgr {
+                        if clusterkit_swarm::roll::undrain(mgr.as_ref(), node)
+                            .await
+                            .is_ok()
+                        {
+                            say(&format!("{node}: the install failed: made active again"));
+                        }
+                    }
+                    return Err(resume(&e));
+                }
+                let via = mgr.unwrap_or(&t);
+                clusterkit_swarm::roll::engine_back(via.as_ref(), t.as_ref(), ENGINE_PATIENCE)
+                    .await
+                    .map_err(|e| resume(&e))?;
+                let now = installed_engine_package(t.as_ref())
+                    .await
+                    .map_err(|e| resume(&e))?;
+                if now.as_deref() != Some(version) {
+                    return Err(resume(&format!(
+                        "docker.io is {} after installing {version}",
+                        now.as_deref().unwrap_or("not installed")
+                    )));
+                }
+                say(&format!("{node}: the engine answers, back in the swarm"));
+            }
+        }
+        if let Some(mgr) = mgr {
+            clusterkit_swarm::roll::activate(mgr.as_ref(), node, DRAIN_PATIENCE)
+                .await
+                .map_err(|e| resume(&e))?;
+            say(&format!(
+                "{node}: back: ready, reachable, global tasks running ({}/{total})",
+                i + 1
+            ));
+        }
+    }
+    Ok(total)
 }

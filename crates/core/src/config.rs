@@ -99,6 +99,11 @@ pub struct SwarmSection {
     pub subnet_size: Option<Spanned<i64>>,
     /// Nodes beyond this many join as workers (Raft works best with at most 7 managers). Default: 7.
     pub max_managers: Option<Spanned<i64>>,
+    /// The Docker Engine package version every node runs (`docker.io`, as `apt-cache policy
+    /// docker.io` shows it), installed as that version and held; `clusterkit upgrade
+    /// --component docker` rolls a change node by node. Default: none (the distribution's
+    /// package when Docker is missing, never changed by clusterkit).
+    pub engine_version: Option<Spanned<String>>,
 }
 
 /// `[storage]`: distributed S3 storage.
@@ -272,6 +277,7 @@ pub fn starter(inventory: Option<&str>, nodes: &[(String, String)]) -> String {
          \n[swarm]                         # every node a manager, up to max_managers\n\
          # default_addr_pool = \"10.200.0.0/16\"   # overlay subnets; must not overlap mesh.cidr\n\
          # subnet_size = 24\n# max_managers = 7\n\
+         # engine_version = \"20.10.24+dfsg1-1+deb12u1+b6\"  # docker.io package, held; `upgrade --component docker`\n\
          \n[storage]                       # distributed S3 behind a Docker volume driver\n\
          # backend = \"garage\"          # garage | minio | none\n# image = \"clusterkit/garage:2.5.0\"\n\
          # data_path = \"/var/lib/clusterkit/storage\"\n# replication = 3\n\

@@ -47,7 +47,7 @@ use serde::Serialize;
 
 use crate::spec::ClusterSpec;
 use crate::transport::facts::{self, Facts};
-use crate::transport::install::{ensure_docker, DockerAction, DockerSource};
+use crate::transport::install::{ensure_docker_pinned, DockerAction, DockerSource};
 use crate::transport::{fan_out, Cmd, Transport};
 
 /// Any phase's error: each capability crate has its own error type.
@@ -618,7 +618,12 @@ impl Phase for DockerPhase {
             .map(|(n, _)| Change {
                 phase: "docker",
                 node: Some(n),
-                what: "would install Docker Engine from the distribution's packages".into(),
+                what: match &cx.spec.swarm.engine_version {
+                    Some(v) => format!(
+                        "would install Docker Engine {v} from the distribution's packages (held)"
+                    ),
+                    None => "would install Docker Engine from the distribution's packages".into(),
+                },
                 diff: None,
             })
             .collect())
@@ -626,6 +631,7 @@ impl Phase for DockerPhase {
 
     async fn apply(&self, cx: &Context<'_>) -> Result<Outcome, BoxError> {
         let all = cx.facts();
+        let version = cx.spec.swarm.engine_version.as_deref();
         let mut out = Outcome::default();
         for (n, r) in fan_out(cx.nodes, 16, |t| {
             let f = all.get(t.node()).cloned();
@@ -633,9 +639,11 @@ impl Phase for DockerPhase {
                 let node = t.node().to_string();
                 let progress = |line: &str| cx.say_on(&node, line);
                 match f {
-                    Some(f) => ensure_docker(t, &f, DockerSource::Distribution, &progress)
-                        .await
-                        .map(Some),
+                    Some(f) => {
+                        ensure_docker_pinned(t, &f, DockerSource::Distribution, version, &progress)
+                            .await
+                            .map(Some)
+                    }
                     None => Ok(None),
                 }
             }
@@ -649,6 +657,25 @@ impl Phase for DockerPhase {
                     cx.set_facts(&n, f);
                 }
                 out.node(n);
+            }
+        }
+        // A running engine is never replaced here (every node at once): a
+        // pinned version it does not match is said, and left to the roll.
+        if let Some(v) = version {
+            let behind: Vec<&str> = all
+                .iter()
+                .filter(|(n, f)| {
+                    f.docker.is_some()
+                        && !out.nodes.contains(*n)
+                        && f.docker_package.as_deref() != Some(v)
+                })
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if !behind.is_empty() {
+                out.summary = Some(format!(
+                    "docker.io on {} is not engine_version {v}: `clusterkit upgrade --component docker` rolls it",
+                    behind.join(", ")
+                ));
             }
         }
         Ok(out)

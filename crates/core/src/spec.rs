@@ -190,6 +190,9 @@ pub struct SwarmSpec {
     pub subnet_size: u8,
     /// Most managers; further nodes are workers.
     pub max_managers: usize,
+    /// The Docker Engine package version (`docker.io`) pinned on every node, if any.
+    #[serde(default)]
+    pub engine_version: Option<String>,
 }
 
 /// Storage backends.
@@ -360,6 +363,27 @@ struct Checked {
 }
 
 /// Checks a value with `check`, recording a problem at its location on failure.
+/// A Debian package version as apt takes it after `=`: starts with a digit
+/// (an epoch `N:` included), then letters, digits and `.+~:-` only (it is put
+/// on an apt command line).
+pub fn package_version(v: &str) -> Result<&str, String> {
+    let v = v.trim();
+    if !v.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!(
+            "`{v}` is not a package version: it must start with a digit"
+        ));
+    }
+    if let Some(c) = v
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || ".+~:-".contains(*c)))
+    {
+        return Err(format!(
+            "`{v}` is not a package version: `{c}` is not allowed (letters, digits and .+~:- only)"
+        ));
+    }
+    Ok(v)
+}
+
 fn check<T, U>(
     v: &Located<T>,
     problems: &mut Problems,
@@ -626,6 +650,15 @@ pub fn build(
             )
         })
         .map_or(defaults::MAX_MANAGERS, |m| m as usize);
+    let engine_version = o!(cfg.swarm.engine_version).and_then(|v| {
+        check(
+            &v,
+            &mut problems,
+            "bad package version",
+            "write the version `apt-cache policy docker.io` shows on a node, e.g. 20.10.24+dfsg1-1+deb12u1+b6",
+            |t| package_version(t).map(str::to_string),
+        )
+    });
     if let (Some(mesh), Some(pool)) = (mesh_cidr, pool) {
         if mesh.contains(&pool.network()) || pool.contains(&mesh.network()) {
             let pool_where = if pool_v.loc.is_some() {
@@ -1178,6 +1211,7 @@ pub fn build(
             default_addr_pool: pool.expect("checked"),
             subnet_size,
             max_managers,
+            engine_version,
         },
         storage: StorageSpec {
             backend: storage_backend,

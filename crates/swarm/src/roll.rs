@@ -174,6 +174,57 @@ pub async fn drain(mgr: &dyn Transport, node: &str, patience: Duration) -> Resul
     }
 }
 
+/// Waits, after `t`'s engine was restarted (its package replaced), until it
+/// answers as an active swarm member again and the manager `mgr` sees the
+/// node ready: only then can it be made active.
+pub async fn engine_back(
+    mgr: &dyn Transport,
+    t: &dyn Transport,
+    patience: Duration,
+) -> Result<(), SwarmError> {
+    let started = Instant::now();
+    loop {
+        let local = match t.docker().await {
+            Ok(d) => d.info().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let last = match local {
+            Ok(info) => {
+                let state = info
+                    .swarm
+                    .and_then(|s| s.local_node_state)
+                    .unwrap_or(bollard::models::LocalNodeState::INACTIVE);
+                if state == bollard::models::LocalNodeState::ACTIVE {
+                    match entry(mgr, t.node()).await {
+                        Ok(n)
+                            if n.status.as_ref().and_then(|s| s.state)
+                                == Some(NodeState::READY) =>
+                        {
+                            return Ok(())
+                        }
+                        Ok(_) => "the swarm does not see it ready yet".to_string(),
+                        Err(e) => e.to_string(),
+                    }
+                } else {
+                    format!("its swarm state is {state}")
+                }
+            }
+            Err(e) => format!("the engine does not answer: {e}"),
+        };
+        if started.elapsed() > patience {
+            return Err(SwarmError::Engine {
+                node: t.node().to_string(),
+                what: "engine restart".into(),
+                reason: format!(
+                    "not back in the swarm after {} s: {last}",
+                    patience.as_secs()
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Makes `node` active again and waits until it is ready, reachable as a
 /// manager (when it is one), runs a task of every global service, and every
 /// replicated service (those pinned to it too) runs all its replicas.

@@ -205,3 +205,28 @@ fn prometheus_replicas_default_to_two_on_their_own_managers() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_engine_version_is_checked_where_it_is_written() {
+    let b = with_state(
+        "[swarm]\nengine_version = \"20.10.24+dfsg1-1+deb12u1+b6\"\n",
+        THREE,
+        &State::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        b.spec.swarm.engine_version.as_deref(),
+        Some("20.10.24+dfsg1-1+deb12u1+b6")
+    );
+    let e = with_state(
+        "[swarm]\nengine_version = \"latest; reboot\"\n",
+        THREE,
+        &State::default(),
+    )
+    .unwrap_err();
+    let text = format!("{e:?}");
+    assert!(
+        text.contains("bad package version") && text.contains("apt-cache policy docker.io"),
+        "{text}"
+    );
+}

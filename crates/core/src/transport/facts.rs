@@ -26,6 +26,8 @@ pub struct Facts {
     pub wireguard_kernel: bool,
     /// Docker Engine version, if it runs.
     pub docker: Option<String>,
+    /// The `docker.io` package's version, if it is installed.
+    pub docker_package: Option<String>,
     /// Swarm state (`inactive`, `active`, `pending`...), if Docker runs.
     pub swarm: Option<String>,
     /// Free space on / in MiB.
@@ -64,6 +66,7 @@ echo "os_id=$ID"; echo "os_version=$VERSION_ID"; echo "codename=$VERSION_CODENAM
 echo "arch=$(uname -m)"; echo "kernel=$(uname -r)"
 if [ -d /sys/module/wireguard ] || modprobe -n wireguard >/dev/null 2>&1; then echo wg=yes; else echo wg=no; fi
 if d=$(docker info --format '{{.ServerVersion}} {{.Swarm.LocalNodeState}}' 2>/dev/null); then echo "docker=${d%% *}"; echo "swarm=${d#* }"; else echo docker=; echo swarm=; fi
+echo "docker_package=$(dpkg-query -W -f='${Version}' docker.io 2>/dev/null)"
 echo "disk_kib=$(df -Pk / | awk 'NR==2 {print $4}')"
 echo "init=$(cat /proc/1/comm 2>/dev/null)"
 if command -v sudo >/dev/null 2>&1; then echo sudo=yes; else echo sudo=no; fi
@@ -104,6 +107,7 @@ pub fn parse(text: &str, before: f64, after: f64) -> Facts {
         kernel: get("kernel"),
         wireguard_kernel: get("wg") == "yes",
         docker: opt("docker"),
+        docker_package: opt("docker_package"),
         swarm: opt("swarm"),
         disk_free_mib: get("disk_kib").parse::<u64>().unwrap_or(0) / 1024,
         clock_offset_s: get("time")

@@ -37,8 +37,38 @@ pub enum DockerAction {
     Installed(String),
 }
 
+/// The distribution's Docker Engine package, the one a pinned version names.
+pub const ENGINE_PACKAGE: &str = "docker.io";
+
+/// The shell command printing the installed engine package's version (empty when absent).
+pub const INSTALLED_VERSION: &str = "dpkg-query -W -f='${Version}' docker.io 2>/dev/null || true";
+
 /// The install script for a source and the node's facts (pure, for `--dry-run` and tests).
 pub fn install_script(source: DockerSource, f: &Facts) -> Result<String, String> {
+    install_script_pinned(source, f, None)
+}
+
+/// The install script, with the distribution's package at `version` (held,
+/// so that the system's own upgrades leave it) when one is pinned. `version`
+/// is checked ([`crate::spec::package_version`]): it goes on a command line.
+pub fn install_script_pinned(
+    source: DockerSource,
+    f: &Facts,
+    version: Option<&str>,
+) -> Result<String, String> {
+    if let (DockerSource::Distribution, Some(v)) = (source, version) {
+        let v = crate::spec::package_version(v)?;
+        if !super::facts::SUPPORTED_OS.contains(&f.os_id.as_str()) {
+            return Err(format!(
+                "cannot install Docker on `{}`: clusterkit installs onto Debian and Ubuntu",
+                f.os_id
+            ));
+        }
+        return Ok(format!(
+            "{}; systemctl enable --now docker >/dev/null 2>&1 || service docker start",
+            engine_package_script(v)
+        ));
+    }
     if !super::facts::SUPPORTED_OS.contains(&f.os_id.as_str()) {
         return Err(format!(
             "cannot install Docker on `{}`: clusterkit installs onto Debian and Ubuntu",
@@ -62,6 +92,23 @@ pub fn install_script(source: DockerSource, f: &Facts) -> Result<String, String>
     })
 }
 
+/// Installs (or replaces) the engine package at `version` and holds it: an
+/// upgrade or a downgrade alike; the package's own scripts restart the engine.
+pub fn engine_package_script(version: &str) -> String {
+    format!(
+        "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; \
+         apt-get install -y -q --allow-downgrades --allow-change-held-packages \
+         -o Dpkg::Options::=--force-confold {ENGINE_PACKAGE}={version}; apt-mark hold {ENGINE_PACKAGE} >/dev/null"
+    )
+}
+
+/// The engine package's installed version on `t`, if it is installed.
+pub async fn installed_engine_package(t: &dyn Transport) -> Result<Option<String>, TransportError> {
+    let v = t.exec(&Cmd::new(INSTALLED_VERSION)).await?.stdout_str();
+    let v = v.trim();
+    Ok((!v.is_empty()).then(|| v.to_string()))
+}
+
 /// Makes sure a recent enough Docker Engine runs on the node; idempotent.
 pub async fn ensure_docker(
     t: &dyn Transport,
@@ -69,16 +116,31 @@ pub async fn ensure_docker(
     source: DockerSource,
     progress: &(dyn for<'l> Fn(&'l str) + Send + Sync),
 ) -> Result<DockerAction, TransportError> {
+    ensure_docker_pinned(t, f, source, None, progress).await
+}
+
+/// [`ensure_docker`], installing the distribution's package at `version`
+/// (held) when one is pinned. An engine already running is left as it is:
+/// changing it is a roll (`clusterkit upgrade --component docker`), never
+/// every node at once.
+pub async fn ensure_docker_pinned(
+    t: &dyn Transport,
+    f: &Facts,
+    source: DockerSource,
+    version: Option<&str>,
+    progress: &(dyn for<'l> Fn(&'l str) + Send + Sync),
+) -> Result<DockerAction, TransportError> {
     if let Some(v) = f.docker.as_deref().filter(|v| recent_enough(v)) {
         return Ok(DockerAction::Present(v.to_string()));
     }
-    let script = install_script(source, f).map_err(|reason| TransportError::Failed {
-        node: t.node().to_string(),
-        addr: t.addr(),
-        cmd: "install docker".into(),
-        status: 1,
-        stderr: reason,
-    })?;
+    let script =
+        install_script_pinned(source, f, version).map_err(|reason| TransportError::Failed {
+            node: t.node().to_string(),
+            addr: t.addr(),
+            cmd: "install docker".into(),
+            status: 1,
+            stderr: reason,
+        })?;
     progress("installing Docker Engine");
     t.exec_streaming(&Cmd::new(script), progress).await?;
     let v = t
@@ -86,4 +148,42 @@ pub async fn ensure_docker(
         .await?
         .stdout_str();
     Ok(DockerAction::Installed(v.trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn debian() -> Facts {
+        crate::transport::facts::parse("os_id=debian\ncodename=bookworm\n", 0.0, 0.0)
+    }
+
+    #[test]
+    fn a_pinned_engine_is_installed_at_its_version_and_held() {
+        let s = install_script_pinned(
+            DockerSource::Distribution,
+            &debian(),
+            Some("20.10.24+dfsg1-1+deb12u1+b6"),
+        )
+        .unwrap();
+        assert!(s.starts_with("set -e;"), "{s}");
+        assert!(s.contains("docker.io=20.10.24+dfsg1-1+deb12u1+b6"), "{s}");
+        assert!(s.contains("apt-mark hold docker.io"), "{s}");
+        // Unpinned: the distribution's current package, not held.
+        let s = install_script_pinned(DockerSource::Distribution, &debian(), None).unwrap();
+        assert!(
+            s.contains("install -y -q docker.io;") && !s.contains("hold"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn a_version_that_is_not_one_never_reaches_the_shell() {
+        for bad in ["1.0; rm -rf /", "$(id)", "latest", "1.0 2.0", ""] {
+            let e = install_script_pinned(DockerSource::Distribution, &debian(), Some(bad))
+                .unwrap_err();
+            assert!(e.contains("is not a package version"), "{bad}: {e}");
+        }
+        assert!(crate::spec::package_version("1:2.3~rc1+b2-4").is_ok());
+    }
 }
