@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clusterkit_core::spec::{ClusterSpec, Loaded, WgBackend};
 use clusterkit_core::transport::facts::Facts;
 use clusterkit_core::transport::install::{engine_package_script, installed_engine_package};
-use clusterkit_core::transport::{fan_out, Cmd, Transport};
+use clusterkit_core::transport::{fan_out, Cmd, Transport, TransportError};
 use clusterkit_wg::UserspaceBinary;
 
 use crate::exit;
@@ -201,8 +201,11 @@ async fn docker(
     })
     .await
     {
-        if r.is_err() {
-            missing.push(n);
+        match r {
+            Ok(_) => {}
+            // grep found no `Package:`: apt does not know the version.
+            Err(TransportError::Failed { status: 1, .. }) => missing.push(n),
+            Err(e) => return Err(e.into()),
         }
     }
     if !missing.is_empty() {

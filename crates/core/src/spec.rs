@@ -362,7 +362,6 @@ struct Checked {
     storage: bool,
 }
 
-/// Checks a value with `check`, recording a problem at its location on failure.
 /// A Debian package version as apt takes it after `=`: starts with a digit
 /// (an epoch `N:` included), then letters, digits and `.+~:-` only (it is put
 /// on an apt command line).
@@ -384,6 +383,7 @@ pub fn package_version(v: &str) -> Result<&str, String> {
     Ok(v)
 }
 
+/// Checks a value with `check`, recording a problem at its location on failure.
 fn check<T, U>(
     v: &Located<T>,
     problems: &mut Problems,

@@ -56,23 +56,17 @@ pub fn install_script_pinned(
     f: &Facts,
     version: Option<&str>,
 ) -> Result<String, String> {
-    if let (DockerSource::Distribution, Some(v)) = (source, version) {
-        let v = crate::spec::package_version(v)?;
-        if !super::facts::SUPPORTED_OS.contains(&f.os_id.as_str()) {
-            return Err(format!(
-                "cannot install Docker on `{}`: clusterkit installs onto Debian and Ubuntu",
-                f.os_id
-            ));
-        }
-        return Ok(format!(
-            "{}; systemctl enable --now docker >/dev/null 2>&1 || service docker start",
-            engine_package_script(v)
-        ));
-    }
     if !super::facts::SUPPORTED_OS.contains(&f.os_id.as_str()) {
         return Err(format!(
             "cannot install Docker on `{}`: clusterkit installs onto Debian and Ubuntu",
             f.os_id
+        ));
+    }
+    if let (DockerSource::Distribution, Some(v)) = (source, version) {
+        let v = crate::spec::package_version(v)?;
+        return Ok(format!(
+            "{}; systemctl enable --now docker >/dev/null 2>&1 || service docker start",
+            engine_package_script(v)
         ));
     }
     let apt = "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq";
@@ -93,7 +87,10 @@ pub fn install_script_pinned(
 }
 
 /// Installs (or replaces) the engine package at `version` and holds it: an
-/// upgrade or a downgrade alike; the package's own scripts restart the engine.
+/// upgrade or a downgrade alike; stops at the first failure. The package's
+/// own scripts may or may not restart the engine (a roll restarts it).
+/// `version` goes on the command line as it is: check it first
+/// ([`crate::spec::package_version`]; the spec's is checked).
 pub fn engine_package_script(version: &str) -> String {
     format!(
         "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; \
