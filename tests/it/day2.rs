@@ -160,6 +160,18 @@ fn second_engine_package() -> String {
     version
 }
 
+/// Finds `steps` in `out` in that order from byte `at`; returns where the
+/// last one ends. Fails naming the first step missing.
+fn in_order(out: &str, mut at: usize, steps: &[String]) -> usize {
+    for step in steps {
+        let found = out[at..]
+            .find(step.as_str())
+            .unwrap_or_else(|| panic!("{step} after byte {at}: {out}"));
+        at += found + step.len();
+    }
+    at
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     let out = std::process::Command::new("sha256sum")
         .stdin(std::process::Stdio::piped())
@@ -359,12 +371,11 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
         // One node at a time, in order: each is back before the next drains.
         let mut at = 0;
         for n in ["node1", "node2", "node3"] {
-            for step in [format!("{n}: draining"), format!("{n}: back: ready")] {
-                let found = roll.stderr[at..]
-                    .find(&step)
-                    .unwrap_or_else(|| panic!("{step} after byte {at}: {}", roll.stderr));
-                at += found + step.len();
-            }
+            at = in_order(
+                &roll.stderr,
+                at,
+                &[format!("{n}: draining"), format!("{n}: back: ready")],
+            );
             assert_eq!(
                 sh(
                     n,
@@ -464,16 +475,15 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
         assert_eq!(roll.code, 0, "{}{}", roll.stdout, roll.stderr);
         let mut at = 0;
         for (k, n) in ["node1", "node2", "node3"].into_iter().enumerate() {
-            for step in [
-                format!("{n}: draining"),
-                format!("{n}: installing docker.io {v2_engine}"),
-                format!("{n}: back: ready"),
-            ] {
-                let found = roll.stderr[at..]
-                    .find(&step)
-                    .unwrap_or_else(|| panic!("{step} after byte {at}: {}", roll.stderr));
-                at += found + step.len();
-            }
+            at = in_order(
+                &roll.stderr,
+                at,
+                &[
+                    format!("{n}: draining"),
+                    format!("{n}: installing docker.io {v2_engine}"),
+                    format!("{n}: back: ready"),
+                ],
+            );
             assert_eq!(
                 sh(
                     n,

@@ -184,31 +184,17 @@ pub async fn engine_back(
 ) -> Result<(), SwarmError> {
     let started = Instant::now();
     loop {
-        let local = match t.docker().await {
-            Ok(d) => d.info().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let last = match local {
-            Ok(info) => {
-                let state = info
-                    .swarm
-                    .and_then(|s| s.local_node_state)
-                    .unwrap_or(bollard::models::LocalNodeState::INACTIVE);
-                if state == bollard::models::LocalNodeState::ACTIVE {
-                    match entry(mgr, t.node()).await {
-                        Ok(n)
-                            if n.status.as_ref().and_then(|s| s.state)
-                                == Some(NodeState::READY) =>
-                        {
-                            return Ok(())
-                        }
-                        Ok(_) => "the swarm does not see it ready yet".to_string(),
-                        Err(e) => e.to_string(),
+        let last = match crate::local(t).await {
+            Ok(l) if l.state == bollard::models::LocalNodeState::ACTIVE => {
+                match entry(mgr, t.node()).await {
+                    Ok(n) if n.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY) => {
+                        return Ok(())
                     }
-                } else {
-                    format!("its swarm state is {state}")
+                    Ok(_) => "the swarm does not see it ready yet".to_string(),
+                    Err(e) => e.to_string(),
                 }
             }
+            Ok(l) => format!("its swarm state is {}", l.state),
             Err(e) => format!("the engine does not answer: {e}"),
         };
         if started.elapsed() > patience {
