@@ -105,15 +105,9 @@ fn checksum_in_task(node: &str, service: &str) -> Option<String> {
         .filter(|s| s.len() == 64)
 }
 
-#[test]
-fn a_volume_follows_its_service_to_another_node_when_its_node_dies() {
-    shared();
-    // Alone first: another disruptive test may have a node powered off.
-    let _g = disrupt();
-    storage_up();
-    tools_image();
-    // Tests that stopped nodes or re-formed the swarm may have run since
-    // storage came up: converge again, as an operator would.
+/// Tests that stopped nodes or re-formed the swarm may have run since
+/// storage came up: converged again, as an operator would, until healthy.
+fn converge() {
     {
         let _one = crate::sandbox::cluster_change();
         for cmd in ["swarm", "storage"] {
@@ -125,6 +119,16 @@ fn a_volume_follows_its_service_to_another_node_when_its_node_dies() {
         let s = ck(&["storage", "status", "-c", &config()]);
         s.code == 0 && s.stdout.contains("Garage healthy")
     });
+}
+
+#[test]
+fn a_volume_follows_its_service_to_another_node_when_its_node_dies() {
+    shared();
+    // Alone first: another disruptive test may have a node powered off.
+    let _g = disrupt();
+    storage_up();
+    tools_image();
+    converge();
     let status = ck(&["storage", "status", "-c", &config()]);
     assert_eq!(status.code, 0, "{}{}", status.stdout, status.stderr);
     assert!(
@@ -303,4 +307,200 @@ fn the_minio_stack_is_accepted_by_the_engine() {
     );
     assert!(text.contains("minio-root-password"), "{text}");
     assert!(compose.contains("MINIO_ROOT_PASSWORD_FILE"), "{compose}");
+}
+
+/// Garage's container image on `node`, as its running container has it.
+fn garage_container(node: &str) -> String {
+    let o = exec(
+        node,
+        &format!(
+            "docker ps --filter label=com.docker.swarm.service.name=clusterkit-storage_garage-{node} \
+             --filter status=running --format '{{{{.ID}}}} {{{{.Image}}}}'"
+        ),
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Writes one object after another through the nodes' own S3 endpoints
+/// (rclone, as the volume driver uses it), failing over to the next node
+/// when one does not take it, until `stop`. Returns the objects acknowledged
+/// and the writes no node took.
+fn counted_writes(stop: &std::sync::atomic::AtomicBool) -> (Vec<u32>, u32) {
+    let (mut acked, mut failed) = (Vec::new(), 0);
+    let mut k = 0u32;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        k += 1;
+        let took = (0..3).any(|i| {
+            let node = format!("node{}", (k as usize + i) % 3 + 1);
+            exec(
+                &node,
+                &format!(
+                    "echo object-{k} | timeout 15 rclone --config /etc/clusterkit/storage/rclone.conf \
+                     --retries 1 --low-level-retries 1 --contimeout 3s --timeout 10s rcat clusterkit:clusterkit/roll-test/{k}"
+                ),
+            )
+            .status
+            .success()
+        });
+        if took {
+            acked.push(k);
+        } else {
+            failed += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (acked, failed)
+}
+
+#[test]
+fn garage_is_upgraded_node_by_node_while_writes_go_on() {
+    shared();
+    // Alone: nodes are drained one after the other.
+    let _g = disrupt();
+    storage_up();
+    converge();
+
+    // A second build of the server: the same program, another image.
+    let second = format!("{GARAGE}-ck1");
+    let _ = docker(&["rm", "-f", "ck-garage-second"]);
+    let made = docker(&["create", "--name", "ck-garage-second", GARAGE]);
+    assert!(made.status.success(), "{}", out(&made));
+    let committed = docker(&[
+        "commit",
+        "--change",
+        "LABEL io.clusterkit.test=second-build",
+        "ck-garage-second",
+        &second,
+    ]);
+    let _ = docker(&["rm", "-f", "ck-garage-second"]);
+    assert!(committed.status.success(), "{}", out(&committed));
+
+    // A config naming it, beside the shared one (same inventory, same keys).
+    let shared_cfg = config();
+    let text = std::fs::read_to_string(&shared_cfg).unwrap();
+    let pinned = if text.contains("[storage]\n") {
+        text.replacen(
+            "[storage]\n",
+            &format!("[storage]\nimage = \"{second}\"\n"),
+            1,
+        )
+    } else {
+        format!("{text}\n[storage]\nimage = \"{second}\"\n")
+    };
+    let cfg_path = std::path::Path::new(&shared_cfg).with_file_name("storage-roll.toml");
+    std::fs::write(&cfg_path, pinned).unwrap();
+    let cfg = cfg_path.to_str().unwrap();
+    let nodes = ["node1", "node2", "node3"];
+    let before: Vec<String> = nodes.iter().map(|n| garage_container(n)).collect();
+    assert!(before.iter().all(|c| c.ends_with(GARAGE)), "{before:?}");
+
+    // `up` with the new image replaces no running server: it names the roll.
+    let up = ck(&["storage", "up", "-c", cfg]);
+    assert_eq!(up.code, 0, "{}{}", up.stdout, up.stderr);
+    assert!(up.stderr.contains("storage unchanged"), "{}", up.stderr);
+    assert!(
+        up.stderr.contains(
+            "Garage on node1, node2, node3 runs another image than the spec's: `clusterkit upgrade --component storage` rolls it"
+        ),
+        "{}",
+        up.stderr
+    );
+    let after_up: Vec<String> = nodes.iter().map(|n| garage_container(n)).collect();
+    assert_eq!(after_up, before, "up restarted a Garage server");
+
+    // The roll, while objects are written through the nodes' S3 endpoints.
+    let _ = exec(
+        "node1",
+        "rclone --config /etc/clusterkit/storage/rclone.conf purge clusterkit:clusterkit/roll-test",
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (roll, (acked, failed)) = std::thread::scope(|s| {
+        let writer = s.spawn(|| counted_writes(&stop));
+        std::thread::sleep(Duration::from_secs(3));
+        let roll = ck(&["upgrade", "--component", "storage", "-c", cfg]);
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (roll, writer.join().unwrap())
+    });
+    assert_eq!(roll.code, 0, "{}{}", roll.stdout, roll.stderr);
+    eprintln!(
+        "storage roll: {} writes acknowledged, {failed} taken by no node",
+        acked.len()
+    );
+    assert!(
+        acked.len() >= 30,
+        "too few writes to judge: {}",
+        acked.len()
+    );
+    // Stated bound: at most 1 % of the writes taken by no node (3 copies,
+    // one server out at a time, the client fails over; measured: 1 of 399).
+    assert!(
+        failed as usize * 100 <= acked.len() + failed as usize,
+        "{failed} of {} writes taken by no node during the roll",
+        acked.len() + failed as usize
+    );
+    // One node at a time, in inventory order, each back before the next.
+    let mut at = 0;
+    for n in nodes {
+        for step in [
+            format!("{n}: draining"),
+            format!("{n}: Garage's service to {second}"),
+            format!("{n}: Garage runs {second}; every server connected, every partition whole"),
+        ] {
+            at += roll.stderr[at..]
+                .find(&step)
+                .unwrap_or_else(|| panic!("{step} after byte {at}: {}", roll.stderr))
+                + step.len();
+        }
+    }
+    assert!(
+        roll.stdout
+            .contains("storage upgraded on 3 node(s), one at a time"),
+        "{}",
+        roll.stdout
+    );
+    // Every acknowledged object is there, with what was written.
+    let listed = exec(
+        "node2",
+        "rclone --config /etc/clusterkit/storage/rclone.conf lsf clusterkit:clusterkit/roll-test",
+    );
+    let listed: std::collections::BTreeSet<u32> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let lost: Vec<&u32> = acked.iter().filter(|k| !listed.contains(k)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged, not found after the roll: {lost:?}"
+    );
+    for k in [acked[0], acked[acked.len() / 2], acked[acked.len() - 1]] {
+        let o = exec(
+            "node3",
+            &format!("rclone --config /etc/clusterkit/storage/rclone.conf cat clusterkit:clusterkit/roll-test/{k}"),
+        );
+        assert_eq!(out(&o).trim(), format!("object-{k}"));
+    }
+    let rolled: Vec<String> = nodes.iter().map(|n| garage_container(n)).collect();
+    assert!(rolled.iter().all(|c| c.ends_with(&second)), "{rolled:?}");
+
+    // Converged: `up` changes nothing, restarts nothing; a re-run rolls nothing.
+    let up = ck(&["storage", "up", "-c", cfg]);
+    assert_eq!(up.code, 0, "{}{}", up.stdout, up.stderr);
+    assert!(up.stderr.contains("storage unchanged"), "{}", up.stderr);
+    assert!(!up.stderr.contains("another image"), "{}", up.stderr);
+    let again: Vec<String> = nodes.iter().map(|n| garage_container(n)).collect();
+    assert_eq!(again, rolled, "up restarted a Garage server");
+    let re = ck(&["upgrade", "--component", "storage", "-c", cfg]);
+    assert_eq!(re.code, 0, "{}{}", re.stdout, re.stderr);
+    assert!(re.stdout.contains("nothing to upgrade"), "{}", re.stdout);
+
+    // Back to the shared sandbox's image, the same way.
+    let back = ck(&["upgrade", "--component", "storage", "-c", &shared_cfg]);
+    assert_eq!(back.code, 0, "{}{}", back.stdout, back.stderr);
+    let restored: Vec<String> = nodes.iter().map(|n| garage_container(n)).collect();
+    assert!(restored.iter().all(|c| c.ends_with(GARAGE)), "{restored:?}");
+    let _ = exec(
+        "node1",
+        "rclone --config /etc/clusterkit/storage/rclone.conf purge clusterkit:clusterkit/roll-test",
+    );
 }

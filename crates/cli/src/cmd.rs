@@ -239,19 +239,24 @@ Examples:
         every manager must answer (refused otherwise: quorum is never put at risk); the node is\n\
         drained through another manager (its replicated tasks start elsewhere first); the component\n\
         is replaced and checked (the mesh: every pair to and from the node answers again; docker:\n\
-        the engine answers and the swarm sees the node ready); the node is made active and waits\n\
-        until it is ready, reachable and runs its global tasks; then the next. Nodes already\n\
+        the engine answers and the swarm sees the node ready; storage: the node's Garage service\n\
+        gets the new image); the node is made active and waits until it is ready, reachable and\n\
+        runs its global tasks (storage: until Garage runs the new image and reports every server\n\
+        connected and every partition whole); then the next. Nodes already\n\
         current are skipped, so a stopped roll resumes where it stopped. Replicated services are\n\
         spread again at the end.\n\n\
         Components and their versions: `mesh` is the userspace WireGuard binary that sits beside\n\
         this clusterkit (or $CLUSTERKIT_WG_USERSPACE). `docker` is the distribution's docker.io\n\
         package at `engine_version` under [swarm] (installed as that version and held; every node\n\
-        must find it in its package sources before any is drained; unset: left alone). Images\n\
-        (storage, monitoring) are pinned in clusterkit.toml; `clusterkit up` applies a changed one\n\
-        through Swarm's own update (one task at a time within a service; Garage's per-node\n\
-        services are not rolled yet: all at once).\n\n\
+        must find it in its package sources before any is drained; unset: left alone). `storage`\n\
+        is Garage's image at `image` under [storage] (every server must be connected and every\n\
+        partition whole before one is taken out; `up` never replaces a running server's image, it\n\
+        names the nodes behind; MinIO does not run mixed versions: `up` changes it everywhere at\n\
+        once). Monitoring images are pinned under [monitoring]; `clusterkit up` applies a changed\n\
+        one through Swarm's own update, one task at a time within a service.\n\n\
         Examples:\n  CLUSTERKIT_WG_USERSPACE=./clusterkit-wg-userspace-new clusterkit upgrade --component mesh\n  \
-        clusterkit upgrade --component docker     # after changing [swarm] engine_version"
+        clusterkit upgrade --component docker     # after changing [swarm] engine_version\n  \
+        clusterkit upgrade --component storage    # after changing [storage] image"
     )]
     Upgrade {
         #[command(flatten)]

@@ -48,6 +48,12 @@ fn print_change(c: &StorageChange) {
     if !c.any() {
         eprintln!("storage unchanged");
     }
+    if !c.image_behind.is_empty() {
+        eprintln!(
+            "Garage on {} runs another image than the spec's: `clusterkit upgrade --component storage` rolls it node by node",
+            c.image_behind.join(", ")
+        );
+    }
 }
 
 fn gib(b: Option<u64>) -> String {

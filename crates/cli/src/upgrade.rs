@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clusterkit_core::spec::{ClusterSpec, Loaded, WgBackend};
+use clusterkit_core::spec::{ClusterSpec, Loaded, StorageBackend, WgBackend};
 use clusterkit_core::transport::facts::Facts;
 use clusterkit_core::transport::install::{engine_package_script, installed_engine_package};
-use clusterkit_core::transport::{fan_out, Cmd, Transport, TransportError};
+use clusterkit_core::transport::{fan_out, images, Cmd, Transport, TransportError};
 use clusterkit_wg::UserspaceBinary;
 
 use crate::exit;
@@ -23,6 +23,8 @@ pub enum Component {
     Mesh,
     /// Docker Engine: the distribution's `docker.io` package at `[swarm] engine_version`.
     Docker,
+    /// Garage, the storage server: its image at `[storage] image`.
+    Storage,
 }
 
 impl Component {
@@ -30,6 +32,7 @@ impl Component {
         match self {
             Component::Mesh => "mesh",
             Component::Docker => "docker",
+            Component::Storage => "storage",
         }
     }
 }
@@ -37,6 +40,7 @@ impl Component {
 const DRAIN_PATIENCE: Duration = Duration::from_secs(180);
 const MESH_PATIENCE: Duration = Duration::from_secs(60);
 const ENGINE_PATIENCE: Duration = Duration::from_secs(180);
+const STORAGE_PATIENCE: Duration = Duration::from_secs(180);
 
 /// What replaces a component on one node.
 enum Work<'a> {
@@ -44,6 +48,8 @@ enum Work<'a> {
     Mesh(UserspaceBinary<'a>, &'a Facts),
     /// The engine package at this version.
     Docker(&'a str),
+    /// Garage's service on the node, to this image.
+    Storage(&'a str),
 }
 
 /// Rolls `component` (every component when `None`) over the nodes that
@@ -51,7 +57,7 @@ enum Work<'a> {
 pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> {
     let components = match component {
         Some(c) => vec![c],
-        None => vec![Component::Mesh, Component::Docker],
+        None => vec![Component::Mesh, Component::Docker, Component::Storage],
     };
     let spec = &loaded.built.spec;
     if component == Some(Component::Docker) && spec.swarm.engine_version.is_none() {
@@ -80,6 +86,7 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
             let n = match c {
                 Component::Mesh => mesh(&nodes, spec, &say).await?,
                 Component::Docker => docker(&nodes, spec, &say).await?,
+                Component::Storage => storage(&nodes, spec, &say).await?,
             };
             if n > 0 {
                 done.push((c, n));
@@ -90,6 +97,21 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
     if done.is_empty() {
         println!("nothing to upgrade");
         return Ok(exit::OK);
+    }
+    // The storage stack's files now name the image every server runs:
+    // deployed again (no server restarts: their services already match).
+    if done.iter().any(|(c, _)| *c == Component::Storage) {
+        let code = crate::up::run(
+            loaded,
+            Some(crate::up::Phase::Storage),
+            false,
+            false,
+            crate::up::ProgressMode::Plain,
+            false,
+        )?;
+        if code != exit::OK {
+            return Ok(code);
+        }
     }
     // Drained nodes came back empty: spread the replicated services again.
     let code = crate::up::run(
@@ -228,6 +250,74 @@ async fn docker(
     roll(nodes, spec, Component::Docker, todo, say).await
 }
 
+/// Storage: the Garage servers whose service runs another image than
+/// `[storage] image`. Every server must be connected and every partition
+/// whole before the first one is taken out.
+async fn storage(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    say: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<usize> {
+    use clusterkit_storage::roll;
+    match spec.storage.backend {
+        StorageBackend::Garage => {}
+        StorageBackend::Minio => {
+            say("storage: MinIO does not run mixed versions: `clusterkit up` replaces its image on every server at once");
+            return Ok(0);
+        }
+        StorageBackend::None => return Ok(0),
+    }
+    let image = spec.storage.image.as_str();
+    let mgr = clusterkit_core::stack::managers(nodes, spec)
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            anyhow::anyhow!("no manager is connected: storage is rolled through the swarm")
+        })?;
+    let running = roll::running_images(mgr.as_ref()).await?;
+    let behind = roll::behind(spec, &running);
+    if behind.is_empty() {
+        say(&format!(
+            "storage: every Garage server runs {image}: nothing to upgrade"
+        ));
+        return Ok(0);
+    }
+    let h = clusterkit_storage::health(nodes, spec).await?;
+    if !roll::all_ok(&h) {
+        anyhow::bail!(
+            "storage is {}: {}/{} servers connected, {}/{} partitions with every copy. A roll takes one server              out at a time and needs every other one whole: bring the missing ones back              (`clusterkit storage status` names them), then run again; nothing was changed",
+            h.status,
+            h.storage_nodes_up,
+            h.storage_nodes,
+            h.partitions_all_ok,
+            h.partitions
+        );
+    }
+    let r = spec.storage.replication;
+    if clusterkit_storage::write_quorum(r) >= usize::from(r) {
+        say(&format!(
+            "storage keeps {r} cop(ies) and needs all of them for a write: writes to objects with a copy on a              server pause while it restarts (3 copies keep writes going)"
+        ));
+    }
+    let todo_nodes: Vec<Arc<dyn Transport>> = nodes
+        .iter()
+        .filter(|t| behind.iter().any(|b| b == t.node()))
+        .cloned()
+        .collect();
+    // The image is on every node before the first one is taken out.
+    images::provide(&[(image.to_string(), todo_nodes.clone())], say).await?;
+    let mut todo = Vec::new();
+    for t in todo_nodes {
+        say(&format!(
+            "{}: Garage {} → {image}",
+            t.node(),
+            running.get(t.node()).map_or("?", String::as_str)
+        ));
+        todo.push((t, Work::Storage(image)));
+    }
+    roll(nodes, spec, Component::Storage, todo, say).await
+}
+
 /// Replaces the component on each node of `todo` in turn: every manager
 /// answers, the node is drained through another manager, the work is done,
 /// the node is made active and waited for. A failure stops the roll and
@@ -242,6 +332,10 @@ async fn roll(
     let total = todo.len();
     for (i, (t, work)) in todo.into_iter().enumerate() {
         let node = t.node();
+        let storage_image = match &work {
+            Work::Storage(image) => Some(*image),
+            _ => None,
+        };
         let resume = |e: &dyn std::fmt::Display| {
             let e = e.to_string();
             let e = e
@@ -335,6 +429,19 @@ async fn roll(
                 }
                 say(&format!("{node}: the engine answers, back in the swarm"));
             }
+            Work::Storage(image) => {
+                say(&format!("{node}: Garage's service to {image}"));
+                let via = mgr.unwrap_or(&t);
+                if mgr.is_some() {
+                    // Drained: its server is on its way out.
+                    clusterkit_storage::roll::wait_stopped(t.as_ref(), DRAIN_PATIENCE)
+                        .await
+                        .map_err(|e| resume(&e))?;
+                }
+                clusterkit_storage::roll::set_image(via.as_ref(), node, image)
+                    .await
+                    .map_err(|e| resume(&e))?;
+            }
         }
         if let Some(mgr) = mgr {
             clusterkit_swarm::roll::activate(mgr.as_ref(), node, DRAIN_PATIENCE)
@@ -343,6 +450,15 @@ async fn roll(
             say(&format!(
                 "{node}: back: ready, reachable, global tasks running ({}/{total})",
                 i + 1
+            ));
+        }
+        if let Some(image) = storage_image {
+            // The node's server starts once the node takes tasks again.
+            clusterkit_storage::roll::wait_back(t.as_ref(), image, STORAGE_PATIENCE)
+                .await
+                .map_err(|e| resume(&e))?;
+            say(&format!(
+                "{node}: Garage runs {image}; every server connected, every partition whole"
             ));
         }
     }

@@ -11,11 +11,14 @@
 //!   buckets, the volume driver on every node, then a probe object.
 //! - [`status`]: per-node health and capacity, and how many more node losses
 //!   the data tolerates now.
+//! - [`roll`]: Garage's image replaced node by node (`up` never replaces
+//!   every server's image at once).
 //! - [`s3::S3`]: an aws-sdk-s3 client of the cluster's S3 (both backends).
 
 pub mod garage;
 pub mod phase;
 pub mod render;
+pub mod roll;
 pub mod s3;
 
 use std::collections::BTreeMap;
@@ -184,6 +187,9 @@ pub struct StorageChange {
     /// Garage's health at the end of the run (asked alongside the last
     /// checks; `None` for other backends).
     pub health: Option<garage::Health>,
+    /// Storage nodes left on another image than the spec's: `clusterkit
+    /// upgrade --component storage` rolls them (see [`roll`]).
+    pub image_behind: Vec<String>,
 }
 
 impl StorageChange {
@@ -256,35 +262,47 @@ pub async fn up(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<StorageChange, StorageError> {
     let mut change = StorageChange::default();
-    let Some(stack) = render::stack(spec) else {
+    if spec.storage.backend == StorageBackend::None {
         return Ok(change);
-    };
+    }
     let storage = storage_transports(nodes, spec)?;
     let mgr = manager(nodes, spec)?;
-    let image = &spec.storage.image;
+    // Running Garage servers keep their image: see [`roll`].
+    let running = if spec.storage.backend == StorageBackend::Garage {
+        roll::running_images(mgr.as_ref()).await?
+    } else {
+        BTreeMap::new()
+    };
+    change.image_behind = roll::behind(spec, &running);
+    let Some(stack) = render::stack_keeping(spec, &running) else {
+        return Ok(change);
+    };
     let data = &spec.storage.data_path;
 
-    // Every storage node: its directories, and the image.
+    // Every storage node: its directories, and the image it will run.
     let storage_arcs: Vec<Arc<dyn Transport>> = storage.iter().map(|t| Arc::clone(t)).collect();
+    let running_ref = &running;
     for (n, r) in fan_out(&storage_arcs, 16, |t| async move {
+        let image = running_ref
+            .get(t.node())
+            .unwrap_or(&spec.storage.image)
+            .clone();
         t.exec(&Cmd::new(format!(
             "mkdir -p {data}/meta {data}/data && chmod 700 {data}"
         )))
         .await?;
         let has = t
-            .exec_raw(&Cmd::new("docker image inspect -f . ").arg(image), None)
+            .exec_raw(&Cmd::new("docker image inspect -f . ").arg(&image), None)
             .await?
             .status
             == 0;
-        Ok::<bool, StorageError>(has)
+        Ok::<(bool, String), StorageError>((has, image))
     })
     .await
     {
-        if !r? {
-            return Err(StorageError::ImageMissing {
-                node: n,
-                image: image.clone(),
-            });
+        let (has, image) = r?;
+        if !has {
+            return Err(StorageError::ImageMissing { node: n, image });
         }
     }
 

@@ -21,7 +21,15 @@ impl Phase for StoragePhase {
     }
 
     async fn check(&self, cx: &Context<'_>) -> Result<Vec<Change>, BoxError> {
-        let (Some(st), Some(mgr)) = (crate::render::stack(cx.spec), cx.manager()) else {
+        let Some(mgr) = cx.manager() else {
+            return Ok(Vec::new());
+        };
+        let running = if cx.spec.storage.backend == StorageBackend::Garage {
+            crate::roll::running_images(mgr.as_ref()).await?
+        } else {
+            Default::default()
+        };
+        let Some(st) = crate::render::stack_keeping(cx.spec, &running) else {
             return Ok(Vec::new());
         };
         compare_files(
@@ -71,14 +79,20 @@ impl Phase for StoragePhase {
         } else {
             "probed".to_string()
         };
-        out.summary = Some(
-            format!(
-                "{:?} storage ({health}) with the `{}` volume driver",
-                spec.storage.backend,
-                crate::DRIVER
-            )
-            .to_lowercase(),
-        );
+        let mut summary = format!(
+            "{:?} storage ({health}) with the `{}` volume driver",
+            spec.storage.backend,
+            crate::DRIVER
+        )
+        .to_lowercase();
+        if !c.image_behind.is_empty() {
+            summary.push_str(&format!(
+                "; Garage on {} is not {}: `clusterkit upgrade --component storage` rolls it",
+                c.image_behind.join(", "),
+                spec.storage.image
+            ));
+        }
+        out.summary = Some(summary);
         Ok(out)
     }
 }

@@ -3,6 +3,7 @@
 //! rclone configuration and systemd unit. Nothing here holds a secret except
 //! [`rclone_conf`], whose output is written with mode 0600 and never printed.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use clusterkit_core::names::content_hash;
@@ -113,6 +114,7 @@ pub use clusterkit_core::stack::StackFiles;
 struct StackNode {
     name: String,
     mesh: Ipv4Addr,
+    image: String,
     config_name: String,
     config_file: String,
 }
@@ -125,8 +127,17 @@ fn render(template: &str, ctx: minijinja::Value) -> String {
 
 /// The storage stack of the spec's backend (`None` when storage is off).
 pub fn stack(spec: &ClusterSpec) -> Option<StackFiles> {
+    stack_keeping(spec, &BTreeMap::new())
+}
+
+/// The storage stack, where each Garage node named in `running` keeps the
+/// image its service runs (node name → image): a deploy never replaces
+/// every server's image at once (`clusterkit upgrade --component storage`
+/// rolls it node by node). MinIO ignores `running`: it does not run mixed
+/// versions, its servers change together.
+pub fn stack_keeping(spec: &ClusterSpec, running: &BTreeMap<String, String>) -> Option<StackFiles> {
     match spec.storage.backend {
-        StorageBackend::Garage => Some(garage_stack(spec)),
+        StorageBackend::Garage => Some(garage_stack_keeping(spec, running)),
         StorageBackend::Minio => Some(minio_stack(spec)),
         StorageBackend::None => None,
     }
@@ -135,6 +146,11 @@ pub fn stack(spec: &ClusterSpec) -> Option<StackFiles> {
 /// Garage: one service per storage node. Each node's configuration is a
 /// Swarm config named by its content, so a change rolls that node's service.
 pub fn garage_stack(spec: &ClusterSpec) -> StackFiles {
+    garage_stack_keeping(spec, &BTreeMap::new())
+}
+
+/// [`garage_stack`], each node in `running` on the image given there.
+pub fn garage_stack_keeping(spec: &ClusterSpec, running: &BTreeMap<String, String>) -> StackFiles {
     let mut files = Vec::new();
     let nodes: Vec<StackNode> = crate::storage_nodes(spec)
         .map(|n| {
@@ -143,6 +159,10 @@ pub fn garage_stack(spec: &ClusterSpec) -> StackFiles {
             let node = StackNode {
                 name: n.name.to_string(),
                 mesh: n.mesh_address,
+                image: running
+                    .get(n.name.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| spec.storage.image.clone()),
                 config_name: format!("clusterkit-garage-{}-{}", n.name, content_hash(&text)),
                 config_file: config_file.clone(),
             };
@@ -154,7 +174,6 @@ pub fn garage_stack(spec: &ClusterSpec) -> StackFiles {
         include_str!("templates/garage-stack.yml"),
         minijinja::context! {
             version => crate::GARAGE_VERSION,
-            image => spec.storage.image,
             data_path => spec.storage.data_path,
             nodes => nodes,
             rpc_secret => GARAGE_RPC_SECRET,
@@ -171,6 +190,7 @@ pub fn minio_stack(spec: &ClusterSpec) -> StackFiles {
         .map(|n| StackNode {
             name: n.name.to_string(),
             mesh: n.mesh_address,
+            image: spec.storage.image.clone(),
             config_name: String::new(),
             config_file: String::new(),
         })
