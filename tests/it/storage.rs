@@ -330,21 +330,27 @@ fn counted_writes(stop: &std::sync::atomic::AtomicBool) -> (Vec<u32>, u32) {
     let mut k = 0u32;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         k += 1;
+        let mut why = Vec::new();
         let took = (0..3).any(|i| {
             let node = format!("node{}", (k as usize + i) % 3 + 1);
-            exec(
+            let o = exec(
                 &node,
                 &format!(
                     "echo object-{k} | timeout 15 rclone --config /etc/clusterkit/storage/rclone.conf \
                      --retries 1 --low-level-retries 1 --contimeout 3s --timeout 10s rcat clusterkit:clusterkit/roll-test/{k}"
                 ),
-            )
-            .status
-            .success()
+            );
+            if !o.status.success() {
+                let text = out(&o);
+                why.push(format!("{node}: {}", text.lines().last().unwrap_or_default()));
+            }
+            o.status.success()
         });
         if took {
             acked.push(k);
         } else {
+            // Said, to learn what a write no node took ran into.
+            eprintln!("write {k} taken by no node: {why:?}");
             failed += 1;
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -3,13 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
+use clusterkit_core::roll::Work;
 use clusterkit_core::spec::{ClusterSpec, Loaded, StorageBackend, WgBackend};
-use clusterkit_core::transport::facts::Facts;
-use clusterkit_core::transport::install::{engine_package_script, installed_engine_package};
+use clusterkit_core::transport::install::installed_engine_package;
 use clusterkit_core::transport::{fan_out, images, Cmd, Transport, TransportError};
+use clusterkit_storage::roll::ImageRoll;
+use clusterkit_swarm::roll::{roll, EnginePackage};
 use clusterkit_wg::UserspaceBinary;
 
 use crate::exit;
@@ -35,21 +37,6 @@ impl Component {
             Component::Storage => "storage",
         }
     }
-}
-
-const DRAIN_PATIENCE: Duration = Duration::from_secs(180);
-const MESH_PATIENCE: Duration = Duration::from_secs(60);
-const ENGINE_PATIENCE: Duration = Duration::from_secs(180);
-const STORAGE_PATIENCE: Duration = Duration::from_secs(180);
-
-/// What replaces a component on one node.
-enum Work<'a> {
-    /// The userspace WireGuard binary, with the node's facts.
-    Mesh(UserspaceBinary<'a>, &'a Facts),
-    /// The engine package at this version.
-    Docker(&'a str),
-    /// Garage's service on the node, to this image.
-    Storage(&'a str),
 }
 
 /// Rolls `component` (every component when `None`) over the nodes that
@@ -136,7 +123,7 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
 async fn mesh(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
-    say: &dyn Fn(&str),
+    say: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<usize> {
     let bytes = crate::mesh::userspace_binary().ok_or_else(|| {
         anyhow::anyhow!("no clusterkit-wg-userspace beside this clusterkit: build it (`cargo build --release --bins`) or set CLUSTERKIT_WG_USERSPACE")
@@ -163,7 +150,15 @@ async fn mesh(
                 installed.as_deref().map_or("none", |h| &h[..12]),
                 &wanted[..12]
             ));
-            todo.push((t.clone(), Work::Mesh(binary, f)));
+            todo.push((
+                t.clone(),
+                Box::new(clusterkit_wg::BinaryRoll {
+                    nodes,
+                    spec,
+                    facts: f,
+                    binary,
+                }) as Box<dyn Work>,
+            ));
         }
     }
     if todo.is_empty() {
@@ -173,7 +168,7 @@ async fn mesh(
         ));
         return Ok(0);
     }
-    roll(nodes, spec, Component::Mesh, todo, say).await
+    Ok(roll(nodes, Component::Mesh.name(), todo, say).await?)
 }
 
 /// Docker Engine: the nodes whose `docker.io` package is another version
@@ -182,7 +177,7 @@ async fn mesh(
 async fn docker(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
-    say: &dyn Fn(&str),
+    say: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<usize> {
     let Some(wanted) = spec.swarm.engine_version.as_deref() else {
         say("docker: no engine_version pinned under [swarm]: the engines are left as they are");
@@ -245,9 +240,12 @@ async fn docker(
             t.node(),
             installed[t.node()].as_deref().unwrap_or("none")
         ));
-        todo.push((t, Work::Docker(wanted)));
+        todo.push((
+            t,
+            Box::new(EnginePackage { version: wanted }) as Box<dyn Work>,
+        ));
     }
-    roll(nodes, spec, Component::Docker, todo, say).await
+    Ok(roll(nodes, Component::Docker.name(), todo, say).await?)
 }
 
 /// Storage: the Garage servers whose service runs another image than
@@ -313,154 +311,7 @@ async fn storage(
             t.node(),
             running.get(t.node()).map_or("?", String::as_str)
         ));
-        todo.push((t, Work::Storage(image)));
+        todo.push((t, Box::new(ImageRoll { image }) as Box<dyn Work>));
     }
-    roll(nodes, spec, Component::Storage, todo, say).await
-}
-
-/// Replaces the component on each node of `todo` in turn: every manager
-/// answers, the node is drained through another manager, the work is done,
-/// the node is made active and waited for. A failure stops the roll and
-/// says how to resume.
-async fn roll(
-    nodes: &[Arc<dyn Transport>],
-    spec: &ClusterSpec,
-    component: Component,
-    todo: Vec<(Arc<dyn Transport>, Work<'_>)>,
-    say: &dyn Fn(&str),
-) -> anyhow::Result<usize> {
-    let total = todo.len();
-    for (i, (t, work)) in todo.into_iter().enumerate() {
-        let node = t.node();
-        let storage_image = match &work {
-            Work::Storage(image) => Some(*image),
-            _ => None,
-        };
-        let resume = |e: &dyn std::fmt::Display| {
-            let e = e.to_string();
-            let e = e
-                .strip_prefix(&format!("{node}: "))
-                .unwrap_or(&e)
-                .to_string();
-            anyhow::anyhow!(
-                "{node}: {e}\nthe roll stopped at {node} ({i} of {total} node(s) done). Fix the cause, then run \
-                 `clusterkit upgrade --component {}` again: nodes already upgraded are skipped. \
-                 If {node} stays drained: `docker node update --availability active {node}` on a manager",
-                component.name()
-            )
-        };
-        // Quorum is never put at risk: every manager answers before one is taken out.
-        let st = clusterkit_swarm::status(nodes)
-            .await
-            .map_err(|e| resume(&e))?;
-        if let Some(down) = st.managers.iter().find(|m| !m.reachable) {
-            return Err(resume(&format!(
-                "manager {} is not reachable: taking {node} out now could leave the swarm without a majority \
-                 ({} of {} managers needed). Bring {} back first",
-                down.hostname,
-                st.quorum,
-                st.managers.len(),
-                down.hostname
-            )));
-        }
-        // Another node speaks for the swarm while this one is out.
-        let mgr = nodes
-            .iter()
-            .find(|o| o.node() != node && st.managers.iter().any(|m| m.hostname == o.node()))
-            .or_else(|| nodes.iter().find(|o| o.node() != node));
-        if let Some(mgr) = mgr {
-            say(&format!(
-                "{node}: draining (its tasks start on the other nodes first)"
-            ));
-            clusterkit_swarm::roll::drain(mgr.as_ref(), node, DRAIN_PATIENCE)
-                .await
-                .map_err(|e| resume(&e))?;
-        } else {
-            say(&format!(
-                "{node}: a single node: upgraded in place (nowhere to move its tasks)"
-            ));
-        }
-        match work {
-            Work::Mesh(binary, facts) => {
-                say(&format!(
-                    "{node}: replacing userspace wireguard and restarting the tunnel"
-                ));
-                clusterkit_wg::upgrade_node(nodes, spec, node, facts, Some(binary), MESH_PATIENCE)
-                    .await
-                    .map_err(|e| resume(&e))?;
-                say(&format!("{node}: every pair answers"));
-            }
-            Work::Docker(version) => {
-                say(&format!(
-                    "{node}: installing docker.io {version} (the engine restarts)"
-                ));
-                // The package's scripts may or may not restart the engine:
-                // restarted here, so that the new one runs.
-                let script = format!(
-                    "{}; systemctl restart docker",
-                    engine_package_script(version)
-                );
-                if let Err(e) = t.exec(&Cmd::new(script)).await {
-                    // The script stops at its first failure (`set -e`),
-                    // before the restart: the engine that ran still runs, so
-                    // the node takes tasks again.
-                    if let Some(mgr) = mgr {
-                        if clusterkit_swarm::roll::undrain(mgr.as_ref(), node)
-                            .await
-                            .is_ok()
-                        {
-                            say(&format!("{node}: the install failed: made active again"));
-                        }
-                    }
-                    return Err(resume(&e));
-                }
-                let via = mgr.unwrap_or(&t);
-                clusterkit_swarm::roll::engine_back(via.as_ref(), t.as_ref(), ENGINE_PATIENCE)
-                    .await
-                    .map_err(|e| resume(&e))?;
-                let now = installed_engine_package(t.as_ref())
-                    .await
-                    .map_err(|e| resume(&e))?;
-                if now.as_deref() != Some(version) {
-                    return Err(resume(&format!(
-                        "docker.io is {} after installing {version}",
-                        now.as_deref().unwrap_or("not installed")
-                    )));
-                }
-                say(&format!("{node}: the engine answers, back in the swarm"));
-            }
-            Work::Storage(image) => {
-                say(&format!("{node}: Garage's service to {image}"));
-                let via = mgr.unwrap_or(&t);
-                if mgr.is_some() {
-                    // Drained: its server is on its way out.
-                    clusterkit_storage::roll::wait_stopped(t.as_ref(), DRAIN_PATIENCE)
-                        .await
-                        .map_err(|e| resume(&e))?;
-                }
-                clusterkit_storage::roll::set_image(via.as_ref(), node, image)
-                    .await
-                    .map_err(|e| resume(&e))?;
-            }
-        }
-        if let Some(mgr) = mgr {
-            clusterkit_swarm::roll::activate(mgr.as_ref(), node, DRAIN_PATIENCE)
-                .await
-                .map_err(|e| resume(&e))?;
-            say(&format!(
-                "{node}: back: ready, reachable, global tasks running ({}/{total})",
-                i + 1
-            ));
-        }
-        if let Some(image) = storage_image {
-            // The node's server starts once the node takes tasks again.
-            clusterkit_storage::roll::wait_back(t.as_ref(), image, STORAGE_PATIENCE)
-                .await
-                .map_err(|e| resume(&e))?;
-            say(&format!(
-                "{node}: Garage runs {image}; every server connected, every partition whole"
-            ));
-        }
-    }
-    Ok(total)
+    Ok(roll(nodes, Component::Storage.name(), todo, say).await?)
 }

@@ -25,6 +25,7 @@ pub mod engine;
 pub mod inventory;
 pub mod names;
 pub mod plan;
+pub mod roll;
 pub mod schedule;
 pub mod source;
 pub mod spec;

@@ -2,9 +2,9 @@
 //! never does it (each node is its own service: a new image in the stack file
 //! would restart every server at once); `up` keeps each node on the image its
 //! service runs ([`running_images`], [`crate::render::stack_keeping`]) and
-//! names the nodes that are [`behind`]. The roll itself ([`set_image`], then
-//! [`wait_back`]) is driven by a caller that drains the node first
-//! (`clusterkit upgrade --component storage`).
+//! names the nodes that are [`behind`]. [`ImageRoll`] is the roll's step on
+//! one node (`clusterkit_swarm::roll::roll` drains the node first:
+//! `clusterkit upgrade --component storage`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -167,6 +167,52 @@ pub async fn wait_back(
             )));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Garage's image replaced on one node, as a step of a roll
+/// (`clusterkit_swarm::roll::roll`): once the drained node's server is gone,
+/// its service gets the image ([`wait_stopped`], [`set_image`]); back when
+/// Garage runs it there with every server connected and every partition
+/// whole ([`wait_back`]).
+pub struct ImageRoll<'a> {
+    /// The image.
+    pub image: &'a str,
+}
+
+const PATIENCE: Duration = Duration::from_secs(180);
+
+#[async_trait::async_trait]
+impl clusterkit_core::roll::Work for ImageRoll<'_> {
+    async fn replace(
+        &self,
+        t: &std::sync::Arc<dyn Transport>,
+        via: Option<&std::sync::Arc<dyn Transport>>,
+        say: clusterkit_core::roll::Say<'_>,
+    ) -> Result<(), clusterkit_core::engine::BoxError> {
+        let (node, image) = (t.node(), self.image);
+        if via.is_some() {
+            // Drained: its server is on its way out.
+            wait_stopped(t.as_ref(), PATIENCE).await?;
+        }
+        say(&format!("{node}: Garage's service to {image}"));
+        set_image(via.unwrap_or(t).as_ref(), node, image).await?;
+        Ok(())
+    }
+
+    async fn back(
+        &self,
+        t: &std::sync::Arc<dyn Transport>,
+        say: clusterkit_core::roll::Say<'_>,
+    ) -> Result<(), clusterkit_core::engine::BoxError> {
+        // The node's server starts once the node takes tasks again.
+        wait_back(t.as_ref(), self.image, PATIENCE).await?;
+        say(&format!(
+            "{}: Garage runs {}; every server connected, every partition whole",
+            t.node(),
+            self.image
+        ));
+        Ok(())
     }
 }
 

@@ -67,6 +67,22 @@ pub enum SwarmError {
     /// No manager could answer: the swarm has lost its majority.
     #[error("no manager answers with a majority: {0}")]
     NoQuorum(String),
+    /// A roll ([`roll::roll`]) stopped at a node.
+    #[error("{node}: {reason}\nthe roll stopped at {node} ({done} of {total} node(s) done). Fix the cause, then run it again \
+             (`clusterkit upgrade --component {component}`): nodes already done are skipped. \
+             If {node} stays drained: `docker node update --availability active {node}` on a manager")]
+    RollStopped {
+        /// The node it stopped at.
+        node: String,
+        /// Why.
+        reason: String,
+        /// Nodes done before it.
+        done: usize,
+        /// Nodes to do in all.
+        total: usize,
+        /// The component rolled.
+        component: String,
+    },
     /// An application stack's compose file is unusable.
     #[error("{file}: {reason}")]
     StackFile {

@@ -1,12 +1,15 @@
 //! Work done on one node at a time while the swarm keeps serving: the node
 //! is drained (its tasks start elsewhere first), the work is done, the node
-//! is made active again and its global tasks come back. `clusterkit upgrade`
-//! rolls over the nodes with these.
+//! is made active again and its global tasks come back. [`roll`] goes over
+//! the nodes with these, doing each capability's [`Work`] (`clusterkit
+//! upgrade`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::models::{NodeSpecAvailabilityEnum, NodeState, Reachability, TaskState};
+use clusterkit_core::roll::{Say, Work};
 use clusterkit_core::transport::Transport;
 
 use crate::{engine, SwarmError};
@@ -279,5 +282,134 @@ pub async fn activate(
             });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// How long a node may take to drain, and to come back once active.
+pub const NODE_PATIENCE: Duration = Duration::from_secs(180);
+
+/// Replaces `component` on each node of `todo` in turn: every manager must
+/// answer (quorum is never put at risk), the node is drained through another
+/// manager, the [`Work`] replaces the component, the node is made active and
+/// waited for ([`activate`]), then the work's `back`. A failure stops the
+/// roll with an error that says where and how to resume. Returns the number
+/// of nodes done.
+pub async fn roll(
+    nodes: &[Arc<dyn Transport>],
+    component: &str,
+    todo: Vec<(Arc<dyn Transport>, Box<dyn Work + '_>)>,
+    say: Say<'_>,
+) -> Result<usize, SwarmError> {
+    let total = todo.len();
+    for (done, (t, work)) in todo.into_iter().enumerate() {
+        let node = t.node();
+        let stopped = |e: &dyn std::fmt::Display| {
+            let e = e.to_string();
+            SwarmError::RollStopped {
+                node: node.to_string(),
+                reason: e
+                    .strip_prefix(&format!("{node}: "))
+                    .unwrap_or(&e)
+                    .to_string(),
+                done,
+                total,
+                component: component.to_string(),
+            }
+        };
+        let st = crate::status(nodes).await.map_err(|e| stopped(&e))?;
+        if let Some(down) = st.managers.iter().find(|m| !m.reachable) {
+            return Err(stopped(&format!(
+                "manager {} is not reachable: taking {node} out now could leave the swarm without a majority \
+                 ({} of {} managers needed). Bring {} back first",
+                down.hostname,
+                st.quorum,
+                st.managers.len(),
+                down.hostname
+            )));
+        }
+        // Another node speaks for the swarm while this one is out.
+        let via = nodes
+            .iter()
+            .find(|o| o.node() != node && st.managers.iter().any(|m| m.hostname == o.node()))
+            .or_else(|| nodes.iter().find(|o| o.node() != node));
+        match via {
+            Some(mgr) => {
+                say(&format!(
+                    "{node}: draining (its tasks start on the other nodes first)"
+                ));
+                drain(mgr.as_ref(), node, NODE_PATIENCE)
+                    .await
+                    .map_err(|e| stopped(&e))?;
+            }
+            None => say(&format!(
+                "{node}: a single node: upgraded in place (nowhere to move its tasks)"
+            )),
+        }
+        work.replace(&t, via, say).await.map_err(|e| stopped(&e))?;
+        if let Some(mgr) = via {
+            activate(mgr.as_ref(), node, NODE_PATIENCE)
+                .await
+                .map_err(|e| stopped(&e))?;
+            say(&format!(
+                "{node}: back: ready, reachable, global tasks running ({}/{total})",
+                done + 1
+            ));
+        }
+        work.back(&t, say).await.map_err(|e| stopped(&e))?;
+    }
+    Ok(total)
+}
+
+/// Docker Engine's package replaced on a node: the distribution's
+/// `docker.io` at a version, installed and held, the engine restarted; done
+/// when the engine answers as a swarm member the swarm sees ready and the
+/// package is that version. A failed install makes the node active again
+/// (the install stops before the restart: the engine that ran still runs).
+pub struct EnginePackage<'a> {
+    /// The `docker.io` version.
+    pub version: &'a str,
+}
+
+#[async_trait::async_trait]
+impl Work for EnginePackage<'_> {
+    async fn replace(
+        &self,
+        t: &Arc<dyn Transport>,
+        via: Option<&Arc<dyn Transport>>,
+        say: Say<'_>,
+    ) -> Result<(), clusterkit_core::engine::BoxError> {
+        use clusterkit_core::transport::install::{
+            engine_package_script, installed_engine_package,
+        };
+        use clusterkit_core::transport::Cmd;
+        let (node, version) = (t.node(), self.version);
+        say(&format!(
+            "{node}: installing docker.io {version} (the engine restarts)"
+        ));
+        // The package's scripts may or may not restart the engine: restarted
+        // here, so that the new one runs.
+        let script = format!(
+            "{}; systemctl restart docker",
+            engine_package_script(version)
+        );
+        if let Err(e) = t.exec(&Cmd::new(script)).await {
+            if let Some(mgr) = via {
+                if undrain(mgr.as_ref(), node).await.is_ok() {
+                    say(&format!("{node}: the install failed: made active again"));
+                }
+            }
+            return Err(e.into());
+        }
+        engine_back(via.unwrap_or(t).as_ref(), t.as_ref(), NODE_PATIENCE).await?;
+        let now = installed_engine_package(t.as_ref()).await?;
+        if now.as_deref() != Some(version) {
+            return Err(format!(
+                "docker.io is {} after installing {version}",
+                now.as_deref().unwrap_or("not installed")
+            )
+            .into());
+        }
+        say(&format!("{node}: the engine answers, back in the swarm"));
+        Ok(())
     }
 }

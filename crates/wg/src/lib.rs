@@ -559,6 +559,46 @@ pub async fn installed_userspace(t: &dyn Transport) -> Result<Option<String>, Wg
     Ok(printed_sha256(&out))
 }
 
+/// A new userspace binary on one node of a running mesh, as a step of a
+/// roll (`clusterkit_swarm::roll::roll`): [`upgrade_node`], waiting up to a
+/// minute for every pair to and from the node.
+pub struct BinaryRoll<'a> {
+    /// Every node of the mesh.
+    pub nodes: &'a [Arc<dyn Transport>],
+    /// The cluster.
+    pub spec: &'a ClusterSpec,
+    /// The node's facts.
+    pub facts: &'a Facts,
+    /// The binary it gets.
+    pub binary: UserspaceBinary<'a>,
+}
+
+#[async_trait::async_trait]
+impl clusterkit_core::roll::Work for BinaryRoll<'_> {
+    async fn replace(
+        &self,
+        t: &Arc<dyn Transport>,
+        _via: Option<&Arc<dyn Transport>>,
+        say: clusterkit_core::roll::Say<'_>,
+    ) -> Result<(), clusterkit_core::engine::BoxError> {
+        let node = t.node();
+        say(&format!(
+            "{node}: replacing userspace wireguard and restarting the tunnel"
+        ));
+        upgrade_node(
+            self.nodes,
+            self.spec,
+            node,
+            self.facts,
+            Some(self.binary),
+            std::time::Duration::from_secs(60),
+        )
+        .await?;
+        say(&format!("{node}: every pair answers"));
+        Ok(())
+    }
+}
+
 /// Converges one node of a running mesh (a new userspace binary restarts
 /// its interface), then waits, up to `patience`, until every pair to and
 /// from it answers again. The other nodes are not touched.
