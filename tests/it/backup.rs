@@ -445,13 +445,7 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
         wait_for_backup(cfg, &scheduled);
         // The whole cluster reports ok once that backup has given its node back
         // (its engine stopped for the copy: Garage there too, for a moment).
-        let mut st = String::new();
-        wait_for("status ok", Duration::from_secs(120), || {
-            st = ck(&["status", "-c", cfg]).stdout;
-            ["nodes", "mesh", "swarm", "storage"]
-                .iter()
-                .all(|part| st.lines().any(|l| l.starts_with(&format!("ok   {part} "))))
-        });
+        let st = crate::sandbox::whole(cfg, "status ok", Duration::from_secs(120));
         assert!(st.contains("clusterkit-backup: runner 1/1"), "{st}");
         // Off: the service, its key and the key lines go; backups stay.
         let off = ck(&["backup", "--schedule", "off", "-c", cfg]);

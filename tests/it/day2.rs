@@ -26,32 +26,8 @@ fn prometheus_nodes(from: &str) -> Vec<String> {
     v
 }
 
-/// Waits until `status` reports the nodes, mesh, swarm and storage ok, up
-/// to 3 minutes; fails with its last answer. (Monitoring's own line is
-/// printed, not required: see the README on a storage target seen down.)
 fn whole(cfg: &str, what: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    loop {
-        let st = ck(&["status", "-c", cfg]);
-        let ok = ["nodes", "mesh", "swarm", "storage"].iter().all(|part| {
-            st.stdout
-                .lines()
-                .any(|l| l.starts_with(&format!("ok   {part} ")))
-        });
-        if ok {
-            if let Some(m) = st.stdout.lines().find(|l| l.contains(" monitor ")) {
-                eprintln!("{what}: {m}");
-            }
-            return st.stdout;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not within 180 s:\n{}{}",
-            st.stdout,
-            st.stderr
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    crate::sandbox::whole(cfg, what, Duration::from_secs(180))
 }
 
 /// Whether the example app answers `/metrics` on `addr` (port 8000).

@@ -132,6 +132,34 @@ pub fn wait_for(
     start.elapsed()
 }
 
+/// Waits until `status` reports the nodes, mesh, swarm and storage ok, up
+/// to `limit`; fails with its last answer. (Monitoring's own line is
+/// printed, not required: see the README on a storage target seen down.)
+pub fn whole(cfg: &str, what: &str, limit: std::time::Duration) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let st = ck(&["status", "-c", cfg]);
+        let ok = ["nodes", "mesh", "swarm", "storage"].iter().all(|part| {
+            st.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("ok   {part} ")))
+        });
+        if ok {
+            if let Some(m) = st.stdout.lines().find(|l| l.contains(" monitor ")) {
+                eprintln!("{what}: {m}");
+            }
+            return st.stdout;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}:\n{}{}",
+            st.stdout,
+            st.stderr
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
 pub fn cluster_change() -> std::sync::MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
