@@ -44,13 +44,14 @@ pub fn shared() -> &'static Shared {
             "the integration tests need a running Docker Engine: {}",
             String::from_utf8_lossy(&v.stderr)
         );
-        let leftovers = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=io.clusterkit.sandbox={NAME}"),
-        ]);
-        if !leftovers.stdout.is_empty() {
+        // Containers, or what they leave when removed by hand (volumes, the network).
+        let leftovers = ["ps -a", "volume ls", "network ls"].iter().any(|list| {
+            let mut args: Vec<&str> = list.split(' ').collect();
+            let filter = format!("label=io.clusterkit.sandbox={NAME}");
+            args.extend(["-q", "--filter", &filter]);
+            !docker(&args).stdout.is_empty()
+        });
+        if leftovers {
             eprintln!("removing sandbox `{NAME}` left over by an earlier, interrupted run");
             let out = ck(&["sandbox", "down", "--name", NAME]);
             assert_eq!(out.code, 0, "{}", out.stderr);
@@ -417,6 +418,36 @@ fn up_is_idempotent_and_down_leaves_nothing_behind() {
         docker(&["inspect", "--format", "{{.Id}}", &format!("{OTHER}-node1")]).stdout,
         id
     );
+    // A node container removed by hand leaves its engine's volume: the node
+    // made again starts from nothing (an empty engine), not from that state.
+    let marker = docker(&[
+        "exec",
+        &format!("{OTHER}-node1"),
+        "touch",
+        "/var/lib/docker/left-by-the-old-node",
+    ]);
+    assert!(marker.status.success());
+    assert!(docker(&["rm", "-f", &format!("{OTHER}-node1")])
+        .status
+        .success());
+    let remade = ck(&args);
+    assert_eq!(remade.code, 0, "{}", remade.stderr);
+    assert!(
+        remade.stderr.contains(
+            "node1: removing ck-it-down-node1-docker, left by a removed node of the same name"
+        ),
+        "{}",
+        remade.stderr
+    );
+    assert!(!docker(&[
+        "exec",
+        &format!("{OTHER}-node1"),
+        "test",
+        "-e",
+        "/var/lib/docker/left-by-the-old-node",
+    ])
+    .status
+    .success());
     // Asking for fewer nodes than exist is refused with the way out.
     let fewer = ck(&[
         "sandbox",

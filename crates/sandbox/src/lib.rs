@@ -448,6 +448,16 @@ fn create_or_start(
     ));
     let volume = format!("{}-docker", n.container);
     let label = format!("{LABEL}={}", cfg.name);
+    // A node made now starts from nothing: an engine's data left by a node of
+    // the same name whose container was removed by hand (its swarm state,
+    // measured, makes the new node refuse `swarm init`) goes first.
+    if exists("volume", &volume) {
+        progress(&format!(
+            "{}: removing {volume}, left by a removed node of the same name",
+            n.hostname
+        ));
+        docker(&["volume", "rm", "-f", &volume])?;
+    }
     docker(&["volume", "create", "--label", &label, &volume])?;
     let mut args: Vec<String> = vec![
         "create".into(),
