@@ -469,6 +469,60 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
         }
         let listed = ck(&["backup", "list", &scheduled, "-c", cfg]);
         assert_eq!(listed.code, 0, "{}", listed.stderr);
+
+        // Grafana's database through the loss of its node. A row written in
+        // it (as the UI would: the stand-in does not write one itself)
+        // reaches the cluster's S3 through the keeper, then every other
+        // manager's own volume; the node stops; Grafana starts elsewhere on it.
+        let grafana_node = || {
+            sh(
+                "node1",
+                "docker service ps clusterkit-monitoring_grafana --filter desired-state=running --format '{{.Node}} {{.CurrentState}}' | grep Running | cut -d' ' -f1",
+            )
+            .trim()
+            .to_string()
+        };
+        let db = "$(docker volume inspect -f '{{.Mountpoint}}' clusterkit-monitoring_grafana-data)/grafana.db";
+        let made = format!("dashboard-{}", now());
+        let from = grafana_node();
+        assert!(!from.is_empty());
+        sh(
+            &from,
+            &format!("sqlite3 {db} \"create table if not exists ck_ui(v text); insert into ck_ui values('{made}');\""),
+        );
+        let holds = |node: &str| {
+            sh(
+                node,
+                &format!("sqlite3 -readonly {db} 'select v from ck_ui' 2>&1"),
+            )
+            .contains(&made)
+        };
+        assert!(holds(&from));
+        let others: Vec<&str> = ["node1", "node2", "node3"]
+            .into_iter()
+            .filter(|n| *n != from)
+            .collect();
+        // The keeper's timer (every 60 s) sends it, then fetches it elsewhere.
+        wait_for(
+            "the row is warm on every other manager",
+            Duration::from_secs(200),
+            || others.iter().all(|n| holds(n)),
+        );
+        let stop = ck(&["sandbox", "stop", "--name", S, &from]);
+        assert_eq!(stop.code, 0, "{}", stop.stderr);
+        let mut on = String::new();
+        wait_for(
+            "grafana runs on another node, with the row",
+            Duration::from_secs(180),
+            || {
+                on = grafana_node();
+                !on.is_empty() && on != from && holds(&on)
+            },
+        );
+        eprintln!("grafana moved {from} -> {on} with its database");
+        let start = ck(&["sandbox", "start", "--name", S, &from]);
+        assert_eq!(start.code, 0, "{}", start.stderr);
+        crate::sandbox::whole(cfg, "back after the stop", Duration::from_secs(180));
     });
     if result.is_err() && std::env::var_os("CLUSTERKIT_KEEP_SANDBOX").is_some() {
         eprintln!("kept for a look: sandbox {S}, {}", dir.display());

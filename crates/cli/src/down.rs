@@ -75,6 +75,7 @@ pub fn run(loaded: &Loaded, purge: bool, yes: bool) -> anyhow::Result<u8> {
             }
         }
         for (n, r) in fan_out(&nodes, 16, |t| async move {
+            clusterkit_monitor::keeper::remove(t).await?;
             clusterkit_storage::down(t, spec, purge).await?;
             clusterkit_swarm::leave(t).await?;
             if purge {
@@ -92,7 +93,7 @@ pub fn run(loaded: &Loaded, purge: bool, yes: bool) -> anyhow::Result<u8> {
         .await
         {
             match r {
-                Ok(()) => say("node", &format!("{n}: volume driver removed, left the swarm, mesh down")),
+                Ok(()) => say("node", &format!("{n}: Grafana's keeper and the volume driver removed, left the swarm, mesh down")),
                 Err(e) => say("node", &format!("{n}: error: {e:#}")),
             }
         }

@@ -156,6 +156,7 @@ fn remove(
             );
         }
         if let Some(t) = own {
+            clusterkit_monitor::keeper::remove(t.as_ref()).await?;
             clusterkit_swarm::leave(t.as_ref()).await?;
             clusterkit_wg::down(t.as_ref(), &spec.mesh.interface, false).await?;
             eprintln!("{node}: left the swarm, mesh interface down");

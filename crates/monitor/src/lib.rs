@@ -10,6 +10,7 @@
 
 pub mod backup;
 pub mod grafana;
+pub mod keeper;
 pub mod phase;
 pub mod render;
 
@@ -226,12 +227,14 @@ pub struct MonitorChange {
     pub deployed: bool,
     /// Grafana's password was made (first run).
     pub password_created: bool,
+    /// Managers whose Grafana keeper ([`keeper`]) was installed or changed.
+    pub keeper_changed: Vec<String>,
 }
 
 impl MonitorChange {
     /// Whether anything changed.
     pub fn any(&self) -> bool {
-        self.deployed || self.password_created
+        self.deployed || self.password_created || !self.keeper_changed.is_empty()
     }
 }
 
@@ -315,6 +318,31 @@ pub async fn up(
     .await?;
     if let Some(why) = wait_running(mgr.as_ref(), render::STACK, RUN_PATIENCE, progress).await? {
         return Err(MonitorError::NotRunning(why));
+    }
+
+    // Grafana's database through the loss of its node: the keeper on every
+    // manager (removed where it is not wanted any more).
+    let keep = keeper::wanted(spec);
+    let mgr_arcs: Vec<Arc<dyn Transport>> = mgrs.iter().map(|t| Arc::clone(t)).collect();
+    for (n, r) in fan_out(&mgr_arcs, 16, |t| async move {
+        if keep {
+            keeper::install(t).await
+        } else {
+            keeper::remove(t).await.map(|()| false)
+        }
+    })
+    .await
+    {
+        if r? {
+            change.keeper_changed.push(n);
+        }
+    }
+    if !change.keeper_changed.is_empty() {
+        progress(&format!(
+            "Grafana's database kept on the cluster's S3 every {} s, warm on {} (keeper installed)",
+            keeper::EVERY_SECS,
+            change.keeper_changed.join(", ")
+        ));
     }
     Ok(change)
 }

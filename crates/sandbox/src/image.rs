@@ -89,7 +89,7 @@ pub const NODE: Recipe = Recipe {
     packages: &[
         "systemd", "systemd-sysv", "dbus", "openssh-server", "docker.io", "containerd", "runc",
         "iproute2", "iptables", "nftables", "wireguard-tools", "ca-certificates", "procps",
-        "python3", "iputils-ping", "fuse3", "kmod", "curl", "iperf3", "sudo", "rclone",
+        "python3", "iputils-ping", "fuse3", "kmod", "curl", "iperf3", "sudo", "rclone", "sqlite3",
     ],
     files: &[
         ("/etc/ssh/sshd_config.d/clusterkit.conf", 0o644, SSHD_CONF),
