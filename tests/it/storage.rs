@@ -439,7 +439,8 @@ fn garage_is_upgraded_node_by_node_while_writes_go_on() {
         acked.len()
     );
     // Stated bound: at most 1 % of the writes taken by no node (3 copies,
-    // one server out at a time, the client fails over; measured: 1 of 399).
+    // one server out at a time, the client fails over; measured: 1 of 399
+    // in one run, 0 of 373 in another).
     assert!(
         failed as usize * 100 <= acked.len() + failed as usize,
         "{failed} of {} writes taken by no node during the roll",
