@@ -474,9 +474,11 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
         // it (as the UI would: the stand-in does not write one itself)
         // reaches the cluster's S3 through the keeper, then every other
         // manager's own volume; the node stops; Grafana starts elsewhere on it.
-        let grafana_node = || {
+        // Asked of a node that stays up (`from` is stopped below).
+        let asked = |from: &str| if from == "node1" { "node2" } else { "node1" }.to_string();
+        let grafana_node = |via: &str| {
             sh(
-                "node1",
+                via,
                 "docker service ps clusterkit-monitoring_grafana --filter desired-state=running --format '{{.Node}} {{.CurrentState}}' | grep Running | cut -d' ' -f1",
             )
             .trim()
@@ -484,8 +486,9 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
         };
         let db = "$(docker volume inspect -f '{{.Mountpoint}}' clusterkit-monitoring_grafana-data)/grafana.db";
         let made = format!("dashboard-{}", now());
-        let from = grafana_node();
+        let from = grafana_node("node1");
         assert!(!from.is_empty());
+        let via = asked(&from);
         sh(
             &from,
             &format!("sqlite3 {db} \"create table if not exists ck_ui(v text); insert into ck_ui values('{made}');\""),
@@ -515,7 +518,7 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
             "grafana runs on another node, with the row",
             Duration::from_secs(180),
             || {
-                on = grafana_node();
+                on = grafana_node(&via);
                 !on.is_empty() && on != from && holds(&on)
             },
         );

@@ -439,7 +439,7 @@ pub async fn up(
         }
     };
     let (announced, took, health) = tokio::join!(
-        wait_announced(mgr.as_ref(), Duration::from_secs(90), progress),
+        wait_announced(nodes, mgr.as_ref(), Duration::from_secs(90), progress),
         probe,
         health
     );
@@ -914,6 +914,7 @@ pub async fn unannounced(mgr: &dyn Transport) -> Result<Vec<String>, StorageErro
 /// engines report it within about 20 s), so a service with a volume of the
 /// driver can be placed anywhere right after `up`.
 async fn wait_announced(
+    nodes: &[Arc<dyn Transport>],
     mgr: &dyn Transport,
     within: Duration,
     progress: &(dyn Fn(&str) + Sync),
@@ -924,6 +925,19 @@ async fn wait_announced(
         let missing = unannounced(mgr).await?;
         if missing.is_empty() {
             return Ok(());
+        }
+        // An engine lists a socket plugin once something asked for it: a
+        // volume listing there does (seen in CI: a node back from a power
+        // cut whose engine had not listed it after 90 s).
+        if start.elapsed() > Duration::from_secs(10) {
+            let poke = Cmd::new("docker volume ls -q >/dev/null 2>&1 || true");
+            futures::future::join_all(
+                nodes
+                    .iter()
+                    .filter(|t| missing.iter().any(|m| m == t.node()))
+                    .map(|t| t.exec_raw(&poke, None)),
+            )
+            .await;
         }
         if !said {
             progress(&format!(
