@@ -272,7 +272,7 @@ async fn storage(
         .ok_or_else(|| {
             anyhow::anyhow!("no manager is connected: storage is rolled through the swarm")
         })?;
-    let running = roll::running_images(mgr.as_ref()).await?;
+    let running = roll::running_images(mgr.as_ref(), spec).await?;
     let behind = roll::behind(spec, &running);
     if behind.is_empty() {
         say(&format!(

@@ -268,11 +268,7 @@ pub async fn up(
     let storage = storage_transports(nodes, spec)?;
     let mgr = manager(nodes, spec)?;
     // Running Garage servers keep their image: see [`roll`].
-    let running = if spec.storage.backend == StorageBackend::Garage {
-        roll::running_images(mgr.as_ref()).await?
-    } else {
-        BTreeMap::new()
-    };
+    let running = roll::running_images(mgr.as_ref(), spec).await?;
     change.image_behind = roll::behind(spec, &running);
     let Some(stack) = render::stack_keeping(spec, &running) else {
         return Ok(change);

@@ -24,11 +24,7 @@ impl Phase for StoragePhase {
         let Some(mgr) = cx.manager() else {
             return Ok(Vec::new());
         };
-        let running = if cx.spec.storage.backend == StorageBackend::Garage {
-            crate::roll::running_images(mgr.as_ref()).await?
-        } else {
-            Default::default()
-        };
+        let running = crate::roll::running_images(mgr.as_ref(), cx.spec).await?;
         let Some(st) = crate::render::stack_keeping(cx.spec, &running) else {
             return Ok(Vec::new());
         };

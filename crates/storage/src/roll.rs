@@ -15,8 +15,15 @@ use clusterkit_core::transport::{Cmd, Transport};
 use crate::{garage, StorageError, STACK};
 
 /// The image each Garage node's service runs (node name → image), read
-/// through a manager; empty before the stack is deployed.
-pub async fn running_images(mgr: &dyn Transport) -> Result<BTreeMap<String, String>, StorageError> {
+/// through a manager; empty before the stack is deployed, and for another
+/// backend than Garage (nothing is kept: see [`crate::render::stack_keeping`]).
+pub async fn running_images(
+    mgr: &dyn Transport,
+    spec: &ClusterSpec,
+) -> Result<BTreeMap<String, String>, StorageError> {
+    if spec.storage.backend != StorageBackend::Garage {
+        return Ok(BTreeMap::new());
+    }
     let out = mgr
         .exec(&Cmd::new(format!(
             "ids=$(docker service ls -q --filter label=com.docker.stack.namespace={STACK}); \
