@@ -31,16 +31,17 @@ fn the_whole_cluster_comes_back_by_itself_after_every_node_lost_power() {
         assert_eq!(m.code, 0, "{}{}", m.stdout, m.stderr);
     }
     crate::storage::tools_image();
+    // Everything answers before the power goes (a disruptive test before
+    // this one may have just powered a node back).
+    wait_for("status ok before", Duration::from_secs(180), || {
+        ck(&["status", "-c", &config()]).code == 0
+    });
     let vol = "--mount type=volume,source=ck-reboot,target=/d,volume-driver=clusterkit,volume-opt=remote=clusterkit:volumes/ck-reboot";
     let (ok, out) = exec(
         "node1",
         &format!("docker run --rm {vol} ck/tools:1 sh -c 'echo survived > /d/proof'"),
     );
     assert!(ok, "{out}");
-    // Everything answers before the power goes.
-    wait_for("status ok before", Duration::from_secs(180), || {
-        ck(&["status", "-c", &config()]).code == 0
-    });
 
     let all = ["node1", "node2", "node3"];
     let _back = PowerBack(all.to_vec());

@@ -183,10 +183,23 @@ fn a_volume_follows_its_service_to_another_node_when_its_node_dies() {
     let mut seen = String::new();
     let begin = Instant::now();
     while moved.is_none() {
-        assert!(
-            begin.elapsed() < Duration::from_secs(180),
-            "the service was not rescheduled with its file within 180 s; last seen:\n{seen}"
-        );
+        if begin.elapsed() > Duration::from_secs(180) {
+            // What each surviving manager saw (a leaderless swarm was seen
+            // once in CI with one of three managers down, not reproduced).
+            let others: String = ["node1", "node2", "node3"]
+                .iter()
+                .filter(|n| **n != from)
+                .map(|n| {
+                    out(&exec(
+                        n,
+                        "docker node ls; journalctl -u docker --no-pager -n 400 | grep -i raft | tail -n 15; wg show wg0 latest-handshakes",
+                    ))
+                })
+                .collect();
+            panic!(
+                "the service was not rescheduled with its file within 180 s; last seen:\n{seen}\n{others}"
+            );
+        }
         std::thread::sleep(Duration::from_millis(500));
         let o = exec(
             alive,
@@ -254,10 +267,34 @@ fn a_volume_follows_its_service_to_another_node_when_its_node_dies() {
     // The node comes back: healthy again, without a re-run.
     let start = ck(&["sandbox", "start", "--name", NAME, &from]);
     assert_eq!(start.code, 0, "{}", start.stderr);
+    // Its volume driver serves again: the volume was mounted there when the
+    // power went (rclone 1.60 hung for ever remounting it, measured), and
+    // `storage status` counts a driver that does not serve.
+    let mut last = None;
     wait_for("storage is healthy again", Duration::from_secs(120), || {
         let s = ck(&["storage", "status", "-c", &config()]);
-        s.code == 0 && s.stdout.contains("Garage healthy")
+        let ok = s.code == 0 && s.stdout.contains("Garage healthy");
+        last = Some(s);
+        ok
     });
+    let last = last.unwrap();
+    assert!(
+        last.stdout
+            .lines()
+            .any(|l| l.starts_with(from.as_str()) && l.ends_with("running")),
+        "{}",
+        last.stdout
+    );
+    let o = exec(
+        &from,
+        "docker run --rm --mount type=volume,source=ck-data,target=/data,volume-driver=clusterkit,volume-opt=remote=clusterkit:volumes/ck-data \
+         ck/tools:1 sh -c 'cd /data && sha256sum -c blob.sha >/dev/null && cat blob.sha'",
+    );
+    assert!(
+        out(&o).starts_with(&sum),
+        "the volume on {from}, back: {}",
+        out(&o)
+    );
     let _ = exec(alive, &format!("docker service rm {svc}"));
 }
 

@@ -126,8 +126,11 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
             && st.mesh_pairs > 0
             && st.mesh_pairs_up == st.mesh_pairs
             && st.swarm.as_ref().is_some_and(|s| s.has_quorum)
-            && st.storage.as_ref().is_none_or(|s| s.health == "healthy")
-            && st.monitoring.as_ref().is_none_or(|m| m.down.is_empty())
+            && st.storage.as_ref().is_none_or(|s| s.whole())
+            && st
+                .monitoring
+                .as_ref()
+                .is_none_or(|m| m.down.is_empty() && m.total > 0)
             && st
                 .stacks
                 .iter()
@@ -173,18 +176,25 @@ fn print(st: &Status, notes: &[String]) {
     }
     if let Some(s) = &st.storage {
         println!(
-            "{} storage   {} on {} node(s), {} copies, tolerates {} loss(es)",
-            mark(s.health == "healthy"),
+            "{} storage   {} on {} node(s), {} copies, tolerates {} loss(es){}",
+            mark(s.whole()),
             s.health,
             s.nodes.len(),
             s.replication,
-            s.tolerates
+            s.tolerates,
+            match s.drivers_down() {
+                d if d.is_empty() => String::new(),
+                d => format!(
+                    "; volume driver not serving on {} (`systemctl restart clusterkit-volumes` there, or `clusterkit up --only storage`)",
+                    d.join(", ")
+                ),
+            }
         );
     }
     if let Some(m) = &st.monitoring {
         println!(
-            "{} monitor   {}/{} targets up{}{}",
-            mark(m.down.is_empty()),
+            "{} monitor   {}/{} targets up{}{}{}",
+            mark(m.down.is_empty() && m.total > 0),
             m.up,
             m.total,
             if m.down.is_empty() {
@@ -196,6 +206,11 @@ fn print(st: &Status, notes: &[String]) {
                 String::new()
             } else {
                 format!("; alerts firing: {}", m.firing.join(", "))
+            },
+            if m.total == 0 {
+                " (Prometheus runs but has found nothing to scrape yet: it discovers the swarm's tasks within a minute)"
+            } else {
+                ""
             }
         );
     }

@@ -78,7 +78,7 @@ fn print_status(s: &StorageStatus, unreachable: &[(String, String)]) -> std::io:
             gib(n.total),
             match n.driver {
                 Some(true) => "running",
-                Some(false) => "stopped",
+                Some(false) => "not serving",
                 None => "?",
             }
         )?;
@@ -147,8 +147,10 @@ pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
                 } else {
                     print_status(&s, &failed)?;
                 }
-                let healthy =
-                    s.nodes.iter().all(|n| n.up) && s.probe_ms.is_some() && failed.is_empty();
+                let healthy = s.nodes.iter().all(|n| n.up)
+                    && s.drivers_down().is_empty()
+                    && s.probe_ms.is_some()
+                    && failed.is_empty();
                 Ok(if healthy { exit::OK } else { exit::FAILURE })
             }
             StorageCmd::Render { .. } => unreachable!("handled above"),

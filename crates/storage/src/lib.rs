@@ -779,11 +779,13 @@ async fn install_peers_unit(t: &dyn Transport, peers: &str) -> Result<(), Storag
     Ok(())
 }
 
-/// Whether the volume driver's unit runs on the node.
+/// Whether the volume driver runs on the node and serves its socket (a
+/// driver stuck before serving, as rclone 1.60 was on stale mounts, is not
+/// running).
 pub async fn driver_active(t: &dyn Transport) -> Result<bool, StorageError> {
     let cmd = Cmd::new(format!(
-        "systemctl is-active --quiet {}",
-        DriverConfig::UNIT
+        "systemctl is-active --quiet {} && [ -S /run/docker/plugins/{DRIVER}.sock ]",
+        DriverConfig::UNIT,
     ));
     Ok(t.exec_raw(&cmd, None).await?.status == 0)
 }
@@ -989,6 +991,24 @@ pub struct StorageStatus {
     pub probe_error: Option<String>,
     /// Bytes in the volumes bucket.
     pub volumes_bytes: Option<u64>,
+}
+
+impl StorageStatus {
+    /// The nodes whose volume driver does not serve: a task with a volume of
+    /// the driver cannot run there.
+    pub fn drivers_down(&self) -> Vec<&str> {
+        self.nodes
+            .iter()
+            .filter(|n| n.driver == Some(false))
+            .map(|n| n.node.as_str())
+            .collect()
+    }
+
+    /// Healthy storage (every copy reachable) and a driver serving on every
+    /// node that answered.
+    pub fn whole(&self) -> bool {
+        self.health == "healthy" && self.drivers_down().is_empty()
+    }
 }
 
 /// Garage's write quorum for `replication` copies (its default consistency:

@@ -304,6 +304,11 @@ impl DriverConfig {
              Before=docker.service\n\n\
              [Service]\n\
              ExecStartPre=/bin/mkdir -p /run/docker/plugins {base} {cache}\n\
+             # Mounts of an earlier run are dead (their process is gone): rclone 1.60 hangs for ever\n\
+             # remounting those listed in its state, so they are unmounted and forgotten first;\n\
+             # Docker mounts again what its containers use.\n\
+             ExecStartPre=-/bin/sh -c 'grep \" fuse.rclone \" /proc/mounts | cut -d\" \" -f2 | grep \"^{base}/\" | xargs -r -n1 umount -l'\n\
+             ExecStartPre=-/bin/sed -i 's/\"mounts\":[[][^]]*[]]/\"mounts\":[]/g' {cache}/docker-plugin.state\n\
              ExecStart=/usr/bin/rclone serve docker --config {conf} --socket-addr {socket} \
              --base-dir {base} --cache-dir {cache} --vfs-cache-mode {mode} --vfs-write-back {wb} \
              --dir-cache-time {dct} --timeout 30s --contimeout 10s --allow-other --log-level INFO\n\
