@@ -90,8 +90,20 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
         )
         .unwrap();
         let cfg = config.to_str().unwrap();
+        // The dry run names Grafana's keeper on every manager; after `up`,
+        // nothing is left to change.
+        let dry = ck(&["up", "--dry-run", "--only", "monitoring", "-c", cfg]);
+        assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
+        for n in ["node1", "node2", "node3"] {
+            let line = format!(
+                "monitoring {n}: would write /usr/local/lib/clusterkit/grafana-keeper and run it every minute"
+            );
+            assert!(dry.stdout.contains(&line), "{line}: {}", dry.stdout);
+        }
         let up = ck(&["up", "-c", cfg]);
         assert_eq!(up.code, 0, "{}{}", up.stdout, up.stderr);
+        let dry = ck(&["up", "--dry-run", "-c", cfg]);
+        assert_eq!(dry.stdout.trim(), "nothing would change", "{}", dry.stderr);
 
         // What the users added: a secret, and data in Grafana's volume.
         let token = "app-token-value-3f9a1c";

@@ -526,6 +526,32 @@ fn garage_is_upgraded_node_by_node_while_writes_go_on() {
     }
     let rolled: Vec<String> = nodes.iter().map(|n| garage_container(n)).collect();
     assert!(rolled.iter().all(|c| c.ends_with(&second)), "{rolled:?}");
+    // Each server started in its own step, none again at the end (the
+    // stack deployed again after the roll must restart nothing).
+    let started: Vec<u64> = nodes
+        .iter()
+        .map(|n| {
+            let o = exec(
+                n,
+                &format!(
+                    "date -d \"$(docker inspect -f '{{{{.State.StartedAt}}}}' {})\" +%s",
+                    garage_container(n)
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("none")
+                ),
+            );
+            out(&o)
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{n}: {}", out(&o)))
+        })
+        .collect();
+    assert!(
+        started[0] + 5 < started[1] && started[1] + 5 < started[2],
+        "Garage started at {started:?} (node1..node3): not one step after the other\n{}",
+        roll.stderr
+    );
 
     // Converged: `up` changes nothing, restarts nothing; a re-run rolls nothing.
     let up = ck(&["storage", "up", "-c", cfg]);

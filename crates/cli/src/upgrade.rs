@@ -283,7 +283,9 @@ async fn storage(
     let h = clusterkit_storage::health(nodes, spec).await?;
     if !roll::all_ok(&h) {
         anyhow::bail!(
-            "storage is {}: {}/{} servers connected, {}/{} partitions with every copy. A roll takes one server              out at a time and needs every other one whole: bring the missing ones back              (`clusterkit storage status` names them), then run again; nothing was changed",
+            "storage is {}: {}/{} servers connected, {}/{} partitions with every copy. A roll takes one server \
+             out at a time and needs every other one whole: bring the missing ones back \
+             (`clusterkit storage status` names them), then run again; nothing was changed",
             h.status,
             h.storage_nodes_up,
             h.storage_nodes,
@@ -294,7 +296,8 @@ async fn storage(
     let r = spec.storage.replication;
     if clusterkit_storage::write_quorum(r) >= usize::from(r) {
         say(&format!(
-            "storage keeps {r} cop(ies) and needs all of them for a write: writes to objects with a copy on a              server pause while it restarts (3 copies keep writes going)"
+            "storage keeps {r} cop(ies) and needs all of them for a write: writes to objects with a copy on a \
+             server pause while it restarts (3 copies keep writes going)"
         ));
     }
     let todo_nodes: Vec<Arc<dyn Transport>> = nodes

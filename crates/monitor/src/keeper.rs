@@ -153,6 +153,52 @@ pub async fn install(t: &dyn Transport) -> Result<bool, TransportError> {
     Ok(changed)
 }
 
+/// What `up` would change about the keeper on a manager (`up --dry-run`):
+/// its files to write or update when it is wanted, its removal when it is
+/// not and is there.
+pub async fn check(
+    t: &dyn Transport,
+    spec: &ClusterSpec,
+) -> Result<Vec<clusterkit_core::engine::Change>, clusterkit_core::engine::BoxError> {
+    use clusterkit_core::engine::{compare_files, read_file, Change};
+    if wanted(spec) {
+        let (dir, name) = SCRIPT_PATH.rsplit_once('/').unwrap_or(("", SCRIPT_PATH));
+        let mut out = compare_files(
+            t,
+            "monitoring",
+            dir,
+            &[(name.to_string(), script())],
+            "run it every minute",
+        )
+        .await?;
+        out.extend(
+            compare_files(
+                t,
+                "monitoring",
+                UNIT_DIR,
+                &units(),
+                "start the keeper's timer",
+            )
+            .await?,
+        );
+        return Ok(out);
+    }
+    let there = read_file(t, &format!("{UNIT_DIR}/{UNIT}.timer"))
+        .await?
+        .is_some()
+        || read_file(t, SCRIPT_PATH).await?.is_some();
+    Ok(there
+        .then(|| Change {
+            phase: "monitoring",
+            node: Some(t.node().into()),
+            what: "would remove Grafana's keeper (not wanted: Grafana, storage or a local data volume is off)"
+                .into(),
+            diff: None,
+        })
+        .into_iter()
+        .collect())
+}
+
 /// Removes the keeper from a node (nothing when it is not there).
 pub async fn remove(t: &dyn Transport) -> Result<(), TransportError> {
     t.exec(&Cmd::new(format!(

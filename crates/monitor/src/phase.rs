@@ -49,14 +49,19 @@ impl Phase for MonitoringPhase {
             return Ok(Vec::new());
         };
         let st = crate::render::stack(cx.spec);
-        compare_files(
+        let mut out = compare_files(
             mgr.as_ref(),
             "monitoring",
             crate::STACK_DIR,
             &st.all(),
             "redeploy",
         )
-        .await
+        .await?;
+        // Grafana's keeper, on every manager.
+        for t in clusterkit_core::stack::managers(cx.nodes, cx.spec) {
+            out.extend(crate::keeper::check(t.as_ref(), cx.spec).await?);
+        }
+        Ok(out)
     }
 
     async fn apply(&self, cx: &Context<'_>) -> Result<Outcome, BoxError> {
