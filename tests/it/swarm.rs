@@ -114,17 +114,24 @@ fn the_swarm_survives_its_leader_keeps_every_replica_and_rebalance_spreads_them_
         .collect();
     // Bounded for a loaded machine: the lost node must be declared down
     // before its tasks start elsewhere.
-    wait_for(
-        "3 replicas on the survivors",
-        Duration::from_secs(240),
-        || {
-            let ps = exec(&survivors[0], "docker service ps keeper --filter desired-state=running --format '{{.Node}} {{.CurrentState}}'");
-            ps.lines()
-                .filter(|l| l.contains("Running") && !l.starts_with(&old))
-                .count()
-                == 3
-        },
-    );
+    let begin = std::time::Instant::now();
+    loop {
+        let ps = exec(&survivors[0], "docker service ps keeper --format '{{.Node}} {{.DesiredState}} {{.CurrentState}} {{.Error}}'");
+        let running = ps
+            .lines()
+            .filter(|l| l.contains(" Running Running") && !l.starts_with(&old))
+            .count();
+        if running == 3 {
+            break;
+        }
+        // Bounded for a loaded machine; what the survivors saw when it was
+        // not met (seen once in CI, not reproduced).
+        if begin.elapsed() > Duration::from_secs(240) {
+            let nodes = exec(&survivors[0], "docker node ls; journalctl -u docker --no-pager -n 300 | grep -iE 'raft|heartbeat|node.*down' | tail -n 15");
+            panic!("3 replicas on the survivors: not within 240 s\n{ps}\n{nodes}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     assert_eq!(ck(&["sandbox", "start", "--name", NAME, &old]).code, 0);
     wait_for(
         "the old leader back as a reachable manager",

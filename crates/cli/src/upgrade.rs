@@ -314,7 +314,7 @@ async fn storage(
             t.node(),
             running.get(t.node()).map_or("?", String::as_str)
         ));
-        todo.push((t, Box::new(ImageRoll { image }) as Box<dyn Work>));
+        todo.push((t, Box::new(ImageRoll { image, spec }) as Box<dyn Work>));
     }
     Ok(roll(nodes, Component::Storage.name(), todo, say).await?)
 }

@@ -81,14 +81,37 @@ pub async fn wait_stopped(t: &dyn Transport, patience: Duration) -> Result<(), S
     Ok(())
 }
 
-/// Gives `node`'s Garage service `image`, through the manager `mgr`; the
-/// engine replaces its task when the node can run it.
-pub async fn set_image(mgr: &dyn Transport, node: &str, image: &str) -> Result<(), StorageError> {
-    mgr.exec(
-        &Cmd::new("docker service update --quiet --detach --no-resolve-image --image ")
-            .arg(image)
-            .push(" ")
-            .arg(&garage::service(node)),
+/// Gives `node`'s Garage service `image`, through the manager `mgr`: the
+/// storage stack deployed again with that node's image changed and every
+/// other node kept on the image its service runs, so only that node's task
+/// is replaced (when the node can run it).
+///
+/// Through the stack, not `docker service update --image`: that also
+/// rewrote other fields of the spec (the mounts sorted, no DNS config, no
+/// stop grace period; through the Engine API a round trip lost the health
+/// check too), so the stack deployed after the roll differed from every
+/// server's spec and restarted them all at once (measured: three servers
+/// started in the same second, writes refused by every node).
+pub async fn set_image(
+    mgr: &dyn Transport,
+    spec: &ClusterSpec,
+    node: &str,
+    image: &str,
+) -> Result<(), StorageError> {
+    let mut images = running_images(mgr, spec).await?;
+    images.insert(node.to_string(), image.to_string());
+    let stack = crate::render::stack_keeping(spec, &images).ok_or_else(|| {
+        StorageError::Unsupported("storage.backend is none: no Garage service to update".into())
+    })?;
+    clusterkit_core::stack::deploy(
+        mgr,
+        &clusterkit_core::stack::StackDeploy {
+            name: STACK,
+            dir: crate::STACK_DIR,
+            files: stack.all(),
+            services: crate::storage_nodes(spec).count(),
+        },
+        &|_| {},
     )
     .await?;
     Ok(())
@@ -185,6 +208,8 @@ pub async fn wait_back(
 pub struct ImageRoll<'a> {
     /// The image.
     pub image: &'a str,
+    /// The cluster's spec (the storage stack is rendered from it).
+    pub spec: &'a ClusterSpec,
 }
 
 const PATIENCE: Duration = Duration::from_secs(180);
@@ -203,7 +228,7 @@ impl clusterkit_core::roll::Work for ImageRoll<'_> {
             wait_stopped(t.as_ref(), PATIENCE).await?;
         }
         say(&format!("{node}: Garage's service to {image}"));
-        set_image(via.unwrap_or(t).as_ref(), node, image).await?;
+        set_image(via.unwrap_or(t).as_ref(), self.spec, node, image).await?;
         Ok(())
     }
 
