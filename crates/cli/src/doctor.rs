@@ -204,10 +204,10 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
                         _ => Level::Fail,
                     };
                     add(level, "storage", format!("{} on {} node(s), tolerates {} loss(es)", st.health, st.nodes.len(), st.tolerates));
-                    for n in st.nodes.iter().filter(|n| n.driver == Some(false)) {
+                    for n in st.drivers_down() {
                         add(Level::Fail, "storage", format!(
                             "{}: the `{}` volume driver is not running (`systemctl restart clusterkit-volumes` there, or `clusterkit up --only storage`)",
-                            n.node,
+                            n,
                             clusterkit_storage::DRIVER
                         ));
                     }

@@ -127,10 +127,7 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
             && st.mesh_pairs_up == st.mesh_pairs
             && st.swarm.as_ref().is_some_and(|s| s.has_quorum)
             && st.storage.as_ref().is_none_or(|s| s.whole())
-            && st
-                .monitoring
-                .as_ref()
-                .is_none_or(|m| m.down.is_empty() && m.total > 0)
+            && st.monitoring.as_ref().is_none_or(|m| m.whole())
             && st
                 .stacks
                 .iter()
@@ -194,7 +191,7 @@ fn print(st: &Status, notes: &[String]) {
     if let Some(m) = &st.monitoring {
         println!(
             "{} monitor   {}/{} targets up{}{}{}",
-            mark(m.down.is_empty() && m.total > 0),
+            mark(m.whole()),
             m.up,
             m.total,
             if m.down.is_empty() {

@@ -424,6 +424,13 @@ pub struct Targets {
     pub firing: Vec<String>,
 }
 
+impl Targets {
+    /// Prometheus has found targets and every one answers.
+    pub fn whole(&self) -> bool {
+        self.down.is_empty() && self.total > 0
+    }
+}
+
 /// Where `service` runs (its endpoint) and the connection to that node;
 /// `None` when it does not run on a connected node.
 pub async fn running_on<'a>(

@@ -784,8 +784,9 @@ async fn install_peers_unit(t: &dyn Transport, peers: &str) -> Result<(), Storag
 /// running).
 pub async fn driver_active(t: &dyn Transport) -> Result<bool, StorageError> {
     let cmd = Cmd::new(format!(
-        "systemctl is-active --quiet {} && [ -S /run/docker/plugins/{DRIVER}.sock ]",
+        "systemctl is-active --quiet {} && [ -S {} ]",
         DriverConfig::UNIT,
+        DriverConfig::socket_of(DRIVER),
     ));
     Ok(t.exec_raw(&cmd, None).await?.status == 0)
 }

@@ -288,7 +288,12 @@ impl DriverConfig {
 
     /// The socket Docker finds the driver on.
     pub fn socket(&self) -> String {
-        format!("/run/docker/plugins/{}.sock", self.driver)
+        Self::socket_of(&self.driver)
+    }
+
+    /// The socket Docker finds driver `driver` on.
+    pub fn socket_of(driver: &str) -> String {
+        format!("/run/docker/plugins/{driver}.sock")
     }
 
     /// The systemd unit running `rclone serve docker` (no secret in it: the
