@@ -390,18 +390,41 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
         };
         nothing_to_upgrade();
 
-        // A rolling upgrade of Docker Engine, a second version of Debian's
-        // package: refused while unpinned or not installable, then rolled
-        // while the app keeps answering (the same bound).
+        // Unset in the config, the engine is pinned at the version the nodes
+        // run: held on every node (the replacement too), recorded in the state.
+        let state_file = dir.join(".clusterkit/state.toml");
+        let v1_engine = sh("node1", "dpkg-query -W -f='${Version}' docker.io");
+        for n in ["node1", "node2", "node3"] {
+            assert_eq!(
+                sh(
+                    n,
+                    "dpkg-query -W -f='${Version}' docker.io; echo; apt-mark showhold docker.io"
+                ),
+                format!("{v1_engine}\ndocker.io\n"),
+                "{n}: the cluster's engine, held"
+            );
+        }
+        let recorded = |v: &str| {
+            let state = std::fs::read_to_string(&state_file).unwrap();
+            assert!(
+                state.contains(&format!("engine_version = \"{v}\"")),
+                "{v} recorded: {state}"
+            );
+        };
+        recorded(&v1_engine);
         let unpinned = ck(&["upgrade", "--component", "docker", "-c", cfg]);
-        assert_ne!(unpinned.code, 0);
+        assert_eq!(unpinned.code, 0, "{}", unpinned.stderr);
         assert!(
-            unpinned
-                .stderr
-                .contains("no Docker Engine version is pinned"),
+            unpinned.stderr.contains(&format!(
+                "docker: every node runs docker.io {v1_engine}: nothing to upgrade"
+            )),
             "{}",
             unpinned.stderr
         );
+
+        // A rolling upgrade of Docker Engine, a second version of Debian's
+        // package: refused while not installable, then rolled while the app
+        // keeps answering (the same bound).
         let v2_engine = second_engine_package();
         let pin = |v: &str| {
             std::fs::write(
@@ -477,6 +500,7 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
             ok + failed
         );
         whole(cfg, "the cluster whole after the engine roll");
+        recorded(&v2_engine);
         nothing_to_upgrade();
 
         // A manager cut off from the others: the roll is refused, nothing changes.

@@ -248,7 +248,8 @@ Examples:
         Components and their versions: `mesh` is the userspace WireGuard binary that sits beside\n\
         this clusterkit (or $CLUSTERKIT_WG_USERSPACE). `docker` is the distribution's docker.io\n\
         package at `engine_version` under [swarm] (installed as that version and held; every node\n\
-        must find it in its package sources before any is drained; unset: left alone). `storage`\n\
+        must find it in its package sources before any is drained; unset: the version the nodes\n\
+        ran together at the last `up` or roll, which `up` holds and installs on a new node). `storage`\n\
         is Garage's image at `image` under [storage] (every server must be connected and every\n\
         partition whole before one is taken out; `up` never replaces a running server's image, it\n\
         names the nodes behind; MinIO does not run mixed versions: `up` changes it everywhere at\n\

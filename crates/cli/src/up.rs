@@ -140,6 +140,9 @@ pub fn run(
             Ok(())
         };
         let result = engine.apply_then(&cx, only, &save).await;
+        if result.is_ok() && only.is_none_or(|o| o == "docker") {
+            record_engine(loaded, &cx.facts())?;
+        }
         drop(cx);
         let json_out = reporter.finish();
         let report = match result {
@@ -180,6 +183,24 @@ pub fn run(
         }
         Ok(exit::OK)
     })
+}
+
+/// Records the `docker.io` version every node runs, when they agree: the
+/// engine's pin from then on while `[swarm] engine_version` is not set.
+pub fn record_engine(
+    loaded: &Loaded,
+    facts: &std::collections::BTreeMap<String, clusterkit_core::transport::facts::Facts>,
+) -> anyhow::Result<()> {
+    use clusterkit_core::engine::{engine_agreement, EngineAgreement};
+    if let EngineAgreement::Same(v) = engine_agreement(facts) {
+        // The state as saved (the facts phase may have written it).
+        let mut state = clusterkit_core::state::State::load(&loaded.state_path)?;
+        if state.engine_version.as_deref() != Some(v.as_str()) {
+            state.engine_version = Some(v);
+            state.save(&loaded.state_path)?;
+        }
+    }
+    Ok(())
 }
 
 /// `clusterkit deploy FILE [--name NAME]`.

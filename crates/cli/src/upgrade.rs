@@ -23,7 +23,8 @@ pub enum Component {
     /// The userspace WireGuard binary (clusterkit-wg-userspace, boringtun) on the nodes
     /// without kernel WireGuard: the one beside this clusterkit, or $CLUSTERKIT_WG_USERSPACE.
     Mesh,
-    /// Docker Engine: the distribution's `docker.io` package at `[swarm] engine_version`.
+    /// Docker Engine: the distribution's `docker.io` package at `[swarm] engine_version`
+    /// (else at the version the nodes last ran together, recorded by `up`).
     Docker,
     /// Garage, the storage server: its image at `[storage] image`.
     Storage,
@@ -47,10 +48,11 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
         None => vec![Component::Mesh, Component::Docker, Component::Storage],
     };
     let spec = &loaded.built.spec;
-    if component == Some(Component::Docker) && spec.swarm.engine_version.is_none() {
+    if component == Some(Component::Docker) && engine_wanted(spec).is_none() {
         anyhow::bail!(
-            "no Docker Engine version is pinned: set `engine_version` under [swarm] in the cluster's config \
-             (`apt-cache policy docker.io` on a node lists the versions it can install), then run again"
+            "no Docker Engine version is pinned yet: `clusterkit up` pins the one the nodes run (or set \
+             `engine_version` under [swarm] in the cluster's config; `apt-cache policy docker.io` on a node \
+             lists the versions it can install), then run again"
         );
     }
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -84,6 +86,16 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
     if done.is_empty() {
         println!("nothing to upgrade");
         return Ok(exit::OK);
+    }
+    // Every node runs the wanted engine now: the cluster's engine from here
+    // on, even if `engine_version` leaves the config.
+    if let (true, Some(v)) = (
+        done.iter().any(|(c, _)| *c == Component::Docker),
+        engine_wanted(spec),
+    ) {
+        let mut state = clusterkit_core::state::State::load(&loaded.state_path)?;
+        state.engine_version = Some(v.to_string());
+        state.save(&loaded.state_path)?;
     }
     // The storage stack's files now name the image every server runs:
     // deployed again (no server restarts: their services already match).
@@ -171,6 +183,15 @@ async fn mesh(
     Ok(roll(nodes, Component::Mesh.name(), todo, say).await?)
 }
 
+/// The engine version a roll brings every node to: `[swarm] engine_version`,
+/// else the one the nodes last ran together.
+fn engine_wanted(spec: &ClusterSpec) -> Option<&str> {
+    spec.swarm
+        .engine_version
+        .as_deref()
+        .or(spec.swarm.engine_recorded.as_deref())
+}
+
 /// Docker Engine: the nodes whose `docker.io` package is another version
 /// than the pinned one. Every node must be able to install it before the
 /// first one is drained.
@@ -179,8 +200,8 @@ async fn docker(
     spec: &ClusterSpec,
     say: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<usize> {
-    let Some(wanted) = spec.swarm.engine_version.as_deref() else {
-        say("docker: no engine_version pinned under [swarm]: the engines are left as they are");
+    let Some(wanted) = engine_wanted(spec) else {
+        say("docker: no engine pinned yet (`clusterkit up` pins the one the nodes run): the engines are left as they are");
         return Ok(0);
     };
     let mut installed = BTreeMap::new();

@@ -277,7 +277,7 @@ pub fn starter(inventory: Option<&str>, nodes: &[(String, String)]) -> String {
          \n[swarm]                         # every node a manager, up to max_managers\n\
          # default_addr_pool = \"10.200.0.0/16\"   # overlay subnets; must not overlap mesh.cidr\n\
          # subnet_size = 24\n# max_managers = 7\n\
-         # engine_version = \"20.10.24+dfsg1-1+deb12u1+b6\"  # docker.io package, held; `upgrade --component docker`\n\
+         # engine_version = \"20.10.24+dfsg1-1+deb12u1+b6\"  # docker.io, held; unset: the one the nodes run\n\
          \n[storage]                       # distributed S3 behind a Docker volume driver\n\
          # backend = \"garage\"          # garage | minio | none\n# image = \"clusterkit/garage:2.5.0\"\n\
          # data_path = \"/var/lib/clusterkit/storage\"\n# replication = 3\n\

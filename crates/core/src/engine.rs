@@ -47,7 +47,9 @@ use serde::Serialize;
 
 use crate::spec::ClusterSpec;
 use crate::transport::facts::{self, Facts};
-use crate::transport::install::{ensure_docker_pinned, DockerAction, DockerSource};
+use crate::transport::install::{
+    ensure_docker_pinned, installed_engine_package, DockerAction, DockerSource,
+};
 use crate::transport::{fan_out, Cmd, Transport};
 
 /// Any phase's error: each capability crate has its own error type.
@@ -601,7 +603,51 @@ impl Phase for FactsPhase {
     }
 }
 
-/// Docker Engine on every node, from the distribution's packages.
+/// What the nodes' `docker.io` packages have in common.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineAgreement {
+    /// No node has the package (none runs Docker, or it came from elsewhere).
+    Absent,
+    /// Every node that has the package has this version.
+    Same(String),
+    /// The nodes differ: each node with its version.
+    Differ(Vec<(String, String)>),
+}
+
+/// Compares the `docker.io` versions in `facts` (nodes without the package
+/// are left out: an engine from elsewhere is not pinned through it).
+pub fn engine_agreement(facts: &BTreeMap<String, Facts>) -> EngineAgreement {
+    let with: Vec<(String, String)> = facts
+        .iter()
+        .filter_map(|(n, f)| f.docker_package.clone().map(|v| (n.clone(), v)))
+        .collect();
+    match with.first() {
+        None => EngineAgreement::Absent,
+        Some((_, v)) if with.iter().all(|(_, w)| w == v) => EngineAgreement::Same(v.clone()),
+        Some(_) => EngineAgreement::Differ(with),
+    }
+}
+
+/// The engine version every node is kept at: `[swarm] engine_version`, else
+/// the one the nodes run together, else the one they last ran together
+/// ([`crate::spec::SwarmSpec::engine_recorded`]).
+pub fn engine_pin(spec: &ClusterSpec, facts: &BTreeMap<String, Facts>) -> Option<String> {
+    spec.swarm
+        .engine_version
+        .clone()
+        .or_else(|| match engine_agreement(facts) {
+            EngineAgreement::Same(v) if crate::spec::package_version(&v).is_ok() => Some(v),
+            _ => None,
+        })
+        .or_else(|| spec.swarm.engine_recorded.clone())
+}
+
+/// Holds `docker.io` (apt leaves its version until a roll changes it).
+const HOLD_ENGINE: &str = "apt-mark hold docker.io >/dev/null";
+
+/// Docker Engine on every node, from the distribution's packages, at one
+/// version and held: the spec's `engine_version`, else the version the
+/// nodes already run together (a node added later gets the same engine).
 pub struct DockerPhase;
 
 #[async_trait::async_trait]
@@ -611,72 +657,135 @@ impl Phase for DockerPhase {
     }
 
     async fn check(&self, cx: &Context<'_>) -> Result<Vec<Change>, BoxError> {
-        Ok(cx
-            .facts()
+        let facts = cx.facts();
+        let pin = engine_pin(cx.spec, &facts);
+        Ok(facts
             .into_iter()
-            .filter(|(_, f)| f.docker.is_none())
-            .map(|(n, _)| Change {
-                phase: "docker",
-                node: Some(n),
-                what: match &cx.spec.swarm.engine_version {
-                    Some(v) => format!(
+            .filter_map(|(n, f)| {
+                let what = match (&pin, &f.docker, &f.docker_package) {
+                    (Some(v), None, _) => format!(
                         "would install Docker Engine {v} from the distribution's packages (held)"
                     ),
-                    None => "would install Docker Engine from the distribution's packages".into(),
-                },
-                diff: None,
+                    (None, None, _) => {
+                        "would install Docker Engine from the distribution's packages".into()
+                    }
+                    (Some(v), Some(_), Some(p)) if p == v && !f.docker_held => {
+                        format!("would hold docker.io {v}, the cluster's engine (apt leaves it)")
+                    }
+                    _ => return None,
+                };
+                Some(Change {
+                    phase: "docker",
+                    node: Some(n),
+                    what,
+                    diff: None,
+                })
             })
             .collect())
     }
 
     async fn apply(&self, cx: &Context<'_>) -> Result<Outcome, BoxError> {
         let all = cx.facts();
-        let version = cx.spec.swarm.engine_version.as_deref();
+        let version = engine_pin(cx.spec, &all);
         let mut out = Outcome::default();
         for (n, r) in fan_out(cx.nodes, 16, |t| {
             let f = all.get(t.node()).cloned();
+            let version = version.as_deref();
             async move {
                 let node = t.node().to_string();
                 let progress = |line: &str| cx.say_on(&node, line);
-                match f {
-                    Some(f) => {
-                        ensure_docker_pinned(t, &f, DockerSource::Distribution, version, &progress)
-                            .await
-                            .map(Some)
-                    }
-                    None => Ok(None),
-                }
+                let Some(f) = f else { return Ok(None) };
+                let action =
+                    ensure_docker_pinned(t, &f, DockerSource::Distribution, version, &progress)
+                        .await?;
+                let package = match action {
+                    DockerAction::Installed(_) => installed_engine_package(t).await?,
+                    DockerAction::Present(_) => f.docker_package.clone(),
+                };
+                Ok::<_, BoxError>(Some((action, package)))
             }
         })
         .await
         {
-            if let Some(DockerAction::Installed(v)) = r? {
+            if let Some((DockerAction::Installed(v), package)) = r? {
                 cx.say_on(&n, &format!("installed Docker Engine {v}"));
                 if let Some(mut f) = all.get(&n).cloned() {
                     f.docker = Some(v);
+                    f.docker_held = version.is_some();
+                    f.docker_package = package;
                     cx.set_facts(&n, f);
                 }
                 out.node(n);
             }
         }
-        // A running engine is never replaced here (every node at once): a
-        // pinned version it does not match is said, and left to the roll.
-        if let Some(v) = version {
-            let behind: Vec<&str> = all
+        // Every node on one version (pinned, or as it came): held there.
+        let now = cx.facts();
+        let mut notes = Vec::new();
+        if let Some(v) = engine_pin(cx.spec, &now) {
+            let unheld: Vec<Arc<dyn Transport>> = cx
+                .nodes
                 .iter()
-                .filter(|(n, f)| {
-                    f.docker.is_some()
-                        && !out.nodes.contains(*n)
-                        && f.docker_package.as_deref() != Some(v)
+                .filter(|t| {
+                    now.get(t.node()).is_some_and(|f| {
+                        f.docker_package.as_deref() == Some(v.as_str()) && !f.docker_held
+                    })
                 })
+                .cloned()
+                .collect();
+            for (n, r) in fan_out(&unheld, 16, |t| async move {
+                t.exec(&Cmd::new(HOLD_ENGINE)).await
+            })
+            .await
+            {
+                r?;
+                if let Some(mut f) = now.get(&n).cloned() {
+                    f.docker_held = true;
+                    cx.set_facts(&n, f);
+                }
+                out.node(n);
+            }
+            if !unheld.is_empty() {
+                notes.push(format!(
+                    "docker.io {v} held on {} (the cluster's engine: `[swarm] engine_version` and \
+                     `clusterkit upgrade --component docker` change it)",
+                    unheld
+                        .iter()
+                        .map(|t| t.node())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            // A running engine is never replaced here (every node at once):
+            // a pinned version it does not match is said, and left to the roll.
+            let behind: Vec<&str> = now
+                .iter()
+                .filter(|(_, f)| f.docker.is_some() && f.docker_package.as_deref() != Some(&v))
                 .map(|(n, _)| n.as_str())
                 .collect();
             if !behind.is_empty() {
-                out.summary = Some(format!(
-                    "docker.io on {} is not engine_version {v}: `clusterkit upgrade --component docker` rolls it",
+                let what = if cx.spec.swarm.engine_version.is_some() {
+                    format!("engine_version {v}")
+                } else {
+                    format!("{v}, the version the nodes last ran together")
+                };
+                notes.push(format!(
+                    "docker.io on {} is not {what}: `clusterkit upgrade --component docker` rolls it",
                     behind.join(", ")
                 ));
             }
+        } else if let EngineAgreement::Differ(versions) = engine_agreement(&now) {
+            notes.push(format!(
+                "docker.io differs between nodes ({}): set `engine_version` under [swarm] to one of them, \
+                 then `clusterkit upgrade --component docker` rolls the others to it",
+                versions
+                    .iter()
+                    .map(|(n, v)| format!("{n} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !notes.is_empty() {
+            out.summary = Some(notes.join("; "));
         }
         Ok(out)
     }
@@ -685,6 +794,66 @@ impl Phase for DockerPhase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn facts_with(packages: &[(&str, Option<&str>)]) -> BTreeMap<String, Facts> {
+        packages
+            .iter()
+            .map(|(n, v)| {
+                let text = match v {
+                    Some(v) => format!("docker=20.10.24\ndocker_package={v}\n"),
+                    None => String::new(),
+                };
+                (n.to_string(), facts::parse(&text, 0.0, 0.0))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_engine_pin_is_the_configured_one_else_the_nodes_common_one_else_the_recorded_one() {
+        let inv = crate::inventory::Inventory::parse(
+            crate::source::SourceFile::new(
+                "h.ini",
+                "[s]\nn1 ansible_host=192.0.2.1\nn2 ansible_host=192.0.2.2\n",
+            ),
+            crate::inventory::Format::Ini,
+            &mut Default::default(),
+        );
+        let mut spec = crate::spec::build(None, Some(&inv), &Default::default(), &|_| None)
+            .unwrap()
+            .spec;
+        let same = facts_with(&[("n1", Some("1.0-1")), ("n2", Some("1.0-1"))]);
+        let differ = facts_with(&[("n1", Some("1.0-1")), ("n2", Some("2.0-1"))]);
+        let new_node = facts_with(&[("n1", Some("1.0-1")), ("n2", None)]);
+        assert_eq!(
+            engine_agreement(&same),
+            EngineAgreement::Same("1.0-1".into())
+        );
+        assert_eq!(
+            engine_agreement(&differ),
+            EngineAgreement::Differ(vec![
+                ("n1".into(), "1.0-1".into()),
+                ("n2".into(), "2.0-1".into())
+            ])
+        );
+        // A node without the package does not break the agreement: it gets the others' version.
+        assert_eq!(
+            engine_agreement(&new_node),
+            EngineAgreement::Same("1.0-1".into())
+        );
+        assert_eq!(
+            engine_agreement(&facts_with(&[("n1", None)])),
+            EngineAgreement::Absent
+        );
+        assert_eq!(engine_pin(&spec, &same).as_deref(), Some("1.0-1"));
+        assert_eq!(engine_pin(&spec, &differ), None);
+        spec.swarm.engine_recorded = Some("1.0-1".into());
+        assert_eq!(engine_pin(&spec, &differ).as_deref(), Some("1.0-1"));
+        // The nodes moved together (outside clusterkit): what they run, not the old record.
+        spec.swarm.engine_recorded = Some("0.9-1".into());
+        assert_eq!(engine_pin(&spec, &same).as_deref(), Some("1.0-1"));
+        spec.swarm.engine_version = Some("2.0-1".into());
+        assert_eq!(engine_pin(&spec, &same).as_deref(), Some("2.0-1"));
+    }
 
     struct Fake {
         name: &'static str,

@@ -190,9 +190,15 @@ pub struct SwarmSpec {
     pub subnet_size: u8,
     /// Most managers; further nodes are workers.
     pub max_managers: usize,
-    /// The Docker Engine package version (`docker.io`) pinned on every node, if any.
+    /// The Docker Engine package version (`docker.io`) pinned on every node
+    /// by `[swarm] engine_version`, if any.
     #[serde(default)]
     pub engine_version: Option<String>,
+    /// The `docker.io` version the nodes ran together when clusterkit last
+    /// saw them agree (`.clusterkit/state.toml`): the pin when
+    /// `engine_version` is not set and the nodes differ (a node added later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_recorded: Option<String>,
 }
 
 /// Storage backends.
@@ -1212,6 +1218,11 @@ pub fn build(
             subnet_size,
             max_managers,
             engine_version,
+            engine_recorded: previous
+                .engine_version
+                .as_deref()
+                .and_then(|v| package_version(v).ok())
+                .map(str::to_string),
         },
         storage: StorageSpec {
             backend: storage_backend,

@@ -38,6 +38,11 @@ pub struct State {
     /// (Garage cannot change it on a running cluster): the default from then on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_replication: Option<u8>,
+    /// The Docker Engine package (`docker.io`) version every node ran when
+    /// clusterkit last saw them agree: the engine's pin when `[swarm]
+    /// engine_version` is not set, so a node added later gets the same engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
 }
 
 impl State {

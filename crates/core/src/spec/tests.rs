@@ -230,3 +230,31 @@ fn the_engine_version_is_checked_where_it_is_written() {
         "{text}"
     );
 }
+
+#[test]
+fn the_engine_the_nodes_ran_together_is_kept_beside_the_configured_pin() {
+    let recorded = State {
+        engine_version: Some("20.10.24+dfsg1-1+deb12u1+b6".into()),
+        ..State::default()
+    };
+    let b = with_state("", THREE, &recorded).unwrap();
+    assert_eq!(b.spec.swarm.engine_version, None);
+    assert_eq!(
+        b.spec.swarm.engine_recorded.as_deref(),
+        Some("20.10.24+dfsg1-1+deb12u1+b6")
+    );
+    assert_eq!(b.state.engine_version, recorded.engine_version);
+    // A record that is not a package version never reaches a node's shell.
+    let bad = State {
+        engine_version: Some("1.0; reboot".into()),
+        ..State::default()
+    };
+    assert_eq!(
+        with_state("", THREE, &bad)
+            .unwrap()
+            .spec
+            .swarm
+            .engine_recorded,
+        None
+    );
+}

@@ -28,6 +28,8 @@ pub struct Facts {
     pub docker: Option<String>,
     /// The `docker.io` package's version, if it is installed.
     pub docker_package: Option<String>,
+    /// The `docker.io` package is held (`apt-mark hold`): apt leaves its version.
+    pub docker_held: bool,
     /// Swarm state (`inactive`, `active`, `pending`...), if Docker runs.
     pub swarm: Option<String>,
     /// Free space on / in MiB.
@@ -67,6 +69,7 @@ echo "arch=$(uname -m)"; echo "kernel=$(uname -r)"
 if [ -d /sys/module/wireguard ] || modprobe -n wireguard >/dev/null 2>&1; then echo wg=yes; else echo wg=no; fi
 if d=$(docker info --format '{{.ServerVersion}} {{.Swarm.LocalNodeState}}' 2>/dev/null); then echo "docker=${d%% *}"; echo "swarm=${d#* }"; else echo docker=; echo swarm=; fi
 echo "docker_package=$(dpkg-query -W -f='${Version}' docker.io 2>/dev/null)"
+if apt-mark showhold docker.io 2>/dev/null | grep -qx docker.io; then echo docker_held=yes; else echo docker_held=no; fi
 echo "disk_kib=$(df -Pk / | awk 'NR==2 {print $4}')"
 echo "init=$(cat /proc/1/comm 2>/dev/null)"
 if command -v sudo >/dev/null 2>&1; then echo sudo=yes; else echo sudo=no; fi
@@ -108,6 +111,7 @@ pub fn parse(text: &str, before: f64, after: f64) -> Facts {
         wireguard_kernel: get("wg") == "yes",
         docker: opt("docker"),
         docker_package: opt("docker_package"),
+        docker_held: get("docker_held") == "yes",
         swarm: opt("swarm"),
         disk_free_mib: get("disk_kib").parse::<u64>().unwrap_or(0) / 1024,
         clock_offset_s: get("time")

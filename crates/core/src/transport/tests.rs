@@ -37,6 +37,8 @@ fn facts_parse_and_judge() {
     assert_eq!(f.disk_free_mib, 1024);
     assert!((f.clock_offset_s - 0.5).abs() < 1e-9);
     assert_eq!(f.ports_in_use, vec![51820]);
+    assert!(!f.docker_held);
+    assert!(parse("docker_held=yes\n", 0.0, 0.0).docker_held);
     let p: Vec<String> = problems(&f, "root", false)
         .into_iter()
         .map(|p| p.message)
