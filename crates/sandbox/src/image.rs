@@ -267,6 +267,16 @@ pub fn ensure(recipe: &Recipe, progress: &(dyn Fn(&str) + Sync)) -> Result<Strin
         }
         return Ok(tag);
     }
+    // One build at a time on this machine: debootstrap's package cache and
+    // cargo's build trees are shared (two at once broke each other's).
+    let _lock = build_lock(progress)?;
+    if exists("image", &tag) {
+        // Built by whoever held the lock.
+        if !exists("image", &recipe.alias_tag()) {
+            docker(&["tag", &tag, &recipe.alias_tag()])?;
+        }
+        return Ok(tag);
+    }
     progress(&format!(
         "building image {tag} from Debian packages (debootstrap, about a minute)"
     ));
@@ -281,6 +291,37 @@ pub fn ensure(recipe: &Recipe, progress: &(dyn Fn(&str) + Sync)) -> Result<Strin
     docker(&["tag", &tag, &recipe.alias_tag()])?;
     progress(&format!("built image {tag}"));
     Ok(tag)
+}
+
+/// Takes the machine-wide image build lock (released when the file is
+/// dropped, or when the process dies), saying so when it has to wait.
+fn build_lock(progress: &(dyn Fn(&str) + Sync)) -> Result<std::fs::File, Error> {
+    let dir = cache_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+        what: format!("creating {}", dir.display()),
+        source: e,
+    })?;
+    let path = dir.join("build.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::Io {
+            what: format!("opening {}", path.display()),
+            source: e,
+        })?;
+    if file.try_lock().is_err() {
+        progress(&format!(
+            "waiting for another clusterkit building images on this machine (lock {})",
+            path.display()
+        ));
+        file.lock().map_err(|e| Error::Io {
+            what: format!("locking {}", path.display()),
+            source: e,
+        })?;
+    }
+    Ok(file)
 }
 
 fn scratch_dir(recipe: &Recipe) -> Result<PathBuf, Error> {
