@@ -367,6 +367,154 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
     let _ = fwd.wait();
 
     grafana_plumbing();
+    monitoring_roll();
+}
+
+/// Another image for Prometheus, rolled by `upgrade --component monitoring`:
+/// Swarm replaces its two replicas one at a time, so a client that tries
+/// each node keeps getting answers to its queries; an image whose task does
+/// not run is stopped by Swarm's rollback and named; the original image is
+/// rolled back to at the end (the shared sandbox is left as found).
+fn monitoring_roll() {
+    // Second builds of the same Prometheus: another image (a label), and
+    // one whose program exits at once.
+    let original = {
+        let text = std::fs::read_to_string(config()).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("prometheus_image = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .expect("the sandbox config pins prometheus_image")
+            .to_string()
+    };
+    let v2 = format!("{original}-ck2");
+    let broken = format!("{original}-broken");
+    for (tag, change) in [
+        (&v2, "LABEL org.clusterkit.test=ck2"),
+        (&broken, "ENTRYPOINT [\"/bin/false\"]"),
+    ] {
+        let _ = docker(&["rm", "-f", "ck-prom-build"]);
+        assert!(docker(&["create", "--name", "ck-prom-build", &original])
+            .status
+            .success());
+        let made = docker(&["commit", "--change", change, "ck-prom-build", tag]);
+        let _ = docker(&["rm", "-f", "ck-prom-build"]);
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let with_image = |image: &str| {
+        let text = std::fs::read_to_string(config()).unwrap().replace(
+            &format!("prometheus_image = \"{original}\""),
+            &format!("prometheus_image = \"{image}\""),
+        );
+        let path = std::path::Path::new(&config()).with_file_name("clusterkit-roll.toml");
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let running_images = || {
+        let mut v: Vec<String> = exec(
+            "node1",
+            "docker service ps clusterkit-monitoring_prometheus --filter desired-state=running --format '{{.Image}} {{.CurrentState}}' | grep Running | cut -d' ' -f1",
+        )
+        .lines()
+        .map(str::to_string)
+        .collect();
+        v.sort();
+        v
+    };
+    // A client asking every 100 ms, trying each node in turn.
+    let queried = |f: &dyn Fn() -> crate::bin::Output| {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let answered = ["node1", "node2", "node3"].iter().any(|n| {
+                        exec(
+                            n,
+                            "curl -sf -m 2 'http://localhost:9090/api/v1/query?query=up'",
+                        )
+                        .contains("\"status\":\"success\"")
+                    });
+                    if answered {
+                        ok += 1
+                    } else {
+                        failed += 1
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                (ok, failed)
+            })
+        };
+        let out = f();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ok, failed) = client.join().unwrap();
+        (out, ok, failed)
+    };
+    let roll_to = |from: &str, image: &str| {
+        let cfg = with_image(image);
+        let (roll, ok, failed) =
+            queried(&|| ck(&["upgrade", "--component", "monitoring", "-c", &cfg]));
+        eprintln!("while Prometheus rolled to {image}: {ok} queries answered, {failed} not");
+        assert_eq!(roll.code, 0, "{}{}", roll.stdout, roll.stderr);
+        let mut at = 0;
+        for step in [
+            format!("prometheus: {from} → {image}"),
+            format!("prometheus: every task (2) on {image}, Swarm's update completed"),
+        ] {
+            at += roll.stderr[at..]
+                .find(&step)
+                .unwrap_or_else(|| panic!("{step}: {}", roll.stderr));
+        }
+        assert!(
+            roll.stdout.contains("monitoring upgraded on 1 service(s)"),
+            "{}",
+            roll.stdout
+        );
+        assert!(ok >= 20, "the client ran through the roll: {ok}");
+        assert!(
+            failed * 100 <= ok + failed,
+            "{failed} of {} queries failed",
+            ok + failed
+        );
+        assert_eq!(running_images(), vec![image.to_string(), image.to_string()]);
+        let again = ck(&["upgrade", "--component", "monitoring", "-c", &cfg]);
+        assert_eq!(again.code, 0, "{}", again.stderr);
+        assert!(
+            again.stdout.contains("nothing to upgrade"),
+            "{}{}",
+            again.stdout,
+            again.stderr
+        );
+    };
+    roll_to(&original, &v2);
+
+    // Swarm rolls a task that does not run back: the upgrade stops and says so.
+    let cfg = with_image(&broken);
+    let refused = ck(&["upgrade", "--component", "monitoring", "-c", &cfg]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains(&format!(
+            "Swarm stopped the update of clusterkit-monitoring_prometheus to {broken}"
+        )) && refused
+            .stderr
+            .contains("docker service ps --no-trunc clusterkit-monitoring_prometheus"),
+        "{}",
+        refused.stderr
+    );
+    wait_for(
+        "Prometheus back on the image before",
+        Duration::from_secs(180),
+        || running_images() == vec![v2.clone(), v2.clone()],
+    );
+
+    // Back to the sandbox's own image.
+    roll_to(&v2, &original);
+    let up = ck(&["monitor", "up", "-c", &config()]);
+    assert_eq!(up.code, 0, "{}", up.stderr);
 }
 
 /// Grafana's image cannot be fetched here, so a stand-in image runs in its

@@ -253,11 +253,15 @@ Examples:
         is Garage's image at `image` under [storage] (every server must be connected and every\n\
         partition whole before one is taken out; `up` never replaces a running server's image, it\n\
         names the nodes behind; MinIO does not run mixed versions: `up` changes it everywhere at\n\
-        once). Monitoring images are pinned under [monitoring]; `clusterkit up` applies a changed\n\
-        one through Swarm's own update, one task at a time within a service.\n\n\
+        once). `monitoring` is the images pinned under [monitoring] (`*_image`): they reach every\n\
+        node first, then Swarm's own rolling update replaces each changed service's tasks one at\n\
+        a time (Prometheus's two replicas never together), followed until every task runs the new\n\
+        image; an update Swarm pauses or rolls back stops the upgrade, naming the service and why\n\
+        (`up` applies a changed image the same way without waiting for it).\n\n\
         Examples:\n  CLUSTERKIT_WG_USERSPACE=./clusterkit-wg-userspace-new clusterkit upgrade --component mesh\n  \
         clusterkit upgrade --component docker     # after changing [swarm] engine_version\n  \
-        clusterkit upgrade --component storage    # after changing [storage] image"
+        clusterkit upgrade --component storage    # after changing [storage] image\n  \
+        clusterkit upgrade --component monitoring # after changing an image under [monitoring]"
     )]
     Upgrade {
         #[command(flatten)]

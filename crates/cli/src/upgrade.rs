@@ -28,6 +28,9 @@ pub enum Component {
     Docker,
     /// Garage, the storage server: its image at `[storage] image`.
     Storage,
+    /// The monitoring services' images (`*_image` under [monitoring]): Swarm's
+    /// own rolling update, one task at a time within a service.
+    Monitoring,
 }
 
 impl Component {
@@ -36,6 +39,7 @@ impl Component {
             Component::Mesh => "mesh",
             Component::Docker => "docker",
             Component::Storage => "storage",
+            Component::Monitoring => "monitoring",
         }
     }
 }
@@ -45,7 +49,12 @@ impl Component {
 pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> {
     let components = match component {
         Some(c) => vec![c],
-        None => vec![Component::Mesh, Component::Docker, Component::Storage],
+        None => vec![
+            Component::Mesh,
+            Component::Docker,
+            Component::Storage,
+            Component::Monitoring,
+        ],
     };
     let spec = &loaded.built.spec;
     if component == Some(Component::Docker) && engine_wanted(spec).is_none() {
@@ -76,6 +85,7 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
                 Component::Mesh => mesh(&nodes, spec, &say).await?,
                 Component::Docker => docker(&nodes, spec, &say).await?,
                 Component::Storage => storage(&nodes, spec, &say).await?,
+                Component::Monitoring => monitoring(&nodes, spec, &say).await?,
             };
             if n > 0 {
                 done.push((c, n));
@@ -122,8 +132,12 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
         true,
     )?;
     for (c, n) in done {
+        let what = match c {
+            Component::Monitoring => format!("{n} service(s), one task at a time"),
+            _ => format!("{n} node(s), one at a time"),
+        };
         println!(
-            "{} upgraded on {n} node(s), one at a time, in {:.0} s",
+            "{} upgraded on {what}, in {:.0} s",
             c.name(),
             start.elapsed().as_secs_f64()
         );
@@ -338,4 +352,38 @@ async fn storage(
         todo.push((t, Box::new(ImageRoll { image, spec }) as Box<dyn Work>));
     }
     Ok(roll(nodes, Component::Storage.name(), todo, say).await?)
+}
+
+/// Monitoring: the services whose image is not the one under [monitoring].
+/// The images reach the nodes first; the stack is deployed again and Swarm
+/// replaces each changed service's tasks one at a time (Prometheus's two
+/// replicas never together), followed until every task runs its new image.
+async fn monitoring(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    say: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<usize> {
+    use clusterkit_monitor::roll;
+    if !spec.monitoring.enabled {
+        return Ok(0);
+    }
+    let mgr = clusterkit_core::stack::managers(nodes, spec)
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            anyhow::anyhow!("no manager is connected: monitoring is rolled through the swarm")
+        })?;
+    let behind = roll::behind(mgr.as_ref(), spec).await?;
+    if behind.is_empty() {
+        say("monitoring: every service runs the image under [monitoring]: nothing to upgrade");
+        return Ok(0);
+    }
+    for b in &behind {
+        say(&format!("{}: {} → {}", b.service, b.running, b.wanted));
+    }
+    // Every node holds the images before the first task is replaced.
+    images::provide(&clusterkit_monitor::phase::image_targets(nodes, spec), say).await?;
+    clusterkit_monitor::up(nodes, spec, say).await?;
+    roll::wait_updated(mgr.as_ref(), &behind, say).await?;
+    Ok(behind.len())
 }

@@ -46,6 +46,24 @@ pub fn services(spec: &ClusterSpec) -> Vec<&'static str> {
     s
 }
 
+/// Each service the stack runs (compose name) with the image the spec pins for it.
+pub fn service_images(spec: &ClusterSpec) -> Vec<(&'static str, String)> {
+    let i = &spec.monitoring.images;
+    services(spec)
+        .into_iter()
+        .map(|s| {
+            let image = match s {
+                "prometheus" => &i.prometheus,
+                "node-exporter" => &i.node_exporter,
+                "cadvisor" => &i.cadvisor,
+                "alertmanager" => &i.alertmanager,
+                _ => &i.grafana,
+            };
+            (s, image.clone())
+        })
+        .collect()
+}
+
 /// The images the stack needs, each with whether every node needs it (a
 /// global service) or the managers only.
 pub fn images(spec: &ClusterSpec) -> Vec<(String, bool)> {

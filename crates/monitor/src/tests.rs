@@ -281,3 +281,56 @@ fn the_images_follow_the_spec() {
         .count();
     assert_eq!(n, 1, "{imgs:?}");
 }
+
+#[test]
+fn a_roll_changes_the_services_whose_image_differs_from_the_spec() {
+    use crate::roll::{parse_behind, parse_update};
+    let mut s = spec();
+    let old = s.monitoring.images.prometheus.clone();
+    s.monitoring.images.prometheus = "clusterkit/prometheus:new".into();
+    let exporter = s.monitoring.images.node_exporter.clone();
+    let text = format!(
+        "clusterkit-monitoring_prometheus {old}\n\
+         clusterkit-monitoring_node-exporter {exporter}@sha256:0123abcd\n\
+         other-stack_prometheus {old}\n"
+    );
+    let b = parse_behind(&s, &text);
+    // The digest a registry adds is not a difference; another stack is not ours;
+    // a service not deployed yet (cAdvisor here) is up's to make.
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(b[0].service, "prometheus");
+    assert_eq!(b[0].running, old);
+    assert_eq!(b[0].swarm_name(), "clusterkit-monitoring_prometheus");
+
+    let wanted = "clusterkit/prometheus:new";
+    let half = parse_update(
+        &format!(
+            "state updating|update in progress\ntask {wanted} Running 3 seconds ago\ntask {old} Running 2 hours ago\n"
+        ),
+        wanted,
+    );
+    assert_eq!((half.done, half.tasks), (1, 2));
+    assert!(!half.finished() && !half.failed());
+    let starting = parse_update(
+        &format!("state updating|\ntask {wanted} Starting 1 second ago\ntask {wanted}@sha256:ab Running 1 minute ago\n"),
+        wanted,
+    );
+    assert_eq!((starting.done, starting.tasks), (1, 2));
+    let done = parse_update(
+        &format!("state completed|update completed\ntask {wanted} Running 3 seconds ago\ntask {wanted} Running 1 minute ago\n"),
+        wanted,
+    );
+    assert!(done.finished());
+    // Swarm's update not started yet: the old "completed" of an earlier one, old tasks.
+    let not_yet = parse_update(
+        &format!("state completed|\ntask {old} Running 1 hour ago\n"),
+        wanted,
+    );
+    assert!(!not_yet.finished());
+    let back = parse_update(
+        &format!("state rollback_completed|rollback completed\ntask {old} Running 1 second ago\n"),
+        wanted,
+    );
+    assert!(back.failed() && back.message == "rollback completed");
+    assert!(parse_update("state paused|update paused due to failure\n", wanted).failed());
+}
