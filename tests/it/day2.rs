@@ -225,6 +225,24 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
             },
         );
 
+        // Alerting too: the lost node's NodeDown (firing after a minute)
+        // reaches an Alertmanager on a node that is left.
+        let took = wait_for(
+            "NodeDown for the lost node in an Alertmanager on a node left",
+            Duration::from_secs(240),
+            || {
+                ["node1", "node2", "node3"]
+                    .iter()
+                    .filter(|n| **n != victim)
+                    .any(|n| {
+                        let alerts = sh(n, "curl -sf localhost:9093/api/v2/alerts");
+                        alerts.contains("\"alertname\":\"NodeDown\"")
+                            && alerts.contains(&format!("\"{victim}\""))
+                    })
+            },
+        );
+        eprintln!("NodeDown for {victim} in an Alertmanager left after {took:?}");
+
         // Removed: swarm, mesh and storage report a healthy 2-node cluster.
         let rm = ck(&["node", "remove", &victim, "--yes", "-c", cfg]);
         assert_eq!(rm.code, 0, "{}{}", rm.stdout, rm.stderr);

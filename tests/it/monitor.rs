@@ -237,32 +237,46 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
             "{series}: {q}"
         );
     }
-    // Watchdog, always firing, reaches Alertmanager: the whole alert path works.
+    // Watchdog, always firing, reaches Alertmanager: the whole alert path
+    // works. Two Alertmanagers on two nodes, one gossip cluster: Prometheus
+    // sends to both, and each knows the other (silences shared, one notifies).
     let took = wait_for(
-        "Prometheus knows an Alertmanager",
+        "Prometheus knows both Alertmanagers",
         Duration::from_secs(90),
         || {
             api(&prom, "/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
                 .as_array()
-                .is_some_and(|a| !a.is_empty())
+                .is_some_and(|a| a.len() == 2)
         },
     );
-    eprintln!("Alertmanager discovered after {took:?}");
-    let am = exec(
+    eprintln!("Alertmanagers discovered after {took:?}");
+    let ams: Vec<String> = exec(
         "node1",
         "docker service ps clusterkit-monitoring_alertmanager --filter desired-state=running --format '{{.Node}} {{.CurrentState}}' | grep Running | cut -d' ' -f1",
-    );
-    let am = am.trim().to_string();
-    assert!(!am.is_empty(), "alertmanager runs");
-    let took = wait_for(
-        "Watchdog reaches Alertmanager",
-        Duration::from_secs(120),
-        || {
-            exec(&am, "curl -sf localhost:9093/api/v2/alerts")
-                .contains("\"alertname\":\"Watchdog\"")
-        },
-    );
-    eprintln!("Watchdog in Alertmanager after {took:?}");
+    )
+    .lines()
+    .map(str::to_string)
+    .collect();
+    assert_eq!(ams.len(), 2, "two alertmanagers run: {ams:?}");
+    assert_ne!(ams[0], ams[1], "on two nodes: {ams:?}");
+    for am in &ams {
+        let took = wait_for(
+            &format!("Watchdog reaches the Alertmanager on {am}, in a cluster of 2"),
+            Duration::from_secs(120),
+            || {
+                let status: serde_json::Value =
+                    serde_json::from_str(&exec(am, "curl -sf localhost:9093/api/v2/status"))
+                        .unwrap_or_default();
+                status["cluster"]["status"] == "ready"
+                    && status["cluster"]["peers"]
+                        .as_array()
+                        .is_some_and(|p| p.len() == 2)
+                    && exec(am, "curl -sf localhost:9093/api/v2/alerts")
+                        .contains("\"alertname\":\"Watchdog\"")
+            },
+        );
+        eprintln!("Watchdog in the Alertmanager on {am} (cluster of 2) after {took:?}");
+    }
 
     // Every dashboard's expression runs too (Grafana's own image cannot be
     // fetched here: its files are checked by the unit tests).
