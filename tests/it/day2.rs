@@ -52,30 +52,16 @@ fn get_metrics(addr: &str) -> bool {
 /// only when no node answers it. Returns `f`'s result, the requests answered
 /// and those failed.
 fn counted<T>(addrs: &[String], f: impl FnOnce() -> T) -> (T, u32, u32) {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = {
-        let stop = stop.clone();
-        let addrs = addrs.to_vec();
-        std::thread::spawn(move || {
-            let (mut ok, mut failed) = (0u32, 0u32);
-            let mut i = 0usize;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let answered = (0..addrs.len()).any(|k| get_metrics(&addrs[(i + k) % addrs.len()]));
-                if answered {
-                    ok += 1
-                } else {
-                    failed += 1
-                }
-                i += 1;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            (ok, failed)
-        })
-    };
-    let out = f();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = client.join().unwrap();
-    (out, ok, failed)
+    let addrs = addrs.to_vec();
+    let mut i = 0usize;
+    crate::sandbox::while_asking(
+        Duration::from_millis(50),
+        move || {
+            i += 1;
+            (0..addrs.len()).any(|k| get_metrics(&addrs[(i + k) % addrs.len()]))
+        },
+        f,
+    )
 }
 
 /// Makes a second version of the nodes' Docker Engine package: the same

@@ -440,33 +440,19 @@ fn monitoring_roll() {
     };
     // A client asking every 100 ms, trying each node in turn.
     let queried = |f: &dyn Fn() -> crate::bin::Output| {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let client = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let (mut ok, mut failed) = (0u32, 0u32);
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let answered = ["node1", "node2", "node3"].iter().any(|n| {
-                        exec(
-                            n,
-                            "curl -sf -m 2 'http://localhost:9090/api/v1/query?query=up'",
-                        )
-                        .contains("\"status\":\"success\"")
-                    });
-                    if answered {
-                        ok += 1
-                    } else {
-                        failed += 1
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                (ok, failed)
-            })
-        };
-        let out = f();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (ok, failed) = client.join().unwrap();
-        (out, ok, failed)
+        crate::sandbox::while_asking(
+            Duration::from_millis(100),
+            || {
+                ["node1", "node2", "node3"].iter().any(|n| {
+                    exec(
+                        n,
+                        "curl -sf -m 2 'http://localhost:9090/api/v1/query?query=up'",
+                    )
+                    .contains("\"status\":\"success\"")
+                })
+            },
+            f,
+        )
     };
     let roll_to = |from: &str, image: &str| {
         let cfg = with_image(image);

@@ -161,6 +161,36 @@ pub fn whole(cfg: &str, what: &str, limit: std::time::Duration) -> String {
     }
 }
 
+/// Runs `f` while a client thread asks `answered` every `every` (an
+/// answer within it counts as one success). Returns `f`'s result, the
+/// questions answered and those not.
+pub fn while_asking<T>(
+    every: std::time::Duration,
+    mut answered: impl FnMut() -> bool + Send + 'static,
+    f: impl FnOnce() -> T,
+) -> (T, u32, u32) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if answered() {
+                    ok += 1
+                } else {
+                    failed += 1
+                }
+                std::thread::sleep(every);
+            }
+            (ok, failed)
+        })
+    };
+    let out = f();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client.join().unwrap();
+    (out, ok, failed)
+}
+
 pub fn cluster_change() -> std::sync::MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())

@@ -197,6 +197,21 @@ async fn mesh(
     Ok(roll(nodes, Component::Mesh.name(), todo, say).await?)
 }
 
+/// A connected manager, through which `what` is rolled.
+fn a_manager(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    what: &str,
+) -> anyhow::Result<Arc<dyn Transport>> {
+    clusterkit_core::stack::managers(nodes, spec)
+        .into_iter()
+        .next()
+        .map(Arc::clone)
+        .ok_or_else(|| {
+            anyhow::anyhow!("no manager is connected: {what} is rolled through the swarm")
+        })
+}
+
 /// The engine version a roll brings every node to: `[swarm] engine_version`,
 /// else the one the nodes last ran together.
 fn engine_wanted(spec: &ClusterSpec) -> Option<&str> {
@@ -301,12 +316,7 @@ async fn storage(
         StorageBackend::None => return Ok(0),
     }
     let image = spec.storage.image.as_str();
-    let mgr = clusterkit_core::stack::managers(nodes, spec)
-        .into_iter()
-        .next()
-        .ok_or_else(|| {
-            anyhow::anyhow!("no manager is connected: storage is rolled through the swarm")
-        })?;
+    let mgr = a_manager(nodes, spec, "storage")?;
     let running = roll::running_images(mgr.as_ref(), spec).await?;
     let behind = roll::behind(spec, &running);
     if behind.is_empty() {
@@ -367,12 +377,7 @@ async fn monitoring(
     if !spec.monitoring.enabled {
         return Ok(0);
     }
-    let mgr = clusterkit_core::stack::managers(nodes, spec)
-        .into_iter()
-        .next()
-        .ok_or_else(|| {
-            anyhow::anyhow!("no manager is connected: monitoring is rolled through the swarm")
-        })?;
+    let mgr = a_manager(nodes, spec, "monitoring")?;
     let behind = roll::behind(mgr.as_ref(), spec).await?;
     if behind.is_empty() {
         say("monitoring: every service runs the image under [monitoring]: nothing to upgrade");

@@ -810,20 +810,10 @@ mod tests {
 
     #[test]
     fn the_engine_pin_is_the_configured_one_else_the_nodes_common_one_else_the_recorded_one() {
-        let inv = crate::inventory::Inventory::parse(
-            crate::source::SourceFile::new(
-                "h.ini",
-                "[s]\nn1 ansible_host=192.0.2.1\nn2 ansible_host=192.0.2.2\n",
-            ),
-            crate::inventory::Format::Ini,
-            &mut Default::default(),
-        );
-        let mut spec = crate::spec::build(None, Some(&inv), &Default::default(), &|_| None)
-            .unwrap()
-            .spec;
-        let same = facts_with(&[("n1", Some("1.0-1")), ("n2", Some("1.0-1"))]);
-        let differ = facts_with(&[("n1", Some("1.0-1")), ("n2", Some("2.0-1"))]);
-        let new_node = facts_with(&[("n1", Some("1.0-1")), ("n2", None)]);
+        let mut spec = spec();
+        let same = facts_with(&[("n1", Some("1.0-1")), ("n10", Some("1.0-1"))]);
+        let differ = facts_with(&[("n1", Some("1.0-1")), ("n10", Some("2.0-1"))]);
+        let new_node = facts_with(&[("n1", Some("1.0-1")), ("n10", None)]);
         assert_eq!(
             engine_agreement(&same),
             EngineAgreement::Same("1.0-1".into())
@@ -832,7 +822,7 @@ mod tests {
             engine_agreement(&differ),
             EngineAgreement::Differ(vec![
                 ("n1".into(), "1.0-1".into()),
-                ("n2".into(), "2.0-1".into())
+                ("n10".into(), "2.0-1".into())
             ])
         );
         // A node without the package does not break the agreement: it gets the others' version.
