@@ -745,7 +745,7 @@ impl Phase for DockerPhase {
                 out.node(n);
             }
             if !unheld.is_empty() {
-                notes.push(format!(
+                cx.say(&format!(
                     "docker.io {v} held on {} (the cluster's engine: `[swarm] engine_version` and \
                      `clusterkit upgrade --component docker` change it)",
                     unheld

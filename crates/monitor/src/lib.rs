@@ -222,7 +222,7 @@ async fn recover_password(
     .arg(&spec.monitoring.images.grafana)
     .push(&format!(
         " -c 'umask 077; cat /run/secrets/pw > /out/{tmp}' >/dev/null; \
-         for i in $(seq 60); do \
+         for i in $(seq 180); do \
            s=$(docker service ps --format '{{{{.CurrentState}}}}' {RECOVERY_JOB} | head -n1); \
            case $s in Complete*) break;; Failed*|Rejected*) break;; esac; sleep 1; \
          done; \
@@ -230,6 +230,9 @@ async fn recover_password(
          docker service rm {RECOVERY_JOB} >/dev/null 2>&1 || true; \
          cat {dir}/{tmp}; rm -f {dir}/{tmp}"
     ));
+    // Up to 3 minutes: on a swarm just restored the manager's agent may
+    // leave the job Assigned for over a minute while it reconciles the
+    // restored services' tasks (seen once in CI).
     let out = mgr.exec_raw(&script, None).await?;
     let pw = out.stdout_str().trim().to_string();
     if out.status != 0 || pw.is_empty() {

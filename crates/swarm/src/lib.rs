@@ -158,6 +158,8 @@ pub fn labels(n: &Node) -> HashMap<String, String> {
 
 struct Local {
     state: LocalNodeState,
+    /// The engine's own node ID in the swarm, if it has one.
+    node_id: Option<String>,
     cluster: Option<String>,
     addr: Option<String>,
     control: bool,
@@ -173,6 +175,7 @@ async fn local(t: &dyn Transport) -> Result<Local, SwarmError> {
     let s = info.swarm.unwrap_or_default();
     Ok(Local {
         state: s.local_node_state.unwrap_or(LocalNodeState::INACTIVE),
+        node_id: s.node_id.filter(|i| !i.is_empty()),
         cluster: s.cluster.and_then(|c| c.id),
         addr: s.node_addr,
         control: s.control_available.unwrap_or(false),
@@ -194,6 +197,47 @@ fn electing(states: &[(LocalNodeState, bool)], answered: bool, managers: usize) 
         .filter(|(s, control)| *s == LocalNodeState::ACTIVE && *control)
         .count();
     !answered && active > 0 && active * 2 > managers
+}
+
+/// How long a member coming back (restarted, powered on) may take to be seen
+/// ready by the swarm.
+const RETURN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Waits until the swarm (through `leader`) sees the member `id` ready.
+async fn wait_seen_ready(
+    docker: &bollard::Docker,
+    leader: &str,
+    name: &str,
+    id: &str,
+) -> Result<(), SwarmError> {
+    let deadline = tokio::time::Instant::now() + RETURN_PATIENCE;
+    loop {
+        let listed = docker
+            .list_nodes(None)
+            .await
+            .map_err(|e| engine(leader, "node ls", e))?;
+        let state = listed
+            .iter()
+            .find(|x| x.id.as_deref() == Some(id))
+            .and_then(|x| x.status.as_ref().and_then(|s| s.state));
+        if state == Some(bollard::models::NodeState::READY) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(engine(
+                name,
+                "swarm membership",
+                format!(
+                    "{name} is a member of the swarm but has not been seen ready for {} s (state: {}): \
+                     it may still be starting; run again in a minute (`clusterkit swarm status` shows it). \
+                     If it is gone for good, `clusterkit node remove {name}`",
+                    RETURN_PATIENCE.as_secs(),
+                    state.map_or("not listed".to_string(), |s| s.to_string())
+                ),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 /// How long a join the engine continues in the background may take.
@@ -462,6 +506,25 @@ pub async fn up(
             continue;
         }
         if l.state == LocalNodeState::ACTIVE && live.contains(&mesh_addr(n)) {
+            continue;
+        }
+        let counted = l
+            .node_id
+            .as_ref()
+            .is_some_and(|id| before.iter().any(|x| x.id.as_ref() == Some(id)));
+        if counted && matches!(l.state, LocalNodeState::ACTIVE | LocalNodeState::PENDING) {
+            // The swarm still counts it, as down: it is coming back (a
+            // restart, a power cut), not stale. Leaving and joining again
+            // would add a second Raft member for it while the first is still
+            // counted (seen: a join that then timed out left 4 members, 2 of
+            // them alive, and no leader).
+            wait_seen_ready(
+                &docker,
+                leader_t.node(),
+                n.name.as_str(),
+                l.node_id.as_deref().unwrap_or_default(),
+            )
+            .await?;
             continue;
         }
         let t = find(nodes, n.name.as_str()).expect("member");
