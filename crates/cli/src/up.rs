@@ -194,11 +194,7 @@ pub fn record_engine(
     use clusterkit_core::engine::{engine_agreement, EngineAgreement};
     if let EngineAgreement::Same(v) = engine_agreement(facts) {
         // The state as saved (the facts phase may have written it).
-        let mut state = clusterkit_core::state::State::load(&loaded.state_path)?;
-        if state.engine_version.as_deref() != Some(v.as_str()) {
-            state.engine_version = Some(v);
-            state.save(&loaded.state_path)?;
-        }
+        clusterkit_core::state::State::record_engine(&loaded.state_path, &v)?;
     }
     Ok(())
 }

@@ -103,9 +103,7 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
         done.iter().any(|(c, _)| *c == Component::Docker),
         engine_wanted(spec),
     ) {
-        let mut state = clusterkit_core::state::State::load(&loaded.state_path)?;
-        state.engine_version = Some(v.to_string());
-        state.save(&loaded.state_path)?;
+        clusterkit_core::state::State::record_engine(&loaded.state_path, v)?;
     }
     // The storage stack's files now name the image every server runs:
     // deployed again (no server restarts: their services already match).

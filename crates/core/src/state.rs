@@ -69,6 +69,18 @@ impl State {
         }
     }
 
+    /// Records `version` as the `docker.io` the nodes run together, in the
+    /// state file as saved (other fields as they are there); writes only
+    /// when it changes.
+    pub fn record_engine(path: &Path, version: &str) -> Result<(), SpecError> {
+        let mut state = Self::load(path)?;
+        if state.engine_version.as_deref() != Some(version) {
+            state.engine_version = Some(version.to_string());
+            state.save(path)?;
+        }
+        Ok(())
+    }
+
     /// Writes the state file atomically (a temporary file, then a rename).
     pub fn save(&self, path: &Path) -> Result<(), SpecError> {
         let err = |source| SpecError::Write {

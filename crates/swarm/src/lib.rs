@@ -510,21 +510,15 @@ pub async fn up(
         }
         let counted = l
             .node_id
-            .as_ref()
-            .is_some_and(|id| before.iter().any(|x| x.id.as_ref() == Some(id)));
-        if counted && matches!(l.state, LocalNodeState::ACTIVE | LocalNodeState::PENDING) {
+            .as_deref()
+            .filter(|id| before.iter().any(|x| x.id.as_deref() == Some(*id)));
+        if let (Some(id), LocalNodeState::ACTIVE | LocalNodeState::PENDING) = (counted, l.state) {
             // The swarm still counts it, as down: it is coming back (a
             // restart, a power cut), not stale. Leaving and joining again
             // would add a second Raft member for it while the first is still
             // counted (seen: a join that then timed out left 4 members, 2 of
             // them alive, and no leader).
-            wait_seen_ready(
-                &docker,
-                leader_t.node(),
-                n.name.as_str(),
-                l.node_id.as_deref().unwrap_or_default(),
-            )
-            .await?;
+            wait_seen_ready(&docker, leader_t.node(), n.name.as_str(), id).await?;
             continue;
         }
         let t = find(nodes, n.name.as_str()).expect("member");
