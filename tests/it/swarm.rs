@@ -209,6 +209,31 @@ fn losing_the_majority_is_reported_and_recover_brings_the_swarm_back() {
         "the swarm answers again"
     );
     drop(_back);
+    // The returning managers still hold the old swarm, where together they
+    // are a majority. node2 leaves it by hand (as an interrupted `up` did in
+    // CI): node3 is then alone in it, elects no leader and cannot tell
+    // which swarm it is in. It is ours still, by its managers' addresses.
+    let engine = |n: &str| {
+        exec(
+            n,
+            "docker info -f '{{.Swarm.LocalNodeState}} cluster={{if .Swarm.Cluster}}{{.Swarm.Cluster.ID}}{{end}}' 2>/dev/null",
+        )
+    };
+    wait_for(
+        "the returning engines to answer",
+        Duration::from_secs(120),
+        || !engine("node2").is_empty() && !engine("node3").is_empty(),
+    );
+    exec(
+        "node2",
+        "for i in $(seq 30); do docker swarm leave --force >/dev/null 2>&1; \
+         [ \"$(docker info -f '{{.Swarm.LocalNodeState}}')\" = inactive ] && break; sleep 2; done",
+    );
+    wait_for(
+        "node3 to lose its old swarm's leader",
+        Duration::from_secs(120),
+        || engine("node3").trim().ends_with("cluster="),
+    );
     // The returning managers rejoin with the next `up`.
     let out = swarm_up();
     assert!(

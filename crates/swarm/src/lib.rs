@@ -160,9 +160,38 @@ struct Local {
     state: LocalNodeState,
     /// The engine's own node ID in the swarm, if it has one.
     node_id: Option<String>,
+    /// The swarm's ID as the engine answers it; none (or empty) when it
+    /// cannot tell: a manager whose managers elect no leader.
     cluster: Option<String>,
     addr: Option<String>,
     control: bool,
+    /// The addresses (`ip:port`) of the managers the engine knows.
+    remote_managers: Vec<String>,
+}
+
+/// Whether an active node is in another swarm than `ours`, by the swarm ID
+/// it answers or, when it cannot tell (its old managers elect no leader: a
+/// manager back from a power cut after a recover), by its managers'
+/// addresses: all of them among `members` (`ip:2377`) is our swarm as it
+/// was. Returns how to name the other swarm.
+fn other_swarm(l: &Local, ours: &str, members: &[String]) -> Option<String> {
+    match l.cluster.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => (c != ours).then(|| c.to_string()),
+        None => {
+            let foreign: Vec<&str> = l
+                .remote_managers
+                .iter()
+                .filter(|a| !members.contains(a))
+                .map(String::as_str)
+                .collect();
+            (!foreign.is_empty()).then(|| {
+                format!(
+                    "unknown: its managers, at {}, elect no leader",
+                    foreign.join(", ")
+                )
+            })
+        }
+    }
 }
 
 async fn local(t: &dyn Transport) -> Result<Local, SwarmError> {
@@ -179,6 +208,12 @@ async fn local(t: &dyn Transport) -> Result<Local, SwarmError> {
         cluster: s.cluster.and_then(|c| c.id),
         addr: s.node_addr,
         control: s.control_available.unwrap_or(false),
+        remote_managers: s
+            .remote_managers
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| p.addr)
+            .collect(),
     })
 }
 
@@ -473,15 +508,18 @@ pub async fn up(
         .await
         .map_err(|e| engine(leader_t.node(), "swarm inspect", e))?;
     let ours = swarm.id.clone().unwrap_or_default();
+    let member_addrs: Vec<String> = spec
+        .nodes
+        .iter()
+        .map(|n| format!("{}:2377", n.mesh_address))
+        .collect();
     for (n, l) in &active {
-        if let Some(c) = &l.cluster {
-            if *c != ours {
-                return Err(SwarmError::OtherSwarm {
-                    node: n.name.to_string(),
-                    other: c.clone(),
-                    ours,
-                });
-            }
+        if let Some(other) = other_swarm(l, &ours, &member_addrs) {
+            return Err(SwarmError::OtherSwarm {
+                node: n.name.to_string(),
+                other,
+                ours,
+            });
         }
     }
     let tokens = swarm.join_tokens.unwrap_or_default();
@@ -525,11 +563,9 @@ pub async fn up(
         if l.state != LocalNodeState::INACTIVE {
             // A node that thinks it is in the swarm the swarm no longer counts
             // (it was away during a recover): it leaves its stale state first.
-            t.docker()
-                .await?
-                .leave_swarm(Some(LeaveSwarmOptions { force: true }))
-                .await
-                .map_err(|e| engine(t.node(), "swarm leave (stale member)", e))?;
+            // Forced, and asked again while the engine has not left (a
+            // stale manager's leave can time out; seen in CI after a recover).
+            t.exec(&Cmd::new(FORCE_LEAVE)).await?;
         }
         let token = match n.role {
             SwarmRole::Manager => tokens.manager.clone(),
@@ -987,12 +1023,16 @@ pub async fn remove_node(
 /// the engine did not complete (seen under load while every node leaves at
 /// once) is asked again for up to a minute, then named with the engine's answer.
 pub async fn leave(t: &dyn Transport) -> Result<(), SwarmError> {
-    t.exec(&Cmd::new(LEAVE)).await?;
+    t.exec(&Cmd::new(format!("{FORCE_LEAVE}\n{FORGET_BOOT_ORDER}")))
+        .await?;
     Ok(())
 }
 
-/// An engine that does not answer (or is not installed) has no swarm to leave.
-const LEAVE: &str = r#"out=""
+/// Makes the engine leave the swarm, asking again while it has not (a forced
+/// leave can end in "context deadline exceeded" with the node half out:
+/// seen under load). An engine that does not answer (or is not installed)
+/// has no swarm to leave.
+const FORCE_LEAVE: &str = r#"out=""
 state() { docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
 for _ in $(seq 30); do
   s=$(state)
@@ -1004,8 +1044,10 @@ s=$(state)
 if [ -n "$s" ] && [ "$s" != inactive ]; then
   echo "the engine is still in the swarm ($s) after a minute of \`docker swarm leave --force\`: $out" >&2
   exit 1
-fi
-rm -f /etc/systemd/system/docker.service.d/clusterkit-mesh.conf
+fi"#;
+
+/// Removes clusterkit's boot-order drop-in of the Docker unit.
+const FORGET_BOOT_ORDER: &str = r#"rm -f /etc/systemd/system/docker.service.d/clusterkit-mesh.conf
 systemctl daemon-reload"#;
 
 #[cfg(test)]
@@ -1014,6 +1056,48 @@ mod tests {
 
     const A: LocalNodeState = LocalNodeState::ACTIVE;
     const P: LocalNodeState = LocalNodeState::PENDING;
+
+    fn active(cluster: &str, managers: &[&str]) -> Local {
+        Local {
+            state: A,
+            node_id: Some("n".into()),
+            cluster: Some(cluster.into()),
+            addr: None,
+            control: true,
+            remote_managers: managers.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_node_that_cannot_tell_its_swarm_is_ours_when_its_managers_are_ours() {
+        let members = ["10.0.0.1:2377".to_string(), "10.0.0.2:2377".to_string()];
+        // It answers our swarm's ID, or another's.
+        assert_eq!(other_swarm(&active("abc", &[]), "abc", &members), None);
+        assert_eq!(
+            other_swarm(&active("xyz", &["10.0.0.1:2377"]), "abc", &members).as_deref(),
+            Some("xyz")
+        );
+        // It cannot tell (no leader among its managers): its managers decide.
+        assert_eq!(
+            other_swarm(
+                &active("", &["10.0.0.1:2377", "10.0.0.2:2377"]),
+                "abc",
+                &members
+            ),
+            None
+        );
+        let mut none = active("", &["10.0.0.2:2377"]);
+        none.cluster = None;
+        assert_eq!(other_swarm(&none, "abc", &members), None);
+        let foreign = other_swarm(
+            &active("", &["10.0.0.2:2377", "192.0.2.9:2377"]),
+            "abc",
+            &members,
+        )
+        .expect("another swarm");
+        assert!(foreign.contains("192.0.2.9:2377"), "{foreign}");
+        assert!(!foreign.contains("10.0.0.2"), "{foreign}");
+    }
 
     #[test]
     fn an_election_is_waited_for_only_while_a_majority_is_reachable() {
