@@ -234,6 +234,21 @@ fn electing(states: &[(LocalNodeState, bool)], answered: bool, managers: usize) 
     !answered && active > 0 && active * 2 > managers
 }
 
+/// Which of the managers that answer for the swarm, each `(its node ID, the
+/// node IDs it lists)`, speaks for it: the first of those that list the
+/// fewest of the others. They all list each other in one swarm; after a
+/// recover, managers that were away may answer for the old swarm among
+/// themselves and list the recovered one, which no longer lists them.
+fn pick_answer(answers: &[(&str, &[String])]) -> Option<usize> {
+    (0..answers.len()).min_by_key(|&i| {
+        answers
+            .iter()
+            .enumerate()
+            .filter(|&(j, (id, _))| j != i && answers[i].1.iter().any(|x| x == id))
+            .count()
+    })
+}
+
 /// How long a member coming back (restarted, powered on) may take to be seen
 /// ready by the swarm.
 const RETURN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(90);
@@ -408,22 +423,33 @@ pub async fn up(
         for (node, r) in fan_out(nodes, 16, local).await {
             locals.insert(node, r?);
         }
-        // A manager that really answers for the swarm (a node back from a
-        // recover may still believe it is one).
-        let mut answering = None;
+        // A manager that really answers for the swarm. Managers back from a
+        // power cut after a recover may still answer for the old swarm
+        // among themselves: the recovered one is the one that does not list
+        // them (the recover removed them).
+        let mut answers: Vec<(&Node, String, Vec<String>)> = Vec::new();
         for n in &members {
             let Some(l) = locals.get(n.name.as_str()) else {
+                continue;
+            };
+            let Some(id) = l.node_id.clone() else {
                 continue;
             };
             if l.state != LocalNodeState::ACTIVE || !l.control {
                 continue;
             }
             let t = find(nodes, n.name.as_str()).expect("member");
-            if t.docker().await?.list_nodes(None).await.is_ok() {
-                answering = Some(*n);
-                break;
+            if let Ok(listed) = t.docker().await?.list_nodes(None).await {
+                answers.push((*n, id, listed.into_iter().filter_map(|x| x.id).collect()));
             }
         }
+        let answering = pick_answer(
+            &answers
+                .iter()
+                .map(|(_, id, listed)| (id.as_str(), listed.as_slice()))
+                .collect::<Vec<_>>(),
+        )
+        .map(|i| answers[i].0);
         let states: Vec<(LocalNodeState, bool)> =
             locals.values().map(|l| (l.state, l.control)).collect();
         if !electing(&states, answering.is_some(), managers) {
@@ -1097,6 +1123,28 @@ mod tests {
         .expect("another swarm");
         assert!(foreign.contains("192.0.2.9:2377"), "{foreign}");
         assert!(!foreign.contains("10.0.0.2"), "{foreign}");
+    }
+
+    #[test]
+    fn the_recovered_swarm_speaks_for_the_cluster_not_the_old_one() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = ids(&["a", "b", "c"]);
+        // One swarm: the first that answers.
+        assert_eq!(
+            pick_answer(&[("a", &all), ("b", &all), ("c", &all)]),
+            Some(0)
+        );
+        assert_eq!(pick_answer(&[]), None);
+        // Recovered onto c while a and b were away; back, they answer for
+        // the old swarm together (and list c), c lists only itself.
+        let c_alone = ids(&["c"]);
+        assert_eq!(
+            pick_answer(&[("a", &all), ("b", &all), ("c", &c_alone)]),
+            Some(2)
+        );
+        // b rejoined the recovered swarm, a still answers for the old one.
+        let bc = ids(&["b", "c"]);
+        assert_eq!(pick_answer(&[("a", &all), ("b", &bc), ("c", &bc)]), Some(1));
     }
 
     #[test]
