@@ -412,7 +412,9 @@ fn images_push_sends_only_to_the_nodes_that_lack_them() {
 #[test]
 fn docker_engine_is_installed_where_missing_and_left_alone_where_present() {
     use clusterkit::core::transport::facts::gather;
-    use clusterkit::core::transport::install::{ensure_docker, DockerAction, DockerSource};
+    use clusterkit::core::transport::install::{
+        ensure_docker, ensure_docker_pinned, DockerAction, DockerSource,
+    };
     let s = shared();
     let _g = disrupt();
     rt().block_on(async {
@@ -437,6 +439,25 @@ fn docker_engine_is_installed_where_missing_and_left_alone_where_present() {
             .unwrap();
         let f = gather(node3.as_ref()).await.unwrap();
         assert_eq!(f.docker, None);
+        // The cluster's engine pinned at a version the node's sources do not
+        // offer (as after Debian replaced it): stopped before apt, the way on said.
+        let missing = ensure_docker_pinned(
+            node3.as_ref(),
+            &f,
+            DockerSource::Distribution,
+            Some("99.0+ck1"),
+            &sink,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            missing.contains("node3")
+                && missing.contains("docker.io 99.0+ck1 is in none of the package sources")
+                && missing.contains("upgrade --component docker"),
+            "{missing}"
+        );
+        assert_eq!(gather(node3.as_ref()).await.unwrap().docker, None);
         let installed = ensure_docker(node3.as_ref(), &f, DockerSource::Distribution, &sink)
             .await
             .unwrap();

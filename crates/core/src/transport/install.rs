@@ -66,7 +66,7 @@ pub fn install_script_pinned(
         let v = crate::spec::package_version(v)?;
         return Ok(format!(
             "{}; systemctl enable --now docker >/dev/null 2>&1 || service docker start",
-            engine_package_script(v)
+            engine_package_script_checked(v, Some(PINNED_MISSING))
         ));
     }
     let apt = "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq";
@@ -92,8 +92,29 @@ pub fn install_script_pinned(
 /// `version` goes on the command line as it is: check it first
 /// ([`crate::spec::package_version`]; the spec's is checked).
 pub fn engine_package_script(version: &str) -> String {
+    engine_package_script_checked(version, None)
+}
+
+/// What a node installing the cluster's pinned engine says when its package
+/// sources no longer offer that version (Debian keeps only a suite's newest
+/// `docker.io`): apt's own "Version … was not found" names no way on.
+const PINNED_MISSING: &str = "is in none of the package sources of this node (`apt-cache policy docker.io` lists \
+those it can install). It is the engine of the cluster: engine_version under [swarm], else the version the nodes \
+run, recorded in .clusterkit/state.toml. Pin one this node can install under [swarm] engine_version, roll \
+the other nodes to it with `clusterkit upgrade --component docker`, then run again";
+
+/// [`engine_package_script`], which first stops with `missing` (after the
+/// package and version) when apt does not know the version, if given.
+fn engine_package_script_checked(version: &str, missing: Option<&str>) -> String {
+    // `apt-cache show` of a version apt does not know prints nothing, with status 0.
+    let check = missing.map_or(String::new(), |m| {
+        format!(
+            "apt-cache show {ENGINE_PACKAGE}={version} 2>/dev/null | grep -q '^Package:' \
+             || {{ echo '{ENGINE_PACKAGE} {version} {m}' >&2; exit 3; }}; "
+        )
+    });
     format!(
-        "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; \
+        "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; {check}\
          apt-get install -y -q --allow-downgrades --allow-change-held-packages \
          -o Dpkg::Options::=--force-confold {ENGINE_PACKAGE}={version}; apt-mark hold {ENGINE_PACKAGE} >/dev/null"
     )
@@ -166,6 +187,16 @@ mod tests {
         assert!(s.starts_with("set -e;"), "{s}");
         assert!(s.contains("docker.io=20.10.24+dfsg1-1+deb12u1+b6"), "{s}");
         assert!(s.contains("apt-mark hold docker.io"), "{s}");
+        // A version apt no longer offers stops before apt, with the way on.
+        let check = s.find("apt-cache show docker.io=20.10.24").expect(&s);
+        assert!(check < s.find("apt-get install").unwrap(), "{s}");
+        assert!(s.contains("upgrade --component docker"), "{s}");
+        // The message sits in single quotes: the script parses.
+        let parsed = std::process::Command::new("sh")
+            .args(["-n", "-c", &s])
+            .status()
+            .unwrap();
+        assert!(parsed.success(), "{s}");
         // Unpinned: the distribution's current package, not held.
         let s = install_script_pinned(DockerSource::Distribution, &debian(), None).unwrap();
         assert!(
