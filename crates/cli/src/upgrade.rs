@@ -252,12 +252,10 @@ async fn docker(
         ));
         return Ok(0);
     }
-    // Nothing is drained unless every node can install the version
-    // (`apt-cache show` of a version apt does not know prints nothing, with
-    // status 0).
+    // Nothing is drained unless every node can install the version.
     let probe = format!(
-        "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq >/dev/null 2>&1; \
-         apt-cache show docker.io={wanted} 2>/dev/null | grep -q '^Package:'"
+        "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq >/dev/null 2>&1; {}",
+        clusterkit_core::transport::install::engine_offered(wanted)
     );
     let mut missing = Vec::new();
     for (n, r) in fan_out(&todo_nodes, 16, |t| {

@@ -66,7 +66,7 @@ pub fn install_script_pinned(
         let v = crate::spec::package_version(v)?;
         return Ok(format!(
             "{}; systemctl enable --now docker >/dev/null 2>&1 || service docker start",
-            engine_package_script_checked(v, Some(PINNED_MISSING))
+            engine_package_script_checked(v, true)
         ));
     }
     let apt = "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq";
@@ -92,7 +92,15 @@ pub fn install_script_pinned(
 /// `version` goes on the command line as it is: check it first
 /// ([`crate::spec::package_version`]; the spec's is checked).
 pub fn engine_package_script(version: &str) -> String {
-    engine_package_script_checked(version, None)
+    engine_package_script_checked(version, false)
+}
+
+/// The shell test that apt offers the engine package at `version`: status 1
+/// when it does not (`apt-cache show` of a version apt does not know prints
+/// nothing, with status 0). `version` is checked first, as for
+/// [`engine_package_script`].
+pub fn engine_offered(version: &str) -> String {
+    format!("apt-cache show {ENGINE_PACKAGE}={version} 2>/dev/null | grep -q '^Package:'")
 }
 
 /// What a node installing the cluster's pinned engine says when its package
@@ -103,16 +111,17 @@ those it can install). It is the engine of the cluster: engine_version under [sw
 run, recorded in .clusterkit/state.toml. Pin one this node can install under [swarm] engine_version, roll \
 the other nodes to it with `clusterkit upgrade --component docker`, then run again";
 
-/// [`engine_package_script`], which first stops with `missing` (after the
-/// package and version) when apt does not know the version, if given.
-fn engine_package_script_checked(version: &str, missing: Option<&str>) -> String {
-    // `apt-cache show` of a version apt does not know prints nothing, with status 0.
-    let check = missing.map_or(String::new(), |m| {
+/// [`engine_package_script`], which first stops with [`PINNED_MISSING`]
+/// when apt does not offer the version, if `check`.
+fn engine_package_script_checked(version: &str, check: bool) -> String {
+    let check = if check {
         format!(
-            "apt-cache show {ENGINE_PACKAGE}={version} 2>/dev/null | grep -q '^Package:' \
-             || {{ echo '{ENGINE_PACKAGE} {version} {m}' >&2; exit 3; }}; "
+            "{} || {{ echo '{ENGINE_PACKAGE} {version} {PINNED_MISSING}' >&2; exit 3; }}; ",
+            engine_offered(version)
         )
-    });
+    } else {
+        String::new()
+    };
     format!(
         "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; {check}\
          apt-get install -y -q --allow-downgrades --allow-change-held-packages \
