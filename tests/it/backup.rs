@@ -67,6 +67,7 @@ fn series_at(at: u64) -> Vec<usize> {
 
 #[test]
 fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
+    let _one = crate::sandbox::own_cluster();
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("s");
     let dir_s = dir.to_str().unwrap().to_string();

@@ -154,6 +154,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[test]
 fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() {
+    let _one = crate::sandbox::own_cluster();
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("s");
     let dir_s = dir.to_str().unwrap().to_string();

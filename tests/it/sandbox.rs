@@ -608,6 +608,17 @@ fn service_images_are_built_from_debian_packages_and_serve() {
     assert!(out.stdout.contains("Ready"), "{}", out.stdout);
 }
 
+/// Taken for the whole of a test that brings up a sandbox of its own and
+/// builds a cluster on it (three more nodes, Garage, Prometheus...): one such
+/// test at a time, beside the shared sandbox's tests. Two at once on 2 cores
+/// took longer than one after the other (25 minutes each, measured), and
+/// loaded the machine under the shared sandbox's failover tests.
+/// `.cargo/config.toml` gives the run a third test thread for them.
+pub fn own_cluster() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Brings up a sandbox of a test's own (`name`, `subnet`, files in `dir`).
 pub fn own_sandbox_up(name: &str, subnet: &str, dir: &str) {
     let out = ck(&[

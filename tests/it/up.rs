@@ -6,6 +6,7 @@ use crate::sandbox::ck;
 
 #[test]
 fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_changes_nothing() {
+    let _one = crate::sandbox::own_cluster();
     const S: &str = "ck-it-up";
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("s");
