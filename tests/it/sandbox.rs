@@ -610,9 +610,9 @@ fn service_images_are_built_from_debian_packages_and_serve() {
 
 /// Taken for the whole of a test that brings up a sandbox of its own and
 /// builds a cluster on it (three more nodes, Garage, Prometheus...): one such
-/// test at a time, beside the shared sandbox's tests. Two at once on 2 cores
-/// took longer than one after the other (25 minutes each, measured), and
-/// loaded the machine under the shared sandbox's failover tests.
+/// test at a time, beside the shared sandbox's tests. Measured on 2 cores:
+/// `backup` and `day2` side by side took 25 minutes each, while the shared
+/// sandbox's tests waited behind them; `day2` beside those tests, 12.
 /// `.cargo/config.toml` gives the run a third test thread for them.
 pub fn own_cluster() -> std::sync::MutexGuard<'static, ()> {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
