@@ -1,8 +1,9 @@
 //! Running the real `clusterkit` binary in a scratch directory.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// The `clusterkit` binary, built once per test run by cargo itself.
 pub fn clusterkit() -> &'static Path {
@@ -71,10 +72,96 @@ pub fn run_env(dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Outpu
     if let Some(d) = dir {
         cmd.current_dir(d);
     }
-    let out = cmd.output().expect("running clusterkit");
+    let bound = bound(args);
+    let out = output_within(cmd, bound).unwrap_or_else(|(so_far_out, so_far_err)| {
+        panic!(
+            "`clusterkit {}` gave no answer within {} s and was killed\n\
+             its stdout so far:\n{so_far_out}\nits stderr so far:\n{so_far_err}",
+            args.join(" "),
+            bound.as_secs()
+        )
+    });
     Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// How long one run of the CLI may take before the test fails naming it:
+/// a hang fails one test within minutes instead of holding CI until its
+/// limit. Reading commands answer in seconds; those that build or change
+/// a cluster wait on nodes for minutes; a sandbox may build its images.
+fn bound(args: &[&str]) -> Duration {
+    let reads = [
+        "validate",
+        "plan",
+        "check",
+        "status",
+        "doctor",
+        "init",
+        "known-hosts",
+    ];
+    match args {
+        ["sandbox", ..] => Duration::from_secs(45 * 60),
+        [first, ..] if reads.contains(first) => Duration::from_secs(5 * 60),
+        ["backup", "list", ..] | ["monitor", "password", ..] => Duration::from_secs(5 * 60),
+        _ => Duration::from_secs(20 * 60),
+    }
+}
+
+/// Runs `cmd` to its end, or kills it at `bound` and returns what it had
+/// printed by then.
+pub fn output_within(
+    mut cmd: Command,
+    bound: Duration,
+) -> Result<std::process::Output, (String, String)> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    // Its own process group: what it started (docker, debootstrap) goes
+    // with it when it is killed, and lets go of the pipes.
+    let mut child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the program");
+    let read = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = read(Box::new(child.stdout.take().expect("piped")));
+    let err = read(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + bound;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the program") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    let (stdout, stderr) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    match status {
+        Some(status) => Ok(std::process::Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err((text(stdout), text(stderr))),
     }
 }

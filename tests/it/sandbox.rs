@@ -22,11 +22,19 @@ pub struct Shared {
 static SHARED: OnceLock<Shared> = OnceLock::new();
 static DISRUPT: RwLock<()> = RwLock::new(());
 
+/// Runs `docker ARGS` on this machine (a node's shell is `docker exec`);
+/// one that has not ended after 10 minutes fails the test, naming it.
 pub fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the integration tests need the docker CLI and a running Docker Engine")
+    let mut cmd = Command::new("docker");
+    cmd.args(args);
+    let bound = std::time::Duration::from_secs(600);
+    crate::bin::output_within(cmd, bound).unwrap_or_else(|(out, err)| {
+        panic!(
+            "`docker {}` gave no answer within {} s and was killed\nits stdout so far:\n{out}\nits stderr so far:\n{err}",
+            args.join(" "),
+            bound.as_secs()
+        )
+    })
 }
 
 /// Runs `clusterkit ARGS` from anywhere.
