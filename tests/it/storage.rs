@@ -574,3 +574,53 @@ fn garage_is_upgraded_node_by_node_while_writes_go_on() {
         "rclone --config /etc/clusterkit/storage/rclone.conf purge clusterkit:clusterkit/roll-test",
     );
 }
+
+/// Unpauses a node's Garage container when dropped, whatever the test did.
+struct Unpause(&'static str, String);
+
+impl Drop for Unpause {
+    fn drop(&mut self) {
+        let _ = exec(self.0, &format!("docker unpause {}", self.1));
+    }
+}
+
+#[test]
+fn an_s3_server_that_stops_answering_is_passed_over_within_seconds() {
+    shared();
+    storage_up();
+    let _g = disrupt();
+    converge();
+    let cfg = config();
+    let list = || {
+        let start = Instant::now();
+        let l = ck(&[
+            "backup",
+            "list",
+            "s3://clusterkit/deadline-test",
+            "-c",
+            &cfg,
+        ]);
+        (l, start.elapsed())
+    };
+    let (before, _) = list();
+    assert_eq!(before.code, 0, "{}{}", before.stdout, before.stderr);
+    // node1's Garage frozen: its port still takes connections (the kernel
+    // answers the handshake), nothing answers a request: what a server that
+    // stops mid-request looks like from the client.
+    let id = garage_container("node1");
+    let id = id
+        .split_whitespace()
+        .next()
+        .expect("Garage runs on node1")
+        .to_string();
+    let paused = exec("node1", &format!("docker pause {id}"));
+    assert!(paused.status.success(), "{}", out(&paused));
+    let _back = Unpause("node1", id);
+    let (l, took) = list();
+    assert_eq!(l.code, 0, "{}{}", l.stdout, l.stderr);
+    assert!(
+        took < Duration::from_secs(30),
+        "took {took:?}:\n{}",
+        l.stderr
+    );
+}

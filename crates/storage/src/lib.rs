@@ -475,6 +475,42 @@ pub async fn connect_s3(
     Ok((fwd, s3))
 }
 
+/// An S3 client of the first storage node (in the description's order)
+/// whose server answers within a few seconds, with that node's name: a node
+/// powered off, or whose engine is stopped (a backup's copy), is passed
+/// over. Keep the [`Forward`] alive while the client is used.
+pub async fn connect_s3_any(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    key: &S3Key,
+) -> Result<(Forward, s3::S3, String), StorageError> {
+    let mut tried = Vec::new();
+    for n in storage_nodes(spec) {
+        let Some(t) = nodes.iter().find(|t| t.node() == n.name.as_str()) else {
+            tried.push(format!("{}: not connected", n.name));
+            continue;
+        };
+        let (fwd, s3) = match connect_s3(t, spec, key).await {
+            Ok(c) => c,
+            Err(e) => {
+                tried.push(format!("{}: {e}", n.name));
+                continue;
+            }
+        };
+        match s3.answers(S3_ANSWER_PATIENCE).await {
+            Ok(()) => return Ok((fwd, s3, n.name.to_string())),
+            Err(e) => tried.push(format!("{}: {e}", n.name)),
+        }
+    }
+    Err(StorageError::NotReady(format!(
+        "no storage node's S3 answers (`clusterkit storage status` says more):\n  {}",
+        tried.join("\n  ")
+    )))
+}
+
+/// How long a storage node's S3 may take to answer before the next is asked.
+const S3_ANSWER_PATIENCE: Duration = Duration::from_secs(5);
+
 async fn garage_up(
     storage: &[&Arc<dyn Transport>],
     spec: &ClusterSpec,

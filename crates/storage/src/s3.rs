@@ -2,17 +2,55 @@
 //! object that is the storage health check, usage. Works against Garage and
 //! MinIO alike: custom endpoint, path-style addressing, the server's region.
 
+use std::time::Duration;
+
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
 use crate::{S3Key, StorageError};
 
+/// The deadlines of every S3 call: a server that stops mid-request (its node
+/// powered off, its engine stopped for a backup) gives an error within
+/// seconds instead of a hang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// Reaching the server (through a forward: the tunnel's local end).
+    pub connect: Duration,
+    /// From a request sent to the first byte of its answer.
+    pub first_byte: Duration,
+    /// One attempt of a call, its request body sent and its answer read
+    /// (bodies read as a stream, such as a download, are bounded by
+    /// [`Deadlines::idle`] instead).
+    pub attempt: Duration,
+    /// A download's body with no byte arriving.
+    pub idle: Duration,
+    /// Attempts of one call (transient failures are retried with backoff).
+    pub attempts: u32,
+}
+
+impl Default for Deadlines {
+    /// Seconds for the small objects clusterkit reads and writes (a probe,
+    /// a manifest); minutes for an archive of a few hundred MB.
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(20),
+            attempt: Duration::from_secs(300),
+            idle: Duration::from_secs(20),
+            attempts: 3,
+        }
+    }
+}
+
 /// An S3 client for the cluster's storage.
 #[derive(Debug, Clone)]
 pub struct S3 {
     client: aws_sdk_s3::Client,
     endpoint: String,
+    deadlines: Deadlines,
 }
 
 fn s3_err(what: &str, e: impl std::fmt::Debug + std::fmt::Display) -> StorageError {
@@ -27,8 +65,19 @@ fn s3_err(what: &str, e: impl std::fmt::Debug + std::fmt::Display) -> StorageErr
 
 impl S3 {
     /// A client of `endpoint` (e.g. `http://127.0.0.1:39000`, a
-    /// [`clusterkit_core::transport::forward::Forward`] to a node's S3).
+    /// [`clusterkit_core::transport::forward::Forward`] to a node's S3),
+    /// with the default [`Deadlines`].
     pub fn new(endpoint: &str, region: &str, key: &S3Key) -> Self {
+        Self::with_deadlines(endpoint, region, key, Deadlines::default())
+    }
+
+    /// [`S3::new`] with other deadlines.
+    pub fn with_deadlines(endpoint: &str, region: &str, key: &S3Key, deadlines: Deadlines) -> Self {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(deadlines.connect)
+            .read_timeout(deadlines.first_byte)
+            .operation_attempt_timeout(deadlines.attempt)
+            .build();
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build_https();
@@ -38,6 +87,8 @@ impl S3 {
             .endpoint_url(endpoint)
             .region(Region::new(region.to_string()))
             .force_path_style(true)
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_max_attempts(deadlines.attempts.max(1)))
             .credentials_provider(Credentials::new(
                 key.id.clone(),
                 key.secret.clone(),
@@ -49,6 +100,31 @@ impl S3 {
         Self {
             client: aws_sdk_s3::Client::from_conf(conf),
             endpoint: endpoint.to_string(),
+            deadlines,
+        }
+    }
+
+    /// Whether the server answers at all: one listing of the buckets, one
+    /// attempt, within `within`. What a client asks before it picks a node.
+    pub async fn answers(&self, within: Duration) -> Result<(), StorageError> {
+        let ask = self.client.list_buckets().customize().config_override(
+            aws_sdk_s3::config::Builder::new()
+                .retry_config(RetryConfig::standard().with_max_attempts(1))
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(within)
+                        .read_timeout(within)
+                        .operation_timeout(within)
+                        .build(),
+                ),
+        );
+        match tokio::time::timeout(within, ask.send()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(s3_err(&format!("asking {}", self.endpoint), e)),
+            Err(_) => Err(StorageError::S3 {
+                what: format!("asking {}", self.endpoint),
+                reason: format!("no answer within {} s", within.as_secs()),
+            }),
         }
     }
 
@@ -101,12 +177,28 @@ impl S3 {
             .send()
             .await
             .map_err(|e| s3_err(&format!("reading s3://{bucket}/{key}"), e))?;
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| s3_err(&format!("reading s3://{bucket}/{key}"), e))?;
-        Ok(bytes.into_bytes().to_vec())
+        // The body is a stream: each chunk must come within the idle bound.
+        let mut body = out.body;
+        let mut bytes = Vec::new();
+        loop {
+            match tokio::time::timeout(self.deadlines.idle, body.next()).await {
+                Ok(Some(chunk)) => bytes.extend_from_slice(
+                    &chunk.map_err(|e| s3_err(&format!("reading s3://{bucket}/{key}"), e))?,
+                ),
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(StorageError::S3 {
+                        what: format!("reading s3://{bucket}/{key} from {}", self.endpoint),
+                        reason: format!(
+                            "the body stopped after {} bytes: nothing for {} s",
+                            bytes.len(),
+                            self.deadlines.idle.as_secs()
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(bytes)
     }
 
     /// Deletes `key`.

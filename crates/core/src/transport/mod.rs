@@ -33,6 +33,7 @@ use sha2::{Digest, Sha256};
 pub struct Cmd {
     script: String,
     secrets: Vec<String>,
+    deadline: Option<std::time::Duration>,
 }
 
 impl Cmd {
@@ -41,7 +42,22 @@ impl Cmd {
         Self {
             script: script.into(),
             secrets: Vec::new(),
+            deadline: None,
         }
+    }
+
+    /// Bounds this command's run on the node to `bound` (below the
+    /// transport's own bound for every command): a question asked again and
+    /// again in a wait, which answers in a second when all is well, fails
+    /// naming itself instead of holding the wait past its patience.
+    pub fn within(mut self, bound: std::time::Duration) -> Self {
+        self.deadline = Some(bound);
+        self
+    }
+
+    /// The bound set with [`Cmd::within`], if any.
+    pub fn deadline(&self) -> Option<std::time::Duration> {
+        self.deadline
     }
 
     /// Appends shell text.

@@ -138,6 +138,16 @@ pub struct SshSession {
 /// were allowed: closed channels linger on sshd's side for a moment).
 pub const MAX_SESSIONS: usize = 6;
 
+/// Bound on opening one channel (a command's session, a tunnel, a Docker
+/// API request): sshd confirms a tunnel only once its own TCP connection
+/// is made, and one to an address that drops packets would take minutes.
+pub const CHANNEL_OPEN_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Bound on one Docker Engine API request until its answer's headers, and on
+/// its answer's body with no byte arriving (an engine stopped mid-request
+/// closes the socket at once; one that hangs is given up on after this).
+pub const ENGINE_PATIENCE: Duration = Duration::from_secs(120);
+
 impl std::fmt::Debug for SshSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SshSession({} {})", self.node, self.target)
@@ -301,6 +311,15 @@ impl SshSession {
         &self.target
     }
 
+    fn timeout(&self, what: &str, bound: Duration) -> TransportError {
+        TransportError::Timeout {
+            node: self.node.clone(),
+            addr: self.addr(),
+            what: what.to_string(),
+            secs: bound.as_secs(),
+        }
+    }
+
     fn ssh_error(&self, e: impl std::fmt::Display) -> TransportError {
         TransportError::Ssh {
             node: self.node.clone(),
@@ -349,13 +368,16 @@ impl SshSession {
             // for a moment: a refused open is retried briefly (about 3 s).
             let mut attempt = 0u64;
             let mut channel = loop {
-                match self.handle.channel_open_session().await {
-                    Ok(c) => break c,
-                    Err(russh::Error::ChannelOpenFailure(_)) if attempt < 40 => {
+                match within(CHANNEL_OPEN_PATIENCE, self.handle.channel_open_session()).await {
+                    Some(Ok(c)) => break c,
+                    Some(Err(russh::Error::ChannelOpenFailure(_))) if attempt < 40 => {
                         attempt += 1;
                         tokio::time::sleep(Duration::from_millis(10 * attempt.min(10))).await;
                     }
-                    Err(e) => return Err(self.ssh_error(e)),
+                    Some(Err(e)) => return Err(self.ssh_error(e)),
+                    None => {
+                        return Err(self.timeout("opening a session channel", CHANNEL_OPEN_PATIENCE))
+                    }
                 }
             };
             channel
@@ -387,14 +409,12 @@ impl SshSession {
             }
             Ok(out)
         };
-        match tokio::time::timeout(self.command_timeout, run).await {
+        let bound = cmd
+            .deadline()
+            .map_or(self.command_timeout, |d| d.min(self.command_timeout));
+        match tokio::time::timeout(bound, run).await {
             Ok(r) => r,
-            Err(_) => Err(TransportError::Timeout {
-                node: self.node.clone(),
-                addr: self.addr(),
-                what: cmd.redacted(),
-                secs: self.command_timeout.as_secs(),
-            }),
+            Err(_) => Err(self.timeout(&cmd.redacted(), bound)),
         }
     }
 
@@ -543,17 +563,25 @@ impl Transport for SshSession {
         host: &str,
         port: u16,
     ) -> Result<Box<dyn super::TunnelStream>, TransportError> {
-        let channel = self
-            .handle
-            .channel_open_direct_tcpip(host, port.into(), "127.0.0.1", 0)
-            .await
-            .map_err(|e| TransportError::Ssh {
-                node: self.node.clone(),
-                addr: self.addr(),
-                reason: format!(
-                    "opening a tunnel to {host}:{port} (is AllowTcpForwarding on in sshd?): {e}"
-                ),
-            })?;
+        let channel = within(
+            CHANNEL_OPEN_PATIENCE,
+            self.handle
+                .channel_open_direct_tcpip(host, port.into(), "127.0.0.1", 0),
+        )
+        .await
+        .ok_or_else(|| {
+            self.timeout(
+                &format!("opening a tunnel to {host}:{port} (does anything answer there?)"),
+                CHANNEL_OPEN_PATIENCE,
+            )
+        })?
+        .map_err(|e| TransportError::Ssh {
+            node: self.node.clone(),
+            addr: self.addr(),
+            reason: format!(
+                "opening a tunnel to {host}:{port} (is AllowTcpForwarding on in sshd?): {e}"
+            ),
+        })?;
         Ok(Box::new(channel.into_stream()))
     }
 
@@ -573,11 +601,24 @@ impl Transport for SshSession {
                     |what: &str, e: &dyn std::fmt::Display| bollard::errors::Error::IOError {
                         err: std::io::Error::other(format!("{node}: {what}: {e}")),
                     };
-                let channel = handle
-                    .channel_open_direct_streamlocal("/var/run/docker.sock")
-                    .await
-                    .map_err(|e| io_err("opening /var/run/docker.sock over ssh", &e))?;
-                let io = hyper_util::rt::TokioIo::new(channel.into_stream());
+                let what = "opening /var/run/docker.sock over ssh";
+                let channel = within(
+                    CHANNEL_OPEN_PATIENCE,
+                    handle.channel_open_direct_streamlocal("/var/run/docker.sock"),
+                )
+                .await
+                .ok_or_else(|| {
+                    io_err(
+                        what,
+                        &format!("no answer within {} s", CHANNEL_OPEN_PATIENCE.as_secs()),
+                    )
+                })?
+                .map_err(|e| io_err(what, &e))?;
+                // bollard bounds the wait for the answer's headers; the body
+                // is read under the same bound for each byte that comes.
+                let mut io = tokio_io_timeout::TimeoutStream::new(channel.into_stream());
+                io.set_read_timeout(Some(ENGINE_PATIENCE));
+                let io = hyper_util::rt::TokioIo::new(Box::pin(io));
                 let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
                     .await
                     .map_err(|e| io_err("http handshake with the engine", &e))?;
@@ -593,13 +634,23 @@ impl Transport for SshSession {
             major_version: 1,
             minor_version: 41,
         };
-        bollard::Docker::connect_with_custom_transport(transport, Some("http://docker"), 120, &api)
-            .map_err(|e| TransportError::Docker {
-                node: self.node.clone(),
-                addr: self.addr(),
-                reason: e.to_string(),
-            })
+        bollard::Docker::connect_with_custom_transport(
+            transport,
+            Some("http://docker"),
+            ENGINE_PATIENCE.as_secs(),
+            &api,
+        )
+        .map_err(|e| TransportError::Docker {
+            node: self.node.clone(),
+            addr: self.addr(),
+            reason: e.to_string(),
+        })
     }
+}
+
+/// `fut`'s result, or `None` when it takes longer than `bound`.
+async fn within<T>(bound: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(bound, fut).await.ok()
 }
 
 /// Connects to every node at once; each node's result is reported.
