@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use clusterkit_core::backup::{rfc3339, stamp, BackupError, Location, Manifest, MANIFEST};
+use clusterkit_core::engine::{Context, Lines};
 use clusterkit_core::spec::Loaded;
 use clusterkit_core::transport::Transport;
 
@@ -325,10 +326,8 @@ async fn cluster_s3(
     let key = clusterkit_storage::read_key(nodes).await?.ok_or_else(|| {
         anyhow::anyhow!("no node holds the S3 key: run `clusterkit up --only storage` first")
     })?;
-    let node = clusterkit_storage::storage_nodes(spec)
-        .find_map(|n| by_name(nodes, n.name.as_str()))
-        .ok_or_else(|| anyhow::anyhow!("no storage node is connected"))?;
-    Ok(clusterkit_storage::connect_s3(node, spec, &key).await?)
+    let (fwd, s3, _) = clusterkit_storage::connect_s3_any(nodes, spec, &key).await?;
+    Ok((fwd, s3))
 }
 
 /// Writes the files then the manifest under `prefix` in the cluster's S3.
@@ -544,6 +543,13 @@ pub fn restore(
                 Err(e) => say(start, &format!("not restored: {e}")),
             }
         }
+        // The swarm starts the backup's services as soon as it is back: the
+        // images they run go first, or their first tasks are rejected on
+        // fresh nodes ("No such image") until `up` sends them.
+        let lines = Lines::stderr();
+        let cx = Context::new(&nodes, spec, &lines);
+        let needs = crate::up::engine(false).images(&cx).await?;
+        clusterkit_core::transport::images::provide(&needs, &|m: &str| say(start, m)).await?;
         let t = by_name(&nodes, &first).expect("connected");
         say(start, &format!("restore 3/4: the swarm's state on {first}, then a new cluster from it (--force-new-cluster)"));
         clusterkit_swarm::backup::unpack(t.as_ref(), swarm, ENGINE_PATIENCE).await?;

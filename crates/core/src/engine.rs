@@ -337,7 +337,17 @@ pub trait Phase: Send + Sync {
 
     /// Converges the layer; idempotent.
     async fn apply(&self, cx: &Context<'_>) -> Result<Outcome, BoxError>;
+
+    /// The images this layer's services run, each with the nodes that run
+    /// it: what [`Phase::apply`] sends to the nodes that lack them, and what
+    /// a restore sends before the swarm it brings back starts any service.
+    async fn images(&self, _cx: &Context<'_>) -> Result<Vec<ImageNeed>, BoxError> {
+        Ok(Vec::new())
+    }
 }
+
+/// An image and the nodes that run it.
+pub type ImageNeed = (String, Vec<std::sync::Arc<dyn Transport>>);
 
 /// A run's result.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -434,6 +444,19 @@ impl Engine {
                 source,
             })?;
             out.extend(changes);
+        }
+        Ok(out)
+    }
+
+    /// The images of every phase the spec enables ([`Phase::images`]), in
+    /// phase order.
+    pub async fn images(&self, cx: &Context<'_>) -> Result<Vec<ImageNeed>, EngineError> {
+        let mut out = Vec::new();
+        for p in self.selected(cx.spec, None)? {
+            out.extend(p.images(cx).await.map_err(|source| EngineError::Phase {
+                phase: p.name(),
+                source,
+            })?);
         }
         Ok(out)
     }

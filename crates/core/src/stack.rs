@@ -195,8 +195,10 @@ pub async fn deploy(
 
 /// Waits until every service of stack `name` runs all its replicas (global
 /// services: one per eligible node), up to `patience`. Returns `None` once
-/// they do, or a description of what does not run and why (the tasks' latest
-/// errors) when patience runs out.
+/// they do, or a description of what does not run and why when patience
+/// runs out: the tasks each service wants now (desired state running) that
+/// do not run, with their errors; tasks Swarm has already replaced (a task
+/// rejected before its image arrived) are history and are not named.
 pub async fn wait_running(
     mgr: &dyn Transport,
     name: &str,
@@ -207,30 +209,28 @@ pub async fn wait_running(
     let mut said = false;
     loop {
         let out = mgr
-            .exec(&Cmd::new("docker stack services --format '{{.Name}} {{.Replicas}}' ").arg(name))
+            .exec(
+                &Cmd::new("docker stack services --format '{{.Name}} {{.Replicas}}' ")
+                    .arg(name)
+                    .within(POLL_PATIENCE),
+            )
             .await?
             .stdout_str();
-        let pending: Vec<String> = out
-            .lines()
-            .filter_map(|l| {
-                let (svc, replicas) = l.split_once(' ')?;
-                // "1/1", "3/3", or "0/1 (max 1 per node)".
-                let r = replicas.split_whitespace().next()?;
-                let (have, want) = r.split_once('/')?;
-                (have != want).then(|| svc.to_string())
-            })
-            .collect();
+        let pending = not_running(&out);
         if pending.is_empty() {
             return Ok(None);
         }
         if tokio::time::Instant::now() >= deadline {
             let mut why = Vec::new();
             for svc in &pending {
-                let errors = mgr
+                let tasks = mgr
                     .exec_raw(
-                        &Cmd::new("docker service ps --no-trunc --format '{{.Node}}: {{.CurrentState}} {{.Error}}' ")
-                            .arg(svc)
-                            .push(" | head -n 2"),
+                        &Cmd::new(
+                            "docker service ps --no-trunc --filter desired-state=running \
+                             --format '{{.Node}}|{{.CurrentState}}|{{.Error}}' ",
+                        )
+                        .arg(svc)
+                        .within(POLL_PATIENCE),
                         None,
                     )
                     .await?
@@ -239,7 +239,8 @@ pub async fn wait_running(
                     .exec_raw(
                         &Cmd::new("docker service logs --raw --tail 5 ")
                             .arg(svc)
-                            .push(" 2>&1 | tail -n 5"),
+                            .push(" 2>&1 | tail -n 5")
+                            .within(POLL_PATIENCE),
                         None,
                     )
                     .await?
@@ -247,7 +248,7 @@ pub async fn wait_running(
                 let logs = logs.trim();
                 why.push(format!(
                     "{svc}: {}{}",
-                    errors.trim().replace('\n', "; "),
+                    current_tasks(&tasks),
                     if logs.is_empty() {
                         String::new()
                     } else {
@@ -265,6 +266,58 @@ pub async fn wait_running(
             said = true;
         }
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+/// Bound on one question a wait asks again and again (`docker stack
+/// services`, `docker service ps`): a second when all is well.
+const POLL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The services of `docker stack services --format '{{.Name}} {{.Replicas}}'`
+/// whose running tasks are fewer than wanted ("2/3", "0/1 (max 1 per node)").
+fn not_running(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let (svc, replicas) = l.split_once(' ')?;
+            let r = replicas.split_whitespace().next()?;
+            let (have, want) = r.split_once('/')?;
+            (have != want).then(|| svc.to_string())
+        })
+        .collect()
+}
+
+/// What a service's current tasks (`docker service ps --filter
+/// desired-state=running --format '{{.Node}}|{{.CurrentState}}|{{.Error}}'`)
+/// say of why it does not run: each one not running, with its node, state
+/// and error; those running are counted.
+fn current_tasks(listing: &str) -> String {
+    let mut running = 0;
+    let mut not = Vec::new();
+    for l in listing.lines().filter(|l| !l.trim().is_empty()) {
+        let mut f = l.splitn(3, '|');
+        let (node, state, error) = (
+            f.next().unwrap_or_default(),
+            f.next().unwrap_or_default().trim(),
+            f.next().unwrap_or_default().trim(),
+        );
+        if state.starts_with("Running") {
+            running += 1;
+            continue;
+        }
+        let node = if node.is_empty() { "no node yet" } else { node };
+        not.push(if error.is_empty() {
+            format!("{node}: {state}")
+        } else {
+            format!("{node}: {state} {error}")
+        });
+    }
+    match (not.is_empty(), running) {
+        (true, 0) => "no task is wanted running now (a placement constraint no node meets?)".into(),
+        (true, n) => {
+            format!("{n} task(s) running, none wanted that does not run (Swarm is still counting)")
+        }
+        (false, n) => format!("{} ({n} other task(s) running)", not.join("; ")),
     }
 }
 
@@ -348,4 +401,37 @@ pub async fn unpack_volume(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use super::*;
+
+    #[test]
+    fn a_service_short_of_its_replicas_is_pending() {
+        let listing =
+            "mon_prometheus 2/2\nmon_node-exporter 2/3\nmon_grafana 0/1 (max 1 per node)\n";
+        assert_eq!(not_running(listing), ["mon_node-exporter", "mon_grafana"]);
+        assert!(not_running("mon_prometheus 2/2\n").is_empty());
+    }
+
+    #[test]
+    fn only_the_current_tasks_that_do_not_run_are_named() {
+        let listing = "node1|Running 2 minutes ago|\n\
+                       node2|Preparing 3 seconds ago|\n\
+                       node3|Rejected 2 seconds ago|No such image: clusterkit/node-exporter:bookworm\n";
+        assert_eq!(
+            current_tasks(listing),
+            "node2: Preparing 3 seconds ago; node3: Rejected 2 seconds ago No such image: \
+             clusterkit/node-exporter:bookworm (1 other task(s) running)"
+        );
+        assert_eq!(
+            current_tasks("node1|Running 1 second ago|\n"),
+            "1 task(s) running, none wanted that does not run (Swarm is still counting)"
+        );
+        assert_eq!(
+            current_tasks("|Pending 5 seconds ago|no suitable node\n"),
+            "no node yet: Pending 5 seconds ago no suitable node (0 other task(s) running)"
+        );
+    }
 }

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use clusterkit_core::engine::{compare_files, BoxError, Change, Context, Outcome, Phase};
+use clusterkit_core::engine::{
+    compare_files, BoxError, Change, Context, ImageNeed, Outcome, Phase,
+};
 use clusterkit_core::spec::{ClusterSpec, SwarmRole};
 use clusterkit_core::transport::{images, Transport};
 
@@ -64,11 +66,15 @@ impl Phase for MonitoringPhase {
         Ok(out)
     }
 
+    async fn images(&self, cx: &Context<'_>) -> Result<Vec<ImageNeed>, BoxError> {
+        Ok(image_targets(cx.nodes, cx.spec))
+    }
+
     async fn apply(&self, cx: &Context<'_>) -> Result<Outcome, BoxError> {
         let say = |m: &str| cx.say(m);
         let mut out = Outcome::default();
         out.nodes
-            .extend(images::provide(&image_targets(cx.nodes, cx.spec), &say).await?);
+            .extend(images::provide(&self.images(cx).await?, &say).await?);
         let c = crate::up(cx.nodes, cx.spec, &say).await?;
         out.cluster |= c.any();
         for e in crate::endpoints(cx.nodes, cx.spec).await? {

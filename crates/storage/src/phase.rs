@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use clusterkit_core::engine::{compare_files, BoxError, Change, Context, Outcome, Phase};
+use clusterkit_core::engine::{
+    compare_files, BoxError, Change, Context, ImageNeed, Outcome, Phase,
+};
 use clusterkit_core::spec::{ClusterSpec, StorageBackend};
 use clusterkit_core::transport::{images, Transport};
 
@@ -38,18 +40,22 @@ impl Phase for StoragePhase {
         .await
     }
 
-    async fn apply(&self, cx: &Context<'_>) -> Result<Outcome, BoxError> {
-        let spec = cx.spec;
+    async fn images(&self, cx: &Context<'_>) -> Result<Vec<ImageNeed>, BoxError> {
         let holders: Vec<Arc<dyn Transport>> = cx
             .nodes
             .iter()
-            .filter(|t| spec.node(t.node()).is_some_and(|n| n.storage))
+            .filter(|t| cx.spec.node(t.node()).is_some_and(|n| n.storage))
             .cloned()
             .collect();
+        Ok(vec![(cx.spec.storage.image.clone(), holders)])
+    }
+
+    async fn apply(&self, cx: &Context<'_>) -> Result<Outcome, BoxError> {
+        let spec = cx.spec;
         let say = |m: &str| cx.say(m);
         let mut out = Outcome::default();
         out.nodes
-            .extend(images::provide(&[(spec.storage.image.clone(), holders)], &say).await?);
+            .extend(images::provide(&self.images(cx).await?, &say).await?);
         let c = crate::up(cx.nodes, spec, &say).await?;
         out.nodes.extend(c.driver_changed.iter().cloned());
         out.nodes.extend(c.layout_added.iter().cloned());

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use clusterkit_core::engine::{compare_files, BoxError, Change, Context, Outcome, Phase};
+use clusterkit_core::engine::{
+    compare_files, BoxError, Change, Context, ImageNeed, Outcome, Phase,
+};
 use clusterkit_core::spec::ClusterSpec;
 use clusterkit_core::transport::{fan_out, images, Cmd, Transport};
 
@@ -146,6 +148,17 @@ impl Phase for StacksPhase {
                 )
                 .await?,
             );
+        }
+        Ok(out)
+    }
+
+    async fn images(&self, cx: &Context<'_>) -> Result<Vec<ImageNeed>, BoxError> {
+        let mut out = Vec::new();
+        for s in &cx.spec.stacks {
+            let text = std::fs::read_to_string(&s.file)
+                .map_err(|e| format!("reading the stack file {}: {e}", s.file.display()))?;
+            let stack = crate::stacks::inspect(&s.name, &s.file.display().to_string(), &text)?;
+            out.extend(stack.images.into_iter().map(|i| (i, cx.nodes.to_vec())));
         }
         Ok(out)
     }
