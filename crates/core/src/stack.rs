@@ -196,9 +196,15 @@ pub async fn deploy(
 /// Waits until every service of stack `name` runs all its replicas (global
 /// services: one per eligible node), up to `patience`. Returns `None` once
 /// they do, or a description of what does not run and why when patience
-/// runs out: the tasks each service wants now (desired state running) that
-/// do not run, with their errors; tasks Swarm has already replaced (a task
-/// rejected before its image arrived) are history and are not named.
+/// runs out.
+///
+/// A service runs when Swarm counts all its replicas running *and* none of
+/// the tasks it wants now (desired state other than shutdown) is in another
+/// state: a global service whose task on one node is rejected and waiting
+/// for its restart is counted "2/2" by `docker stack services` (measured,
+/// Docker 20.10: the waiting task is not counted), so the count alone
+/// would let it pass. Tasks Swarm has replaced are history: they are
+/// neither waited for nor named.
 pub async fn wait_running(
     mgr: &dyn Transport,
     name: &str,
@@ -212,29 +218,19 @@ pub async fn wait_running(
             .exec(
                 &Cmd::new("docker stack services --format '{{.Name}} {{.Replicas}}' ")
                     .arg(name)
+                    .push(" && echo -- && docker stack ps --no-trunc --format '{{.Name}}|{{.Node}}|{{.DesiredState}}|{{.CurrentState}}|{{.Error}}' ")
+                    .arg(name)
                     .within(POLL_PATIENCE),
             )
             .await?
             .stdout_str();
-        let pending = not_running(&out);
+        let pending = pending(&out);
         if pending.is_empty() {
             return Ok(None);
         }
         if tokio::time::Instant::now() >= deadline {
             let mut why = Vec::new();
-            for svc in &pending {
-                let tasks = mgr
-                    .exec_raw(
-                        &Cmd::new(
-                            "docker service ps --no-trunc --filter desired-state=running \
-                             --format '{{.Node}}|{{.CurrentState}}|{{.Error}}' ",
-                        )
-                        .arg(svc)
-                        .within(POLL_PATIENCE),
-                        None,
-                    )
-                    .await?
-                    .stdout_str();
+            for (svc, tasks) in &pending {
                 let logs = mgr
                     .exec_raw(
                         &Cmd::new("docker service logs --raw --tail 5 ")
@@ -247,8 +243,7 @@ pub async fn wait_running(
                     .stdout_str();
                 let logs = logs.trim();
                 why.push(format!(
-                    "{svc}: {}{}",
-                    current_tasks(&tasks),
+                    "{svc}: {tasks}{}",
                     if logs.is_empty() {
                         String::new()
                     } else {
@@ -262,7 +257,8 @@ pub async fn wait_running(
             return Ok(Some(why.join("\n")));
         }
         if !said {
-            progress(&format!("waiting for {} to run", pending.join(", ")));
+            let names: Vec<&str> = pending.iter().map(|(s, _)| s.as_str()).collect();
+            progress(&format!("waiting for {} to run", names.join(", ")));
             said = true;
         }
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -270,55 +266,67 @@ pub async fn wait_running(
 }
 
 /// Bound on one question a wait asks again and again (`docker stack
-/// services`, `docker service ps`): a second when all is well.
+/// services`, `docker stack ps`): a second when all is well.
 const POLL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The services of `docker stack services --format '{{.Name}} {{.Replicas}}'`
-/// whose running tasks are fewer than wanted ("2/3", "0/1 (max 1 per node)").
-fn not_running(listing: &str) -> Vec<String> {
-    listing
-        .lines()
-        .filter_map(|l| {
-            let (svc, replicas) = l.split_once(' ')?;
-            let r = replicas.split_whitespace().next()?;
-            let (have, want) = r.split_once('/')?;
-            (have != want).then(|| svc.to_string())
-        })
-        .collect()
-}
-
-/// What a service's current tasks (`docker service ps --filter
-/// desired-state=running --format '{{.Node}}|{{.CurrentState}}|{{.Error}}'`)
-/// say of why it does not run: each one not running, with its node, state
-/// and error; those running are counted.
-fn current_tasks(listing: &str) -> String {
-    let mut running = 0;
-    let mut not = Vec::new();
-    for l in listing.lines().filter(|l| !l.trim().is_empty()) {
-        let mut f = l.splitn(3, '|');
-        let (node, state, error) = (
-            f.next().unwrap_or_default(),
-            f.next().unwrap_or_default().trim(),
-            f.next().unwrap_or_default().trim(),
-        );
-        if state.starts_with("Running") {
-            running += 1;
+/// The services that do not run yet, each with what its current tasks say,
+/// from `docker stack services --format '{{.Name}} {{.Replicas}}'`, a line
+/// `--`, then `docker stack ps --format
+/// '{{.Name}}|{{.Node}}|{{.DesiredState}}|{{.CurrentState}}|{{.Error}}'`.
+fn pending(listing: &str) -> Vec<(String, String)> {
+    let (services, tasks) = listing.split_once("\n--\n").unwrap_or((listing, ""));
+    let mut out = Vec::new();
+    for l in services.lines() {
+        let Some((svc, replicas)) = l.split_once(' ') else {
+            continue;
+        };
+        // "1/1", "3/3", or "0/1 (max 1 per node)".
+        let counted = replicas
+            .split_whitespace()
+            .next()
+            .and_then(|r| r.split_once('/'))
+            .is_some_and(|(have, want)| have == want);
+        let (mut running, mut not) = (0, Vec::new());
+        for t in tasks.lines() {
+            let mut f = t.splitn(5, '|');
+            let (task, node, desired, state, error) = (
+                f.next().unwrap_or_default(),
+                f.next().unwrap_or_default(),
+                f.next().unwrap_or_default(),
+                f.next().unwrap_or_default().trim(),
+                f.next().unwrap_or_default().trim().trim_matches('"'),
+            );
+            // `stack_service.1` (a replica) or `stack_service.<node id>` (global).
+            if task.rsplit_once('.').map(|(s, _)| s) != Some(svc)
+                || matches!(desired, "Shutdown" | "Remove" | "Complete" | "Orphaned")
+            {
+                continue;
+            }
+            if state.starts_with("Running") {
+                running += 1;
+                continue;
+            }
+            let node = if node.is_empty() { "no node yet" } else { node };
+            not.push(if error.is_empty() {
+                format!("{node}: {state}")
+            } else {
+                format!("{node}: {state}: {error}")
+            });
+        }
+        // Counted, and no task wanted now is anywhere but running.
+        if counted && not.is_empty() {
             continue;
         }
-        let node = if node.is_empty() { "no node yet" } else { node };
-        not.push(if error.is_empty() {
-            format!("{node}: {state}")
-        } else {
-            format!("{node}: {state} {error}")
-        });
+        let why = match (not.is_empty(), running) {
+            (true, 0) => format!(
+                "{replicas} running; no task wanted now (a placement constraint no node meets?)"
+            ),
+            (true, _) => format!("{replicas} running"),
+            (false, n) => format!("{} ({n} other task(s) running)", not.join("; ")),
+        };
+        out.push((svc.to_string(), why));
     }
-    match (not.is_empty(), running) {
-        (true, 0) => "no task is wanted running now (a placement constraint no node meets?)".into(),
-        (true, n) => {
-            format!("{n} task(s) running, none wanted that does not run (Swarm is still counting)")
-        }
-        (false, n) => format!("{} ({n} other task(s) running)", not.join("; ")),
-    }
+    out
 }
 
 /// Where volume archives are made and unpacked on a node (root only).
@@ -408,30 +416,59 @@ mod wait_tests {
     use super::*;
 
     #[test]
-    fn a_service_short_of_its_replicas_is_pending() {
-        let listing =
-            "mon_prometheus 2/2\nmon_node-exporter 2/3\nmon_grafana 0/1 (max 1 per node)\n";
-        assert_eq!(not_running(listing), ["mon_node-exporter", "mon_grafana"]);
-        assert!(not_running("mon_prometheus 2/2\n").is_empty());
+    fn a_service_runs_when_counted_and_no_current_task_is_elsewhere() {
+        // Measured on Docker 20.10: node3's task rejected ("No such image")
+        // and waiting for its restart, yet the service is counted 2/2.
+        let rejected = "mon_node-exporter 2/2\nmon_prometheus 1/1\n--\n\
+            mon_node-exporter.kjotz|node2|Running|Running 39 seconds ago|\n\
+            mon_node-exporter.l8028|node3|Ready|Rejected 4 seconds ago|\"No such image: clusterkit/node-exporter:bookworm\"\n\
+            mon_node-exporter.l8028|node3|Shutdown|Rejected 9 seconds ago|\"No such image: clusterkit/node-exporter:bookworm\"\n\
+            mon_node-exporter.rmtwm|node1|Running|Running 39 seconds ago|\n\
+            mon_prometheus.1|node1|Running|Running 1 minute ago|\n";
+        assert_eq!(
+            pending(rejected),
+            [(
+                "mon_node-exporter".to_string(),
+                "node3: Rejected 4 seconds ago: No such image: clusterkit/node-exporter:bookworm \
+                 (2 other task(s) running)"
+                    .to_string()
+            )]
+        );
+        // Once it runs there, the rejected tasks before it are history.
+        let back = "mon_node-exporter 3/3\n--\n\
+            mon_node-exporter.l8028|node3|Running|Running 1 second ago|\n\
+            mon_node-exporter.l8028|node3|Shutdown|Rejected 11 seconds ago|\"No such image: x\"\n\
+            mon_node-exporter.kjotz|node2|Running|Running 51 seconds ago|\n\
+            mon_node-exporter.rmtwm|node1|Running|Running 51 seconds ago|\n";
+        assert!(pending(back).is_empty());
     }
 
     #[test]
-    fn only_the_current_tasks_that_do_not_run_are_named() {
-        let listing = "node1|Running 2 minutes ago|\n\
-                       node2|Preparing 3 seconds ago|\n\
-                       node3|Rejected 2 seconds ago|No such image: clusterkit/node-exporter:bookworm\n";
+    fn a_service_short_of_its_replicas_is_pending() {
+        let listing = "app_web 1/2\napp_db 0/1 (max 1 per node)\n--\n\
+            app_web.1|node1|Running|Running 5 seconds ago|\n\
+            app_web.2||Running|Pending 5 seconds ago|no suitable node (max replicas per node limit exceed)\n";
         assert_eq!(
-            current_tasks(listing),
-            "node2: Preparing 3 seconds ago; node3: Rejected 2 seconds ago No such image: \
-             clusterkit/node-exporter:bookworm (1 other task(s) running)"
+            pending(listing),
+            [
+                (
+                    "app_web".to_string(),
+                    "no node yet: Pending 5 seconds ago: no suitable node (max replicas per node limit exceed) \
+                     (1 other task(s) running)"
+                        .to_string()
+                ),
+                (
+                    "app_db".to_string(),
+                    "0/1 (max 1 per node) running; no task wanted now (a placement constraint no node meets?)"
+                        .to_string()
+                ),
+            ]
         );
-        assert_eq!(
-            current_tasks("node1|Running 1 second ago|\n"),
-            "1 task(s) running, none wanted that does not run (Swarm is still counting)"
-        );
-        assert_eq!(
-            current_tasks("|Pending 5 seconds ago|no suitable node\n"),
-            "no node yet: Pending 5 seconds ago no suitable node (0 other task(s) running)"
-        );
+        // A service whose name another one's starts with is told apart.
+        let two = "app_web 1/1\napp_web-admin 1/1\n--\n\
+            app_web.1|node1|Running|Running 5 seconds ago|\n\
+            app_web-admin.1|node2|Running|Starting 1 second ago|\n";
+        assert_eq!(pending(two).len(), 1);
+        assert_eq!(pending(two)[0].0, "app_web-admin");
     }
 }
