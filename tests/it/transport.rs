@@ -288,6 +288,98 @@ fn a_changed_host_key_is_refused_until_forgotten() {
     );
 }
 
+/// Puts node1's sshd back to every host key it has when dropped.
+struct AllHostKeys;
+
+impl Drop for AllHostKeys {
+    fn drop(&mut self) {
+        let _ = crate::sandbox::docker(&[
+            "exec",
+            &format!("{NAME}-node1"),
+            "sh",
+            "-c",
+            "rm -f /etc/ssh/sshd_config.d/ck-only-rsa.conf && systemctl reload ssh",
+        ]);
+    }
+}
+
+#[test]
+fn a_node_offering_a_key_of_another_type_is_refused_everywhere() {
+    let s = shared();
+    let _g = disrupt();
+    let scratch = tempfile::tempdir().unwrap();
+    let d = scratch.path();
+    copy_sandbox_config(&s.dir, d);
+    let config = d.join("clusterkit.toml");
+    let config = config.to_str().unwrap();
+    let kh = d.join(".clusterkit/known_hosts");
+    let recorded = std::fs::read(&kh).unwrap();
+    // node1's ed25519 key is recorded; its sshd now shows only its RSA key,
+    // as a man in the middle holding some other key would.
+    let only_rsa = crate::sandbox::docker(&[
+        "exec",
+        &format!("{NAME}-node1"),
+        "sh",
+        "-c",
+        "echo 'HostKey /etc/ssh/ssh_host_rsa_key' > /etc/ssh/sshd_config.d/ck-only-rsa.conf && systemctl reload ssh",
+    ]);
+    assert!(only_rsa.status.success(), "{only_rsa:?}");
+    let _back = AllHostKeys;
+    let out = ck(&["check", "-c", config]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("HOST KEY CHANGED"))
+        .unwrap_or_else(|| panic!("{}{}", out.stdout, out.stderr));
+    assert!(
+        line.contains("(ssh-ed25519) in ")
+            && line.contains("the node now shows SHA256:")
+            && line.contains("(ssh-rsa)")
+            && line.contains("clusterkit known-hosts forget node1"),
+        "{line}"
+    );
+    assert!(!out.stderr.contains("first contact"), "{}", out.stderr);
+    let up = ck(&["up", "-c", config]);
+    assert_ne!(up.code, 0, "{}{}", up.stdout, up.stderr);
+    assert!(
+        up.stderr.contains("HOST KEY CHANGED") && up.stderr.contains("nothing was changed"),
+        "{}",
+        up.stderr
+    );
+    assert_eq!(
+        std::fs::read(&kh).unwrap(),
+        recorded,
+        "known_hosts was changed"
+    );
+
+    // Strict on any command: by flag, and by [ssh] in the config.
+    std::fs::write(&kh, "").unwrap();
+    let st = ck(&["status", "--strict-host-keys", "-c", config]);
+    assert_ne!(st.code, 0, "{}{}", st.stdout, st.stderr);
+    assert!(
+        format!("{}{}", st.stdout, st.stderr).contains("strict host-key checking is on"),
+        "{}{}",
+        st.stdout,
+        st.stderr
+    );
+    let mut toml = std::fs::read_to_string(config).unwrap();
+    toml.push_str("\n[ssh]\nstrict_host_keys = true\n");
+    std::fs::write(config, toml).unwrap();
+    let dry = ck(&["up", "--dry-run", "-c", config]);
+    assert_ne!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
+    assert!(
+        dry.stderr.contains("strict host-key checking is on"),
+        "{}",
+        dry.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&kh).unwrap(),
+        "",
+        "a key was recorded"
+    );
+}
+
 #[test]
 fn check_reports_every_node_facts() {
     let s = shared();

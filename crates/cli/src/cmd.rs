@@ -40,6 +40,11 @@ pub struct Cli {
     /// Show every command run on the nodes (secrets redacted), on stderr.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Refuse any node (or jump host) whose host key is not recorded yet
+    /// (also `[ssh] strict_host_keys = true` in clusterkit.toml). A recorded
+    /// key is always enforced, whatever its type.
+    #[arg(long, global = true)]
+    strict_host_keys: bool,
 }
 
 /// `--color`.
@@ -170,9 +175,6 @@ enum Command {
     Check {
         #[command(flatten)]
         input: Input,
-        /// Refuse nodes whose host key is not recorded yet.
-        #[arg(long)]
-        strict_host_keys: bool,
         /// Print facts and problems as JSON.
         #[arg(long)]
         json: bool,
@@ -428,6 +430,7 @@ enum KnownHostsCmd {
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let color = color_stderr(cli.color);
     crate::remote::VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
+    crate::remote::STRICT.store(cli.strict_host_keys, std::sync::atomic::Ordering::Relaxed);
     match cli.command {
         Command::Init {
             inventory,
@@ -435,15 +438,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             force,
         } => init(inventory.as_deref(), &output, force, color),
         Command::Sandbox { name, cmd } => crate::sandbox::run(&name, cmd),
-        Command::Check {
-            input,
-            strict_host_keys,
-            json,
-        } => {
+        Command::Check { input, json } => {
             let Some(loaded) = load(&input, color)? else {
                 return Ok(exit::INVALID);
             };
-            crate::remote::check(&loaded, strict_host_keys, json)
+            crate::remote::check(&loaded, false, json)
         }
         Command::Down { input, purge, yes } => {
             let Some(loaded) = load(&input, color)? else {

@@ -17,6 +17,9 @@ use crate::exit;
 /// `-v`: every command run on the nodes is shown (secrets redacted).
 pub static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// `--strict-host-keys`: every connection refuses a host key not recorded yet.
+pub static STRICT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn known_hosts_path(loaded: &Loaded) -> PathBuf {
     loaded
         .state_path
@@ -43,7 +46,10 @@ pub async fn connect_with(
 ) -> (Vec<Arc<dyn Transport>>, Vec<(String, String)>) {
     let mut opts = SshOptions::new(known_hosts_path(loaded));
     opts.verbose = VERBOSE.load(std::sync::atomic::Ordering::Relaxed);
-    if strict {
+    if strict
+        || STRICT.load(std::sync::atomic::Ordering::Relaxed)
+        || loaded.built.spec.ssh.strict_host_keys
+    {
         opts.policy = HostKeyPolicy::Strict;
     }
     if quick {

@@ -41,6 +41,19 @@ pub struct ConfigFile {
     /// Application stacks to deploy: `[[stacks]]` tables.
     #[serde(default)]
     pub stacks: Vec<StackEntry>,
+    /// How clusterkit reaches the nodes.
+    #[serde(default)]
+    pub ssh: SshSection,
+}
+
+/// `[ssh]`: how clusterkit reaches the nodes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSection {
+    /// Refuse any node (or jump host) whose host key is not recorded yet in
+    /// `.clusterkit/known_hosts`, on every command: as `--strict-host-keys`.
+    /// Default: false (a first contact records the key and prints it).
+    pub strict_host_keys: Option<Spanned<bool>>,
 }
 
 /// One server.
@@ -288,6 +301,8 @@ pub fn starter(inventory: Option<&str>, nodes: &[(String, String)]) -> String {
          # prometheus_image = \"prom/prometheus:v3.5.0\"\n# node_exporter_image = \"prom/node-exporter:v1.9.1\"\n\
          # cadvisor_image = \"gcr.io/cadvisor/cadvisor:v0.49.1\"\n# grafana_image = \"grafana/grafana:11.6.0\"\n\
          # alertmanager_image = \"prom/alertmanager:v0.28.1\"\n\
+         \n[ssh]                           # how clusterkit reaches the nodes\n\
+         # strict_host_keys = false     # true: refuse a node whose host key is not recorded yet\n\
          \n# [[stacks]]                    # application stacks deployed onto the swarm\n\
          # name = \"app\"\n# file = \"stacks/app.yml\"\n",
     );

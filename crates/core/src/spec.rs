@@ -290,6 +290,17 @@ pub struct ClusterSpec {
     pub monitoring: MonitoringSpec,
     /// Application stacks.
     pub stacks: Vec<StackSpec>,
+    /// How the nodes are reached.
+    #[serde(default)]
+    pub ssh: SshSpec,
+}
+
+/// How the nodes are reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshSpec {
+    /// Refuse a node whose host key is not recorded yet (`[ssh]
+    /// strict_host_keys`), whatever the command.
+    pub strict_host_keys: bool,
 }
 
 impl ClusterSpec {
@@ -1232,6 +1243,9 @@ pub fn build(
         },
         monitoring,
         stacks,
+        ssh: SshSpec {
+            strict_host_keys: o!(cfg.ssh.strict_host_keys).is_some_and(|s| s.value),
+        },
     };
     Ok(Built {
         spec,

@@ -46,6 +46,33 @@ pub fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 
+/// A key's fingerprint and type, as messages show it: `SHA256:… (ssh-ed25519)`.
+pub fn describe(key: &PublicKey) -> String {
+    format!("{} ({})", fingerprint(key), key.algorithm().as_str())
+}
+
+/// The keys recorded for `host:port` in `path` (none when the file does not exist).
+pub fn recorded(path: &Path, host: &str, port: u16) -> Result<Vec<PublicKey>, String> {
+    russh::keys::known_hosts::known_host_keys_path(host, port, path)
+        .map(|keys| keys.into_iter().map(|(_, k)| k).collect())
+        .map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// The host-key algorithms to offer `host:port`: every one russh knows,
+/// those of the recorded keys first, so that a server holding a key of
+/// several types shows the recorded one (and any other is a changed key).
+pub fn preferred_algorithms(recorded: &[PublicKey]) -> Vec<russh::keys::Algorithm> {
+    let all = russh::Preferred::DEFAULT.key.to_vec();
+    let family = |a: &russh::keys::Algorithm, b: &russh::keys::Algorithm| {
+        a == b || (a.clone().is_rsa() && b.clone().is_rsa())
+    };
+    let (mut first, rest): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|a| recorded.iter().any(|k| family(a, &k.algorithm())));
+    first.extend(rest);
+    first
+}
+
 // Several nodes may record their keys at once: one writer at a time.
 static WRITE: Mutex<()> = Mutex::new(());
 
@@ -59,20 +86,17 @@ pub fn check(
     policy: HostKeyPolicy,
 ) -> Result<HostKeyCheck, String> {
     let _guard = WRITE.lock().unwrap_or_else(|e| e.into_inner());
-    let recorded = russh::keys::known_hosts::known_host_keys_path(host, port, path)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let same_algo: Vec<&PublicKey> = recorded
-        .iter()
-        .map(|(_, k)| k)
-        .filter(|k| k.algorithm() == key.algorithm())
-        .collect();
-    if same_algo.contains(&key) {
+    let recorded = recorded(path, host, port)?;
+    // A recorded key binds the host, whatever its algorithm: a node (or a
+    // man in the middle) offering a key of another type is not a first
+    // contact but a changed key.
+    if recorded.iter().any(|k| k.key_data() == key.key_data()) {
         return Ok(HostKeyCheck::Known);
     }
-    if let Some(old) = same_algo.first() {
+    if !recorded.is_empty() {
         return Ok(HostKeyCheck::Changed {
-            old: fingerprint(old),
-            new: fingerprint(key),
+            old: recorded.iter().map(describe).collect::<Vec<_>>().join(", "),
+            new: describe(key),
         });
     }
     if policy == HostKeyPolicy::Strict {

@@ -214,7 +214,7 @@ pub enum TransportError {
         known_hosts: String,
     },
     /// Strict mode and the node's host key is not recorded.
-    #[error("{node} ({addr}): unknown host key {fingerprint} and strict host-key checking is on: check it out of band, then add it to {known_hosts} (or run once without --strict-host-keys)")]
+    #[error("{node} ({addr}): unknown host key {fingerprint} and strict host-key checking is on: check it out of band, then add it to {known_hosts} (or let a first contact record it: run once without --strict-host-keys and with `[ssh] strict_host_keys` off)")]
     HostKeyUnknown {
         /// Node name.
         node: String,

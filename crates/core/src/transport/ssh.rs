@@ -203,7 +203,15 @@ impl SshSession {
         opts: &SshOptions,
     ) -> Result<Self, Retry> {
         let addr = format!("{}:{}", target.host, target.port);
+        // The recorded key's type first (a server with several keys shows
+        // that one); an unreadable file is reported by the key check itself.
+        let recorded = known_hosts::recorded(&opts.known_hosts, &target.host, target.port.get())
+            .unwrap_or_default();
         let config = Arc::new(client::Config {
+            preferred: russh::Preferred {
+                key: std::borrow::Cow::Owned(known_hosts::preferred_algorithms(&recorded)),
+                ..russh::Preferred::default()
+            },
             keepalive_interval: Some(opts.keepalive),
             keepalive_max: 3,
             inactivity_timeout: None,

@@ -156,3 +156,61 @@ fn the_address_plan_refuses_overlaps_with_routes_bridges_and_engine_pools() {
     // A clean plan.
     assert!(address_problems(&bare, &spec_with("10.0.0.0/24")).is_empty());
 }
+
+const ED25519: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJqEmhb7uNMgKKdwGUa/4mZMiB7Yb5obhjD64cvmrNb7";
+const RSA: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDFFq2EBqd6GgFJxFcj5QzRnB45xBf4mGqXoK6FbzhxDcQ90eHRM25qEsvxmh+vz3/HoDIqDJfRFVaKlcHf14gVNRrSUW+dMoJ1NWEnnBVPxeFY+rfWH941dKuTnm7d0WpVYdKia3BSIIx8JQttBDMeBQ2w59qPRaFr/AxdNRmWVQ==";
+
+fn key(text: &str) -> russh::keys::PublicKey {
+    russh::keys::PublicKey::from_openssh(text).expect("a public key")
+}
+
+#[test]
+fn a_recorded_key_binds_its_host_whatever_the_algorithm_offered() {
+    use super::known_hosts::{check, HostKeyCheck, HostKeyPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let kh = dir.path().join("known_hosts");
+    // First contact records the ed25519 key; it is known afterwards.
+    let first = check(&kh, "10.9.0.1", 22, &key(ED25519), HostKeyPolicy::AcceptNew).unwrap();
+    assert!(matches!(first, HostKeyCheck::Learned { .. }), "{first:?}");
+    let again = check(&kh, "10.9.0.1", 22, &key(ED25519), HostKeyPolicy::AcceptNew).unwrap();
+    assert_eq!(again, HostKeyCheck::Known);
+    // The same host offering an RSA key (never recorded): changed, not a
+    // first contact, and nothing is recorded.
+    let other = check(&kh, "10.9.0.1", 22, &key(RSA), HostKeyPolicy::AcceptNew).unwrap();
+    let HostKeyCheck::Changed { old, new } = other else {
+        panic!("{other:?}")
+    };
+    assert!(
+        old.starts_with("SHA256:") && old.ends_with("(ssh-ed25519)"),
+        "{old}"
+    );
+    assert!(
+        new.starts_with("SHA256:") && new.ends_with("(ssh-rsa)"),
+        "{new}"
+    );
+    let text = std::fs::read_to_string(&kh).unwrap();
+    assert_eq!(text.lines().filter(|l| !l.is_empty()).count(), 1, "{text}");
+    // Another port of the same address is another host.
+    let elsewhere = check(&kh, "10.9.0.1", 2222, &key(RSA), HostKeyPolicy::Strict).unwrap();
+    assert!(
+        matches!(elsewhere, HostKeyCheck::Unknown { .. }),
+        "{elsewhere:?}"
+    );
+}
+
+#[test]
+fn the_recorded_key_types_are_offered_first() {
+    use super::known_hosts::preferred_algorithms;
+    use russh::keys::Algorithm;
+    let none = preferred_algorithms(&[]);
+    assert_eq!(none, russh::Preferred::DEFAULT.key.to_vec());
+    let rsa = preferred_algorithms(&[key(RSA)]);
+    assert!(
+        rsa[0].clone().is_rsa() && rsa[1].clone().is_rsa() && rsa[2].clone().is_rsa(),
+        "{rsa:?}"
+    );
+    assert_eq!(rsa.len(), none.len());
+    let ed = preferred_algorithms(&[key(ED25519)]);
+    assert_eq!(ed[0], Algorithm::Ed25519);
+}
