@@ -39,6 +39,9 @@ pub fn docker(args: &[&str]) -> std::process::Output {
 
 /// Runs `clusterkit ARGS` from anywhere.
 pub fn ck(args: &[&str]) -> Output {
+    if args.first() == Some(&"sandbox") {
+        this_run_only();
+    }
     crate::bin::run(None, args)
 }
 
@@ -46,6 +49,7 @@ pub fn ck(args: &[&str]) -> Output {
 /// with a clear message, never a skip.
 pub fn shared() -> &'static Shared {
     SHARED.get_or_init(|| {
+        this_run_only();
         let v = docker(&["version", "--format", "{{.Server.Version}}"]);
         assert!(
             v.status.success(),
@@ -214,6 +218,40 @@ pub fn disrupt() -> RwLockWriteGuard<'static, ()> {
 /// never during a disruptive one.
 pub fn calm() -> RwLockReadGuard<'static, ()> {
     DISRUPT.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes this test process the only one using the `ck-it*` sandboxes, for
+/// as long as it runs (a lock file held open): a second run started beside
+/// it (one test run by hand during the suite) would take this run's
+/// sandbox for one left over by an interrupted run and remove it. The
+/// second run fails at once instead, naming the one that holds them.
+fn this_run_only() {
+    static LOCK: OnceLock<std::fs::File> = OnceLock::new();
+    LOCK.get_or_init(|| {
+        use std::io::{Read, Seek, Write};
+        let path = std::env::temp_dir().join(format!("clusterkit-it-{NAME}.lock"));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        if f.try_lock().is_err() {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            panic!(
+                "another test run (pid {}) uses the `{NAME}` sandboxes: wait for it to end \
+                 (the lock is {})",
+                holder.trim(),
+                path.display()
+            );
+        }
+        let _ = f.set_len(0);
+        let _ = f.rewind();
+        let _ = write!(f, "{}", std::process::id());
+        f
+    });
 }
 
 /// Removes the shared sandbox when the test process ends (unless
@@ -629,6 +667,7 @@ pub fn own_cluster() -> std::sync::MutexGuard<'static, ()> {
 
 /// Brings up a sandbox of a test's own (`name`, `subnet`, files in `dir`).
 pub fn own_sandbox_up(name: &str, subnet: &str, dir: &str) {
+    this_run_only();
     let out = ck(&[
         "sandbox", "up", "--name", name, "--subnet", subnet, "--dir", dir,
     ]);
