@@ -33,11 +33,29 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// An error with a message and no location yet.
+    /// An error with a message and no location yet. Control characters in
+    /// the message (a line break inside a value it quotes) are shown
+    /// escaped: a value cannot add a line to what is printed.
     pub fn error(message: impl Into<String>) -> Self {
+        let message: String = message.into();
+        let message = if message.chars().any(char::is_control) {
+            message
+                .chars()
+                .flat_map(|c| {
+                    let escaped: Vec<char> = if c.is_control() {
+                        c.escape_debug().collect()
+                    } else {
+                        vec![c]
+                    };
+                    escaped
+                })
+                .collect()
+        } else {
+            message
+        };
         Self {
             severity: Severity::Error,
-            message: message.into(),
+            message,
             labels: Vec::new(),
             help: None,
         }

@@ -40,12 +40,18 @@ impl NodeName {
         match name.chars().next() {
             None => Err("a node name cannot be empty".into()),
             Some(c) if !c.is_ascii_alphanumeric() => Err(format!(
-                "node name `{name}` must start with a letter or a digit"
+                "node name `{}` must start with a letter or a digit",
+                shown(name)
             )),
-            _ if name.len() > 63 => Err(format!("node name `{name}` is longer than 63 characters")),
+            _ if name.len() > 63 => Err(format!(
+                "node name `{}` is longer than 63 characters",
+                shown(name)
+            )),
             _ => match name.chars().find(|c| !ok_char(*c)) {
                 Some(c) => Err(format!(
-                    "node name `{name}` contains `{c}`: use letters, digits, `-`, `_` and `.`"
+                    "node name `{}` contains {}: use letters, digits, `-`, `_` and `.`",
+                    shown(name),
+                    char_name(c)
                 )),
                 None => Ok(Self(Arc::from(name))),
             },
@@ -86,8 +92,11 @@ impl Port {
     /// Parses a port from text: a number from 1 to 65535.
     pub fn parse(text: &str) -> Result<Self, String> {
         match text.trim().parse::<u32>() {
-            Ok(n) => Self::new(n.min(u32::from(u16::MAX) + 1) as i64),
-            Err(_) => Err(format!("`{text}` is not a port number (1 to 65535)")),
+            Ok(n) if n <= u32::from(u16::MAX) => Self::new(i64::from(n)),
+            _ => Err(format!(
+                "`{}` is not a port number (1 to 65535)",
+                shown(text.trim())
+            )),
         }
     }
 
@@ -123,12 +132,23 @@ pub fn check_address(host: &str) -> Result<(), String> {
             && !l.ends_with('-')
             && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     };
+    // All digits and dots: meant as an IPv4 address, and not one (999.1.1.1);
+    // a host name's last label is never all digits (RFC 1123, 3696).
+    if host.chars().all(|c| c.is_ascii_digit() || c == '.')
+        || host
+            .rsplit('.')
+            .next()
+            .is_some_and(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err(format!("`{}` is not a valid IPv4 address", shown(host)));
+    }
     if !host.is_empty() && host.len() <= 253 && host.split('.').all(label_ok) {
         Ok(())
-    } else if host.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        Err(format!("`{host}` is not a valid IPv4 address"))
     } else {
-        Err(format!("`{host}` is neither an IP address nor a host name"))
+        Err(format!(
+            "`{}` is neither an IP address nor a host name",
+            shown(host)
+        ))
     }
 }
 
@@ -138,4 +158,23 @@ pub fn check_address(host: &str) -> Result<(), String> {
 pub fn content_hash(text: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(&Sha256::digest(text.as_bytes())[..4])
+}
+
+/// A value as an error shows it: control characters escaped, cut at 60.
+pub(crate) fn shown(s: &str) -> String {
+    let mut out: String = s.chars().take(60).flat_map(char::escape_debug).collect();
+    if s.chars().count() > 60 {
+        out.push('…');
+    }
+    out
+}
+
+pub(crate) fn char_name(c: char) -> String {
+    match c {
+        '\n' => "a line break".into(),
+        '\t' => "a tab".into(),
+        ' ' => "a space".into(),
+        c if c.is_control() => format!("the control character {}", c.escape_unicode()),
+        c => format!("`{c}`"),
+    }
 }

@@ -400,6 +400,17 @@ pub fn package_version(v: &str) -> Result<&str, String> {
     Ok(v)
 }
 
+/// An image reference checked by Docker's grammar, or `None` (and a problem).
+fn image_of(v: &Located<String>, problems: &mut Problems) -> Option<String> {
+    check(
+        v,
+        problems,
+        "bad image",
+        "write an image reference such as prom/prometheus:v3.5.0 or registry.example.com/team/app:1.2",
+        |t: &String| checks::image(t),
+    )
+}
+
 /// Checks a value with `check`, recording a problem at its location on failure.
 fn check<T, U>(
     v: &Located<T>,
@@ -428,9 +439,12 @@ fn in_range(lo: i64, hi: i64, what: &'static str) -> impl Fn(&i64) -> Result<i64
 }
 
 fn parse_cidr(text: &str) -> Result<Ipv4Net, String> {
-    let net: Ipv4Net = text
-        .parse()
-        .map_err(|_| format!("`{text}` is not an IPv4 network like 10.0.0.0/24"))?;
+    let net: Ipv4Net = text.parse().map_err(|_| {
+        format!(
+            "`{}` is not an IPv4 network like 10.0.0.0/24",
+            crate::names::shown(text)
+        )
+    })?;
     if net.network() != net.addr() {
         return Err(format!(
             "`{text}` has host bits set: the network is {}",
@@ -730,29 +744,23 @@ pub fn build(
             )
         })
         .unwrap_or(StorageBackend::Garage);
-    let image = o!(cfg.storage.image).map(|i| i.value).unwrap_or_else(|| {
-        match storage_backend {
-            StorageBackend::Minio => defaults::MINIO_IMAGE,
-            _ => defaults::GARAGE_IMAGE,
-        }
-        .into()
-    });
+    let image = o!(cfg.storage.image)
+        .and_then(|i| image_of(&i, &mut problems))
+        .unwrap_or_else(|| {
+            match storage_backend {
+                StorageBackend::Minio => defaults::MINIO_IMAGE,
+                _ => defaults::GARAGE_IMAGE,
+            }
+            .into()
+        });
     let data_path = o!(cfg.storage.data_path)
         .and_then(|d| {
             check(
                 &d,
                 &mut problems,
-                "not absolute",
-                "write an absolute path such as /var/lib/clusterkit/storage",
-                |s: &String| {
-                    if s.starts_with('/') {
-                        Ok(s.clone())
-                    } else {
-                        Err(format!(
-                            "storage.data_path `{s}` must be an absolute path on the nodes"
-                        ))
-                    }
-                },
+                "bad data path",
+                "write a directory of clusterkit's own, such as /var/lib/clusterkit/storage",
+                |s: &String| checks::data_path(s),
             )
         })
         .unwrap_or_else(|| defaults::DATA_PATH.into());
@@ -802,15 +810,9 @@ pub fn build(
                 check(
                     &u,
                     &mut problems,
-                    "empty",
-                    "give Grafana's administrator a login",
-                    |s: &String| {
-                        if s.trim().is_empty() {
-                            Err("monitoring.grafana_admin_user cannot be empty".into())
-                        } else {
-                            Ok(s.clone())
-                        }
-                    },
+                    "bad login",
+                    "give Grafana's administrator a login such as admin",
+                    |s: &String| checks::login(s),
                 )
             })
             .unwrap_or_else(|| "admin".into()),
@@ -844,15 +846,20 @@ pub fn build(
         prometheus_replicas: 1,
         images: MonitoringImages {
             prometheus: o!(cfg.monitoring.prometheus_image)
-                .map_or_else(|| defaults::PROMETHEUS_IMAGE.into(), |i| i.value),
+                .and_then(|i| image_of(&i, &mut problems))
+                .unwrap_or_else(|| defaults::PROMETHEUS_IMAGE.into()),
             node_exporter: o!(cfg.monitoring.node_exporter_image)
-                .map_or_else(|| defaults::NODE_EXPORTER_IMAGE.into(), |i| i.value),
+                .and_then(|i| image_of(&i, &mut problems))
+                .unwrap_or_else(|| defaults::NODE_EXPORTER_IMAGE.into()),
             cadvisor: o!(cfg.monitoring.cadvisor_image)
-                .map_or_else(|| defaults::CADVISOR_IMAGE.into(), |i| i.value),
+                .and_then(|i| image_of(&i, &mut problems))
+                .unwrap_or_else(|| defaults::CADVISOR_IMAGE.into()),
             grafana: o!(cfg.monitoring.grafana_image)
-                .map_or_else(|| defaults::GRAFANA_IMAGE.into(), |i| i.value),
+                .and_then(|i| image_of(&i, &mut problems))
+                .unwrap_or_else(|| defaults::GRAFANA_IMAGE.into()),
             alertmanager: o!(cfg.monitoring.alertmanager_image)
-                .map_or_else(|| defaults::ALERTMANAGER_IMAGE.into(), |i| i.value),
+                .and_then(|i| image_of(&i, &mut problems))
+                .unwrap_or_else(|| defaults::ALERTMANAGER_IMAGE.into()),
         },
     };
 
@@ -861,6 +868,17 @@ pub fn build(
     let mut stack_names: HashMap<String, Located<String>> = HashMap::new();
     for s in cfg.stacks {
         let (name, path) = (located(file, s.name), located(file, s.file));
+        if check(
+            &name,
+            &mut problems,
+            "bad stack name",
+            "a stack's name names a Swarm stack and a directory: lowercase letters, digits and `-`",
+            |t: &String| checks::stack_name(t),
+        )
+        .is_none()
+        {
+            continue;
+        }
         if let Some(first) = stack_names.get(&name.value) {
             problems.push(
                 Problem::error(format!("stack `{}` is declared twice", name.value))
@@ -938,15 +956,9 @@ pub fn build(
             Some(u) => check(
                 u,
                 &mut problems,
-                "empty",
-                "give the SSH login, e.g. root",
-                |s: &String| {
-                    if s.trim().is_empty() || s.contains(char::is_whitespace) {
-                        Err(format!("`{s}` is not an SSH user name"))
-                    } else {
-                        Ok(s.clone())
-                    }
-                },
+                "bad user",
+                "give the SSH login, e.g. root (`ansible_user=` in an inventory, `user =` in clusterkit.toml)",
+                |s: &String| checks::ssh_user(s),
             )
             .unwrap_or_default(),
             None => "root".to_string(),
@@ -1021,7 +1033,12 @@ pub fn build(
                 &mut problems,
                 "not a jump host",
                 "write [user@]host[:port], e.g. ansible_ssh_common_args='-o ProxyJump=admin@bastion:22'",
-                |t: &String| Jump::parse(t, &user),
+                |t: &String| {
+                    let j = Jump::parse(t, &user)?;
+                    check_address(&j.host).map_err(|e| format!("jump host: {e}"))?;
+                    checks::ssh_user(&j.user).map_err(|e| format!("jump host: {e}"))?;
+                    Ok(j)
+                },
             )
         });
         if let Some(name) = name {
@@ -1191,13 +1208,22 @@ pub fn build(
         }
     }
 
+    let name = o!(cfg.name)
+        .and_then(|n| {
+            check(
+                &n,
+                &mut problems,
+                "bad cluster name",
+                "the name names the swarm's networks, stacks and backups: lowercase letters, digits and `-`",
+                |t: &String| checks::cluster_name(t),
+            )
+        })
+        .unwrap_or_else(|| "clusterkit".into());
     if problems.has_errors() {
         return Err(problems);
     }
     let spec = ClusterSpec {
-        name: o!(cfg.name)
-            .map(|n| n.value)
-            .unwrap_or_else(|| "clusterkit".into()),
+        name,
         nodes: nodes
             .into_iter()
             .zip(roles)
@@ -1367,6 +1393,8 @@ pub fn load(config: Option<&Path>, inventory: Option<&Path>) -> Result<Loaded, S
         state_changed,
     })
 }
+
+pub mod checks;
 
 #[cfg(test)]
 mod tests;

@@ -28,7 +28,7 @@ use std::time::Duration;
 use clusterkit_core::spec::{ClusterSpec, Node, StorageBackend};
 use clusterkit_core::stack::{deploy, ensure_secret, SecretValue, StackDeploy};
 use clusterkit_core::transport::forward::Forward;
-use clusterkit_core::transport::{fan_out, Cmd, Transport, TransportError, Upload};
+use clusterkit_core::transport::{fan_out, quote, Cmd, Transport, TransportError, Upload};
 use serde::Serialize;
 use serde_json::json;
 
@@ -273,7 +273,10 @@ pub async fn up(
     let Some(stack) = render::stack_keeping(spec, &running) else {
         return Ok(change);
     };
-    let data = &spec.storage.data_path;
+    // Validated in spec::build (absolute, safe characters, no system
+    // directory) and quoted here all the same.
+    let data = quote(&spec.storage.data_path);
+    let data = &data;
 
     // Every storage node: its directories, and the image it will run.
     let storage_arcs: Vec<Arc<dyn Transport>> = storage.iter().map(|t| Arc::clone(t)).collect();
@@ -603,10 +606,11 @@ async fn garage_up(
     for (node, id) in &diff.add {
         let t = refs.iter().find(|t| t.node() == node).expect("from refs");
         let free = t
-            .exec(&Cmd::new(format!(
-                "df -PB1 {} | awk 'NR==2 {{print $4}}'",
-                spec.storage.data_path
-            )))
+            .exec(
+                &Cmd::new("df -PB1 ")
+                    .arg(&spec.storage.data_path)
+                    .push(" | awk 'NR==2 {print $4}'"),
+            )
             .await?
             .stdout_str()
             .trim()
@@ -1200,7 +1204,7 @@ pub async fn down(t: &dyn Transport, spec: &ClusterSpec, purge: bool) -> Result<
     if purge {
         script.push_str(&format!(
             "rm -rf {data} {base} /var/cache/clusterkit/rclone /etc/clusterkit/storage\n",
-            data = spec.storage.data_path,
+            data = quote(&spec.storage.data_path),
             base = VOLUMES_BASE,
         ));
     }

@@ -258,3 +258,122 @@ fn the_engine_the_nodes_ran_together_is_kept_beside_the_configured_pin() {
         None
     );
 }
+
+/// Reads a description the way `clusterkit validate` does (a clusterkit.toml,
+/// an INI or a YAML inventory) and builds it; the problems of either step.
+fn hostile(file: &str, text: &str) -> Result<Built, Problems> {
+    let mut problems = Problems::default();
+    let src = SourceFile::new(file, text);
+    let built = if file.ends_with(".toml") {
+        let Some(cfg) = crate::config::ConfigFile::parse(&src, &mut problems) else {
+            return Err(problems);
+        };
+        build(Some((src, cfg)), None, &State::default(), &|p| {
+            Some(PathBuf::from(p))
+        })
+    } else {
+        let format = if file.ends_with(".ini") {
+            Format::Ini
+        } else {
+            Format::Yaml
+        };
+        let inv = Inventory::parse(src, format, &mut problems);
+        if problems.has_errors() {
+            return Err(problems);
+        }
+        build(None, Some(&inv), &State::default(), &|_| None)
+    };
+    built.map_err(|mut p| {
+        p.0.splice(0..0, problems.0);
+        p
+    })
+}
+
+const NODES: &str = "[[nodes]]\nname = \"node1\"\naddress = \"192.0.2.1\"\n\n[[nodes]]\nname = \"node2\"\naddress = \"192.0.2.2\"\n\n[[nodes]]\nname = \"node3\"\naddress = \"192.0.2.3\"\n";
+
+fn toml_with(extra: &str) -> String {
+    format!("{extra}\n{NODES}")
+}
+
+fn toml_node(fields: &str) -> String {
+    format!("[[nodes]]\nname = \"node1\"\n{fields}\n")
+}
+
+/// Descriptions an attacker (or a slip) would write: values that would run a
+/// command in a root shell, add a key or a line to a rendered file, name a
+/// file outside clusterkit's own, or cost minutes to read. Every one is
+/// refused with its place and what is wrong, none panics, none takes long.
+#[test]
+fn hostile_descriptions_are_each_refused_at_their_place() {
+    let cases: Vec<(&str, &str, String)> = vec![
+        ("name with a line break", "clusterkit.toml", toml_with("name = \"a\\nb\"")),
+        ("name in capitals", "clusterkit.toml", toml_with("name = \"Prod\"")),
+        ("name climbing directories", "clusterkit.toml", toml_with("name = \"../../x\"")),
+        ("name empty", "clusterkit.toml", toml_with("name = \"\"")),
+        ("name with a command", "clusterkit.toml", toml_with("name = \"x$(id)\"")),
+        ("data path with a command", "clusterkit.toml", toml_with("[storage]\ndata_path = \"/srv/ck; touch /tmp/x #\"")),
+        ("data path the root", "clusterkit.toml", toml_with("[storage]\ndata_path = \"/\"")),
+        ("data path in /etc", "clusterkit.toml", toml_with("[storage]\ndata_path = \"/etc/ssh\"")),
+        ("data path climbing", "clusterkit.toml", toml_with("[storage]\ndata_path = \"/srv/../etc\"")),
+        ("data path relative", "clusterkit.toml", toml_with("[storage]\ndata_path = \"srv\"")),
+        ("data path docker's", "clusterkit.toml", toml_with("[storage]\ndata_path = \"/var/lib/docker/volumes\"")),
+        ("storage image adding a key", "clusterkit.toml", toml_with("[storage]\nimage = \"garage\\n    privileged: true\"")),
+        ("prometheus image with a command", "clusterkit.toml", toml_with("[monitoring]\nprometheus_image = \"prom/prometheus:v3;rm\"")),
+        ("exporter image as a command", "clusterkit.toml", toml_with("[monitoring]\nnode_exporter_image = \"$(id)\"")),
+        ("grafana image in capitals", "clusterkit.toml", toml_with("[monitoring]\ngrafana_image = \"Grafana/grafana\"")),
+        ("cadvisor image bad digest", "clusterkit.toml", toml_with("[monitoring]\ncadvisor_image = \"x@sha256:zz\"")),
+        ("alertmanager image empty", "clusterkit.toml", toml_with("[monitoring]\nalertmanager_image = \"\"")),
+        ("grafana login adding a variable", "clusterkit.toml", toml_with("[monitoring]\ngrafana_admin_user = \"admin\\n  GF_AUTH_ANONYMOUS_ENABLED: 1\"")),
+        ("retention with more", "clusterkit.toml", toml_with("[monitoring]\nretention = \"15d; x\"")),
+        ("volume driver unknown", "clusterkit.toml", toml_with("[monitoring]\nvolume_driver = \"../x\"")),
+        ("stack name climbing", "clusterkit.toml", toml_with("[[stacks]]\nname = \"../../x\"\nfile = \"app.yml\"")),
+        ("stack name in capitals", "clusterkit.toml", toml_with("[[stacks]]\nname = \"App\"\nfile = \"app.yml\"")),
+        ("stack name with a line break", "clusterkit.toml", toml_with("[[stacks]]\nname = \"a\\nb\"\nfile = \"app.yml\"")),
+        ("user with a command", "clusterkit.toml", toml_node("address = \"192.0.2.1\"\nuser = \"root; id\"")),
+        ("user substituted", "clusterkit.toml", toml_node("address = \"192.0.2.1\"\nuser = \"$(id)\"")),
+        ("user as an ssh option", "clusterkit.toml", toml_node("address = \"192.0.2.1\"\nuser = \"-oProxyCommand=sh\"")),
+        ("address out of range", "clusterkit.toml", toml_node("address = \"999.1.1.1\"")),
+        ("address with a command", "clusterkit.toml", toml_node("address = \"192.0.2.1; id\"")),
+        ("address with a space", "clusterkit.toml", toml_node("address = \"host name\"")),
+        ("jump host with a command", "clusterkit.toml", toml_node("address = \"192.0.2.1\"\njump = \"admin@bastion;id\"")),
+        ("jump user substituted", "clusterkit.toml", toml_node("address = \"192.0.2.1\"\njump = \"$(id)@bastion\"")),
+        ("node name climbing", "clusterkit.toml", "[[nodes]]\nname = \"../x\"\naddress = \"192.0.2.1\"\n".to_string()),
+        ("node name with a line break", "clusterkit.toml", "[[nodes]]\nname = \"node\\n1\"\naddress = \"192.0.2.1\"\n".to_string()),
+        ("interface with a command", "clusterkit.toml", toml_with("[mesh]\ninterface = \"wg0;id\"")),
+        ("mesh network with a line break", "clusterkit.toml", toml_with("[mesh]\ncidr = \"10.0.0.0/24\\n\"")),
+        ("engine version with a command", "clusterkit.toml", toml_with("[swarm]\nengine_version = \"1; rm -rf /\"")),
+        ("backend unknown", "clusterkit.toml", toml_with("[mesh]\nbackend = \"evil\"")),
+        ("port out of range", "clusterkit.toml", toml_node("address = \"192.0.2.1\"\nport = 70000")),
+        ("unknown key", "clusterkit.toml", toml_with("[ssh]\nstrict_host_key = true")),
+        ("ini address out of range", "hosts.ini", "[s]\nnode1 ansible_host=999.1.1.1\n".into()),
+        ("ini user with a command", "hosts.ini", "[s]\nnode1 ansible_host=192.0.2.1 ansible_user='root;id'\n".into()),
+        ("ini jump substituted", "hosts.ini", "[s]\nnode1 ansible_host=192.0.2.1 ansible_ssh_common_args='-o ProxyJump=$(id)@b'\n".into()),
+        ("ini range too large", "hosts.ini", "[s]\nnode[1:200000]\n".into()),
+        ("ini mesh address with more", "hosts.ini", "[s]\nnode1 ansible_host=192.0.2.1 clusterkit_mesh_address=10.0.0.1;id\n".into()),
+        ("ini node name substituted", "hosts.ini", "[s]\nnode$(id) ansible_host=192.0.2.1\n".into()),
+        ("yaml address with a line break", "hosts.yml", "all:\n  hosts:\n    node1:\n      ansible_host: \"192.0.2.1\\nx\"\n".into()),
+        ("yaml user with a space", "hosts.yml", "all:\n  hosts:\n    node1:\n      ansible_host: 192.0.2.1\n      ansible_user: \"a b\"\n".into()),
+    ];
+    assert!(cases.len() >= 40, "{}", cases.len());
+    let mut table = String::new();
+    for (what, file, text) in &cases {
+        let start = std::time::Instant::now();
+        let got = std::panic::catch_unwind(|| hostile(file, text));
+        let took = start.elapsed();
+        let got = got.unwrap_or_else(|_| panic!("{what}: panicked"));
+        assert!(took < std::time::Duration::from_secs(2), "{what}: {took:?}");
+        let problems = match got {
+            Ok(_) => panic!("{what}: accepted:\n{text}"),
+            Err(p) => p,
+        };
+        let first = problems
+            .errors()
+            .next()
+            .unwrap_or_else(|| panic!("{what}: no error, only {problems:?}"));
+        let at = first
+            .location()
+            .unwrap_or_else(|| panic!("{what}: no place: {first:?}"));
+        table.push_str(&format!("{what}\n  {at}: {}\n", first.message));
+    }
+    insta::assert_snapshot!("hostile_descriptions", table);
+}
