@@ -678,14 +678,16 @@ fn table(p: &ClusterPlan) -> String {
         "SERVICES",
     ]);
     for n in &p.nodes {
-        let peers = if n.peers.len() <= 4 {
-            n.peers
+        // Every other node: named when they are few.
+        let peers = if n.peers <= 4 {
+            p.nodes
                 .iter()
-                .map(|x| x.as_str())
+                .filter(|o| o.name != n.name)
+                .map(|x| x.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         } else {
-            format!("{} nodes", n.peers.len())
+            format!("{} nodes", n.peers)
         };
         t.add_row([
             n.name.to_string(),

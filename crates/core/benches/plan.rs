@@ -1,5 +1,7 @@
-//! Validate and plan a generated 1,000-node inventory: the time (criterion) and
-//! the peak memory of the whole bench process (VmHWM, printed at the end).
+//! Validate and plan a generated 1,000-node inventory, and 100,000 hosts
+//! written three ways (one range line, one line each, YAML): the time
+//! (criterion) and the peak memory of the whole bench process (VmHWM,
+//! printed at the end). Reading is linear: 100,000 hosts stay well under 2 s.
 //!
 //! Run with `cargo bench -p clusterkit-core --bench plan`.
 
@@ -31,14 +33,20 @@ fn inventory(n: usize) -> String {
 }
 
 fn validate_and_plan(text: &str, state: &State) -> usize {
+    validate_and_plan_as(text, Format::Ini, "10.0.0.0/21", state)
+}
+
+/// 100,000 hosts need a mesh of more than a /16.
+const WIDE: &str = "10.128.0.0/9";
+
+fn validate_and_plan_as(text: &str, format: Format, mesh: &str, state: &State) -> usize {
     let mut problems = Problems::default();
-    let file = SourceFile::new("hosts.ini", text);
-    let inv = Inventory::parse(file, Format::Ini, &mut problems);
-    assert!(!problems.has_errors());
-    // A 1,000-node mesh needs more than the default /24.
+    let file = SourceFile::new("hosts", text);
+    let inv = Inventory::parse(file, format, &mut problems);
+    assert!(!problems.has_errors(), "{problems:?}");
     let cfg_file = SourceFile::new(
         "clusterkit.toml",
-        "[mesh]\ncidr = \"10.0.0.0/21\"\n[swarm]\ndefault_addr_pool = \"10.200.0.0/16\"\n",
+        format!("[mesh]\ncidr = \"{mesh}\"\n[swarm]\ndefault_addr_pool = \"10.64.0.0/16\"\n"),
     );
     let cfg = clusterkit_core::config::ConfigFile::parse(&cfg_file, &mut problems).expect("config");
     let built = build(Some((cfg_file, cfg)), Some(&inv), state, &|_| None).expect("valid");
@@ -78,6 +86,47 @@ fn main() {
     c.bench_function("validate+plan 1000 nodes, recorded state", |b| {
         b.iter(|| black_box(validate_and_plan(black_box(&text), &state)))
     });
+    let many = 100_000;
+    let range = "[s]\nnode[1:100000]\n".to_string();
+    let lines: String = std::iter::once("[s]\n".to_string())
+        .chain((1..=many).map(|i| {
+            format!(
+                "node{i} ansible_host=10.{}.{}.{}\n",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            )
+        }))
+        .collect();
+    let yaml: String = std::iter::once("all:\n  hosts:\n".to_string())
+        .chain((1..=many).map(|i| {
+            format!(
+                "    node{i}:\n      ansible_host: 10.{}.{}.{}\n",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            )
+        }))
+        .collect();
+    let mut g = c.benchmark_group("100000 hosts");
+    g.sample_size(10);
+    for (what, text, format) in [
+        ("one range line", &range, Format::Ini),
+        ("one line each", &lines, Format::Ini),
+        ("yaml", &yaml, Format::Yaml),
+    ] {
+        g.bench_function(what, |b| {
+            b.iter(|| {
+                black_box(validate_and_plan_as(
+                    black_box(text),
+                    format,
+                    WIDE,
+                    &State::default(),
+                ))
+            })
+        });
+    }
+    g.finish();
     c.final_summary();
     if let Some(kib) = peak_rss_kib() {
         println!(

@@ -70,8 +70,10 @@ pub struct NodePlan {
     pub endpoint: String,
     /// Swarm role.
     pub role: SwarmRole,
-    /// Its WireGuard peers: every other node.
-    pub peers: Vec<NodeName>,
+    /// How many WireGuard peers it has: every other node (the mesh is
+    /// full). A count, not the list: the lists of a full mesh grow with the
+    /// square of the node count (10^10 names at 100,000 nodes).
+    pub peers: usize,
     /// What runs on it.
     pub services: Vec<&'static str>,
 }
@@ -104,12 +106,11 @@ pub fn plan(spec: &ClusterSpec) -> ClusterPlan {
         StorageBackend::Minio => Some("minio"),
         StorageBackend::None => None,
     };
-    let all: Vec<NodeName> = spec.nodes.iter().map(|n| n.name.clone()).collect();
+    let others = spec.nodes.len().saturating_sub(1);
     let nodes = spec
         .nodes
         .iter()
-        .enumerate()
-        .map(|(i, n)| {
+        .map(|n| {
             let mut services = vec!["wireguard", "dockerd"];
             services.push(match n.role {
                 SwarmRole::Manager => "swarm-manager",
@@ -121,16 +122,13 @@ pub fn plan(spec: &ClusterSpec) -> ClusterPlan {
             if spec.monitoring.enabled {
                 services.extend(["node-exporter", "cadvisor"]);
             }
-            let mut peers = Vec::with_capacity(all.len().saturating_sub(1));
-            peers.extend_from_slice(&all[..i]);
-            peers.extend_from_slice(&all[i + 1..]);
             NodePlan {
                 name: n.name.clone(),
                 ssh: n.ssh.to_string(),
                 mesh_address: n.mesh_address,
                 endpoint: format!("{}:{}", n.ssh.host, spec.mesh.port),
                 role: n.role,
-                peers,
+                peers: others,
                 services,
             }
         })

@@ -61,7 +61,28 @@ pub struct Inventory {
     pub hosts: Vec<Host>,
     /// Groups in order of first appearance; `all` and `ungrouped` included.
     pub groups: Vec<Group>,
+    /// Where each host and group is in the lists above, and which hosts each
+    /// group lists: reading stays linear in the inventory's size.
+    index: Index,
 }
+
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Index {
+    host: HashMap<String, usize>,
+    group: HashMap<String, usize>,
+    listed: HashSet<(usize, usize)>,
+    /// The host cap was reported.
+    capped: bool,
+}
+
+/// The most hosts an inventory may expand to (ranges included): clusterkit
+/// reads 100,000 in well under 2 s; a range or file past it is refused at
+/// the line that crosses it rather than read for minutes.
+pub const MAX_HOSTS: usize = 100_000;
+
+/// How deep groups may nest (`children:` within `children:`): past it a
+/// located error, not a stack overflow.
+pub const MAX_DEPTH: usize = 64;
 
 /// Inventory formats clusterkit reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +145,7 @@ impl Inventory {
             file,
             hosts: Vec::new(),
             groups: Vec::new(),
+            index: Index::default(),
         };
         match format {
             Format::Ini => ini::parse(&mut inv, problems),
@@ -133,27 +155,44 @@ impl Inventory {
     }
 
     pub(crate) fn group_mut(&mut self, name: &str) -> &mut Group {
-        match self.groups.iter().position(|g| g.name == name) {
-            Some(i) => &mut self.groups[i],
-            None => {
-                self.groups.push(Group {
-                    name: name.to_owned(),
-                    ..Group::default()
-                });
-                self.groups.last_mut().expect("just pushed")
-            }
+        let i = self.group_index(name);
+        &mut self.groups[i]
+    }
+
+    fn group_index(&mut self, name: &str) -> usize {
+        if let Some(i) = self.index.group.get(name) {
+            return *i;
         }
+        self.groups.push(Group {
+            name: name.to_owned(),
+            ..Group::default()
+        });
+        self.index
+            .group
+            .insert(name.to_owned(), self.groups.len() - 1);
+        self.groups.len() - 1
     }
 
     /// Adds a host to a group, merging with an earlier mention of the same host.
     pub(crate) fn add_host(&mut self, group: &str, host: Host, problems: &mut Problems) {
-        let g = self.group_mut(group);
-        if g.hosts.contains(&host.name.value) {
-            let earlier = self
-                .hosts
-                .iter()
-                .find(|h| h.name.value == host.name.value)
-                .and_then(|h| h.name.loc.clone());
+        let g = self.group_index(group);
+        let known = self.index.host.get(&host.name.value).copied();
+        if known.is_none() && self.hosts.len() >= MAX_HOSTS {
+            if !self.index.capped {
+                self.index.capped = true;
+                problems.push(
+                    Problem::error(format!(
+                        "{} lists more than {MAX_HOSTS} hosts",
+                        self.file.name
+                    ))
+                    .at(host.name.loc.as_ref(), format!("host {} and after", MAX_HOSTS + 1))
+                    .help("split the cluster: clusterkit manages at most 100000 hosts in one description"),
+                );
+            }
+            return;
+        }
+        if let Some(h) = known.filter(|h| self.index.listed.contains(&(g, *h))) {
+            let earlier = self.hosts[h].name.loc.clone();
             problems.push(
                 Problem::error(format!(
                     "host `{}` is listed twice in group `{group}`",
@@ -165,62 +204,101 @@ impl Inventory {
             );
             return;
         }
-        g.hosts.push(host.name.value.clone());
-        match self
-            .hosts
-            .iter_mut()
-            .find(|h| h.name.value == host.name.value)
-        {
-            Some(existing) => {
+        self.groups[g].hosts.push(host.name.value.clone());
+        match known {
+            Some(h) => {
+                let existing = &mut self.hosts[h];
                 existing.vars.extend(host.vars);
                 if host.port.is_some() {
                     existing.port = host.port;
                 }
+                self.index.listed.insert((g, h));
             }
-            None => self.hosts.push(host),
+            None => {
+                self.index
+                    .host
+                    .insert(host.name.value.clone(), self.hosts.len());
+                self.index.listed.insert((g, self.hosts.len()));
+                self.hosts.push(host);
+            }
         }
     }
 
     /// Every group `name` contains, directly or through children, itself included.
     fn descendants<'a>(&'a self, name: &'a str) -> Vec<&'a str> {
         let mut out = vec![];
+        let mut seen = HashSet::new();
         let mut todo = vec![name];
         while let Some(g) = todo.pop() {
-            if out.contains(&g) {
+            if !seen.insert(g) {
                 continue;
             }
             out.push(g);
-            if let Some(group) = self.groups.iter().find(|x| x.name == g) {
+            if let Some(group) = self.index.group.get(g).map(|i| &self.groups[*i]) {
                 todo.extend(group.children.iter().map(|c| c.value.as_str()));
             }
         }
         out
     }
 
-    /// The depth of each group below `all`: variables of deeper groups win.
-    fn depths(&self) -> HashMap<&str, usize> {
+    /// The depth of each group below `all` (its longest chain of parents):
+    /// variables of deeper groups win. A group in a cycle counts from where
+    /// the cycle is entered; a chain deeper than [`MAX_DEPTH`] is a problem.
+    fn depths(&self, problems: &mut Problems) -> HashMap<&str, usize> {
+        let mut parents: HashMap<&str, Vec<&str>> = HashMap::new();
+        for g in &self.groups {
+            for c in &g.children {
+                parents.entry(c.value.as_str()).or_default().push(&g.name);
+            }
+        }
         let mut depth: HashMap<&str, usize> = HashMap::new();
-        // Relax edges until nothing changes; inventories are small and a cycle
-        // is cut off by the iteration bound.
-        for _ in 0..=self.groups.len() {
-            let mut changed = false;
-            for g in &self.groups {
-                let d = if g.name == "all" {
+        let mut open: HashSet<&str> = HashSet::new();
+        for g in &self.groups {
+            // Iterative: a chain of thousands of groups must not overflow the stack.
+            let mut stack = vec![g.name.as_str()];
+            while let Some(&top) = stack.last() {
+                if depth.contains_key(top) {
+                    stack.pop();
+                    continue;
+                }
+                open.insert(top);
+                let ps = parents.get(top).map(Vec::as_slice).unwrap_or_default();
+                if let Some(next) = ps
+                    .iter()
+                    .find(|p| !depth.contains_key(**p) && !open.contains(**p))
+                {
+                    stack.push(next);
+                    continue;
+                }
+                let d = if top == "all" {
                     0
                 } else {
-                    *depth.get(g.name.as_str()).unwrap_or(&1)
+                    ps.iter()
+                        .filter_map(|p| depth.get(p))
+                        .map(|d| d + 1)
+                        .max()
+                        .unwrap_or(1)
                 };
-                depth.entry(&g.name).or_insert(d);
-                for c in &g.children {
-                    let e = depth.entry(c.value.as_str()).or_insert(1);
-                    if *e < d + 1 {
-                        *e = d + 1;
-                        changed = true;
-                    }
-                }
+                depth.insert(top, d);
+                open.remove(top);
+                stack.pop();
             }
-            if !changed {
-                break;
+        }
+        if let Some((deep, d)) = depth.iter().max_by_key(|(_, d)| **d) {
+            if *d > MAX_DEPTH {
+                let at = self
+                    .groups
+                    .iter()
+                    .flat_map(|g| g.children.iter())
+                    .find(|c| c.value == *deep)
+                    .and_then(|c| c.loc.as_ref());
+                problems.push(
+                    Problem::error(format!(
+                        "groups nest {d} deep (`{deep}`), more than the {MAX_DEPTH} clusterkit reads"
+                    ))
+                    .at(at, "too deep")
+                    .help("flatten the groups: a group may list hosts and children of its own at any depth up to 64"),
+                );
             }
         }
         depth
@@ -237,7 +315,7 @@ impl Inventory {
             None => None,
             Some(g) if g.value == "all" => None,
             Some(g) => {
-                if !self.groups.iter().any(|x| x.name == g.value) {
+                if !self.index.group.contains_key(&g.value) {
                     let names: Vec<&str> = self.groups.iter().map(|x| x.name.as_str()).collect();
                     let mut p =
                         Problem::error(format!("group `{}` is not in {}", g.value, self.file.name))
@@ -252,7 +330,11 @@ impl Inventory {
                 Some(g.value.as_str())
             }
         };
-        let depths = self.depths();
+        let before = problems.errors().count();
+        let depths = self.depths(problems);
+        if problems.errors().count() > before {
+            return Vec::new();
+        }
         // Each group's hosts, its children's included: computed once, not per host.
         let contains: HashMap<&str, HashSet<&str>> = self
             .groups
@@ -261,19 +343,26 @@ impl Inventory {
                 let hosts = self
                     .descendants(&g.name)
                     .into_iter()
-                    .filter_map(|d| self.groups.iter().find(|x| x.name == d))
+                    .filter_map(|d| self.index.group.get(d).map(|i| &self.groups[*i]))
                     .flat_map(|x| x.hosts.iter().map(String::as_str))
                     .collect();
                 (g.name.as_str(), hosts)
             })
             .collect();
-        let mut ordered: Vec<(usize, usize, &Group)> = self
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (*depths.get(g.name.as_str()).unwrap_or(&1), i, g))
-            .collect();
-        ordered.sort_by_key(|(d, i, _)| (*d, *i));
+        // For each host, the groups whose variables apply to it, shallow
+        // first (then in file order): only the groups that hold it, not
+        // every group for every host.
+        let mut applying: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            if g.vars.is_empty() || g.name == "all" {
+                continue;
+            }
+            let d = *depths.get(g.name.as_str()).unwrap_or(&1);
+            for h in contains.get(g.name.as_str()).into_iter().flatten() {
+                applying.entry(h).or_default().push((d, i));
+            }
+        }
+        let all = self.index.group.get("all").map(|i| &self.groups[*i]);
 
         self.hosts
             .iter()
@@ -286,15 +375,17 @@ impl Inventory {
             })
             .map(|h| {
                 let mut vars = BTreeMap::new();
-                for (_, _, g) in &ordered {
-                    let applies = g.name == "all"
-                        || contains
-                            .get(g.name.as_str())
-                            .is_some_and(|hosts| hosts.contains(h.name.value.as_str()));
-                    if applies {
-                        for v in &g.vars {
-                            vars.insert(v.key.value.clone(), v.clone());
-                        }
+                for v in all.iter().flat_map(|g| g.vars.iter()) {
+                    vars.insert(v.key.value.clone(), v.clone());
+                }
+                let mut groups = applying
+                    .get(h.name.value.as_str())
+                    .cloned()
+                    .unwrap_or_default();
+                groups.sort_unstable();
+                for (_, i) in groups {
+                    for v in &self.groups[i].vars {
+                        vars.insert(v.key.value.clone(), v.clone());
                     }
                 }
                 for v in &h.vars {

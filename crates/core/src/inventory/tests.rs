@@ -138,3 +138,83 @@ fn proxy_jump_is_found_in_ssh_arguments_as_inventories_write_them() {
         .unwrap_err()
         .contains("not a port"));
 }
+
+/// A YAML inventory of groups nested `depth` deep, node1 in the deepest.
+fn nested_yaml(depth: usize) -> String {
+    let mut out = String::from("all:\n  children:\n");
+    let mut ind = String::from("    ");
+    for i in 0..depth {
+        out.push_str(&format!("{ind}g{i}:\n{ind}  children:\n"));
+        ind.push_str("    ");
+    }
+    out.push_str(&format!("{ind}last:\n{ind}  hosts:\n{ind}    node1:\n"));
+    out
+}
+
+#[test]
+fn nesting_past_the_cap_is_a_located_error_not_a_stack_overflow() {
+    // 1,500 nested groups aborted the process (signal 6) before the cap.
+    let (_, p) = parse("hosts.yml", &nested_yaml(1500));
+    let e = p.errors().next().expect("refused");
+    assert!(
+        e.message.contains("nests") && e.message.contains("deep"),
+        "{}",
+        e.message
+    );
+    // The first line past the cap, where its text starts.
+    assert_eq!(
+        e.location().as_deref(),
+        Some("hosts.yml:137:273"),
+        "{}",
+        e.message
+    );
+    // Within the cap: read, and the host found.
+    let (inv, p) = parse("hosts.yml", &nested_yaml(60));
+    assert!(!p.has_errors(), "{p:?}");
+    assert_eq!(names(&inv, None), ["node1"]);
+    // INI children chains have no indentation to read: their depth is
+    // computed without recursion and capped the same way.
+    let chain: String = (0..100)
+        .map(|i| format!("[g{i}:children]\ng{}\n", i + 1))
+        .chain(std::iter::once("[g100]\nnode1\n".to_string()))
+        .collect();
+    let (inv, _) = parse("hosts.ini", &chain);
+    let mut p = Problems::default();
+    assert!(inv.hosts_in(None, &mut p).is_empty());
+    let e = p.errors().next().expect("refused");
+    assert!(e.message.contains("more than the 64"), "{}", e.message);
+    assert!(e.location().is_some(), "{}", e.message);
+}
+
+#[test]
+fn an_inventory_past_the_host_cap_is_refused_at_the_line_that_crosses_it() {
+    let (inv, p) = parse("hosts.ini", "[a]\nx[1:100000]\n[b]\ny[1:5]\n");
+    let e = p.errors().next().expect("refused");
+    assert_eq!(e.message, "hosts.ini lists more than 100000 hosts");
+    assert_eq!(e.location().as_deref(), Some("hosts.ini:4:1"));
+    assert_eq!(inv.hosts.len(), MAX_HOSTS);
+    assert_eq!(p.errors().count(), 1, "{p:?}");
+}
+
+#[test]
+fn reading_is_linear_in_the_hosts() {
+    // 20,000 hosts, one line each, in 200 groups with variables: a
+    // quadratic step (a list searched per host) took seconds here.
+    let text: String = (0..200)
+        .map(|g| {
+            let hosts: String = (0..100).map(|i| format!("n{g}x{i}\n")).collect();
+            format!("[g{g}]\n{hosts}[g{g}:vars]\nansible_user=u{g}\n")
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let (inv, p) = parse("hosts.ini", &text);
+    let hosts = inv.hosts_in(None, &mut Problems::default());
+    assert!(!p.has_errors());
+    assert_eq!(hosts.len(), 20_000);
+    assert_eq!(hosts[19_999].1["ansible_user"].value.value, "u199");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}

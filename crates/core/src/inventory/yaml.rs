@@ -35,8 +35,66 @@ fn is_null(n: &Node) -> bool {
     )
 }
 
+/// How deep YAML may nest before it is parsed at all: each level of groups
+/// is two (the group's name, then `children:`), and a host and its
+/// variables add a few more. The parser builds (and drops) nested nodes
+/// recursively: 1,500 nested groups overflowed the stack (signal 6).
+const MAX_YAML_DEPTH: usize = 2 * super::MAX_DEPTH + 8;
+
+/// The first line (1-based) whose nesting passes [`MAX_YAML_DEPTH`], the
+/// column where its text starts, and its depth: block nesting by
+/// indentation, flow nesting by brackets.
+fn too_deep(text: &str) -> Option<(usize, usize, usize)> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        let body = line.trim_start_matches([' ', '-']);
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        if flow == 0 {
+            let indent = line.len() - body.len();
+            while indents.last().is_some_and(|i| *i >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+        }
+        let (mut quote, mut max) = (None, flow);
+        for c in body.chars() {
+            match (quote, c) {
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    flow += 1;
+                    max = max.max(flow);
+                }
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+        }
+        let depth = indents.len() + max;
+        if depth > MAX_YAML_DEPTH {
+            return Some((n + 1, line.len() - body.len() + 1, depth));
+        }
+    }
+    None
+}
+
 pub(super) fn parse(inv: &mut Inventory, problems: &mut Problems) {
     let file = inv.file.clone();
+    if let Some((line, column, depth)) = too_deep(&file.text) {
+        let at = Loc::new(&file, Span::new(file.offset_of(line, column), 1));
+        problems.push(
+            Problem::error(format!(
+                "this YAML nests {depth} levels deep, more than the {MAX_YAML_DEPTH} clusterkit reads (groups up to {} deep)",
+                super::MAX_DEPTH
+            ))
+            .at(Some(&at), "too deep")
+            .help("flatten the groups: list hosts in fewer levels of `children:`"),
+        );
+        return;
+    }
     let opts = LoaderOptions::default().error_on_duplicate_keys(true);
     let root = match marked_yaml::parse_yaml_with_options(0, &file.text, opts) {
         Ok(root) => root,
@@ -48,7 +106,7 @@ pub(super) fn parse(inv: &mut Inventory, problems: &mut Problems) {
     inv.group_mut("all");
     let Some(map) = root.as_mapping() else { return };
     for (name, node) in map.iter() {
-        group(inv, name, node, problems);
+        group(inv, name, node, problems, 0);
     }
 }
 
@@ -87,9 +145,26 @@ fn load_error(file: &std::sync::Arc<SourceFile>, e: &LoadError) -> Problem {
         .help("check the indentation: a group holds `hosts:`, `vars:` and `children:`")
 }
 
-fn group(inv: &mut Inventory, name: &MarkedScalarNode, node: &Node, problems: &mut Problems) {
+fn group(
+    inv: &mut Inventory,
+    name: &MarkedScalarNode,
+    node: &Node,
+    problems: &mut Problems,
+    depth: usize,
+) {
     let file = inv.file.clone();
     let gname = name.as_str().to_string();
+    if depth > super::MAX_DEPTH {
+        problems.push(
+            Problem::error(format!(
+                "groups nest more than {} deep here (`{gname}`)",
+                super::MAX_DEPTH
+            ))
+            .at(scalar_loc(&file, name).as_ref(), "too deep")
+            .help("flatten the groups: clusterkit reads children of children up to 64 levels"),
+        );
+        return;
+    }
     inv.group_mut(&gname);
     if is_null(node) {
         return;
@@ -124,7 +199,7 @@ fn group(inv: &mut Inventory, name: &MarkedScalarNode, node: &Node, problems: &m
                 };
                 for (child, cnode) in children.iter() {
                     inv.group_mut(&gname).children.push(text(&file, child));
-                    group(inv, child, cnode, problems);
+                    group(inv, child, cnode, problems, depth + 1);
                 }
             }
             other => {
