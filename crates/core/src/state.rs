@@ -20,6 +20,32 @@ pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// Replaces `path` with `bytes` all at once (mode `mode`): a temporary file
+/// of a unique name beside it, written and synced, then renamed over it,
+/// and the directory synced. Two runs writing at once, or a run killed
+/// midway, leave the old file or the new one, never half of one and never
+/// each other's temporary file.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".clusterkit-")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 /// What `.clusterkit/state.toml` records.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -81,7 +107,7 @@ impl State {
         Ok(())
     }
 
-    /// Writes the state file atomically (a temporary file, then a rename).
+    /// Writes the state file atomically ([`write_atomic`], mode 0600).
     pub fn save(&self, path: &Path) -> Result<(), SpecError> {
         let err = |source| SpecError::Write {
             path: path.display().to_string(),
@@ -94,8 +120,6 @@ impl State {
             "# written by clusterkit: mesh addresses stay stable across runs.\n# no secrets here.\n{}",
             toml::to_string(self).expect("state serializes")
         );
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, text).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        write_atomic(path, text.as_bytes(), 0o600).map_err(err)
     }
 }

@@ -108,7 +108,21 @@ pub fn check(
         crate::state::ensure_private_dir(dir)
             .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
-    russh::keys::known_hosts::learn_known_hosts_path(host, port, key, path)
+    let mut text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let openssh = key
+        .to_openssh()
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    // Algorithm and key, without the comment a server may not send.
+    let bare: Vec<&str> = openssh.split_whitespace().take(2).collect();
+    text.push_str(&format!("{} {}\n", host_field(host, port), bare.join(" ")));
+    crate::state::write_atomic(path, text.as_bytes(), 0o600)
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(HostKeyCheck::Learned {
         fingerprint: fingerprint(key),
@@ -123,11 +137,7 @@ pub fn forget(path: &Path, host: &str, port: u16) -> std::io::Result<usize> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
-    let name = if port == 22 {
-        host.to_string()
-    } else {
-        format!("[{host}]:{port}")
-    };
+    let name = host_field(host, port);
     let mut removed = 0;
     let kept: String = text
         .lines()
@@ -141,6 +151,15 @@ pub fn forget(path: &Path, host: &str, port: u16) -> std::io::Result<usize> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(path, kept)?;
+    crate::state::write_atomic(path, kept.as_bytes(), 0o600)?;
     Ok(removed)
+}
+
+/// How known_hosts names `host:port`: the host alone on port 22, else `[host]:port`.
+fn host_field(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
 }
