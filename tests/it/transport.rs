@@ -288,18 +288,17 @@ fn a_changed_host_key_is_refused_until_forgotten() {
     );
 }
 
+/// Runs `script` on node1 through its engine (not over SSH).
+fn on_node1(script: &str) -> std::process::Output {
+    crate::sandbox::docker(&["exec", &format!("{NAME}-node1"), "sh", "-c", script])
+}
+
 /// Puts node1's sshd back to every host key it has when dropped.
 struct AllHostKeys;
 
 impl Drop for AllHostKeys {
     fn drop(&mut self) {
-        let _ = crate::sandbox::docker(&[
-            "exec",
-            &format!("{NAME}-node1"),
-            "sh",
-            "-c",
-            "rm -f /etc/ssh/sshd_config.d/ck-only-rsa.conf && systemctl reload ssh",
-        ]);
+        let _ = on_node1("rm -f /etc/ssh/sshd_config.d/ck-only-rsa.conf && systemctl reload ssh");
     }
 }
 
@@ -316,13 +315,9 @@ fn a_node_offering_a_key_of_another_type_is_refused_everywhere() {
     let recorded = std::fs::read(&kh).unwrap();
     // node1's ed25519 key is recorded; its sshd now shows only its RSA key,
     // as a man in the middle holding some other key would.
-    let only_rsa = crate::sandbox::docker(&[
-        "exec",
-        &format!("{NAME}-node1"),
-        "sh",
-        "-c",
+    let only_rsa = on_node1(
         "echo 'HostKey /etc/ssh/ssh_host_rsa_key' > /etc/ssh/sshd_config.d/ck-only-rsa.conf && systemctl reload ssh",
-    ]);
+    );
     assert!(only_rsa.status.success(), "{only_rsa:?}");
     let _back = AllHostKeys;
     let out = ck(&["check", "-c", config]);

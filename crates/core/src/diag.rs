@@ -39,17 +39,15 @@ impl Problem {
     pub fn error(message: impl Into<String>) -> Self {
         let message: String = message.into();
         let message = if message.chars().any(char::is_control) {
-            message
-                .chars()
-                .flat_map(|c| {
-                    let escaped: Vec<char> = if c.is_control() {
-                        c.escape_debug().collect()
-                    } else {
-                        vec![c]
-                    };
-                    escaped
-                })
-                .collect()
+            let mut out = String::with_capacity(message.len() + 8);
+            for c in message.chars() {
+                if c.is_control() {
+                    out.extend(c.escape_debug());
+                } else {
+                    out.push(c);
+                }
+            }
+            out
         } else {
             message
         };
