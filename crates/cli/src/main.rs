@@ -45,8 +45,24 @@ fn main() -> ExitCode {
             if output::is_broken_pipe(&e) {
                 return ExitCode::from(exit::OK);
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(exit::FAILURE)
         }
     }
+}
+
+/// The error and its causes on one line, a cause left out when the message
+/// before it already says it (library errors show their source themselves:
+/// "cannot read F: No such file or directory" was followed by the same
+/// cause again).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
 }
