@@ -199,9 +199,10 @@ pub async fn deploy(
 /// runs out.
 ///
 /// A service runs when Swarm counts all its replicas running *and* none of
-/// the tasks it wants now (desired state other than shutdown) is in another
-/// state: a global service whose task on one node is rejected and waiting
-/// for its restart is counted "2/2" by `docker stack services` (measured,
+/// the tasks it wants now (desired state other than shutdown), on a node
+/// that is up, is rejected or failed: a global service whose task on one
+/// node is rejected and waiting for its restart is counted "2/2" by
+/// `docker stack services` (measured,
 /// Docker 20.10: the waiting task is not counted), so the count alone
 /// would let it pass. Tasks Swarm has replaced are history: they are
 /// neither waited for nor named.
@@ -220,6 +221,7 @@ pub async fn wait_running(
                     .arg(name)
                     .push(" && echo -- && docker stack ps --no-trunc --format '{{.Name}}|{{.Node}}|{{.DesiredState}}|{{.CurrentState}}|{{.Error}}' ")
                     .arg(name)
+                    .push(" && echo -- && docker node ls --format '{{.Hostname}} {{.Status}}'")
                     .within(POLL_PATIENCE),
             )
             .await?
@@ -271,10 +273,23 @@ const POLL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The services that do not run yet, each with what its current tasks say,
 /// from `docker stack services --format '{{.Name}} {{.Replicas}}'`, a line
-/// `--`, then `docker stack ps --format
-/// '{{.Name}}|{{.Node}}|{{.DesiredState}}|{{.CurrentState}}|{{.Error}}'`.
+/// `--`, `docker stack ps --format
+/// '{{.Name}}|{{.Node}}|{{.DesiredState}}|{{.CurrentState}}|{{.Error}}'`,
+/// `--`, then `docker node ls --format '{{.Hostname}} {{.Status}}'`.
+///
+/// Only tasks on nodes that are up (or on no node yet) are judged: one on a
+/// node that is down or gone (a restored swarm's old members) is Swarm's to
+/// replace, and Swarm's count leaves it out too. A counted service still
+/// waits while one of its tasks is rejected or failed and being restarted.
 fn pending(listing: &str) -> Vec<(String, String)> {
-    let (services, tasks) = listing.split_once("\n--\n").unwrap_or((listing, ""));
+    let (services, rest) = listing.split_once("\n--\n").unwrap_or((listing, ""));
+    let (tasks, nodes) = rest.split_once("\n--\n").unwrap_or((rest, ""));
+    let up: std::collections::HashSet<&str> = nodes
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, status)| status.trim() == "Ready")
+        .map(|(host, _)| host)
+        .collect();
     let mut out = Vec::new();
     for l in services.lines() {
         let Some((svc, replicas)) = l.split_once(' ') else {
@@ -286,7 +301,7 @@ fn pending(listing: &str) -> Vec<(String, String)> {
             .next()
             .and_then(|r| r.split_once('/'))
             .is_some_and(|(have, want)| have == want);
-        let (mut running, mut not) = (0, Vec::new());
+        let (mut running, mut not, mut failing) = (0, Vec::new(), false);
         for t in tasks.lines() {
             let mut f = t.splitn(5, '|');
             let (task, node, desired, state, error) = (
@@ -299,6 +314,7 @@ fn pending(listing: &str) -> Vec<(String, String)> {
             // `stack_service.1` (a replica) or `stack_service.<node id>` (global).
             if task.rsplit_once('.').map(|(s, _)| s) != Some(svc)
                 || matches!(desired, "Shutdown" | "Remove" | "Complete" | "Orphaned")
+                || (!node.is_empty() && !up.contains(node))
             {
                 continue;
             }
@@ -306,6 +322,8 @@ fn pending(listing: &str) -> Vec<(String, String)> {
                 running += 1;
                 continue;
             }
+            // Rejected or failed, and wanted again: Swarm keeps restarting it there.
+            failing |= state.starts_with("Rejected") || state.starts_with("Failed");
             let node = if node.is_empty() { "no node yet" } else { node };
             not.push(if error.is_empty() {
                 format!("{node}: {state}")
@@ -313,8 +331,11 @@ fn pending(listing: &str) -> Vec<(String, String)> {
                 format!("{node}: {state}: {error}")
             });
         }
-        // Counted, and no task wanted now is anywhere but running.
-        if counted && not.is_empty() {
+        // Counted, and no task wanted now failing on a node that is up. (A
+        // task merely starting beside a counted service is not waited for:
+        // two entries of one node's name, an old one down and the new one
+        // up, would show the old one's stale state under the live name.)
+        if counted && !failing {
             continue;
         }
         let why = match (not.is_empty(), running) {
@@ -424,7 +445,8 @@ mod wait_tests {
             mon_node-exporter.l8028|node3|Ready|Rejected 4 seconds ago|\"No such image: clusterkit/node-exporter:bookworm\"\n\
             mon_node-exporter.l8028|node3|Shutdown|Rejected 9 seconds ago|\"No such image: clusterkit/node-exporter:bookworm\"\n\
             mon_node-exporter.rmtwm|node1|Running|Running 39 seconds ago|\n\
-            mon_prometheus.1|node1|Running|Running 1 minute ago|\n";
+            mon_prometheus.1|node1|Running|Running 1 minute ago|\n\
+            --\nnode1 Ready\nnode2 Ready\nnode3 Ready\n";
         assert_eq!(
             pending(rejected),
             [(
@@ -439,15 +461,26 @@ mod wait_tests {
             mon_node-exporter.l8028|node3|Running|Running 1 second ago|\n\
             mon_node-exporter.l8028|node3|Shutdown|Rejected 11 seconds ago|\"No such image: x\"\n\
             mon_node-exporter.kjotz|node2|Running|Running 51 seconds ago|\n\
-            mon_node-exporter.rmtwm|node1|Running|Running 51 seconds ago|\n";
+            mon_node-exporter.rmtwm|node1|Running|Running 51 seconds ago|\n\
+            --\nnode1 Ready\nnode2 Ready\nnode3 Ready\n";
         assert!(pending(back).is_empty());
+        // A task stuck on a node that is down, or on one a restore removed
+        // (shown by its ID), is Swarm's to replace: not waited for.
+        let gone = "mon_node-exporter 2/2\n--\n\
+            mon_node-exporter.kjotz|node2|Running|Running 9 minutes ago|\n\
+            mon_node-exporter.l8028|node3|Running|Preparing 9 minutes ago|\n\
+            mon_node-exporter.rmtwm|rmtwmp94z4zhwf1op7sgcz6a1|Running|Assigned 9 minutes ago|\n\
+            mon_node-exporter.xx|node1|Running|Running 1 minute ago|\n\
+            --\nnode1 Ready\nnode2 Ready\nnode3 Down\n";
+        assert!(pending(gone).is_empty(), "{:?}", pending(gone));
     }
 
     #[test]
     fn a_service_short_of_its_replicas_is_pending() {
         let listing = "app_web 1/2\napp_db 0/1 (max 1 per node)\n--\n\
             app_web.1|node1|Running|Running 5 seconds ago|\n\
-            app_web.2||Running|Pending 5 seconds ago|no suitable node (max replicas per node limit exceed)\n";
+            app_web.2||Running|Pending 5 seconds ago|no suitable node (max replicas per node limit exceed)\n\
+            --\nnode1 Ready\n";
         assert_eq!(
             pending(listing),
             [
@@ -467,7 +500,8 @@ mod wait_tests {
         // A service whose name another one's starts with is told apart.
         let two = "app_web 1/1\napp_web-admin 1/1\n--\n\
             app_web.1|node1|Running|Running 5 seconds ago|\n\
-            app_web-admin.1|node2|Running|Starting 1 second ago|\n";
+            app_web-admin.1|node2|Ready|Rejected 1 second ago|\"No such image: admin:1\"\n\
+            --\nnode1 Ready\nnode2 Ready\n";
         assert_eq!(pending(two).len(), 1);
         assert_eq!(pending(two)[0].0, "app_web-admin");
     }
