@@ -132,6 +132,7 @@ pub fn backup_with(loaded: &Loaded, to: &[String], options: &Options) -> anyhow:
                 failed.len()
             );
         }
+        let _lock = crate::remote::lock_cluster(loaded, &nodes, "backup").await?;
         let st = clusterkit_swarm::status(&nodes).await?;
         // Not the node where Grafana keeps its database on a local volume:
         // drained, Grafana would start elsewhere without it.
@@ -482,6 +483,7 @@ pub fn restore(
             }
             anyhow::bail!("{} node(s) unreachable: a restore needs every node; nothing was changed", failed.len());
         }
+        let _lock = crate::remote::lock_cluster(&loaded, &nodes, "restore").await?;
         let mut inside = Vec::new();
         for t in &nodes {
             let out = t
@@ -528,6 +530,7 @@ pub fn restore(
         if let Some((n, e)) = failed.first() {
             anyhow::bail!("{n}: {e}");
         }
+        let _lock = crate::remote::lock_cluster(&loaded, &nodes, "restore").await?;
         let restored_monitoring = [file(PROMETHEUS), file(GRAFANA)];
         if clusterkit_monitor::enabled(spec) && restored_monitoring.iter().any(Option::is_some) {
             say(start, "restore 2/4: Prometheus's and Grafana's data into their volumes on the managers");

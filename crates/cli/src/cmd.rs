@@ -45,6 +45,11 @@ pub struct Cli {
     /// key is always enforced, whatever its type.
     #[arg(long, global = true)]
     strict_host_keys: bool,
+    /// How long a command that changes the cluster waits for another run
+    /// holding the cluster's lock (another operator, a scheduled backup)
+    /// before giving up, e.g. `30s`, `10m`; `0` gives up at once.
+    #[arg(long, global = true, default_value = "10m", value_parser = humantime::parse_duration)]
+    lock_wait: std::time::Duration,
 }
 
 /// `--color`.
@@ -431,6 +436,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let color = color_stderr(cli.color);
     crate::remote::VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     crate::remote::STRICT.store(cli.strict_host_keys, std::sync::atomic::Ordering::Relaxed);
+    crate::remote::LOCK_WAIT.store(
+        cli.lock_wait.as_secs(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     match cli.command {
         Command::Init {
             inventory,
@@ -549,12 +558,16 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let Some(loaded) = load(&input, color)? else {
                 return Ok(exit::INVALID);
             };
+            // The state is written from the backup before any node is reached.
+            crate::remote::hold_state_dir(&loaded, "restore")?;
             crate::backup::restore(&loaded, &|| load(&input, color), &from)
         }
         Command::Node { input, cmd } => {
             let Some(loaded) = load(&input, color)? else {
                 return Ok(exit::INVALID);
             };
+            // The state records the node's removal before any node is reached.
+            crate::remote::hold_state_dir(&loaded, "node")?;
             crate::node::run(&loaded, &|| load(&input, color), cmd)
         }
         Command::Swarm { input, cmd } => {

@@ -53,6 +53,7 @@ pub fn run(loaded: &Loaded, purge: bool, yes: bool) -> anyhow::Result<u8> {
         if nodes.is_empty() {
             anyhow::bail!("no node is reachable: nothing was changed");
         }
+        let _lock = crate::remote::lock_cluster(loaded, &nodes, "down").await?;
         // Stacks, through a manager in the swarm (none: nothing to remove).
         let mgr = clusterkit_core::stack::managers(&nodes, spec).into_iter().next();
         if let Some(m) = mgr {

@@ -94,6 +94,10 @@ pub fn run(loaded: &Loaded, cmd: WgCmd) -> anyhow::Result<u8> {
             }
             anyhow::bail!("{} node(s) unreachable: nothing was changed", failed.len());
         }
+        let _lock = match cmd {
+            WgCmd::Status { .. } => None,
+            _ => Some(crate::remote::lock_cluster(loaded, &nodes, "wg").await?),
+        };
         let spec = &loaded.built.spec;
         match cmd {
             WgCmd::Up => {

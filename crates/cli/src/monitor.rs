@@ -66,6 +66,10 @@ pub fn run(loaded: &Loaded, cmd: MonitorCmd) -> anyhow::Result<u8> {
         if !spec.monitoring.enabled {
             anyhow::bail!("monitoring is off in this cluster's config ([monitoring] enabled = false)");
         }
+        let _lock = match cmd {
+            MonitorCmd::Up => Some(crate::remote::lock_cluster(loaded, &nodes, "monitor").await?),
+            _ => None,
+        };
         match cmd {
             MonitorCmd::Up => {
                 clusterkit_core::transport::images::provide(&clusterkit_monitor::phase::image_targets(&nodes, spec), &|m: &str| {

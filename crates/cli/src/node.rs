@@ -144,6 +144,7 @@ fn remove(
                 failed.len()
             );
         }
+        let _lock = crate::remote::lock_cluster(&after, &nodes, "node").await?;
         let r = clusterkit_swarm::remove_node(&nodes, node, addr).await?;
         if r.entries == 0 {
             eprintln!("{node} is not in the swarm (already removed)");

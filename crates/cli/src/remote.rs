@@ -17,6 +17,9 @@ use crate::exit;
 /// `-v`: every command run on the nodes is shown (secrets redacted).
 pub static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// `--lock-wait`, in seconds: how long a changing command waits for the cluster's lock.
+pub static LOCK_WAIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(600);
+
 /// `--strict-host-keys`: every connection refuses a host key not recorded yet.
 pub static STRICT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -75,6 +78,57 @@ pub async fn connect_with(
         }
     }
     (ok, failed)
+}
+
+/// This machine's lock on the state directory, held from the first command
+/// that changes the cluster to the end of the process (a command that runs
+/// `up` for its last step takes it once).
+static STATE_DIR_LOCK: std::sync::Mutex<Option<clusterkit_core::lock::LocalLock>> =
+    std::sync::Mutex::new(None);
+
+/// Takes the state directory's lock for the rest of this process, once.
+pub fn hold_state_dir(loaded: &Loaded, command: &str) -> anyhow::Result<()> {
+    let mut held = STATE_DIR_LOCK.lock().expect("not poisoned");
+    if held.is_none() {
+        let dir = known_hosts_path(loaded)
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".clusterkit"));
+        *held = Some(clusterkit_core::lock::LocalLock::acquire(
+            &dir,
+            &clusterkit_core::lock::Holder::here(command),
+        )?);
+    }
+    Ok(())
+}
+
+/// The locks a command that changes the cluster holds while it runs: the
+/// state directory's, then the cluster's on a majority of its nodes (two
+/// operators on two machines cannot change one cluster together). The
+/// cluster's goes when the value is dropped.
+pub async fn lock_cluster(
+    loaded: &Loaded,
+    nodes: &[Arc<dyn Transport>],
+    command: &str,
+) -> anyhow::Result<clusterkit_core::lock::ClusterLock> {
+    hold_state_dir(loaded, command)?;
+    let holder = clusterkit_core::lock::Holder::here(command);
+    let patience =
+        std::time::Duration::from_secs(LOCK_WAIT.load(std::sync::atomic::Ordering::Relaxed));
+    let lock = clusterkit_core::lock::ClusterLock::acquire_within(
+        nodes,
+        loaded.built.spec.nodes.len(),
+        &holder,
+        patience,
+        &|e| {
+            eprintln!(
+                "{e}; waiting for it (at most {}, `--lock-wait` sets it)",
+                humantime::format_duration(patience)
+            )
+        },
+    )
+    .await?;
+    Ok(lock)
 }
 
 /// `clusterkit check`.

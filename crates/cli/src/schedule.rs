@@ -46,7 +46,7 @@ pub fn set(loaded: &Loaded, every: &str, to: &[String], image: &str) -> anyhow::
     let say = |m: &str| eprintln!("[{:>6.1}s] {m}", start.elapsed().as_secs_f64());
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
-        let nodes = connect_every(loaded).await?;
+        let (nodes, _lock) = connect_every(loaded).await?;
         let known_key = current(manager(&nodes, loaded)?.as_ref())
             .await?
             .map(|(_, k)| k);
@@ -63,8 +63,11 @@ pub fn set(loaded: &Loaded, every: &str, to: &[String], image: &str) -> anyhow::
     Ok(exit::OK)
 }
 
-/// Every node connected, or an error naming the unreachable ones.
-async fn connect_every(loaded: &Loaded) -> anyhow::Result<Vec<Arc<dyn Transport>>> {
+/// Every node connected and the cluster's lock held, or an error naming the
+/// unreachable nodes (or the lock's holder).
+async fn connect_every(
+    loaded: &Loaded,
+) -> anyhow::Result<(Vec<Arc<dyn Transport>>, clusterkit_core::lock::ClusterLock)> {
     let (nodes, failed) = connect(loaded, false).await;
     if !failed.is_empty() {
         for (n, e) in &failed {
@@ -76,7 +79,8 @@ async fn connect_every(loaded: &Loaded) -> anyhow::Result<Vec<Arc<dyn Transport>
             failed.len()
         );
     }
-    Ok(nodes)
+    let lock = crate::remote::lock_cluster(loaded, &nodes, "backup").await?;
+    Ok((nodes, lock))
 }
 
 /// The first connected manager.
@@ -361,7 +365,7 @@ fn off(loaded: &Loaded) -> anyhow::Result<u8> {
     let spec = &loaded.built.spec;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
-        let nodes = connect_every(loaded).await?;
+        let (nodes, _lock) = connect_every(loaded).await?;
         let mgr = manager(&nodes, loaded)?;
         remove_stack(mgr.as_ref()).await?;
         remove_key_secret(mgr.as_ref()).await?;

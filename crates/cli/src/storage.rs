@@ -125,6 +125,10 @@ pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
     rt.block_on(async {
         let quick = matches!(cmd, StorageCmd::Status { .. });
         let (nodes, failed) = connect_with(loaded, false, quick).await;
+        let _lock = match cmd {
+            StorageCmd::Up => Some(crate::remote::lock_cluster(loaded, &nodes, "storage").await?),
+            _ => None,
+        };
         match cmd {
             StorageCmd::Up => {
                 if !failed.is_empty() {

@@ -93,6 +93,10 @@ pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
         let quick = !matches!(cmd, SwarmCmd::Up);
         let (nodes, failed) = connect_with(loaded, false, quick).await;
         let spec = &loaded.built.spec;
+        let _lock = match cmd {
+            SwarmCmd::Status { .. } => None,
+            _ => Some(crate::remote::lock_cluster(loaded, &nodes, "swarm").await?),
+        };
         match cmd {
             SwarmCmd::Up => {
                 if !failed.is_empty() {

@@ -108,6 +108,7 @@ pub fn run(
             crate::dryrun::print(&changes, json)?;
             return Ok(exit::OK);
         }
+        let _lock = crate::remote::lock_cluster(loaded, &nodes, "up").await?;
         let names: Vec<String> = nodes.iter().map(|t| t.node().to_string()).collect();
         let phases: Vec<&'static str> = engine
             .names()
@@ -221,6 +222,7 @@ pub fn deploy_file(
         if nodes.is_empty() {
             anyhow::bail!("no node is reachable: nothing was deployed");
         }
+        let _lock = crate::remote::lock_cluster(loaded, &nodes, "deploy").await?;
         let start = Instant::now();
         let say = |m: &str| eprintln!("[{:>6.1}s] {m}", start.elapsed().as_secs_f64());
         let changed =

@@ -79,6 +79,7 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
                 failed.len()
             );
         }
+        let _lock = crate::remote::lock_cluster(loaded, &nodes, "upgrade").await?;
         let mut done = Vec::new();
         for c in components {
             let n = match c {

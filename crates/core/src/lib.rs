@@ -23,6 +23,7 @@ pub mod config;
 pub mod diag;
 pub mod engine;
 pub mod inventory;
+pub mod lock;
 pub mod names;
 pub mod plan;
 pub mod roll;

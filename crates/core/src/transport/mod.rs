@@ -327,6 +327,22 @@ pub trait Transport: Send + Sync {
         })
     }
 
+    /// Starts a command and hands back its stdin and stdout as one stream,
+    /// for as long as the caller keeps it: writes reach the command's stdin,
+    /// reads give its stdout, dropping the stream closes the command's
+    /// stdin and the channel. [`crate::lock::ClusterLock`] holds a node's
+    /// lock this way (released by the kernel when this process ends).
+    async fn exec_stream(&self, cmd: &Cmd) -> Result<Box<dyn TunnelStream>, TransportError> {
+        Err(TransportError::Ssh {
+            node: self.node().to_string(),
+            addr: self.addr(),
+            reason: format!(
+                "this transport cannot hold a command open: {}",
+                cmd.redacted()
+            ),
+        })
+    }
+
     /// Runs a command like [`Transport::exec`], handing each line of its output
     /// (stdout and stderr, secrets redacted) to `on_line` as it comes: for long
     /// steps whose progress the user should see.

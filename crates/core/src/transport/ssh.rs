@@ -336,6 +336,34 @@ impl SshSession {
         }
     }
 
+    /// The script as sent: through `sudo` when the target asks to become root.
+    fn script_of(&self, cmd: &Cmd) -> String {
+        if self.target.become_ && self.target.user != "root" {
+            format!("sudo -n sh -c {}", super::quote(cmd.script()))
+        } else {
+            cmd.script().to_string()
+        }
+    }
+
+    /// Opens a session channel, retrying a refused open briefly: a channel
+    /// just closed on our side can still count on sshd's for a moment.
+    async fn open_session(&self) -> Result<russh::Channel<russh::client::Msg>, TransportError> {
+        let mut attempt = 0u64;
+        loop {
+            match within(CHANNEL_OPEN_PATIENCE, self.handle.channel_open_session()).await {
+                Some(Ok(c)) => return Ok(c),
+                Some(Err(russh::Error::ChannelOpenFailure(_))) if attempt < 40 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10 * attempt.min(10))).await;
+                }
+                Some(Err(e)) => return Err(self.ssh_error(e)),
+                None => {
+                    return Err(self.timeout("opening a session channel", CHANNEL_OPEN_PATIENCE))
+                }
+            }
+        }
+    }
+
     /// Runs a command on a new channel of the connection; with `on_line`, each
     /// complete line of output is handed over (redacted) as it arrives.
     async fn run(
@@ -351,11 +379,7 @@ impl SshSession {
                 cmd.redacted().trim_end().replace('\n', "\n    ")
             );
         }
-        let script = if self.target.become_ && self.target.user != "root" {
-            format!("sudo -n sh -c {}", super::quote(cmd.script()))
-        } else {
-            cmd.script().to_string()
-        };
+        let script = self.script_of(cmd);
         let emit = |buf: &[u8], from: &mut usize| {
             if let Some(f) = on_line {
                 while let Some(nl) = buf[*from..].iter().position(|b| *b == b'\n') {
@@ -372,22 +396,7 @@ impl SshSession {
                 .acquire()
                 .await
                 .map_err(|e| self.ssh_error(e))?;
-            // A channel just closed on our side can still count on sshd's
-            // for a moment: a refused open is retried briefly (about 3 s).
-            let mut attempt = 0u64;
-            let mut channel = loop {
-                match within(CHANNEL_OPEN_PATIENCE, self.handle.channel_open_session()).await {
-                    Some(Ok(c)) => break c,
-                    Some(Err(russh::Error::ChannelOpenFailure(_))) if attempt < 40 => {
-                        attempt += 1;
-                        tokio::time::sleep(Duration::from_millis(10 * attempt.min(10))).await;
-                    }
-                    Some(Err(e)) => return Err(self.ssh_error(e)),
-                    None => {
-                        return Err(self.timeout("opening a session channel", CHANNEL_OPEN_PATIENCE))
-                    }
-                }
-            };
+            let mut channel = self.open_session().await?;
             channel
                 .exec(true, script.as_bytes())
                 .await
@@ -566,6 +575,29 @@ impl Transport for SshSession {
         Ok(out)
     }
 
+    async fn exec_stream(&self, cmd: &Cmd) -> Result<Box<dyn super::TunnelStream>, TransportError> {
+        if self.verbose {
+            eprintln!("{}$ {} (held open)", self.node, cmd.redacted().trim_end());
+        }
+        // The channel keeps its place among the connection's sessions for
+        // as long as it is held.
+        let slot = self
+            .sessions
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| self.ssh_error(e))?;
+        let channel = self.open_session().await?;
+        channel
+            .exec(true, self.script_of(cmd).as_bytes())
+            .await
+            .map_err(|e| self.ssh_error(e))?;
+        Ok(Box::new(Held {
+            stream: channel.into_stream(),
+            _slot: slot,
+        }))
+    }
+
     async fn connect_tcp(
         &self,
         host: &str,
@@ -657,6 +689,46 @@ impl Transport for SshSession {
 }
 
 /// `fut`'s result, or `None` when it takes longer than `bound`.
+/// A command held open ([`Transport::exec_stream`]) with its session slot.
+struct Held {
+    stream: russh::ChannelStream<russh::client::Msg>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Held {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Held {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 async fn within<T>(bound: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
     tokio::time::timeout(bound, fut).await.ok()
 }
