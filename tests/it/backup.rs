@@ -57,7 +57,7 @@ fn series_at(at: u64) -> Vec<usize> {
         .map(|n| {
             let v: serde_json::Value = serde_json::from_str(&sh(
                 n,
-                &format!("curl -s -G localhost:9090/api/v1/query --data-urlencode 'query=up' --data-urlencode 'time={at}'"),
+                &format!("curl -s -G -K /etc/clusterkit/monitoring/api.curl localhost:9090/api/v1/query --data-urlencode 'query=up' --data-urlencode 'time={at}'"),
             ))
             .unwrap_or_default();
             v["data"]["result"].as_array().map_or(0, Vec::len)
@@ -162,9 +162,17 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
             "active again",
             "prometheus: snapshot taken",
             "grafana: data directory read",
+            "made the backup seal key",
         ] {
             assert!(b.stderr.contains(line), "{line}: {}", b.stderr);
         }
+        let seal_key = dir.join(".clusterkit/backup-seal.key");
+        assert_eq!(
+            std::fs::metadata(&seal_key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let seal_hex = std::fs::read_to_string(&seal_key).unwrap();
+        assert!(!b.stdout.contains(seal_hex.trim()) && !b.stderr.contains(seal_hex.trim()));
         for secret in [token, password.as_str()] {
             assert!(
                 !b.stdout.contains(secret) && !b.stderr.contains(secret),
@@ -192,6 +200,7 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
             [
                 "grafana.tar.gz",
                 "manifest.json",
+                "manifest.seal",
                 "prometheus.tar.gz",
                 "state.toml",
                 "swarm.tar.gz"
@@ -304,7 +313,10 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
                 .lines()
                 .find(|l| l.ends_with(&format!(" clusterkit-backup@{cluster}")))
                 .unwrap_or_else(|| panic!("{n}: no key line: {keys}"));
-            assert!(line.starts_with("from=\"10."), "{line}");
+            assert!(
+                line.starts_with("restrict,port-forwarding,from=\"10."),
+                "{line}"
+            );
         }
         let again = ck(&schedule);
         assert_eq!(again.code, 0, "{}", again.stderr);
@@ -368,15 +380,95 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
             "{}",
             r.stderr
         );
+        // Tampered by someone who can write the backup but not seal it: a
+        // file renamed in the manifest, an archive member swapped (its
+        // checksum in the manifest made to match): refused by the seal, before
+        // anything is read further or touched.
+        let state_before = std::fs::read(dir.join(".clusterkit/state.toml")).unwrap();
+        let tampered = |name: &str, edit: &dyn Fn(&std::path::Path)| {
+            let d = scratch.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            for n in &names {
+                std::fs::copy(taken.join(n), d.join(n)).unwrap();
+            }
+            edit(&d);
+            let r = ck(&["restore", "-c", cfg, "--from", d.to_str().unwrap()]);
+            assert_eq!(r.code, 1, "{name}: {}{}", r.stdout, r.stderr);
+            assert!(
+                r.stderr
+                    .contains("its seal does not match: it was changed after it was taken"),
+                "{name}: {}",
+                r.stderr
+            );
+        };
+        tampered("renamed", &|d| {
+            let m = std::fs::read_to_string(d.join("manifest.json")).unwrap();
+            std::fs::write(
+                d.join("manifest.json"),
+                m.replace("\"state.toml\"", "\"../../root/.ssh/authorized_keys\""),
+            )
+            .unwrap();
+        });
+        tampered("member", &|d| {
+            // A swarm archive whose one member is outside `swarm/`.
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg("cd \"$0\" && mkdir x && echo '* * * * * root touch /tmp/owned' > x/evil && tar -C x -czf swarm.tar.gz evil && rm -r x")
+                .arg(d)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let archive = std::fs::read(d.join("swarm.tar.gz")).unwrap();
+            let mut m: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
+            for f in m["files"].as_array_mut().unwrap() {
+                if f["name"] == "swarm.tar.gz" {
+                    f["bytes"] = archive.len().into();
+                    f["sha256"] = sha256_hex(&archive).into();
+                }
+            }
+            std::fs::write(
+                d.join("manifest.json"),
+                serde_json::to_vec_pretty(&m).unwrap(),
+            )
+            .unwrap();
+        });
+        assert_eq!(
+            std::fs::read(dir.join(".clusterkit/state.toml")).unwrap(),
+            state_before
+        );
         let r = ck(&["restore", "-c", cfg, "--from", taken.to_str().unwrap()]);
         assert_ne!(r.code, 0);
         assert!(r.stderr.contains("already in a swarm"), "{}", r.stderr);
         assert!(r.stderr.contains("nothing was changed"), "{}", r.stderr);
 
-        // Destroyed, made again from nothing: new machines, new host keys.
+        // Destroyed, made again from nothing: new machines, new host keys,
+        // and the state directory gone with them; the operator kept the
+        // backup seal key off the cluster, as the first backup told them to.
+        let key_file = dir.join(".clusterkit/backup-seal.key");
+        let kept_key = std::fs::read(&key_file).unwrap();
         let down = ck(&["sandbox", "down", "--name", S]);
         assert_eq!(down.code, 0, "{}", down.stderr);
         sandbox_up();
+        let r = ck(&[
+            "restore",
+            "-c",
+            cfg,
+            "--from",
+            scheduled_dir.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("no backup seal key in "), "{}", r.stderr);
+        std::fs::write(&key_file, &kept_key).unwrap();
+        std::fs::set_permissions(
+            &key_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         assert!(sh("node1", "docker info -f '{{.Swarm.LocalNodeState}}'").contains("inactive"));
 
         // From the scheduled backup (it went through the cluster's S3, like
@@ -574,4 +666,9 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// SHA-256 of `bytes`, hex, as a manifest records it.
+fn sha256_hex(bytes: &[u8]) -> String {
+    clusterkit::core::backup::sha256(bytes)
 }

@@ -8,7 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use clusterkit_core::backup::{rfc3339, stamp, BackupError, Location, Manifest, MANIFEST};
+use clusterkit_core::backup::{
+    check_archive, rfc3339, stamp, BackupError, Location, Manifest, SealKey,
+    GRAFANA_FILE as GRAFANA, MANIFEST, PROMETHEUS_FILE as PROMETHEUS, SEAL, SEAL_KEY_FILE,
+    STATE_FILE as STATE, SWARM_FILE as SWARM,
+};
 use clusterkit_core::engine::{Context, Lines};
 use clusterkit_core::spec::Loaded;
 use clusterkit_core::transport::Transport;
@@ -53,11 +57,27 @@ pub enum BackupCmd {
 /// Where backups go when no `--to` is given: the cluster's own S3.
 pub const DEFAULT_TO: &str = "s3://clusterkit/backups";
 
-/// The files of a backup.
-const SWARM: &str = "swarm.tar.gz";
-const PROMETHEUS: &str = "prometheus.tar.gz";
-const GRAFANA: &str = "grafana.tar.gz";
-const STATE: &str = "state.toml";
+/// The state directory of a loaded description (where the seal key lives).
+pub fn state_dir(loaded: &Loaded) -> PathBuf {
+    loaded
+        .state_path
+        .parent()
+        .map_or_else(|| PathBuf::from(".clusterkit"), Path::to_path_buf)
+}
+
+/// The seal key backups of this cluster are opened with: this machine's, or
+/// an error saying where it must be.
+pub fn seal_key(loaded: &Loaded) -> anyhow::Result<SealKey> {
+    let dir = state_dir(loaded);
+    SealKey::load(&dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no backup seal key in {}: backups are sealed with the {SEAL_KEY_FILE} made by the first backup \
+             of this cluster, in the state directory of the machine that took it. Copy it here (mode 0600) \
+             to read its backups",
+            dir.display()
+        )
+    })
+}
 
 const ENGINE_PATIENCE: Duration = Duration::from_secs(120);
 const DRAIN_PATIENCE: Duration = Duration::from_secs(180);
@@ -77,6 +97,9 @@ pub struct Options {
     pub strict: bool,
     /// Managers never taken out (the service's own node).
     pub never: Vec<String>,
+    /// The key that seals the backup (the service's, from its secret);
+    /// `None`: this machine's, made on first use.
+    pub seal: Option<SealKey>,
 }
 
 /// Takes a backup and writes it to every location of `to` (default: the
@@ -89,6 +112,21 @@ pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
 pub fn backup_with(loaded: &Loaded, to: &[String], options: &Options) -> anyhow::Result<u8> {
     let spec = &loaded.built.spec;
     let start = Instant::now();
+    let seal = match &options.seal {
+        Some(k) => k.clone(),
+        None => {
+            let dir = state_dir(loaded);
+            let (k, made) = SealKey::load_or_create(&dir)?;
+            if made {
+                eprintln!(
+                    "made the backup seal key {}: restore accepts only backups sealed with it. Keep a copy \
+                     off the cluster with your other secrets; every machine that restores needs it",
+                    dir.join(SEAL_KEY_FILE).display()
+                );
+            }
+            k
+        }
+    };
     let created = SystemTime::now();
     let name = stamp(created);
     let to: Vec<String> = if to.is_empty() {
@@ -247,13 +285,15 @@ pub fn backup_with(loaded: &Loaded, to: &[String], options: &Options) -> anyhow:
             manifest.add(n, what, bytes);
         }
         let manifest_bytes = manifest.to_json();
+        let seal_bytes = seal.seal(&manifest_bytes);
 
         let mut written = Vec::new();
         for dest in &dests {
             match dest {
-                Location::Dir(dir) => write_dir(dir, &files, &manifest_bytes)?,
+                Location::Dir(dir) => write_dir(dir, &files, &manifest_bytes, &seal_bytes)?,
                 Location::S3 { bucket, prefix } => {
-                    write_s3(&nodes, spec, bucket, prefix, &files, &manifest_bytes).await?
+                    write_s3(&nodes, spec, bucket, prefix, &files, &manifest_bytes, &seal_bytes)
+                        .await?
                 }
             }
             say(start, &format!("written: {dest}"));
@@ -292,8 +332,14 @@ fn prepare_new_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the files then the manifest into a new directory (0700, files 0600).
-fn write_dir(dir: &Path, files: &[(&str, Vec<u8>, String)], manifest: &[u8]) -> anyhow::Result<()> {
+/// Writes the files, the seal, then the manifest into a new directory (0700,
+/// files 0600).
+fn write_dir(
+    dir: &Path,
+    files: &[(&str, Vec<u8>, String)],
+    manifest: &[u8],
+    seal: &[u8],
+) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     prepare_new_dir(dir)?;
@@ -302,7 +348,7 @@ fn write_dir(dir: &Path, files: &[(&str, Vec<u8>, String)], manifest: &[u8]) -> 
     let all = files
         .iter()
         .map(|(n, b, _)| (*n, b.as_slice()))
-        .chain(std::iter::once((MANIFEST, manifest)));
+        .chain([(SEAL, seal), (MANIFEST, manifest)]);
     for (name, bytes) in all {
         let path = dir.join(name);
         std::fs::OpenOptions::new()
@@ -331,7 +377,8 @@ async fn cluster_s3(
     Ok((fwd, s3))
 }
 
-/// Writes the files then the manifest under `prefix` in the cluster's S3.
+/// Writes the files, the seal, then the manifest under `prefix` in the
+/// cluster's S3.
 async fn write_s3(
     nodes: &[Arc<dyn Transport>],
     spec: &clusterkit_core::ClusterSpec,
@@ -339,6 +386,7 @@ async fn write_s3(
     prefix: &str,
     files: &[(&str, Vec<u8>, String)],
     manifest: &[u8],
+    seal: &[u8],
 ) -> anyhow::Result<()> {
     let (_fwd, s3) = cluster_s3(nodes, spec).await?;
     s3.ensure_bucket(bucket).await?;
@@ -346,6 +394,8 @@ async fn write_s3(
         s3.put(bucket, &format!("{prefix}/{name}"), bytes.clone())
             .await?;
     }
+    s3.put(bucket, &format!("{prefix}/{SEAL}"), seal.to_vec())
+        .await?;
     s3.put(bucket, &format!("{prefix}/{MANIFEST}"), manifest.to_vec())
         .await?;
     Ok(())
@@ -354,8 +404,10 @@ async fn write_s3(
 /// A backup's files, by name.
 type Files = Vec<(String, Vec<u8>)>;
 
-/// Reads a backup directory: its manifest and every file, each checked.
-fn read_dir(dir: &Path) -> anyhow::Result<(Manifest, Files)> {
+/// Reads a backup directory: its sealed manifest (opened with `key`) and
+/// every file, each checked against it; archives read member by member and
+/// the state parsed, all before anything is touched.
+fn read_dir(dir: &Path, key: &SealKey) -> anyhow::Result<(Manifest, Files)> {
     let mpath = dir.join(MANIFEST);
     let text = match std::fs::read(&mpath) {
         Ok(t) => t,
@@ -383,7 +435,8 @@ fn read_dir(dir: &Path) -> anyhow::Result<(Manifest, Files)> {
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", mpath.display())),
     };
-    let manifest = Manifest::parse(&mpath.display().to_string(), &text)?;
+    let seal = std::fs::read(dir.join(SEAL)).ok();
+    let manifest = Manifest::open(&mpath.display().to_string(), &text, seal.as_deref(), key)?;
     let mut files = Vec::new();
     for f in &manifest.files {
         let path = dir.join(&f.name);
@@ -394,6 +447,15 @@ fn read_dir(dir: &Path) -> anyhow::Result<(Manifest, Files)> {
         manifest
             .verify(&f.name, &bytes)
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        if f.name.ends_with(".tar.gz") {
+            check_archive(&f.name, &bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        } else if f.name == STATE {
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| anyhow::anyhow!("{}: {STATE}: not text", dir.display()))?;
+            clusterkit_core::state::State::parse(text)
+                .map_err(|e| anyhow::anyhow!("{}: {STATE}: {e}", dir.display()))?;
+        }
         files.push((f.name.clone(), bytes));
     }
     Ok((manifest, files))
@@ -416,7 +478,7 @@ pub fn restore(
              take backups with `--to DIR` too, or copy one out of the bucket first"
         ),
     };
-    let (manifest, files) = read_dir(&dir)?;
+    let (manifest, files) = read_dir(&dir, &seal_key(loaded)?)?;
     let file = |n: &str| {
         files
             .iter()
@@ -639,7 +701,14 @@ pub struct Found {
 pub fn list(loaded: &Loaded, from: Option<&str>) -> anyhow::Result<u8> {
     let spec = &loaded.built.spec;
     let from = from.map_or_else(|| default_from(spec), str::to_string);
-    let found = find(loaded, &from, false)?;
+    let key = SealKey::load(&state_dir(loaded))?;
+    if key.is_none() {
+        eprintln!(
+            "seals not checked: no {SEAL_KEY_FILE} in {} (restore needs it)",
+            state_dir(loaded).display()
+        );
+    }
+    let found = find(loaded, &from, false, key.as_ref())?;
     if found.is_empty() {
         eprintln!("no backup under {from}");
         return Ok(exit::FAILURE);
@@ -658,10 +727,24 @@ pub fn list(loaded: &Loaded, from: Option<&str>) -> anyhow::Result<u8> {
 }
 
 /// The backups under `from` (a directory of backups or an S3 prefix), oldest
-/// first; `strict` as in [`Options`].
-pub fn find(loaded: &Loaded, from: &str, strict: bool) -> anyhow::Result<Vec<Found>> {
+/// first; `strict` as in [`Options`]. With `key`, a backup whose seal does
+/// not match is left out (and named on stderr): a manifest anyone with the
+/// S3 key could have written, with any time in it.
+pub fn find(
+    loaded: &Loaded,
+    from: &str,
+    strict: bool,
+    key: Option<&SealKey>,
+) -> anyhow::Result<Vec<Found>> {
     let spec = &loaded.built.spec;
     let mut found = Vec::new();
+    let read = |at: &str, text: &[u8], seal: Option<&[u8]>| -> Option<Manifest> {
+        let r = match key {
+            Some(k) => Manifest::open(at, text, seal, k),
+            None => Manifest::parse(at, text),
+        };
+        r.map_err(|e| eprintln!("left out: {e}")).ok()
+    };
     match Location::parse(from)? {
         Location::Dir(dir) => {
             let entries =
@@ -669,7 +752,11 @@ pub fn find(loaded: &Loaded, from: &str, strict: bool) -> anyhow::Result<Vec<Fou
             for e in entries.flatten() {
                 let m = e.path().join(MANIFEST);
                 if let Ok(text) = std::fs::read(&m) {
-                    let manifest = Manifest::parse(&m.display().to_string(), &text)?;
+                    let seal = std::fs::read(e.path().join(SEAL)).ok();
+                    let Some(manifest) = read(&m.display().to_string(), &text, seal.as_deref())
+                    else {
+                        continue;
+                    };
                     let bytes = manifest.files.iter().map(|f| f.bytes).sum();
                     found.push(Found {
                         at: e.path().display().to_string(),
@@ -690,7 +777,12 @@ pub fn find(loaded: &Loaded, from: &str, strict: bool) -> anyhow::Result<Vec<Fou
                         continue;
                     };
                     let text = s3.get(&bucket, &key).await?;
-                    let manifest = Manifest::parse(&format!("s3://{bucket}/{key}"), &text)?;
+                    let seal = s3.get(&bucket, &format!("{at}/{SEAL}")).await.ok();
+                    let Some(manifest) =
+                        read(&format!("s3://{bucket}/{key}"), &text, seal.as_deref())
+                    else {
+                        continue;
+                    };
                     let bytes = manifest.files.iter().map(|f| f.bytes).sum();
                     found.push(Found {
                         at: format!("s3://{bucket}/{at}"),
@@ -715,15 +807,22 @@ pub fn copy(loaded: &Loaded, from: &str, dir: &Path) -> anyhow::Result<u8> {
             "{from}: copy reads a backup on the cluster's S3 (s3://BUCKET/PREFIX, as `clusterkit backup list` shows)"
         );
     };
+    let key = seal_key(loaded)?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let (manifest, files) = rt.block_on(async {
+    let (manifest, text, seal, files) = rt.block_on(async {
         let (nodes, _) = connect(loaded, false).await;
         let (_fwd, s3) = cluster_s3(&nodes, spec).await?;
         let mkey = format!("{prefix}/{MANIFEST}");
         let text = s3.get(&bucket, &mkey).await.map_err(|e| {
             anyhow::anyhow!("{e}\n{from}: no backup there? `clusterkit backup list` shows them")
         })?;
-        let manifest = Manifest::parse(&format!("s3://{bucket}/{mkey}"), &text)?;
+        let seal = s3.get(&bucket, &format!("{prefix}/{SEAL}")).await.ok();
+        let manifest = Manifest::open(
+            &format!("s3://{bucket}/{mkey}"),
+            &text,
+            seal.as_deref(),
+            &key,
+        )?;
         let mut files = Vec::new();
         for f in &manifest.files {
             let bytes = s3.get(&bucket, &format!("{prefix}/{}", f.name)).await?;
@@ -732,7 +831,8 @@ pub fn copy(loaded: &Loaded, from: &str, dir: &Path) -> anyhow::Result<u8> {
                 .map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
             files.push((f.name.clone(), bytes));
         }
-        anyhow::Ok((manifest, files))
+        let seal = seal.expect("opened with its seal");
+        anyhow::Ok((manifest, text, seal, files))
     })?;
     let name = prefix.rsplit('/').next().unwrap_or("backup");
     let target = dir.join(format!("{}-{name}", manifest.cluster));
@@ -743,7 +843,7 @@ pub fn copy(loaded: &Loaded, from: &str, dir: &Path) -> anyhow::Result<u8> {
             (f.name.as_str(), b, f.what.clone())
         })
         .collect();
-    write_dir(&target, &files, &manifest.to_json())?;
+    write_dir(&target, &files, &text, &seal)?;
     println!("{}", target.display());
     eprintln!(
         "{} files checked and written; restore with `clusterkit restore --from {}`",
@@ -762,37 +862,112 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("c1-20261126T043000Z");
+        let archive = swarm_archive();
         let mut m = Manifest::new("c1", "2026-11-26T04:30:00Z", "node2");
-        m.add(SWARM, "state", b"raft");
-        let files = vec![(SWARM, b"raft".to_vec(), "state".to_string())];
-        write_dir(&dir, &files, &m.to_json()).unwrap();
+        m.add(SWARM, "state", &archive);
+        let key = SealKey::generate();
+        let files = vec![(SWARM, archive.clone(), "state".to_string())];
+        let text = m.to_json();
+        write_dir(&dir, &files, &text, &key.seal(&text)).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join(SWARM)), 0o600);
         assert_eq!(mode(&dir.join(MANIFEST)), 0o600);
-        let (back, read) = read_dir(&dir).unwrap();
+        assert_eq!(mode(&dir.join(SEAL)), 0o600);
+        let (back, read) = read_dir(&dir, &key).unwrap();
         assert_eq!(back, m);
-        assert_eq!(read, vec![(SWARM.to_string(), b"raft".to_vec())]);
+        assert_eq!(read, vec![(SWARM.to_string(), archive.clone())]);
+        // Another machine's key: refused.
+        let e = read_dir(&dir, &SealKey::generate())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("its seal does not match"), "{e}");
         // Never over an existing backup.
-        let e = write_dir(&dir, &files, &m.to_json())
+        let e = write_dir(&dir, &files, &text, &key.seal(&text))
             .unwrap_err()
             .to_string();
         assert!(e.contains("exists already"), "{e}");
         // A directory of backups names them; a damaged file is named.
-        let e = read_dir(tmp.path()).unwrap_err().to_string();
+        let e = read_dir(tmp.path(), &key).unwrap_err().to_string();
         assert!(
             e.contains("a directory of backups") && e.contains("c1-20261126T043000Z"),
             "{e}"
         );
         std::fs::write(dir.join(SWARM), b"raff").unwrap();
-        let e = read_dir(&dir).unwrap_err().to_string();
-        assert!(e.contains("swarm.tar.gz: SHA-256"), "{e}");
+        let e = read_dir(&dir, &key).unwrap_err().to_string();
+        assert!(e.contains("swarm.tar.gz: 4 bytes"), "{e}");
         std::fs::remove_file(dir.join(SWARM)).unwrap();
-        let e = read_dir(&dir).unwrap_err().to_string();
+        let e = read_dir(&dir, &key).unwrap_err().to_string();
         assert!(
             e.contains("swarm.tar.gz") && e.contains("damaged or incomplete"),
             "{e}"
         );
+    }
+
+    /// A swarm state archive as a node's tar makes it.
+    fn swarm_archive() -> Vec<u8> {
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o600);
+        h.set_cksum();
+        b.append_data(&mut h, "swarm/docker-state.json", &b"{}\n\n"[..])
+            .unwrap();
+        b.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn a_sealed_backup_whose_archive_escapes_or_state_lies_is_refused_before_anything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = SealKey::generate();
+        let write = |name: &str, files: Vec<(&str, Vec<u8>, String)>| {
+            let dir = tmp.path().join(name);
+            let mut m = Manifest::new("c1", "2026-11-26T04:30:00Z", "node2");
+            for (n, b, w) in &files {
+                m.add(n, w, b);
+            }
+            let text = m.to_json();
+            write_dir(&dir, &files, &text, &key.seal(&text)).unwrap();
+            dir
+        };
+        // Sealed by the key's holder and still refused: what the archive holds.
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_link(&mut h, "swarm/x", "/etc/cron.d").unwrap();
+        let linked = b.into_inner().unwrap().finish().unwrap();
+        let dir = write("link", vec![(SWARM, linked, "state".into())]);
+        let e = read_dir(&dir, &key).unwrap_err().to_string();
+        assert!(
+            e.contains("swarm.tar.gz: member `swarm/x` is a symbolic link"),
+            "{e}"
+        );
+        let dir = write(
+            "state",
+            vec![(
+                STATE,
+                b"engine_version = \"1; reboot\"\n".to_vec(),
+                "state".into(),
+            )],
+        );
+        let e = read_dir(&dir, &key).unwrap_err().to_string();
+        assert!(
+            e.contains("state.toml: engine_version `1; reboot` is not a package version"),
+            "{e}"
+        );
+        // Unsealed: refused, whatever it holds.
+        let dir = write("unsealed", vec![(SWARM, swarm_archive(), "state".into())]);
+        std::fs::remove_file(dir.join(SEAL)).unwrap();
+        let e = read_dir(&dir, &key).unwrap_err().to_string();
+        assert!(e.contains("no manifest.seal beside it"), "{e}");
     }
 
     #[test]

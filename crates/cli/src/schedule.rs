@@ -49,8 +49,8 @@ pub fn set(loaded: &Loaded, every: &str, to: &[String], image: &str) -> anyhow::
         let (nodes, _lock) = connect_every(loaded).await?;
         let known_key = current(manager(&nodes, loaded)?.as_ref())
             .await?
-            .map(|(_, k)| k);
-        apply(&nodes, loaded, &schedule, known_key, &say).await
+            .map(|(_, k, _)| k);
+        apply(&nodes, loaded, &schedule, known_key, None, &say).await
     })?;
     println!(
         "backup every {} to {} (service {}); `clusterkit backup list` shows them, \
@@ -94,8 +94,12 @@ fn manager<'a>(
         .ok_or_else(|| anyhow::anyhow!("no manager is connected"))
 }
 
-/// The schedule the swarm runs now, from its service's labels.
-async fn current(mgr: &dyn Transport) -> anyhow::Result<Option<(Schedule, String)>> {
+/// The schedule the swarm runs now, from its service's labels: the
+/// schedule, the service's public key, the seal key's secret (when a valid
+/// name).
+async fn current(
+    mgr: &dyn Transport,
+) -> anyhow::Result<Option<(Schedule, String, Option<String>)>> {
     let out = mgr
         .exec_raw(
             &Cmd::new("docker service inspect --format '{{json .Spec.Labels}}' ")
@@ -120,22 +124,52 @@ async fn current(mgr: &dyn Transport) -> anyhow::Result<Option<(Schedule, String
     if schedule.every.is_empty() || schedule.to.is_empty() || schedule.image.is_empty() {
         return Ok(None);
     }
-    Ok(Some((schedule, get(labels::PUBLIC_KEY))))
+    let seal = Some(get(labels::SEAL)).filter(|s| sched::is_seal_secret(s));
+    Ok(Some((schedule, get(labels::PUBLIC_KEY), seal)))
 }
 
 /// Sets `schedule`: the service's key (kept when the swarm has it), its
 /// public half on every node, clusterkit's executable on the managers, the
 /// runner document (nodes at their mesh addresses, their host keys), the stack.
-/// `known_key` is the public key the running service's labels carry, if any.
+/// `known_key` is the public key the running service's labels carry, if any;
+/// `known_seal` the seal key's secret they name, kept when this machine has
+/// no seal key of its own (another operator's machine runs `up`).
 pub async fn apply(
     nodes: &[Arc<dyn Transport>],
     loaded: &Loaded,
     schedule: &Schedule,
     known_key: Option<String>,
+    known_seal: Option<String>,
     say: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<()> {
     let spec = &loaded.built.spec;
     let mgr = manager(nodes, loaded)?;
+    let dir = crate::backup::state_dir(loaded);
+    let local = clusterkit_core::backup::SealKey::load(&dir)?;
+    let seal_secret = match (local, known_seal) {
+        (None, Some(s)) if stack::secret_exists(mgr.as_ref(), &s).await? => s,
+        (local, _) => {
+            let key = match local {
+                Some(k) => k,
+                None => {
+                    let (k, _) = clusterkit_core::backup::SealKey::load_or_create(&dir)?;
+                    say(&format!(
+                        "backup: made the backup seal key {}: keep a copy off the cluster; restore needs it",
+                        dir.join(clusterkit_core::backup::SEAL_KEY_FILE).display()
+                    ));
+                    k
+                }
+            };
+            let name = sched::seal_secret(&key);
+            let hex = key.to_hex();
+            if stack::ensure_secret(mgr.as_ref(), &name, SecretValue::Given(&hex)).await? {
+                say(&format!(
+                    "backup: the seal key given to the service (secret {name})"
+                ));
+            }
+            name
+        }
+    };
     let secret_exists = stack::secret_exists(mgr.as_ref(), sched::KEY_SECRET).await?;
     let public_key = match known_key.filter(|k| secret_exists && !k.is_empty()) {
         Some(k) => k,
@@ -246,7 +280,7 @@ pub async fn apply(
         state,
     };
     let json = serde_json::to_string_pretty(&runner)?;
-    let files = sched::stack(schedule, &public_key, &json);
+    let files = sched::stack(schedule, &public_key, &seal_secret, &json);
     let deployed = stack::deploy(
         mgr.as_ref(),
         &StackDeploy {
@@ -360,7 +394,32 @@ async fn remove_key_secret(mgr: &dyn Transport) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `backup --schedule off`: the stack, its secret and the key lines go.
+/// Removes the seal key's secrets (one for each key ever given to the
+/// service; the key itself stays in the state directory), asked again for up
+/// to a minute while the stack's last task still holds one.
+async fn remove_seal_secrets(mgr: &dyn Transport) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let out = mgr
+            .exec(
+                &Cmd::new("docker secret ls -q --filter name=")
+                    .arg(sched::SEAL_SECRET_PREFIX)
+                    .push(" | xargs -r docker secret rm 2>&1 >/dev/null; docker secret ls -q --filter name=")
+                    .arg(sched::SEAL_SECRET_PREFIX),
+            )
+            .await?
+            .stdout_str();
+        if out.trim().is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!("removing the backup seal key's secrets: {}", out.trim());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// `backup --schedule off`: the stack, its secrets and the key lines go.
 fn off(loaded: &Loaded) -> anyhow::Result<u8> {
     let spec = &loaded.built.spec;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -369,6 +428,7 @@ fn off(loaded: &Loaded) -> anyhow::Result<u8> {
         let mgr = manager(&nodes, loaded)?;
         remove_stack(mgr.as_ref()).await?;
         remove_key_secret(mgr.as_ref()).await?;
+        remove_seal_secrets(mgr.as_ref()).await?;
         for (n, r) in fan_out(&nodes, 16, |t| authorize(t, None, spec)).await {
             if r? {
                 eprintln!("{n}: the backup service's key removed");
@@ -392,13 +452,18 @@ pub async fn refresh(
         return Ok(());
     };
     match current(mgr.as_ref()).await? {
-        Some((schedule, key)) => apply(nodes, loaded, &schedule, Some(key), say).await,
+        Some((schedule, key, seal)) => apply(nodes, loaded, &schedule, Some(key), seal, say).await,
         None => Ok(()),
     }
 }
 
-/// The newest backup under the schedule's destinations, by its manifest's time.
-fn newest(loaded: &Loaded, to: &[String]) -> anyhow::Result<Option<SystemTime>> {
+/// The newest backup under the schedule's destinations sealed with `seal`,
+/// by its manifest's time.
+fn newest(
+    loaded: &Loaded,
+    to: &[String],
+    seal: &clusterkit_core::backup::SealKey,
+) -> anyhow::Result<Option<SystemTime>> {
     let mut newest: Option<SystemTime> = None;
     for t in to {
         // Where `backup` writes for this cluster: DEST/CLUSTER/TIME.
@@ -406,7 +471,7 @@ fn newest(loaded: &Loaded, to: &[String]) -> anyhow::Result<Option<SystemTime>> 
         let Location::S3 { .. } = from else {
             continue;
         };
-        for f in crate::backup::find(loaded, &from.to_string(), true)? {
+        for f in crate::backup::find(loaded, &from.to_string(), true, Some(seal))? {
             if let Ok(at) = humantime::parse_rfc3339(&f.manifest.created) {
                 newest = newest.max(Some(at));
             }
@@ -451,6 +516,12 @@ pub fn run(runner: &Path) -> anyhow::Result<u8> {
         state_changed: false,
     };
     let me = std::env::var("CLUSTERKIT_RUNNER_NODE").unwrap_or_default();
+    let seal = std::fs::read_to_string(sched::SEAL_IN_TASK)
+        .with_context(|| format!("reading the backup seal key at {}", sched::SEAL_IN_TASK))
+        .and_then(|t| {
+            clusterkit_core::backup::SealKey::from_hex(&t)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", sched::SEAL_IN_TASK))
+        })?;
     let every = r.schedule.period();
     log(&format!(
         "backup every {} to {}, from {me}",
@@ -458,7 +529,7 @@ pub fn run(runner: &Path) -> anyhow::Result<u8> {
         r.schedule.to.join(", ")
     ));
     loop {
-        let wait = match newest(&loaded, &r.schedule.to) {
+        let wait = match newest(&loaded, &r.schedule.to, &seal) {
             Ok(n) => sched::wait(n, SystemTime::now(), every),
             Err(e) => {
                 log(&format!(
@@ -483,6 +554,7 @@ pub fn run(runner: &Path) -> anyhow::Result<u8> {
         let options = crate::backup::Options {
             strict: true,
             never: vec![me.clone()],
+            seal: Some(seal.clone()),
         };
         match crate::backup::backup_with(&loaded, &r.schedule.to, &options) {
             Ok(_) => log("backup taken"),

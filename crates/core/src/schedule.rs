@@ -23,6 +23,30 @@ pub const SERVICE: &str = "clusterkit-backup_runner";
 pub const KEY_SECRET: &str = "clusterkit-backup-ssh";
 /// Where the task finds that key.
 pub const KEY_IN_TASK: &str = "/run/secrets/clusterkit-backup-ssh";
+/// Where the task finds the key that seals its backups
+/// ([`crate::backup::SealKey`], from the Swarm secret [`seal_secret`] names).
+pub const SEAL_IN_TASK: &str = "/run/secrets/clusterkit-backup-seal";
+/// The start of the seal key's secret's name; [`seal_secret`] adds a hash.
+pub const SEAL_SECRET_PREFIX: &str = "clusterkit-backup-seal-";
+
+/// The Swarm secret holding `key` for the service: named after the key, so a
+/// new key makes a new secret (secrets cannot be changed) and the service rolls.
+pub fn seal_secret(key: &crate::backup::SealKey) -> String {
+    format!(
+        "{SEAL_SECRET_PREFIX}{}",
+        crate::names::content_hash(&key.to_hex())
+    )
+}
+
+/// Whether `name` (read from a service's labels) is a name [`seal_secret`] makes.
+pub fn is_seal_secret(name: &str) -> bool {
+    name.strip_prefix(SEAL_SECRET_PREFIX).is_some_and(|h| {
+        h.len() == 8
+            && h.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    })
+}
+
 /// Where the task finds its [`Runner`] document.
 pub const RUNNER_IN_TASK: &str = "/etc/clusterkit/runner.json";
 /// The clusterkit executable on each manager, mounted read-only in the task.
@@ -48,6 +72,8 @@ pub mod labels {
     pub const IMAGE: &str = "io.clusterkit.backup.image";
     /// The service's SSH public key (OpenSSH format).
     pub const PUBLIC_KEY: &str = "io.clusterkit.backup.public-key";
+    /// The Swarm secret holding the key that seals its backups.
+    pub const SEAL: &str = "io.clusterkit.backup.seal";
 }
 
 /// What `backup --schedule` sets.
@@ -130,10 +156,12 @@ pub fn runner_spec(spec: &ClusterSpec) -> ClusterSpec {
 }
 
 /// The `authorized_keys` line for the service's key: usable from the mesh's
-/// addresses only.
+/// addresses only, and `restrict`ed to commands and the forwards a backup
+/// uses (the S3 tunnel, the engine's socket): no terminal, agent, X11 or
+/// `~/.ssh/rc`.
 pub fn authorized_line(public_key: &str, spec: &ClusterSpec) -> String {
     format!(
-        "from=\"{}\",no-agent-forwarding,no-X11-forwarding {} clusterkit-backup@{}",
+        "restrict,port-forwarding,from=\"{}\" {} clusterkit-backup@{}",
         spec.mesh.cidr,
         public_key
             .split_whitespace()
@@ -183,7 +211,12 @@ pub fn wait(newest: Option<SystemTime>, now: SystemTime, every: Duration) -> Dur
 /// The stack: one replica on a manager, on the host's network (it speaks to
 /// the nodes' mesh addresses), the executable mounted from the node, the
 /// runner document as a Swarm config named by its content.
-pub fn stack(schedule: &Schedule, public_key: &str, runner_json: &str) -> StackFiles {
+pub fn stack(
+    schedule: &Schedule,
+    public_key: &str,
+    seal_secret: &str,
+    runner_json: &str,
+) -> StackFiles {
     let hash = {
         use sha2::{Digest, Sha256};
         hex::encode(&Sha256::digest(runner_json.as_bytes())[..6])
@@ -205,6 +238,7 @@ services:\n\
 \x20     - {{ type: bind, source: {BINARY}, target: /usr/local/bin/clusterkit, read_only: true }}\n\
 \x20   secrets:\n\
 \x20     - {{ source: backup-key, target: {KEY_SECRET}, mode: 0400 }}\n\
+\x20     - {{ source: seal-key, target: {seal_target}, mode: 0400 }}\n\
 \x20   configs:\n\
 \x20     - {{ source: runner-{hash}, target: {RUNNER_IN_TASK}, mode: 0444 }}\n\
 \x20   deploy:\n\
@@ -218,6 +252,7 @@ services:\n\
 \x20       {to_l}: {to}\n\
 \x20       {image_l}: {image}\n\
 \x20       {key_l}: {key}\n\
+\x20       {seal_l}: {seal}\n\
 networks:\n\
 \x20 hostnet:\n\
 \x20   external: true\n\
@@ -226,6 +261,9 @@ secrets:\n\
 \x20 backup-key:\n\
 \x20   external: true\n\
 \x20   name: {KEY_SECRET}\n\
+\x20 seal-key:\n\
+\x20   external: true\n\
+\x20   name: {seal}\n\
 configs:\n\
 \x20 runner-{hash}:\n\
 \x20   file: ./runner.json\n",
@@ -237,6 +275,9 @@ configs:\n\
         image_l = labels::IMAGE,
         key_l = labels::PUBLIC_KEY,
         key = q(public_key.trim()),
+        seal_l = labels::SEAL,
+        seal = q(seal_secret),
+        seal_target = SEAL_IN_TASK.trim_start_matches("/run/secrets/"),
     );
     StackFiles {
         compose,
@@ -293,7 +334,7 @@ mod tests {
         assert_eq!(
             l,
             format!(
-                "from=\"{}\",no-agent-forwarding,no-X11-forwarding ssh-ed25519 AAAAC3Nz clusterkit-backup@{}",
+                "restrict,port-forwarding,from=\"{}\" ssh-ed25519 AAAAC3Nz clusterkit-backup@{}",
                 spec.mesh.cidr, spec.name
             )
         );
@@ -330,8 +371,20 @@ mod tests {
             to: vec!["s3://clusterkit/backups".into()],
             image: DEFAULT_IMAGE.into(),
         };
-        let a = stack(&s, "ssh-ed25519 AAAA", "{\"a\":1}");
-        let b = stack(&s, "ssh-ed25519 AAAA", "{\"a\":2}");
+        let key = crate::backup::SealKey::from_hex(&"ab".repeat(32)).unwrap();
+        let seal = seal_secret(&key);
+        assert!(is_seal_secret(&seal), "{seal}");
+        for bad in [
+            "clusterkit-backup-seal-",
+            "clusterkit-backup-seal-ABCDEF01",
+            "x\ny: 1",
+            "clusterkit-backup-seal-0123456789",
+        ] {
+            assert!(!is_seal_secret(bad), "{bad}");
+        }
+        let a = stack(&s, "ssh-ed25519 AAAA", &seal, "{\"a\":1}");
+        let b = stack(&s, "ssh-ed25519 AAAA", &seal, "{\"a\":2}");
+        assert!(!a.compose.contains(&key.to_hex()));
         assert_ne!(a.compose, b.compose);
         assert_eq!(a.get("runner.json"), Some("{\"a\":1}"));
         insta::assert_snapshot!(a.compose);

@@ -77,10 +77,30 @@ impl State {
         dir.join(STATE_DIR).join("state.toml")
     }
 
+    /// Reads a state file's text, checking the values that reach the nodes
+    /// (node names, the engine's version): a state may come from a backup.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let state: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        for name in state.mesh_addresses.keys().chain(state.removed.keys()) {
+            crate::names::NodeName::new(name)
+                .map_err(|e| format!("node `{}`: {e}", crate::names::shown(name)))?;
+        }
+        if let Some(v) = &state.engine_version {
+            let ok = |c: char| c.is_ascii_alphanumeric() || ".+~:-".contains(c);
+            if v.is_empty() || v.len() > 64 || !v.chars().all(ok) {
+                return Err(format!(
+                    "engine_version `{}` is not a package version",
+                    crate::names::shown(v)
+                ));
+            }
+        }
+        Ok(state)
+    }
+
     /// Reads the state file; a missing file is an empty state.
     pub fn load(path: &Path) -> Result<Self, SpecError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| SpecError::Read {
+            Ok(text) => Self::parse(&text).map_err(|e| SpecError::Read {
                 path: path.display().to_string(),
                 source: std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
