@@ -20,12 +20,70 @@ fn doctor_finds_a_built_cluster_healthy_and_flags_an_mtu_too_large_for_the_path(
         "ok   node     OS, clocks, disk, ports and the address plan are fine on every node",
         "ok   mesh     6/6 pairs answer",
         "ok   mtu      a 1420-byte don't-fragment packet passes between every pair; overlays use 1370",
-        "ok   ports    the cluster's TCP ports (13 in all) are closed outside the mesh; 2377 and 7946 answer over it",
+        "ok   ports    the cluster's TCP ports (13 in all) are closed outside the mesh (IPv4 and IPv6); 2377 and 7946 answer over it",
         "ok   quorum   leader ",
         "ok   storage  healthy on 3 node(s), tolerates 1 loss(es)",
     ] {
         assert!(last.contains(line), "{line}: {last}");
     }
+
+    // Something on a cluster port of node2 (3000: Grafana's, free here) on
+    // every address: the firewall keeps it off IPv6 as off IPv4. Its IPv6
+    // rules flushed by hand: doctor names the port on node2's IPv6 address,
+    // and `up --only mesh` sees the drift and applies them again.
+    let node2 = format!("{}-node2", crate::sandbox::NAME);
+    let sh = |script: &str| {
+        let o = crate::sandbox::docker(&["exec", &node2, "sh", "-c", script]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let v6 = sh("ip -6 -o addr show dev eth0 scope global | awk '{print $4}' | cut -d/ -f1");
+    let v6 = v6.trim();
+    assert!(
+        v6.starts_with("fd00:172:29:250::"),
+        "node2 has no IPv6 address: {v6}"
+    );
+    crate::sandbox::docker(&[
+        "exec",
+        "-d",
+        &node2,
+        "python3",
+        "-m",
+        "http.server",
+        "3000",
+        "--bind",
+        "::",
+    ]);
+    sh("ip6tables -F CLUSTERKIT-MESH");
+    let mut drifted = String::new();
+    wait_for(
+        "doctor sees port 3000 open on IPv6",
+        std::time::Duration::from_secs(60),
+        || {
+            let out = ck(&["doctor", "-c", &config()]);
+            drifted = out.stdout;
+            out.code == 1
+        },
+    );
+    assert!(
+        drifted.contains(&format!(
+            "FAIL ports    answering outside the mesh: [{v6}]:3000 (node2)"
+        )),
+        "{drifted}"
+    );
+    let mesh = {
+        let _one = crate::sandbox::cluster_change();
+        ck(&["up", "--only", "mesh", "-c", &config()])
+    };
+    assert_eq!(mesh.code, 0, "{}{}", mesh.stdout, mesh.stderr);
+    let again = ck(&["doctor", "-c", &config()]);
+    sh("pkill -f 'http.server 3000'");
+    assert!(
+        again.stdout.contains("ok   ports    the cluster's TCP ports (13 in all) are closed outside the mesh (IPv4 and IPv6)"),
+        "{}{}",
+        again.stdout,
+        mesh.stderr
+    );
+
     let json = ck(&["doctor", "--json", "-c", &config()]);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
     assert_eq!(v["healthy"], true, "{}", json.stdout);

@@ -158,13 +158,64 @@ fn the_mesh_comes_back_after_a_power_cut_without_a_rerun() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    // The firewall came back too.
-    assert!(exec(
-        &format!("{NAME}-node2"),
-        "iptables -S INPUT | grep -q CLUSTERKIT-MESH"
-    )
-    .status
-    .success());
+    // The firewall came back too, for IPv4 and IPv6.
+    let node2 = format!("{NAME}-node2");
+    let sh = |script: &str| {
+        let out = exec(&node2, script);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert!(
+        std::path::Path::new("/proc/net/if_inet6").exists(),
+        "this machine's kernel has no IPv6: the IPv6 rules cannot be shown"
+    );
+    for family in ["iptables", "ip6tables"] {
+        let rules = sh(&format!(
+            "{family} -S INPUT; {family} -S DOCKER-USER; {family} -S CLUSTERKIT-MESH"
+        ));
+        for rule in [
+            "-A INPUT -j CLUSTERKIT-MESH",
+            "-A DOCKER-USER -j CLUSTERKIT-FWD",
+            "-A CLUSTERKIT-MESH -i wg0 -j RETURN",
+            "-A CLUSTERKIT-MESH -p tcp -m multiport --dports 2377,7946,3900,3901,3902,3903,9000,9001,9100,8080,9090,9093,3000 -j DROP",
+        ] {
+            assert!(rules.contains(rule), "{family}: {rule}:\n{rules}");
+        }
+    }
+    // The engine starts only behind the firewall: with the firewall's script
+    // failing, a restart of the engine fails and leaves it stopped.
+    assert!(
+        sh("systemctl show docker -p ExecStartPre")
+            .contains("/usr/local/lib/clusterkit/firewall.sh"),
+        "{}",
+        sh("systemctl cat docker")
+    );
+    let fw = "/usr/local/lib/clusterkit/firewall.sh";
+    sh(&format!(
+        "cp {fw} /root/firewall.sh.kept && printf '#!/bin/sh\\nexit 1\\n' > {fw}"
+    ));
+    let restart = exec(&node2, "systemctl restart docker");
+    let state = sh("systemctl is-active docker.service; true");
+    sh(&format!("cp /root/firewall.sh.kept {fw} && systemctl reset-failed docker.service; systemctl start docker.service"));
+    assert!(
+        !restart.status.success(),
+        "the engine started with its firewall failing"
+    );
+    assert_ne!(state.trim(), "active");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !sh("docker info -f '{{.ServerVersion}}' 2>&1; true")
+        .trim()
+        .starts_with(|c: char| c.is_ascii_digit())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node2's engine did not start again"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 #[test]

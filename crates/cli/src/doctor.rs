@@ -119,6 +119,25 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
         let mut exposed = Vec::new();
         let mut mesh_closed = false;
         let names: Vec<String> = nodes.iter().map(|t| t.node().to_string()).collect();
+        // Each node's global IPv6 addresses: probed too, the firewall must
+        // close the ports there as on the address clusterkit reaches.
+        let mut v6: std::collections::BTreeMap<String, Vec<std::net::Ipv6Addr>> = Default::default();
+        for (n, r) in fan_out(&nodes, 16, |t| async move {
+            t.exec_raw(&Cmd::new("ip -6 -o addr show scope global 2>/dev/null | awk '{print $4}'"), None).await
+        })
+        .await
+        {
+            let found = r.map(|o| {
+                o.stdout_str()
+                    .split_whitespace()
+                    .filter_map(|a| a.split('/').next()?.parse().ok())
+                    .collect()
+            });
+            v6.insert(n, found.unwrap_or_default());
+        }
+        let v6 = &v6;
+        let probed_v6 = std::sync::atomic::AtomicUsize::new(0);
+        let probed_v6 = &probed_v6;
         let probes = fan_out(&nodes, 16, |t| {
             // Each node probes its neighbour's own address, every port at once.
             let i = names.iter().position(|n| n == t.node()).unwrap_or(0);
@@ -131,12 +150,20 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
                 let Some(target) = target else {
                     return Ok(None);
                 };
-                // And the swarm's own ports must answer over the mesh.
+                // Its address and its IPv6 ones; the swarm's own ports must
+                // answer over the mesh.
+                let mut addrs = vec![target.ssh.host.clone()];
+                for a in v6.get(target.name.as_str()).into_iter().flatten() {
+                    if !addrs.contains(&a.to_string()) {
+                        addrs.push(a.to_string());
+                        probed_v6.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 let script = format!(
-                    "command -v bash >/dev/null || exit 3; for p in {}; do ( timeout 2 bash -c \"</dev/tcp/{}/$p\" 2>/dev/null && echo $p ) & done; \
+                    "command -v bash >/dev/null || exit 3; for a in {}; do for p in {}; do ( timeout 2 bash -c \"</dev/tcp/$a/$p\" 2>/dev/null && echo \"$a|$p\" ) & done; done; \
                      for p in 2377 7946; do ( timeout 2 bash -c \"</dev/tcp/{}/$p\" 2>/dev/null || echo mesh-closed:$p ) & done; wait",
+                    addrs.iter().map(|a| clusterkit_core::transport::quote(a)).collect::<Vec<_>>().join(" "),
                     ports.iter().map(u16::to_string).collect::<Vec<_>>().join(" "),
-                    target.ssh.host,
                     target.mesh_address
                 );
                 t.exec_raw(&Cmd::new(script), None)
@@ -158,7 +185,14 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
                                 "{}:{port} ({}) does not answer over the mesh from {n}: the swarm needs it (is the engine running there? `clusterkit up --only swarm`)",
                                 target.mesh_address, target.name
                             )) }
-                            None => exposed.push(format!("{}:{p} ({})", target.ssh.host, target.name)),
+                            None => {
+                                let (a, port) = p.split_once('|').unwrap_or((p, ""));
+                                exposed.push(format!(
+                                    "{} ({})",
+                                    clusterkit_core::names::host_port(a, port),
+                                    target.name
+                                ))
+                            }
                         }
                     }
                 }
@@ -166,7 +200,12 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
             }
         }
         if exposed.is_empty() && !mesh_closed {
-            add(Level::Ok, "ports", format!("the cluster's TCP ports ({} in all) are closed outside the mesh; 2377 and 7946 answer over it", ports.len()));
+            let families = if probed_v6.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                " (IPv4 and IPv6)"
+            } else {
+                ""
+            };
+            add(Level::Ok, "ports", format!("the cluster's TCP ports ({} in all) are closed outside the mesh{families}; 2377 and 7946 answer over it", ports.len()));
         } else if !exposed.is_empty() {
             add(Level::Fail, "ports", format!(
                 "answering outside the mesh: {} (`clusterkit up --only mesh` re-applies the firewall)",

@@ -160,6 +160,21 @@ pub fn content_hash(text: &str) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..4])
 }
 
+/// `host:port` as addresses are written (an endpoint, an SSH target, a
+/// message): an IPv6 address in brackets, `[2001:db8::1]:22`.
+///
+/// ```
+/// assert_eq!(clusterkit_core::names::host_port("2001:db8::1", 22), "[2001:db8::1]:22");
+/// assert_eq!(clusterkit_core::names::host_port("10.0.0.1", 22), "10.0.0.1:22");
+/// ```
+pub fn host_port(host: &str, port: impl std::fmt::Display) -> String {
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// A value as an error shows it: control characters escaped, cut at 60.
 pub(crate) fn shown(s: &str) -> String {
     let mut out: String = s.chars().take(60).flat_map(char::escape_debug).collect();

@@ -126,7 +126,7 @@ pub fn plan(spec: &ClusterSpec) -> ClusterPlan {
                 name: n.name.clone(),
                 ssh: n.ssh.to_string(),
                 mesh_address: n.mesh_address,
-                endpoint: format!("{}:{}", n.ssh.host, spec.mesh.port),
+                endpoint: crate::names::host_port(&n.ssh.host, spec.mesh.port),
                 role: n.role,
                 peers: others,
                 services,

@@ -119,9 +119,19 @@ pub struct SshTarget {
 
 impl std::fmt::Display for SshTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}:{}", self.user, self.host, self.port)?;
+        write!(
+            f,
+            "{}@{}",
+            self.user,
+            crate::names::host_port(&self.host, self.port)
+        )?;
         if let Some(j) = &self.jump {
-            write!(f, " via {}@{}:{}", j.user, j.host, j.port)?;
+            write!(
+                f,
+                " via {}@{}",
+                j.user,
+                crate::names::host_port(&j.host, j.port)
+            )?;
         }
         Ok(())
     }

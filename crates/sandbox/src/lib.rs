@@ -243,6 +243,13 @@ fn each_node<T: Send>(
     }
 }
 
+/// The sandbox network's IPv6 subnet: a unique local /64 made of the IPv4
+/// subnet's numbers, `172.29.250.0/24` → `fd00:172:29:250::/64`.
+pub fn ipv6_subnet(v4: ipnet::Ipv4Net) -> String {
+    let [a, b, c, _] = v4.network().octets();
+    format!("fd00:{a}:{b}:{c}::/64")
+}
+
 /// Creates (or completes, or just checks) a sandbox and writes its files.
 ///
 /// Idempotent: existing nodes are kept (started if stopped), missing ones are
@@ -288,8 +295,13 @@ pub fn up(cfg: &SandboxConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<Summa
         let subnet = inspect(
             "network",
             &network,
-            "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+            "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
         )?;
+        let subnet = subnet
+            .split_whitespace()
+            .find(|s| !s.contains(':'))
+            .unwrap_or_default()
+            .to_string();
         if subnet != cfg.subnet.to_string() {
             return Err(Error::Conflict(format!(
                 "network {network} exists with subnet {subnet}, not {}: pass --subnet {subnet}, or `clusterkit sandbox down --name {}` first",
@@ -297,11 +309,19 @@ pub fn up(cfg: &SandboxConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<Summa
             )));
         }
     } else {
-        progress(&format!("creating network {network} ({})", cfg.subnet));
+        let v6 = ipv6_subnet(cfg.subnet);
+        progress(&format!(
+            "creating network {network} ({}, {v6})",
+            cfg.subnet
+        ));
         let gateway = Ipv4Addr::from(u32::from(cfg.subnet.network()) + 1);
+        // IPv6 too (a unique local prefix made of the IPv4 subnet's numbers):
+        // nodes have an address of each family, as servers often do, so the
+        // firewall and `doctor` are tried on both.
         docker(&[
             "network", "create", "--driver", "bridge",
             "--subnet", &cfg.subnet.to_string(), "--gateway", &gateway.to_string(),
+            "--ipv6", "--subnet", &v6,
             "--label", &format!("{LABEL}={}", cfg.name), &network,
         ])
         .map_err(|e| match e {

@@ -30,6 +30,11 @@ use crate::model::{NodeMesh, Peer, WgPublicKey};
 pub const USERSPACE_PATH: &str = "/usr/local/bin/clusterkit-wg-userspace";
 const FIREWALL_SCRIPT: &str = "/usr/local/lib/clusterkit/firewall.sh";
 const FIREWALL_UNIT_PATH: &str = "/etc/systemd/system/clusterkit-firewall.service";
+const ENGINE_DROPIN_PATH: &str = "/etc/systemd/system/docker.service.d/clusterkit-firewall.conf";
+/// The node's mesh address, one line, readable by all: what the host-network
+/// exporters bind to (their entrypoints read it), so they listen on the mesh
+/// only, not on every address the node has.
+pub const MESH_ADDRESS_PATH: &str = "/etc/clusterkit/mesh-address";
 
 /// Errors of the mesh.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +111,12 @@ pub async fn ensure_key(t: &dyn Transport, interface: &str) -> Result<WgPublicKe
     })
 }
 
+/// A peer's `Endpoint`: `host:port`, an IPv6 address in brackets
+/// (`[2001:db8::1]:51820`), as wg and wg-quick read it.
+pub fn endpoint(host: &str, port: u16) -> String {
+    clusterkit_core::names::host_port(host, port)
+}
+
 /// Every node's interface and peers, from the spec and the nodes' public keys (pure).
 pub fn plan(spec: &ClusterSpec, keys: &BTreeMap<String, WgPublicKey>) -> Vec<NodeMesh> {
     let peers: Vec<Peer> = spec
@@ -116,7 +127,7 @@ pub fn plan(spec: &ClusterSpec, keys: &BTreeMap<String, WgPublicKey>) -> Vec<Nod
                 name: n.name.to_string(),
                 public_key: k.clone(),
                 mesh_address: n.mesh_address,
-                endpoint: format!("{}:{}", n.ssh.host, spec.mesh.port),
+                endpoint: endpoint(&n.ssh.host, spec.mesh.port.get()),
                 keepalive: spec.mesh.keepalive,
             })
         })
@@ -305,14 +316,36 @@ pub async fn apply_node(
             owner: None,
         })
         .await?;
-    change.firewall = a == UploadOutcome::Written || b == UploadOutcome::Written;
-    reload |= b == UploadOutcome::Written;
+    let c = t
+        .upload(&Upload {
+            content: render::ENGINE_DROPIN.as_bytes(),
+            path: ENGINE_DROPIN_PATH,
+            mode: 0o644,
+            owner: None,
+        })
+        .await?;
+    change.firewall = [a, b, c].contains(&UploadOutcome::Written);
+    reload |= b == UploadOutcome::Written || c == UploadOutcome::Written;
     if reload {
         t.exec(&Cmd::new("systemctl daemon-reload")).await?;
+    }
+    if !change.firewall {
+        // Files unchanged: the rules themselves may not be (drift).
+        let check = t.exec_raw(&Cmd::new(render::FIREWALL_CHECK), None).await?;
+        change.firewall = check.status != 0;
     }
     if change.firewall {
         t.exec(&Cmd::new("systemctl enable clusterkit-firewall.service >/dev/null 2>&1; systemctl restart clusterkit-firewall.service")).await?;
     }
+
+    let address = format!("{}\n", m.address);
+    t.upload(&Upload {
+        content: address.as_bytes(),
+        path: MESH_ADDRESS_PATH,
+        mode: 0o644,
+        owner: None,
+    })
+    .await?;
 
     let conf = render::wg_quick(m);
     let old = t
@@ -710,16 +743,14 @@ pub async fn down(t: &dyn Transport, interface: &str, purge: bool) -> Result<(),
          ip link del {iface} >/dev/null 2>&1 || true\n\
          rm -rf /etc/systemd/system/wg-quick@{iface}.service.d/clusterkit.conf\n\
          systemctl disable clusterkit-firewall.service >/dev/null 2>&1 || true\n\
-         rm -f {unit} {fw}\n\
-         if command -v iptables >/dev/null 2>&1; then\n\
-         \x20 while iptables -D INPUT -j CLUSTERKIT-MESH 2>/dev/null; do :; done\n\
-         \x20 iptables -F CLUSTERKIT-MESH 2>/dev/null || true\n\
-         \x20 iptables -X CLUSTERKIT-MESH 2>/dev/null || true\n\
-         fi\n\
-         if command -v nft >/dev/null 2>&1; then nft delete table inet clusterkit 2>/dev/null || true; fi\n",
+         rm -f {unit} {fw} {dropin} {address}\n\
+         {firewall_down}",
         iface = interface,
         unit = FIREWALL_UNIT_PATH,
         fw = FIREWALL_SCRIPT,
+        dropin = ENGINE_DROPIN_PATH,
+        address = MESH_ADDRESS_PATH,
+        firewall_down = render::FIREWALL_DOWN,
     );
     if purge {
         script.push_str(&format!(

@@ -106,30 +106,39 @@ pub const MESH_ONLY_UDP: &[u16] = &[7946, 4789];
 /// INPUT chain never sees them: a second chain, jumped to from `DOCKER-USER`
 /// (the chain the engine leaves to its users), drops connections whose
 /// original destination port is one of the cluster's unless they came over
-/// the mesh.
-/// Idempotent: the chain is rebuilt each time. iptables where present, else nftables.
+/// the mesh. The same rules for IPv6 (`ip6tables`) wherever the kernel has
+/// IPv6: a node with a public IPv6 address is closed there too, and a failure
+/// to close it fails the script (and so the engine's start, see
+/// [`ENGINE_DROPIN`]).
+/// Idempotent: the chains are rebuilt each time. iptables where present, else
+/// nftables (an `inet` table: both families).
 pub fn firewall_script(interface: &str) -> String {
     let tcp = MESH_ONLY_TCP.iter().map(u16::to_string).collect::<Vec<_>>();
     let udp = MESH_ONLY_UDP.iter().map(u16::to_string).collect::<Vec<_>>();
     format!(
         "#!/bin/sh\n\
-         # Written by clusterkit: the cluster's ports answer over the mesh ({iface}) only.\n\
+         # Written by clusterkit: the cluster's ports answer over the mesh ({iface}) only, IPv4 and IPv6.\n\
          set -e\n\
-         if command -v iptables >/dev/null 2>&1; then\n\
-         \x20 iptables -N CLUSTERKIT-MESH 2>/dev/null || iptables -F CLUSTERKIT-MESH\n\
-         \x20 iptables -A CLUSTERKIT-MESH -i lo -j RETURN\n\
-         \x20 iptables -A CLUSTERKIT-MESH -i {iface} -j RETURN\n\
-         \x20 iptables -A CLUSTERKIT-MESH -i docker_gwbridge -j RETURN\n\
-         \x20 iptables -A CLUSTERKIT-MESH -p tcp -m multiport --dports {tcp} -j DROP\n\
-         \x20 iptables -A CLUSTERKIT-MESH -p udp -m multiport --dports {udp} -j DROP\n\
-         \x20 iptables -C INPUT -j CLUSTERKIT-MESH 2>/dev/null || iptables -I INPUT -j CLUSTERKIT-MESH\n\
+         rules() {{\n\
+         \x20 t=$1\n\
+         \x20 $t -N CLUSTERKIT-MESH 2>/dev/null || $t -F CLUSTERKIT-MESH\n\
+         \x20 $t -A CLUSTERKIT-MESH -i lo -j RETURN\n\
+         \x20 $t -A CLUSTERKIT-MESH -i {iface} -j RETURN\n\
+         \x20 $t -A CLUSTERKIT-MESH -i docker_gwbridge -j RETURN\n\
+         \x20 $t -A CLUSTERKIT-MESH -p tcp -m multiport --dports {tcp} -j DROP\n\
+         \x20 $t -A CLUSTERKIT-MESH -p udp -m multiport --dports {udp} -j DROP\n\
+         \x20 $t -C INPUT -j CLUSTERKIT-MESH 2>/dev/null || $t -I INPUT -j CLUSTERKIT-MESH\n\
          \x20 # Ports published by containers are DNAT-ed and forwarded: INPUT never sees them.\n\
-         \x20 iptables -N CLUSTERKIT-FWD 2>/dev/null || iptables -F CLUSTERKIT-FWD\n\
-         \x20 for i in lo {iface} docker_gwbridge docker0; do iptables -A CLUSTERKIT-FWD -i \"$i\" -j RETURN; done\n\
-         \x20 for p in {tcp_s}; do iptables -A CLUSTERKIT-FWD -p tcp -m conntrack --ctstate DNAT --ctorigdstport \"$p\" -j DROP; done\n\
-         \x20 for p in {udp_s}; do iptables -A CLUSTERKIT-FWD -p udp -m conntrack --ctstate DNAT --ctorigdstport \"$p\" -j DROP; done\n\
-         \x20 iptables -N DOCKER-USER 2>/dev/null || true\n\
-         \x20 iptables -C DOCKER-USER -j CLUSTERKIT-FWD 2>/dev/null || iptables -I DOCKER-USER -j CLUSTERKIT-FWD\n\
+         \x20 $t -N CLUSTERKIT-FWD 2>/dev/null || $t -F CLUSTERKIT-FWD\n\
+         \x20 for i in lo {iface} docker_gwbridge docker0; do $t -A CLUSTERKIT-FWD -i \"$i\" -j RETURN; done\n\
+         \x20 for p in {tcp_s}; do $t -A CLUSTERKIT-FWD -p tcp -m conntrack --ctstate DNAT --ctorigdstport \"$p\" -j DROP; done\n\
+         \x20 for p in {udp_s}; do $t -A CLUSTERKIT-FWD -p udp -m conntrack --ctstate DNAT --ctorigdstport \"$p\" -j DROP; done\n\
+         \x20 $t -N DOCKER-USER 2>/dev/null || true\n\
+         \x20 $t -C DOCKER-USER -j CLUSTERKIT-FWD 2>/dev/null || $t -I DOCKER-USER -j CLUSTERKIT-FWD\n\
+         }}\n\
+         if command -v iptables >/dev/null 2>&1; then\n\
+         \x20 rules iptables\n\
+         \x20 if [ -e /proc/net/if_inet6 ]; then rules ip6tables; fi\n\
          else\n\
          \x20 nft add table inet clusterkit\n\
          \x20 nft 'add chain inet clusterkit input {{ type filter hook input priority -10 ; }}'\n\
@@ -151,6 +160,28 @@ pub fn firewall_script(interface: &str) -> String {
     )
 }
 
+/// Exits non-zero when the firewall's rules are not in place (a chain
+/// flushed or a jump deleted by hand, another tool's restart): `up` then
+/// applies them again even though its files did not change.
+pub const FIREWALL_CHECK: &str = "if command -v iptables >/dev/null 2>&1; then\n\
+    \x20 iptables -C INPUT -j CLUSTERKIT-MESH 2>/dev/null && iptables -C DOCKER-USER -j CLUSTERKIT-FWD 2>/dev/null \
+    && iptables -S CLUSTERKIT-MESH 2>/dev/null | grep -q -- '-j DROP' || exit 1\n\
+    \x20 if [ -e /proc/net/if_inet6 ]; then ip6tables -C INPUT -j CLUSTERKIT-MESH 2>/dev/null && ip6tables -C DOCKER-USER -j CLUSTERKIT-FWD 2>/dev/null \
+    && ip6tables -S CLUSTERKIT-MESH 2>/dev/null | grep -q -- '-j DROP' || exit 1; fi\n\
+    else\n\
+    \x20 nft list chain inet clusterkit input 2>/dev/null | grep -q drop || exit 1\n\
+    fi\n";
+
+/// Takes the firewall down (both families, both chains and their jumps, the
+/// nftables table): what `wg down` runs.
+pub const FIREWALL_DOWN: &str = "for t in iptables ip6tables; do\n\
+    \x20 command -v $t >/dev/null 2>&1 || continue\n\
+    \x20 while $t -D INPUT -j CLUSTERKIT-MESH 2>/dev/null; do :; done\n\
+    \x20 while $t -D DOCKER-USER -j CLUSTERKIT-FWD 2>/dev/null; do :; done\n\
+    \x20 for c in CLUSTERKIT-MESH CLUSTERKIT-FWD; do $t -F $c 2>/dev/null || true; $t -X $c 2>/dev/null || true; done\n\
+    done\n\
+    if command -v nft >/dev/null 2>&1; then nft delete table inet clusterkit 2>/dev/null || true; fi\n";
+
 /// The systemd unit applying [`firewall_script`] at every boot, before the mesh and the engine.
 pub const FIREWALL_UNIT: &str = "[Unit]\n\
     Description=clusterkit firewall: cluster ports over the mesh only\n\
@@ -164,6 +195,19 @@ pub const FIREWALL_UNIT: &str = "[Unit]\n\
     ExecStart=/usr/local/lib/clusterkit/firewall.sh\n\n\
     [Install]\n\
     WantedBy=multi-user.target\n";
+
+/// The Docker Engine's drop-in: the firewall is applied again right before
+/// the engine starts, and a failure stops the engine from starting, so it
+/// never listens on the cluster's ports with them open to the world (a unit
+/// `Requires=` would also restart the engine each time the firewall's rules
+/// change; this does not).
+pub const ENGINE_DROPIN: &str =
+    "# Written by clusterkit: the engine starts only behind the mesh's firewall.\n\
+    [Unit]\n\
+    Wants=clusterkit-firewall.service\n\
+    After=clusterkit-firewall.service\n\n\
+    [Service]\n\
+    ExecStartPre=/usr/local/lib/clusterkit/firewall.sh\n";
 
 /// The drop-in that lets wg-quick fall back to clusterkit's userspace implementation.
 pub fn userspace_dropin(binary: &str) -> String {

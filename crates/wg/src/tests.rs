@@ -43,6 +43,59 @@ fn firewall_script() {
 }
 
 #[test]
+fn the_firewall_scripts_parse_and_down_undoes_every_chain_up_makes() {
+    let up = render::firewall_script("wg0");
+    for script in [up.as_str(), render::FIREWALL_DOWN, render::FIREWALL_CHECK] {
+        let out = std::process::Command::new("sh")
+            .args(["-n", "-c", script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every chain and jump `rules` adds (for each family) is taken out again.
+    for made in [
+        "-N CLUSTERKIT-MESH",
+        "-I INPUT -j CLUSTERKIT-MESH",
+        "-N CLUSTERKIT-FWD",
+        "-I DOCKER-USER -j CLUSTERKIT-FWD",
+    ] {
+        assert!(up.contains(&format!("$t {made}")), "{made}");
+    }
+    for undone in [
+        "-D INPUT -j CLUSTERKIT-MESH",
+        "-D DOCKER-USER -j CLUSTERKIT-FWD",
+        "-X $c",
+    ] {
+        assert!(
+            render::FIREWALL_DOWN.contains(&format!("$t {undone}")),
+            "{undone}"
+        );
+    }
+    assert!(render::FIREWALL_DOWN.contains("for t in iptables ip6tables"));
+    assert!(up.contains("rules ip6tables"));
+    assert!(render::ENGINE_DROPIN.contains("ExecStartPre=/usr/local/lib/clusterkit/firewall.sh"));
+}
+
+#[test]
+fn an_ipv6_host_is_a_bracketed_endpoint() {
+    assert_eq!(endpoint("2001:db8::1", 51820), "[2001:db8::1]:51820");
+    assert_eq!(endpoint("192.168.1.1", 51820), "192.168.1.1:51820");
+    assert_eq!(
+        endpoint("node1.example.org", 51820),
+        "node1.example.org:51820"
+    );
+    let mut s = spec(2);
+    s.nodes[1].ssh.host = "2001:db8::2".into();
+    let m = &plan(&s, &keys(2))[0];
+    assert!(render::wg_quick(m).contains("Endpoint = [2001:db8::2]:51820\n"));
+    assert!(render::sync_peers_script(m).contains(" [2001:db8::2]:51820 "));
+}
+
+#[test]
 fn key_validation() {
     assert!(WgPublicKey::parse("not a key").is_err());
     assert!(WgPublicKey::parse(&format!("{}=", "A".repeat(43))).is_ok());

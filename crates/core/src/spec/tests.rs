@@ -377,3 +377,12 @@ fn hostile_descriptions_are_each_refused_at_their_place() {
     }
     insta::assert_snapshot!("hostile_descriptions", table);
 }
+
+#[test]
+fn ipv6_hosts_are_accepted_and_written_in_brackets() {
+    let b = ini("[servers]\nnode1 ansible_host=2001:db8::1\nnode2 ansible_host=2001:db8::2 ansible_port=2222\nnode3 ansible_host=192.168.1.3\n").unwrap();
+    let p = crate::plan::plan(&b.spec);
+    assert_eq!(p.nodes[0].endpoint, "[2001:db8::1]:51820");
+    assert_eq!(p.nodes[2].endpoint, "192.168.1.3:51820");
+    assert_eq!(b.spec.nodes[1].ssh.to_string(), "root@[2001:db8::2]:2222");
+}

@@ -174,7 +174,7 @@ impl SshSession {
             .as_ref()
             .map(|c| super::ssh_config::apply(target, c));
         let target = resolved.as_ref().unwrap_or(target);
-        let addr = format!("{}:{}", target.host, target.port);
+        let addr = crate::names::host_port(&target.host, target.port);
         let mut last = String::new();
         for attempt in 1..=opts.attempts.max(1) {
             if attempt > 1 {
@@ -202,7 +202,7 @@ impl SshSession {
         target: &SshTarget,
         opts: &SshOptions,
     ) -> Result<Self, Retry> {
-        let addr = format!("{}:{}", target.host, target.port);
+        let addr = crate::names::host_port(&target.host, target.port);
         // The recorded key's type first (a server with several keys shows
         // that one); an unreadable file is reported by the key check itself.
         let recorded = known_hosts::recorded(&opts.known_hosts, &target.host, target.port.get())
@@ -454,7 +454,7 @@ async fn authenticate(
     node: &str,
     target: &SshTarget,
 ) -> Result<(), Retry> {
-    let addr = format!("{}:{}", target.host, target.port);
+    let addr = crate::names::host_port(&target.host, target.port);
     let mut tried = Vec::new();
     let rsa_hash = handle
         .best_supported_rsa_hash()
@@ -546,7 +546,7 @@ impl Transport for SshSession {
     }
 
     fn addr(&self) -> String {
-        format!("{}:{}", self.target.host, self.target.port)
+        crate::names::host_port(&self.target.host, self.target.port)
     }
 
     async fn exec_raw(
