@@ -184,9 +184,13 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
             || {
                 replicas = prometheus_nodes("node1");
                 replicas.len() == 2
-                    && replicas
-                        .iter()
-                        .all(|n| sh(n, "curl -sf localhost:9090/-/ready").contains("Ready"))
+                    && replicas.iter().all(|n| {
+                        sh(
+                        n,
+                        "curl -sf -K /etc/clusterkit/monitoring/api.curl localhost:9090/-/ready",
+                    )
+                    .contains("Ready")
+                    })
             },
         );
         assert_ne!(replicas[0], replicas[1], "{replicas:?}");
@@ -204,7 +208,7 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
             || {
                 let v: serde_json::Value = serde_json::from_str(&sh(
                     &other,
-                    "curl -s -G localhost:9090/api/v1/query --data-urlencode 'query=up{job=\"node\"} == 1'",
+                    "curl -s -G -K /etc/clusterkit/monitoring/api.curl localhost:9090/api/v1/query --data-urlencode 'query=up{job=\"node\"} == 1'",
                 ))
                 .unwrap_or_default();
                 v["status"] == "success"
@@ -222,7 +226,7 @@ fn a_roll_keeps_serving_monitoring_survives_a_lost_node_removed_then_replaced() 
                     .iter()
                     .filter(|n| **n != victim)
                     .any(|n| {
-                        let alerts = sh(n, "curl -sf localhost:9093/api/v2/alerts");
+                        let alerts = sh(n, "curl -sf -K /etc/clusterkit/monitoring/api.curl localhost:9093/api/v2/alerts");
                         alerts.contains("\"alertname\":\"NodeDown\"")
                             && alerts.contains(&format!("\"{victim}\""))
                     })

@@ -106,7 +106,10 @@ fn exec(node: &str, script: &str) -> String {
 
 /// Asks the Prometheus API on the node running it.
 fn api(node: &str, path: &str) -> serde_json::Value {
-    let body = exec(node, &format!("curl -sf 'http://localhost:9090{path}'"));
+    let body = exec(
+        node,
+        &format!("curl -sf -K /etc/clusterkit/monitoring/api.curl 'http://localhost:9090{path}'"),
+    );
     serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
 }
 
@@ -166,7 +169,12 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
         )
         .trim()
         .to_string();
-        !prom.is_empty() && exec(&prom, "curl -sf localhost:9090/-/ready").contains("Ready")
+        !prom.is_empty()
+            && exec(
+                &prom,
+                "curl -sf -K /etc/clusterkit/monitoring/api.curl localhost:9090/-/ready",
+            )
+            .contains("Ready")
     });
     let took = wait_for(
         "every node-exporter is an up target",
@@ -178,6 +186,14 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
         },
     );
     eprintln!("3 node-exporters up in Prometheus {took:?} after it was ready");
+    // Each listens on its node's mesh address only, not on every address.
+    for i in 1..=3 {
+        let listening = exec(
+            &format!("node{i}"),
+            "ss -Hltn 'sport = :9100' | awk '{print $4}'",
+        );
+        assert_eq!(listening.trim(), format!("10.0.0.{i}:9100"), "node{i}");
+    }
 
     // A service with the scrape labels is found with no change to the config.
     crate::swarm::web_image();
@@ -202,6 +218,41 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
     let v = api(&prom, "/api/v1/query?query=ck_test_up");
     assert_eq!(v["data"]["result"][0]["value"][1], "1", "{v}");
 
+    // An application container on the same overlay can neither read nor
+    // delete Prometheus's series nor silence Alertmanager: both ask for the
+    // monitoring API's password (clusterkit's own questions above had it).
+    let _ = exec("node1", "docker service rm ck-probe >/dev/null 2>&1");
+    let probe = exec(
+        "node1",
+        "docker service create -d --quiet --name ck-probe --network clusterkit --mode replicated-job \
+         --restart-condition none ck/py:1 python3 -c \"import base64; exec(base64.b64decode('aW1wb3J0IHVybGxpYi5yZXF1ZXN0IGFzIHUsIHVybGxpYi5lcnJvciBhcyBlCmRlZiBjb2RlKG1ldGhvZCwgdXJsLCBib2R5PU5vbmUpOgogICAgdHJ5OgogICAgICAgIHIgPSB1LnVybG9wZW4odS5SZXF1ZXN0KHVybCwgZGF0YT1ib2R5LCBtZXRob2Q9bWV0aG9kLCBoZWFkZXJzPXsiQ29udGVudC1UeXBlIjogImFwcGxpY2F0aW9uL2pzb24ifSksIHRpbWVvdXQ9MTApCiAgICAgICAgcmV0dXJuIHIuc3RhdHVzCiAgICBleGNlcHQgZS5IVFRQRXJyb3IgYXMgeDoKICAgICAgICByZXR1cm4geC5jb2RlCiAgICBleGNlcHQgRXhjZXB0aW9uIGFzIHg6CiAgICAgICAgcmV0dXJuIHR5cGUoeCkuX19uYW1lX18KcHJpbnQoInF1ZXJ5IiwgY29kZSgiR0VUIiwgImh0dHA6Ly90YXNrcy5wcm9tZXRoZXVzOjkwOTAvYXBpL3YxL3F1ZXJ5P3F1ZXJ5PXVwIikpCnByaW50KCJkZWxldGUiLCBjb2RlKCJQT1NUIiwgImh0dHA6Ly90YXNrcy5wcm9tZXRoZXVzOjkwOTAvYXBpL3YxL2FkbWluL3RzZGIvZGVsZXRlX3Nlcmllcz9tYXRjaFtdPXVwIiwgYiIiKSkKcHJpbnQoInNpbGVuY2UiLCBjb2RlKCJQT1NUIiwgImh0dHA6Ly90YXNrcy5hbGVydG1hbmFnZXI6OTA5My9hcGkvdjIvc2lsZW5jZXMiLCBiJ3sibWF0Y2hlcnMiOlt7Im5hbWUiOiJhbGVydG5hbWUiLCJ2YWx1ZSI6IldhdGNoZG9nIiwiaXNSZWdleCI6ZmFsc2V9XSwic3RhcnRzQXQiOiIyMDIwLTAxLTAxVDAwOjAwOjAwWiIsImVuZHNBdCI6IjIwOTktMDEtMDFUMDA6MDA6MDBaIiwiY3JlYXRlZEJ5IjoiYXBwIiwiY29tbWVudCI6ImFwcCJ9JykpCnByaW50KCJkb25lIikK'))\" >/dev/null && echo created",
+    );
+    assert!(probe.contains("created"), "{probe}");
+    let mut said = String::new();
+    wait_for("the probe's answers", Duration::from_secs(120), || {
+        said = exec("node1", "docker service logs --raw ck-probe 2>/dev/null");
+        said.contains("done")
+    });
+    let _ = exec("node1", "docker service rm ck-probe >/dev/null 2>&1");
+    assert_eq!(
+        said.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>(),
+        ["query 401", "delete 401", "silence 401", "done"],
+        "{said}"
+    );
+    let pw = exec(&prom, "cat /etc/clusterkit/monitoring/api-password");
+    let shown = ck(&["monitor", "password", "--api", "-c", &config()]);
+    assert_eq!(shown.stdout.trim(), pw.trim());
+    assert_eq!(
+        exec(&prom, "stat -c %a /etc/clusterkit/monitoring/api-password /etc/clusterkit/monitoring/api.curl"),
+        "600\n600\n"
+    );
+    for out in [&first.stdout, &first.stderr, &again.stdout, &again.stderr] {
+        assert!(
+            !out.contains(pw.trim()),
+            "the monitoring API's password was printed"
+        );
+    }
+
     // Every rule's expression runs; the node ones return series.
     // The files `monitor up` deployed, from the manager it deployed from.
     let rules = exec(
@@ -216,7 +267,7 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
     for e in exprs {
         let q = exec(
             &prom,
-            &format!("curl -s -G localhost:9090/api/v1/query --data-urlencode 'query={e}'"),
+            &format!("curl -s -G -K /etc/clusterkit/monitoring/api.curl localhost:9090/api/v1/query --data-urlencode 'query={e}'"),
         );
         let v: serde_json::Value = serde_json::from_str(&q).unwrap_or_default();
         assert_eq!(v["status"], "success", "{e}: {q}");
@@ -228,7 +279,7 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
     ] {
         let q = exec(
             &prom,
-            &format!("curl -s -G localhost:9090/api/v1/query --data-urlencode 'query={series}'"),
+            &format!("curl -s -G -K /etc/clusterkit/monitoring/api.curl localhost:9090/api/v1/query --data-urlencode 'query={series}'"),
         );
         let v: serde_json::Value = serde_json::from_str(&q).unwrap_or_default();
         assert_eq!(
@@ -264,14 +315,16 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
             &format!("Watchdog reaches the Alertmanager on {am}, in a cluster of 2"),
             Duration::from_secs(120),
             || {
-                let status: serde_json::Value =
-                    serde_json::from_str(&exec(am, "curl -sf localhost:9093/api/v2/status"))
-                        .unwrap_or_default();
+                let status: serde_json::Value = serde_json::from_str(&exec(
+                    am,
+                    "curl -sf -K /etc/clusterkit/monitoring/api.curl localhost:9093/api/v2/status",
+                ))
+                .unwrap_or_default();
                 status["cluster"]["status"] == "ready"
                     && status["cluster"]["peers"]
                         .as_array()
                         .is_some_and(|p| p.len() == 2)
-                    && exec(am, "curl -sf localhost:9093/api/v2/alerts")
+                    && exec(am, "curl -sf -K /etc/clusterkit/monitoring/api.curl localhost:9093/api/v2/alerts")
                         .contains("\"alertname\":\"Watchdog\"")
             },
         );
@@ -317,7 +370,7 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
                 let e = t["expr"].as_str().unwrap();
                 let q = exec(
                     &prom,
-                    &format!("curl -s -G localhost:9090/api/v1/query --data-urlencode 'query={e}'"),
+                    &format!("curl -s -G -K /etc/clusterkit/monitoring/api.curl localhost:9090/api/v1/query --data-urlencode 'query={e}'"),
                 );
                 let v: serde_json::Value = serde_json::from_str(&q).unwrap_or_default();
                 assert_eq!(v["status"], "success", "{}: {e}: {q}", d["title"]);
@@ -360,22 +413,34 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Prometheus asks for the monitoring API's login there too.
+    let pw = ck(&["monitor", "password", "--api", "-c", &config()]);
+    let login = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("printf 'clusterkit:%s' \"$0\" | base64 -w0")
+        .arg(pw.stdout.trim())
+        .output()
+        .unwrap();
+    let login = String::from_utf8(login.stdout).unwrap();
+    let ask = |auth: &str| {
+        std::net::TcpStream::connect("127.0.0.1:40090")
+            .ok()
+            .and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.write_all(format!("GET /-/ready HTTP/1.0\r\n{auth}\r\n").as_bytes())
+                    .ok()?;
+                let mut body = String::new();
+                s.read_to_string(&mut body).ok()?;
+                Some(body)
+            })
+            .unwrap_or_default()
+    };
     let took = wait_for(
         "Prometheus answers on the forwarded port",
         Duration::from_secs(30),
-        || {
-            std::net::TcpStream::connect("127.0.0.1:40090")
-                .ok()
-                .and_then(|mut s| {
-                    use std::io::{Read, Write};
-                    s.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n").ok()?;
-                    let mut body = String::new();
-                    s.read_to_string(&mut body).ok()?;
-                    Some(body.contains("Ready"))
-                })
-                .unwrap_or(false)
-        },
+        || ask(&format!("Authorization: Basic {login}\r\n")).contains("Ready"),
     );
+    assert!(ask("").starts_with("HTTP/1.0 401"), "{}", ask(""));
     eprintln!("Prometheus through `monitor open --forward` after {took:?}");
     let _ = fwd.kill();
     let _ = fwd.wait();
@@ -446,7 +511,7 @@ fn monitoring_roll() {
                 ["node1", "node2", "node3"].iter().any(|n| {
                     exec(
                         n,
-                        "curl -sf -m 2 'http://localhost:9090/api/v1/query?query=up'",
+                        "curl -sf -m 2 -K /etc/clusterkit/monitoring/api.curl 'http://localhost:9090/api/v1/query?query=up'",
                     )
                     .contains("\"status\":\"success\"")
                 })
@@ -580,4 +645,12 @@ fn grafana_plumbing() {
     assert!(exec("node1", "docker service ls --format '{{.Name}}'")
         .find("grafana")
         .is_none());
+}
+
+#[test]
+fn the_exporters_read_the_address_file_the_mesh_writes() {
+    assert_eq!(
+        clusterkit::wg::MESH_ADDRESS_PATH,
+        clusterkit::monitor::render::MESH_ADDRESS_FILE
+    );
 }

@@ -32,10 +32,11 @@ async fn oldest_replica<'a>(
     let mut best: Option<(f64, String)> = None;
     for (n, r) in fan_out(&mgrs, 16, |t| async move {
         t.exec_raw(
-            &Cmd::new(
-                "{ curl -sf http://127.0.0.1:9090/metrics 2>/dev/null || wget -qO- http://127.0.0.1:9090/metrics; } \
-                 | awk '$1 == \"prometheus_tsdb_lowest_timestamp_seconds\" { print $2 }'",
-            ),
+            &Cmd::new("{ ")
+                .push(crate::api_get(9090, "/metrics").script())
+                .push(
+                    "; } | awk '$1 == \"prometheus_tsdb_lowest_timestamp_seconds\" { print $2 }'",
+                ),
             None,
         )
         .await
@@ -70,14 +71,8 @@ pub async fn prometheus_snapshot(
         },
     };
     let node = t.node().to_string();
-    let url = "http://127.0.0.1:9090/api/v1/admin/tsdb/snapshot";
     let out = t
-        .exec_raw(
-            &Cmd::new(format!(
-                "curl -s -XPOST '{url}' 2>/dev/null || wget -qO- --post-data= '{url}'"
-            )),
-            None,
-        )
+        .exec_raw(&crate::api_post(9090, "/api/v1/admin/tsdb/snapshot"), None)
         .await?;
     let answer: serde_json::Value =
         serde_json::from_str(out.stdout_str().trim()).unwrap_or_default();

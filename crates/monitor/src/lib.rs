@@ -30,6 +30,41 @@ pub fn enabled(spec: &ClusterSpec) -> bool {
 pub const STACK_DIR: &str = "/etc/clusterkit/stacks/clusterkit-monitoring";
 /// Where each manager keeps Grafana's administrator password (mode 0600).
 pub const GRAFANA_PASSWORD_PATH: &str = "/etc/clusterkit/monitoring/grafana-admin";
+/// Where each manager keeps the monitoring API's password (mode 0600).
+pub const API_PASSWORD_PATH: &str = "/etc/clusterkit/monitoring/api-password";
+/// curl's configuration with the monitoring API's user and password (mode
+/// 0600), so that the password never stands on a command line.
+pub const API_CURL_PATH: &str = "/etc/clusterkit/monitoring/api.curl";
+/// The same for wget.
+pub const API_WGET_PATH: &str = "/etc/clusterkit/monitoring/api.wgetrc";
+
+/// A command that asks Prometheus (port 9090) or Alertmanager (9093) on the
+/// node it runs on for `path`, as the monitoring API's user: its answer on
+/// stdout.
+pub fn api_get(port: u16, path: &str) -> Cmd {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    Cmd::new("curl -sf -K ")
+        .push(API_CURL_PATH)
+        .push(" ")
+        .arg(&url)
+        .push(" 2>/dev/null || wget -qO- --config=")
+        .push(API_WGET_PATH)
+        .push(" ")
+        .arg(&url)
+}
+
+/// [`api_get`] with a POST.
+pub fn api_post(port: u16, path: &str) -> Cmd {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    Cmd::new("curl -s -XPOST -K ")
+        .push(API_CURL_PATH)
+        .push(" ")
+        .arg(&url)
+        .push(" 2>/dev/null || wget -qO- --post-data= --config=")
+        .push(API_WGET_PATH)
+        .push(" ")
+        .arg(&url)
+}
 
 /// Errors of the monitoring layer.
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +85,28 @@ pub enum MonitorError {
     /// No manager is connected.
     #[error("no manager is connected: monitoring is deployed through the swarm")]
     NoManager,
-    /// The password file is gone but the secret is there, and could not be read back.
-    #[error("Grafana's password file {GRAFANA_PASSWORD_PATH} is on no manager and the secret {secret} could not be \
-             read back into it ({0}): remove the stack and the secret (`docker stack rm clusterkit-monitoring; docker secret rm {secret}` \
-             on a manager) and re-run to make a new password", secret = render::GRAFANA_SECRET)]
-    PasswordLost(String),
+    /// A password file is gone but its secret is there, and could not be read back.
+    #[error("{what}'s password file {path} is on no manager and the secret {secret} could not be \
+             read back into it ({why}): remove the stack and the secret (`docker stack rm clusterkit-monitoring; docker secret rm {secret}` \
+             on a manager) and re-run to make a new password")]
+    PasswordLost {
+        /// Whose password.
+        what: &'static str,
+        /// Its file on the managers.
+        path: &'static str,
+        /// Its Swarm secret.
+        secret: &'static str,
+        /// What the read-back said.
+        why: String,
+    },
+    /// A password file on a manager holds something clusterkit never writes.
+    #[error("{node}: {path} is not a password clusterkit made (letters and digits): remove it and re-run")]
+    BadPassword {
+        /// The manager.
+        node: String,
+        /// The file.
+        path: &'static str,
+    },
     /// The data volumes' driver does not run.
     #[error("the volume driver `{driver}` for monitoring data does not run on {node}: deploy storage first \
              (`clusterkit storage up`), or keep the data on each node with `volume_driver = \"local\"` in [monitoring]")]
@@ -165,15 +217,38 @@ pub async fn grafana_password(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
 ) -> Result<Option<String>, MonitorError> {
+    password_on_managers(nodes, spec, GRAFANA_PASSWORD_PATH).await
+}
+
+/// The monitoring API's password (Prometheus's and Alertmanager's user
+/// [`render::API_USER`]), from the first manager that holds it.
+pub async fn api_password(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+) -> Result<Option<String>, MonitorError> {
+    password_on_managers(nodes, spec, API_PASSWORD_PATH).await
+}
+
+/// A password file's content from the first manager that holds it; one
+/// holding anything but letters and digits (what [`new_password`] makes)
+/// is refused: it goes into configuration files.
+async fn password_on_managers(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    path: &'static str,
+) -> Result<Option<String>, MonitorError> {
     for t in managers(nodes, spec) {
         let out = t
-            .exec_raw(
-                &Cmd::new(format!("cat {GRAFANA_PASSWORD_PATH} 2>/dev/null")),
-                None,
-            )
+            .exec_raw(&Cmd::new(format!("cat {path} 2>/dev/null")), None)
             .await?;
         let pw = out.stdout_str().trim().to_string();
         if out.status == 0 && !pw.is_empty() {
+            if pw.len() > 128 || !pw.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(MonitorError::BadPassword {
+                    node: t.node().to_string(),
+                    path,
+                });
+            }
             return Ok(Some(pw));
         }
     }
@@ -193,23 +268,51 @@ fn new_password() -> Result<String, MonitorError> {
         .collect())
 }
 
-/// The one-shot service that reads Grafana's secret back into a file.
-const RECOVERY_JOB: &str = "clusterkit-grafana-password-recovery";
+/// The one-shot service that reads a password's secret back into a file.
+const RECOVERY_JOB: &str = "clusterkit-password-recovery";
 
-/// Reads Grafana's password back from its Swarm secret (after a restore the
-/// secret is there, the managers' files are not): a one-shot task on `mgr`,
-/// running Grafana's own image with the secret mounted, copies it into a
-/// root-only file there; nothing passes through logs or this machine's disk.
+/// A password kept as a Swarm secret and in a root-only file on every manager.
+struct Kept {
+    /// Whose (for messages).
+    what: &'static str,
+    /// The secret.
+    secret: &'static str,
+    /// The file on the managers.
+    path: &'static str,
+}
+
+const GRAFANA_KEPT: Kept = Kept {
+    what: "Grafana",
+    secret: render::GRAFANA_SECRET,
+    path: GRAFANA_PASSWORD_PATH,
+};
+
+const API_KEPT: Kept = Kept {
+    what: "the monitoring API",
+    secret: render::API_SECRET,
+    path: API_PASSWORD_PATH,
+};
+
+/// Reads a password back from its Swarm secret (after a restore the secret
+/// is there, the managers' files are not): a one-shot task on `mgr`,
+/// running `image` (one the stack runs) with the secret mounted, copies it
+/// into a root-only file there; nothing passes through logs or this
+/// machine's disk.
 async fn recover_password(
     mgr: &dyn Transport,
-    spec: &ClusterSpec,
+    kept: &Kept,
+    image: &str,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<String, MonitorError> {
-    progress("Grafana's password file is on no manager but its secret exists: reading it back from the secret");
-    let dir = GRAFANA_PASSWORD_PATH
+    progress(&format!(
+        "{}'s password file is on no manager but its secret exists: reading it back from the secret",
+        kept.what
+    ));
+    let dir = kept
+        .path
         .rsplit_once('/')
         .map_or("/etc/clusterkit", |(d, _)| d);
-    let tmp = "grafana-admin.recovered";
+    let tmp = "password.recovered";
     let script = Cmd::new(format!(
         "set -e; mkdir -p {dir} && chmod 700 {dir}; rm -f {dir}/{tmp}; \
          docker service rm {RECOVERY_JOB} >/dev/null 2>&1 || true; \
@@ -217,9 +320,9 @@ async fn recover_password(
            --restart-condition none --constraint node.id==$(docker info -f '{{{{.Swarm.NodeID}}}}') \
            --secret source={},target=pw,mode=0400 --mount type=bind,source={dir},target=/out \
            --user 0 --entrypoint sh ",
-        render::GRAFANA_SECRET
+        kept.secret
     ))
-    .arg(&spec.monitoring.images.grafana)
+    .arg(image)
     .push(&format!(
         " -c 'umask 077; cat /run/secrets/pw > /out/{tmp}' >/dev/null; \
          for i in $(seq 180); do \
@@ -236,13 +339,44 @@ async fn recover_password(
     let out = mgr.exec_raw(&script, None).await?;
     let pw = out.stdout_str().trim().to_string();
     if out.status != 0 || pw.is_empty() {
-        return Err(MonitorError::PasswordLost(format!(
-            "{}: {}",
-            mgr.node(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(MonitorError::PasswordLost {
+            what: kept.what,
+            path: kept.path,
+            secret: kept.secret,
+            why: format!(
+                "{}: {}",
+                mgr.node(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    if !pw.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(MonitorError::BadPassword {
+            node: mgr.node().to_string(),
+            path: kept.path,
+        });
     }
     Ok(pw)
+}
+
+/// A kept password: from the managers' files; else, on a restored swarm
+/// (the secret came back, the files did not), read back from its secret by a
+/// task of `image`; else a new one.
+async fn kept_password(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    mgr: &dyn Transport,
+    kept: &Kept,
+    image: &str,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<String, MonitorError> {
+    match password_on_managers(nodes, spec, kept.path).await? {
+        Some(pw) => Ok(pw),
+        None if clusterkit_core::stack::secret_exists(mgr, kept.secret).await? => {
+            recover_password(mgr, kept, image, progress).await
+        }
+        None => new_password(),
+    }
 }
 
 /// What [`up`] did.
@@ -296,15 +430,66 @@ pub async fn up(
         }
     }
 
+    // The monitoring API's password: Prometheus's and Alertmanager's users,
+    // and what Prometheus, Grafana and clusterkit log in with.
+    let api_pw = kept_password(
+        nodes,
+        spec,
+        mgr.as_ref(),
+        &API_KEPT,
+        &spec.monitoring.images.prometheus,
+        progress,
+    )
+    .await?;
+    let curl = format!("user = \"{}:{api_pw}\"\n", render::API_USER);
+    let wget = format!("user = {}\npassword = {api_pw}\n", render::API_USER);
+    for t in &mgrs {
+        for (content, path) in [
+            (api_pw.as_str(), API_PASSWORD_PATH),
+            (curl.as_str(), API_CURL_PATH),
+            (wget.as_str(), API_WGET_PATH),
+        ] {
+            t.upload(&Upload {
+                content: content.as_bytes(),
+                path,
+                mode: 0o600,
+                owner: None,
+            })
+            .await?;
+        }
+    }
+    if ensure_secret(
+        mgr.as_ref(),
+        render::API_SECRET,
+        SecretValue::Given(&api_pw),
+    )
+    .await?
+    {
+        progress("the monitoring API's password made (Prometheus and Alertmanager ask for it)");
+        change.password_created = true;
+    }
+    if !clusterkit_core::stack::secret_exists(mgr.as_ref(), render::WEB_SECRET).await? {
+        // Made once: a new hash (a new salt) each run would roll the services.
+        let hash = bcrypt::hash(&api_pw, bcrypt::DEFAULT_COST)
+            .map_err(|e| MonitorError::Random(std::io::Error::other(e.to_string())))?;
+        ensure_secret(
+            mgr.as_ref(),
+            render::WEB_SECRET,
+            SecretValue::Given(&render::web_config(&hash)),
+        )
+        .await?;
+    }
+
     if spec.monitoring.grafana {
-        let secret_exists =
-            clusterkit_core::stack::secret_exists(mgr.as_ref(), render::GRAFANA_SECRET).await?;
-        let pw = match grafana_password(nodes, spec).await? {
-            Some(pw) => pw,
-            // A restored swarm: the secret came back, the managers' files did not.
-            None if secret_exists => recover_password(mgr.as_ref(), spec, progress).await?,
-            None => new_password()?,
-        };
+        let pw = kept_password(
+            nodes,
+            spec,
+            mgr.as_ref(),
+            &GRAFANA_KEPT,
+            &spec.monitoring.images.grafana,
+            progress,
+        )
+        .await?;
         // Every manager keeps it, so any of them can show it.
         for t in &mgrs {
             t.upload(&Upload {
@@ -482,11 +667,7 @@ pub async fn targets(
     let Some((_, t)) = running_on(nodes, spec, "prometheus").await? else {
         return Ok(None);
     };
-    let get = |path: &str| {
-        Cmd::new(format!(
-            "curl -sf 'http://127.0.0.1:9090{path}' 2>/dev/null || wget -qO- 'http://127.0.0.1:9090{path}'"
-        ))
-    };
+    let get = |path: &str| api_get(9090, path);
     let parse = |text: String| serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
     let tv = parse(
         t.exec_raw(&get("/api/v1/targets?state=active"), None)

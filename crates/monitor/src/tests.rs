@@ -29,8 +29,75 @@ fn prometheus_finds_everything_through_the_swarm() {
     let other = prometheus_yml(&s);
     assert!(!other.contains("job_name: cadvisor"));
     assert!(other.contains(
-        "alerting:\n  alertmanagers:\n    - dns_sd_configs:\n        - names: [tasks.alertmanager]"
+        "alerting:\n  alertmanagers:\n    - basic_auth:\n        username: clusterkit\n        password_file: /run/secrets/monitoring-api-password\n      dns_sd_configs:\n        - names: [tasks.alertmanager]"
     ));
+}
+
+#[test]
+fn the_monitoring_apis_ask_for_a_password_everyone_of_ours_has() {
+    // Prometheus's and Alertmanager's web configuration: one user, a bcrypt
+    // hash that the password verifies against.
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let web = web_config(&hash);
+    let doc = marked_yaml::parse_yaml(0, &web).unwrap();
+    let kept = doc
+        .as_mapping()
+        .and_then(|m| m.get_mapping("basic_auth_users"))
+        .and_then(|u| u.get_scalar("clusterkit"))
+        .unwrap()
+        .as_str()
+        .to_string();
+    let kept = kept.as_str();
+    assert!(bcrypt::verify("s3cret", kept).unwrap());
+    assert!(!web.contains("s3cret"));
+    // Both services read it, and Prometheus, Grafana log in with the password.
+    let mut s = spec();
+    s.monitoring.alertmanager = true;
+    s.monitoring.grafana = true;
+    let compose = stack(&s).compose;
+    assert_eq!(
+        compose
+            .matches("--web.config.file=/run/secrets/web.yml")
+            .count(),
+        2
+    );
+    assert_eq!(
+        compose
+            .matches("source: monitoring-web, target: web.yml")
+            .count(),
+        2
+    );
+    assert_eq!(
+        compose
+            .matches("source: monitoring-api, target: monitoring-api-password")
+            .count(),
+        2
+    );
+    let prom = prometheus_yml(&s);
+    assert_eq!(
+        prom.matches("password_file: /run/secrets/monitoring-api-password")
+            .count(),
+        2
+    );
+    let ds = crate::grafana::datasource_yml();
+    assert!(
+        ds.contains("basicAuth: true\n    basicAuthUser: clusterkit\n"),
+        "{ds}"
+    );
+    assert!(
+        ds.contains("basicAuthPassword: $__file{/run/secrets/monitoring-api-password}"),
+        "{ds}"
+    );
+    // clusterkit's own questions: the password from a root-only file, never
+    // on the command line.
+    let get = crate::api_get(9090, "/api/v1/targets?state=active")
+        .script()
+        .to_string();
+    assert_eq!(
+        get,
+        "curl -sf -K /etc/clusterkit/monitoring/api.curl 'http://127.0.0.1:9090/api/v1/targets?state=active' 2>/dev/null \
+         || wget -qO- --config=/etc/clusterkit/monitoring/api.wgetrc 'http://127.0.0.1:9090/api/v1/targets?state=active'"
+    );
 }
 
 #[test]

@@ -120,7 +120,7 @@ struct StackNode {
 }
 
 fn render(template: &str, ctx: minijinja::Value) -> String {
-    let env = minijinja::Environment::new();
+    let env = clusterkit_core::stack::yaml_templates();
     env.render_str(template, ctx)
         .expect("the bundled templates render")
 }
