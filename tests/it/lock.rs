@@ -172,7 +172,8 @@ fn one_change_at_a_time_the_holder_named_and_a_dead_holder_forgotten() {
     drop(local);
 
     // Two operators, each with a copy of the description and state, start
-    // together: both end well, one after the other, and the cluster is whole.
+    // `up` together: both end well, one after the other, and the cluster is
+    // whole (every node's lock free, the swarm's three managers ready).
     let second = tempfile::tempdir().unwrap();
     let copy = Command::new("cp")
         .arg("-a")
@@ -181,8 +182,8 @@ fn one_change_at_a_time_the_holder_named_and_a_dead_holder_forgotten() {
         .status()
         .unwrap();
     assert!(copy.success());
-    let (mut a, a_said) = start(None, &["swarm", "up", "-c", &cfg]);
-    let (mut b, b_said) = start(Some(second.path()), &["swarm", "up"]);
+    let (mut a, a_said) = start(None, &["up", "--only", "swarm", "-c", &cfg]);
+    let (mut b, b_said) = start(Some(second.path()), &["up", "--only", "swarm"]);
     let a_code = finish(&mut a, "operator a", Duration::from_secs(300));
     let b_code = finish(&mut b, "operator b", Duration::from_secs(300));
     let a_said: Vec<String> = a_said.try_iter().collect();
@@ -206,4 +207,11 @@ fn one_change_at_a_time_the_holder_named_and_a_dead_holder_forgotten() {
             String::from_utf8_lossy(&out.stdout).contains("free")
         })
     });
+    let st = ck(&["swarm", "status", "-c", &cfg]);
+    assert!(
+        st.stdout.contains("3 of 3 managers reachable, quorum 2"),
+        "{}{}",
+        st.stdout,
+        st.stderr
+    );
 }

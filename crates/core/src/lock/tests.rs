@@ -129,11 +129,13 @@ fn the_local_lock_refuses_a_second_holder_and_names_the_first() {
     assert_eq!(text.lines().count(), 1, "{text}");
 }
 
-/// A node that answers the lock's script with a fixed text and, when it
-/// locked, keeps what it hears until its stream is closed (then `|`).
+/// A node that answers the lock's script, ask after ask, with the texts of
+/// `says` (the last one again once they run out; `unreachable`: no
+/// connection) and, when it locked, keeps what it hears until its stream is
+/// closed (then `|`).
 struct Node {
     name: &'static str,
-    says: &'static str,
+    says: Vec<String>,
     heard: Arc<Mutex<Vec<u8>>>,
     asked: Arc<AtomicUsize>,
 }
@@ -158,16 +160,9 @@ impl Transport for Node {
     }
     async fn exec_stream(&self, cmd: &Cmd) -> Result<Box<dyn TunnelStream>, TransportError> {
         assert!(cmd.script().contains("flock -n 9"));
-        self.asked.fetch_add(1, Ordering::SeqCst);
-        if self.says == "mine" && self.asked.load(Ordering::SeqCst) < 3 {
-            // This very run's lock, let go of a moment ago, not yet released.
-            let me = Holder::here("up");
-            let (ours, mut theirs) = tokio::io::duplex(1024);
-            let text = format!("busy\n{}\n", me.line());
-            theirs.write_all(text.as_bytes()).await.unwrap();
-            return Ok(Box::new(ours));
-        }
-        if self.says == "unreachable" {
+        let n = self.asked.fetch_add(1, Ordering::SeqCst);
+        let says = self.says[n.min(self.says.len() - 1)].clone();
+        if says == "unreachable" {
             return Err(TransportError::Ssh {
                 node: self.name.into(),
                 addr: self.addr(),
@@ -175,14 +170,9 @@ impl Transport for Node {
             });
         }
         let (ours, mut theirs) = tokio::io::duplex(1024);
-        let says = if self.says == "mine" {
-            "locked\n"
-        } else {
-            self.says
-        };
         theirs.write_all(says.as_bytes()).await.unwrap();
         let heard = self.heard.clone();
-        if self.says.starts_with("locked") || self.says == "mine" {
+        if says.starts_with("locked") {
             tokio::spawn(async move {
                 let mut buf = [0u8; 16];
                 while let Ok(n) = theirs.read(&mut buf).await {
@@ -206,6 +196,15 @@ struct Fleet {
 }
 
 fn fleet(says: &[(&'static str, &'static str)]) -> Fleet {
+    fleet_of(
+        says.iter()
+            .map(|(n, s)| (*n, vec![s.to_string()]))
+            .collect(),
+    )
+}
+
+/// [`fleet`] with a sequence of answers per node.
+fn fleet_of(says: Vec<(&'static str, Vec<String>)>) -> Fleet {
     let mut f = Fleet {
         ts: Vec::new(),
         heard: Vec::new(),
@@ -343,79 +342,49 @@ async fn fewer_than_a_majority_is_refused_with_what_the_others_said() {
 
 #[tokio::test(start_paused = true)]
 async fn a_node_still_held_by_this_very_run_is_waited_for_another_run_is_not() {
-    let f = fleet(&[("node1", "mine"), ("node2", "locked\n")]);
-    let lock = ClusterLock::acquire(&f.ts, 2, &Holder::here("up"))
-        .await
-        .unwrap();
+    let me = Holder::here("up");
+    // This very run's lock, let go of a moment ago, not yet released there.
+    let mine = || {
+        fleet_of(vec![
+            (
+                "node1",
+                vec![
+                    format!("busy\n{}\n", me.line()),
+                    format!("busy\n{}\n", me.line()),
+                    "locked\n".into(),
+                ],
+            ),
+            ("node2", vec!["locked\n".into()]),
+        ])
+    };
+    let f = mine();
+    let lock = ClusterLock::acquire(&f.ts, 2, &me).await.unwrap();
     assert_eq!(lock.nodes(), ["node1", "node2"]);
     assert_eq!(f.asked(0), 3);
     // The same line from another process is someone else's run.
-    let f = fleet(&[("node1", "mine"), ("node2", "locked\n")]);
-    let mut other = Holder::here("up");
+    let f = mine();
+    let mut other = me.clone();
     other.pid += 1;
     let err = ClusterLock::acquire(&f.ts, 2, &other).await.unwrap_err();
     assert!(matches!(err, LockError::Busy { .. }), "{err}");
     assert_eq!(f.asked(0), 1);
 }
 
-/// A node held by another run for its first `busy` answers.
-struct Freed {
-    busy: usize,
-    asked: Arc<AtomicUsize>,
-}
-
-#[async_trait]
-impl Transport for Freed {
-    fn node(&self) -> &str {
-        "node1"
-    }
-    fn addr(&self) -> String {
-        "node1:22".into()
-    }
-    async fn exec_raw(
-        &self,
-        _: &Cmd,
-        _: Option<&[u8]>,
-    ) -> Result<crate::transport::ExecOutput, TransportError> {
-        unreachable!("the lock holds its command open")
-    }
-    async fn docker(&self) -> Result<bollard::Docker, TransportError> {
-        unreachable!("the lock needs no engine")
-    }
-    async fn exec_stream(&self, _: &Cmd) -> Result<Box<dyn TunnelStream>, TransportError> {
-        let n = self.asked.fetch_add(1, Ordering::SeqCst);
-        let (ours, mut theirs) = tokio::io::duplex(1024);
-        let says = if n < self.busy {
-            "busy\nwho=ops@other pid=7 since=1790000000 command=backup\n"
-        } else {
-            "locked\n"
-        };
-        theirs.write_all(says.as_bytes()).await.unwrap();
-        if n >= self.busy {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 16];
-                while matches!(theirs.read(&mut buf).await, Ok(n) if n > 0) {}
-            });
-        }
-        Ok(Box::new(ours))
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_patient_run_waits_for_the_holder_and_says_so_once() {
-    let asked = Arc::new(AtomicUsize::new(0));
-    let ts: Vec<Arc<dyn Transport>> = vec![Arc::new(Freed {
-        busy: 3,
-        asked: asked.clone(),
-    })];
+    let busy = "busy\nwho=ops@other pid=7 since=1790000000 command=backup\n".to_string();
+    let f = fleet_of(vec![(
+        "node1",
+        vec![busy.clone(), busy.clone(), busy.clone(), "locked\n".into()],
+    )]);
     let heard = Mutex::new(Vec::new());
-    let lock = ClusterLock::acquire_within(&ts, 1, &holder(), Duration::from_secs(60), &|e| {
+    let lock = ClusterLock::acquire_within(&f.ts, 1, &holder(), Duration::from_secs(60), &|e| {
         heard.lock().unwrap().push(e.to_string())
     })
     .await
     .unwrap();
     assert_eq!(lock.nodes(), ["node1"]);
-    assert_eq!(asked.load(Ordering::SeqCst), 4);
+    assert_eq!(f.asked(0), 4);
     let heard = heard.into_inner().unwrap();
     assert_eq!(heard.len(), 1, "{heard:?}");
     assert!(
@@ -423,14 +392,10 @@ async fn a_patient_run_waits_for_the_holder_and_says_so_once() {
         "{heard:?}"
     );
     // Out of patience: the holder's refusal.
-    let asked = Arc::new(AtomicUsize::new(0));
-    let ts: Vec<Arc<dyn Transport>> = vec![Arc::new(Freed {
-        busy: 1000,
-        asked: asked.clone(),
-    })];
-    let err = ClusterLock::acquire_within(&ts, 1, &holder(), Duration::from_secs(10), &|_| {})
+    let f = fleet_of(vec![("node1", vec![busy])]);
+    let err = ClusterLock::acquire_within(&f.ts, 1, &holder(), Duration::from_secs(10), &|_| {})
         .await
         .unwrap_err();
     assert!(matches!(err, LockError::Busy { .. }), "{err}");
-    assert_eq!(asked.load(Ordering::SeqCst), 6);
+    assert_eq!(f.asked(0), 6);
 }
