@@ -280,7 +280,25 @@ pub async fn apply(
         state,
     };
     let json = serde_json::to_string_pretty(&runner)?;
-    let files = sched::stack(schedule, &public_key, &seal_secret, &json);
+    // The image the task runs, pinned by digest where every manager's engine
+    // knows the same one (a copy sent by `docker load` has none: the task
+    // could not find the pinned image there).
+    let inspect = Cmd::new("docker image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' ")
+        .arg(&schedule.image);
+    let mut pins = std::collections::BTreeSet::new();
+    for (_, r) in fan_out(&managers, 16, |t| {
+        let inspect = inspect.clone();
+        async move { t.exec_raw(&inspect, None).await }
+    })
+    .await
+    {
+        pins.insert(sched::pinned(&schedule.image, &r?.stdout_str()));
+    }
+    let runs = match pins.len() {
+        1 => pins.into_iter().next().expect("one"),
+        _ => schedule.image.clone(),
+    };
+    let files = sched::stack(schedule, &runs, &public_key, &seal_secret, &json);
     let deployed = stack::deploy(
         mgr.as_ref(),
         &StackDeploy {

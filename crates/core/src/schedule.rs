@@ -38,6 +38,40 @@ pub fn seal_secret(key: &crate::backup::SealKey) -> String {
     )
 }
 
+/// `image` pinned by its registry digest, `REPO@sha256:…`, when the
+/// manager's engine knows one (`repo_digests`: `docker image inspect`'s
+/// `RepoDigests`, one a line); else as given (an image built or loaded
+/// locally has none). A line that is not a digest of this repository is
+/// passed over (it comes from a server).
+pub fn pinned(image: &str, repo_digests: &str) -> String {
+    if image.contains('@') {
+        return image.to_string();
+    }
+    let repo = match image.rsplit_once(':') {
+        Some((r, tag)) if !tag.contains('/') => r,
+        _ => image,
+    };
+    let names = [
+        repo.to_string(),
+        format!("docker.io/library/{repo}"),
+        format!("docker.io/{repo}"),
+    ];
+    repo_digests
+        .lines()
+        .filter_map(|l| l.trim().split_once("@sha256:"))
+        .find(|(r, hex)| {
+            names.iter().any(|n| n == r)
+                && hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        })
+        .map_or_else(
+            || image.to_string(),
+            |(_, hex)| format!("{repo}@sha256:{hex}"),
+        )
+}
+
 /// Whether `name` (read from a service's labels) is a name [`seal_secret`] makes.
 pub fn is_seal_secret(name: &str) -> bool {
     name.strip_prefix(SEAL_SECRET_PREFIX).is_some_and(|h| {
@@ -211,8 +245,11 @@ pub fn wait(newest: Option<SystemTime>, now: SystemTime, every: Duration) -> Dur
 /// The stack: one replica on a manager, on the host's network (it speaks to
 /// the nodes' mesh addresses), the executable mounted from the node, the
 /// runner document as a Swarm config named by its content.
+/// `runs` is the image the task runs: `schedule.image` pinned by digest
+/// where known ([`pinned`]); the labels keep the image as given.
 pub fn stack(
     schedule: &Schedule,
+    runs: &str,
     public_key: &str,
     seal_secret: &str,
     runner_json: &str,
@@ -227,7 +264,7 @@ pub fn stack(
 version: \"3.8\"\n\
 services:\n\
 \x20 runner:\n\
-\x20   image: {image}\n\
+\x20   image: {runs}\n\
 \x20   entrypoint: [\"/usr/local/bin/clusterkit\"]\n\
 \x20   command: [\"backup\", \"run-schedule\", \"--runner\", \"{RUNNER_IN_TASK}\"]\n\
 \x20   environment:\n\
@@ -268,6 +305,7 @@ configs:\n\
 \x20 runner-{hash}:\n\
 \x20   file: ./runner.json\n",
         image = q(&schedule.image),
+        runs = q(runs),
         every_l = labels::EVERY,
         every = q(&schedule.every),
         to_l = labels::TO,
@@ -365,6 +403,45 @@ mod tests {
     }
 
     #[test]
+    fn the_image_is_pinned_by_a_digest_of_its_own_repository_only() {
+        let d = |c: &str| c.repeat(64);
+        assert_eq!(
+            pinned(
+                "debian:bookworm-slim",
+                &format!("debian@sha256:{}\n", d("a"))
+            ),
+            format!("debian@sha256:{}", d("a"))
+        );
+        assert_eq!(
+            pinned(
+                "registry.local:5000/tools/ck:1",
+                &format!("registry.local:5000/tools/ck@sha256:{}", d("b"))
+            ),
+            format!("registry.local:5000/tools/ck@sha256:{}", d("b"))
+        );
+        // Locally built (none), another repository's, or not a digest: as given.
+        for digests in [
+            String::new(),
+            format!("ubuntu@sha256:{}", d("a")),
+            "debian@sha256:abc".to_string(),
+            format!("debian@sha256:{}", d("A")),
+            format!("debian@sha256:{}\nimage: evil", "z".repeat(64)),
+        ] {
+            assert_eq!(
+                pinned("debian:bookworm-slim", &digests),
+                "debian:bookworm-slim",
+                "{digests}"
+            );
+        }
+        assert_eq!(
+            pinned("registry.local:5000/ck", ""),
+            "registry.local:5000/ck"
+        );
+        let at = format!("debian@sha256:{}", d("c"));
+        assert_eq!(pinned(&at, ""), at);
+    }
+
+    #[test]
     fn the_stack_names_its_config_by_content_and_carries_the_schedule() {
         let s = Schedule {
             every: "6h".into(),
@@ -382,8 +459,16 @@ mod tests {
         ] {
             assert!(!is_seal_secret(bad), "{bad}");
         }
-        let a = stack(&s, "ssh-ed25519 AAAA", &seal, "{\"a\":1}");
-        let b = stack(&s, "ssh-ed25519 AAAA", &seal, "{\"a\":2}");
+        let a = stack(&s, &s.image, "ssh-ed25519 AAAA", &seal, "{\"a\":1}");
+        let b = stack(&s, &s.image, "ssh-ed25519 AAAA", &seal, "{\"a\":2}");
+        let digest = format!("debian@sha256:{}", "ab".repeat(32));
+        let pinned_stack = stack(&s, &digest, "ssh-ed25519 AAAA", &seal, "{\"a\":1}");
+        assert!(pinned_stack
+            .compose
+            .contains(&format!("    image: \"{digest}\"\n")));
+        assert!(pinned_stack
+            .compose
+            .contains("io.clusterkit.backup.image: \"debian:bookworm-slim\""));
         assert!(!a.compose.contains(&key.to_hex()));
         assert_ne!(a.compose, b.compose);
         assert_eq!(a.get("runner.json"), Some("{\"a\":1}"));

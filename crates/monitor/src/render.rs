@@ -210,6 +210,7 @@ pub fn stack(spec: &ClusterSpec) -> StackFiles {
                 web_secret => WEB_SECRET,
                 api_password_file => API_PASSWORD_FILE,
                 mesh_address_file => MESH_ADDRESS_FILE,
+                mtu => spec.mesh.mtu,
                 volume_driver => m.volume_driver,
                 // The storage's driver takes each volume's place in its
                 // bucket as the `remote` option (clusterkit-storage's

@@ -312,13 +312,30 @@ fn alertmanager_is_optional_and_routes_every_alert() {
     s.monitoring.alertmanager = true;
     let st = stack(&s);
     let c = yaml(&st.compose);
-    let nets = get(&c, &["services", "alertmanager", "networks"])
-        .and_then(|n| n.as_sequence())
-        .unwrap();
+    let nets = |svc: &str| -> Vec<String> {
+        get(&c, &["services", svc, "networks"])
+            .and_then(|n| n.as_sequence())
+            .unwrap()
+            .iter()
+            .map(|n| n.as_scalar().unwrap().as_str().to_string())
+            .collect()
+    };
+    // On an overlay of their own that Prometheus shares and applications
+    // (on `clusterkit`) do not, sized on the mesh like `clusterkit`.
+    assert_eq!(nets("alertmanager"), ["alerting"]);
+    assert_eq!(nets("prometheus"), ["clusterkit", "alerting"]);
+    assert_eq!(scalar(&c, &["networks", "alerting", "driver"]), "overlay");
     assert_eq!(
-        nets[0].as_scalar().unwrap().as_str(),
-        "clusterkit",
-        "beside Prometheus"
+        scalar(
+            &c,
+            &[
+                "networks",
+                "alerting",
+                "driver_opts",
+                "com.docker.network.driver.mtu"
+            ]
+        ),
+        "1420"
     );
     assert_eq!(
         scalar(&c, &["volumes", "alertmanager-data", "driver"]),
