@@ -407,7 +407,7 @@ type Files = Vec<(String, Vec<u8>)>;
 /// Reads a backup directory: its sealed manifest (opened with `key`) and
 /// every file, each checked against it; archives read member by member and
 /// the state parsed, all before anything is touched.
-fn read_dir(dir: &Path, key: &SealKey) -> anyhow::Result<(Manifest, Files)> {
+fn read_dir(dir: &Path, key: Option<&SealKey>) -> anyhow::Result<(Manifest, Files)> {
     let mpath = dir.join(MANIFEST);
     let text = match std::fs::read(&mpath) {
         Ok(t) => t,
@@ -436,7 +436,18 @@ fn read_dir(dir: &Path, key: &SealKey) -> anyhow::Result<(Manifest, Files)> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", mpath.display())),
     };
     let seal = std::fs::read(dir.join(SEAL)).ok();
-    let manifest = Manifest::open(&mpath.display().to_string(), &text, seal.as_deref(), key)?;
+    let at = mpath.display().to_string();
+    let manifest = match key {
+        Some(key) => Manifest::open(&at, &text, seal.as_deref(), key)
+            .map_err(|e| match seal {
+                None => anyhow::anyhow!(
+                    "{e}\n(a backup taken before backups were sealed: `restore --unsealed` accepts it, \
+                     if you are sure nobody changed it)"
+                ),
+                Some(_) => e.into(),
+            })?,
+        None => Manifest::parse(&at, &text)?,
+    };
     let mut files = Vec::new();
     for f in &manifest.files {
         let path = dir.join(&f.name);
@@ -469,6 +480,7 @@ pub fn restore(
     loaded: &Loaded,
     reload: &dyn Fn() -> anyhow::Result<Option<Loaded>>,
     from: &str,
+    unsealed: bool,
 ) -> anyhow::Result<u8> {
     let start = Instant::now();
     let dir = match Location::parse(from)? {
@@ -478,7 +490,15 @@ pub fn restore(
              take backups with `--to DIR` too, or copy one out of the bucket first"
         ),
     };
-    let (manifest, files) = read_dir(&dir, &seal_key(loaded)?)?;
+    let key = if unsealed {
+        eprintln!(
+            "--unsealed: the backup's seal is not checked (its files, names and archives are)"
+        );
+        None
+    } else {
+        Some(seal_key(loaded)?)
+    };
+    let (manifest, files) = read_dir(&dir, key.as_ref())?;
     let file = |n: &str| {
         files
             .iter()
@@ -874,11 +894,11 @@ mod tests {
         assert_eq!(mode(&dir.join(SWARM)), 0o600);
         assert_eq!(mode(&dir.join(MANIFEST)), 0o600);
         assert_eq!(mode(&dir.join(SEAL)), 0o600);
-        let (back, read) = read_dir(&dir, &key).unwrap();
+        let (back, read) = read_dir(&dir, Some(&key)).unwrap();
         assert_eq!(back, m);
         assert_eq!(read, vec![(SWARM.to_string(), archive.clone())]);
         // Another machine's key: refused.
-        let e = read_dir(&dir, &SealKey::generate())
+        let e = read_dir(&dir, Some(&SealKey::generate()))
             .unwrap_err()
             .to_string();
         assert!(e.contains("its seal does not match"), "{e}");
@@ -888,16 +908,16 @@ mod tests {
             .to_string();
         assert!(e.contains("exists already"), "{e}");
         // A directory of backups names them; a damaged file is named.
-        let e = read_dir(tmp.path(), &key).unwrap_err().to_string();
+        let e = read_dir(tmp.path(), Some(&key)).unwrap_err().to_string();
         assert!(
             e.contains("a directory of backups") && e.contains("c1-20261126T043000Z"),
             "{e}"
         );
         std::fs::write(dir.join(SWARM), b"raff").unwrap();
-        let e = read_dir(&dir, &key).unwrap_err().to_string();
+        let e = read_dir(&dir, Some(&key)).unwrap_err().to_string();
         assert!(e.contains("swarm.tar.gz: 4 bytes"), "{e}");
         std::fs::remove_file(dir.join(SWARM)).unwrap();
-        let e = read_dir(&dir, &key).unwrap_err().to_string();
+        let e = read_dir(&dir, Some(&key)).unwrap_err().to_string();
         assert!(
             e.contains("swarm.tar.gz") && e.contains("damaged or incomplete"),
             "{e}"
@@ -945,7 +965,7 @@ mod tests {
         b.append_link(&mut h, "swarm/x", "/etc/cron.d").unwrap();
         let linked = b.into_inner().unwrap().finish().unwrap();
         let dir = write("link", vec![(SWARM, linked, "state".into())]);
-        let e = read_dir(&dir, &key).unwrap_err().to_string();
+        let e = read_dir(&dir, Some(&key)).unwrap_err().to_string();
         assert!(
             e.contains("swarm.tar.gz: member `swarm/x` is a symbolic link"),
             "{e}"
@@ -958,7 +978,7 @@ mod tests {
                 "state".into(),
             )],
         );
-        let e = read_dir(&dir, &key).unwrap_err().to_string();
+        let e = read_dir(&dir, Some(&key)).unwrap_err().to_string();
         assert!(
             e.contains("state.toml: engine_version `1; reboot` is not a package version"),
             "{e}"
@@ -966,8 +986,21 @@ mod tests {
         // Unsealed: refused, whatever it holds.
         let dir = write("unsealed", vec![(SWARM, swarm_archive(), "state".into())]);
         std::fs::remove_file(dir.join(SEAL)).unwrap();
-        let e = read_dir(&dir, &key).unwrap_err().to_string();
+        let e = format!("{:#}", read_dir(&dir, Some(&key)).unwrap_err());
         assert!(e.contains("no manifest.seal beside it"), "{e}");
+        assert!(e.contains("`restore --unsealed` accepts it"), "{e}");
+        // Accepted unsealed on request: every other check still applies.
+        read_dir(&dir, None).unwrap();
+        let dir = write(
+            "unsealed-state",
+            vec![(
+                STATE,
+                b"engine_version = \"1; reboot\"\n".to_vec(),
+                "state".into(),
+            )],
+        );
+        std::fs::remove_file(dir.join(SEAL)).unwrap();
+        assert!(read_dir(&dir, None).is_err());
     }
 
     #[test]

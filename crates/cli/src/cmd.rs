@@ -344,6 +344,11 @@ Examples:
         /// The backup directory (the one `backup --to DIR` printed).
         #[arg(long, value_name = "DIR")]
         from: String,
+        /// Accept a backup without a seal (taken before backups were sealed):
+        /// every other check still applies. Anyone who could write where it
+        /// was kept could have changed it.
+        #[arg(long)]
+        unsealed: bool,
     },
     /// Day two: take a node out of the cluster for good, or add one.
     Node {
@@ -554,13 +559,17 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
         }
-        Command::Restore { input, from } => {
+        Command::Restore {
+            input,
+            from,
+            unsealed,
+        } => {
             let Some(loaded) = load(&input, color)? else {
                 return Ok(exit::INVALID);
             };
             // The state is written from the backup before any node is reached.
             crate::remote::hold_state_dir(&loaded, "restore")?;
-            crate::backup::restore(&loaded, &|| load(&input, color), &from)
+            crate::backup::restore(&loaded, &|| load(&input, color), &from, unsealed)
         }
         Command::Node { input, cmd } => {
             let Some(loaded) = load(&input, color)? else {
