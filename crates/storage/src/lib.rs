@@ -104,11 +104,16 @@ impl S3Key {
         format!("{}\n{}\n", self.id, self.secret)
     }
 
-    /// Reads the file form.
+    /// Reads the file form. It comes from a node: letters and digits only
+    /// (what Garage and [`S3Key::generate`] make), so it cannot add a line or
+    /// a key to rclone's configuration.
     pub fn parse(text: &str) -> Option<Self> {
         let mut l = text.lines().map(str::trim).filter(|l| !l.is_empty());
         let (id, secret) = (l.next()?, l.next()?);
-        (id.len() >= 8 && secret.len() >= 16).then(|| Self {
+        let plain = |s: &str, min: usize| {
+            (min..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+        };
+        (plain(id, 8) && plain(secret, 16)).then(|| Self {
             id: id.into(),
             secret: secret.into(),
         })

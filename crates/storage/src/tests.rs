@@ -26,6 +26,15 @@ fn a_key_round_trips_and_its_debug_hides_the_secret() {
     assert_eq!(S3Key::parse(&k.to_file()), Some(k.clone()));
     assert!(!format!("{k:?}").contains(&k.secret));
     assert_eq!(S3Key::parse("short\n"), None);
+    // A node's file cannot add a line or a key to rclone's configuration.
+    for hostile in [
+        "GK0123456789ab\n0123456789abcdef = x\n",
+        "GK0123456789ab\n0123456789abcdef\r[evil]\n",
+        "GK0123456789ab]\n0123456789abcdef0123\n",
+        "GK01234567 89ab\n0123456789abcdef0123\n",
+    ] {
+        assert_eq!(S3Key::parse(hostile), None, "{hostile:?}");
+    }
 }
 
 use clusterkit_core::spec::StorageBackend;
