@@ -65,6 +65,17 @@ pub async fn wait_running(nodes: &[&dyn Transport], within: Duration) -> Result<
     }
 }
 
+/// Whether `text` is what `garage node id -q` prints: 64 hex digits, `@`,
+/// an address and port. It is written into the peers file and sent to
+/// Garage's API: a node's answer is checked before either.
+pub fn is_node_id(text: &str) -> bool {
+    text.split_once('@').is_some_and(|(id, addr)| {
+        id.len() == 64
+            && id.bytes().all(|b| b.is_ascii_hexdigit())
+            && addr.parse::<std::net::SocketAddr>().is_ok()
+    })
+}
+
 /// `garage node id -q`: `<id>@<addr>`. A server that just started may not
 /// have written its key yet: asked again for up to 30 s.
 pub async fn node_id(t: &dyn Transport) -> Result<String, StorageError> {
@@ -76,7 +87,21 @@ pub async fn node_id(t: &dyn Transport) -> Result<String, StorageError> {
     loop {
         let out = t.exec_raw(&cmd, None).await?;
         if out.status == 0 {
-            return Ok(out.stdout_str().trim().to_string());
+            let id = out.stdout_str().trim().to_string();
+            if !is_node_id(&id) {
+                return Err(StorageError::Garage {
+                    node: t.node().to_string(),
+                    endpoint: "node id".into(),
+                    reason: format!(
+                        "`{}` is not a Garage node id (64 hex digits @ address:port)",
+                        id.chars()
+                            .take(80)
+                            .flat_map(char::escape_debug)
+                            .collect::<String>()
+                    ),
+                });
+            }
+            return Ok(id);
         }
         if start.elapsed() > Duration::from_secs(30) {
             return Err(StorageError::Garage {

@@ -168,3 +168,19 @@ fn only_a_just_started_servers_errors_are_asked_again() {
     ));
     assert!(!garage::just_started("Error: Bad request: no such key"));
 }
+
+#[test]
+fn a_garage_node_id_is_checked_before_it_is_written_anywhere() {
+    let id = "a".repeat(64);
+    assert!(crate::garage::is_node_id(&format!("{id}@10.0.0.1:3901")));
+    assert!(crate::garage::is_node_id(&format!("{id}@[fd00::1]:3901")));
+    for bad in [
+        format!("{id}@10.0.0.1:3901\nevil@1.2.3.4:1"),
+        id.clone(),
+        format!("{}@10.0.0.1:3901", "a".repeat(63)),
+        format!("{}@10.0.0.1:3901", "g".repeat(64)),
+        format!("{id}@host name:3901"),
+    ] {
+        assert!(!crate::garage::is_node_id(&bad), "{bad:?}");
+    }
+}
