@@ -400,20 +400,31 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
         "{}",
         open.stdout
     );
-    let mut fwd = std::process::Command::new(crate::bin::clusterkit())
-        .args([
-            "monitor",
-            "open",
-            "--forward",
-            "--offset",
-            "31000",
-            "-c",
-            &config(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed when dropped, so that a failure here does not leave it holding
+    // the ports for the next run (seen: every later run failed to bind).
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let fwd = Killed(
+        std::process::Command::new(crate::bin::clusterkit())
+            .args([
+                "monitor",
+                "open",
+                "--forward",
+                "--offset",
+                "31000",
+                "-c",
+                &config(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Prometheus asks for the monitoring API's login there too.
     let pw = ck(&["monitor", "password", "--api", "-c", &config()]);
     let login = std::process::Command::new("sh")
@@ -443,8 +454,7 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
     );
     assert!(ask("").starts_with("HTTP/1.0 401"), "{}", ask(""));
     eprintln!("Prometheus through `monitor open --forward` after {took:?}");
-    let _ = fwd.kill();
-    let _ = fwd.wait();
+    drop(fwd);
 
     grafana_plumbing();
     monitoring_roll();

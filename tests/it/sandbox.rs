@@ -620,8 +620,10 @@ fn service_images_are_built_from_debian_packages_and_serve() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let out = ssh(
         "node1",
-        "docker rm -f ne >/dev/null 2>&1; docker run -d --name ne --network host clusterkit/node-exporter:bookworm >/dev/null \
-         && for i in $(seq 50); do curl -sf localhost:9100/metrics && break; sleep 0.2; done | grep -c '^node_uname_info'; docker rm -f ne >/dev/null",
+        // On a port of its own: the cluster's node-exporter may hold the
+        // node's mesh address's 9100 (and then no other may take them all).
+        "docker rm -f ne >/dev/null 2>&1; docker run -d --name ne --network host clusterkit/node-exporter:bookworm --web.listen-address=127.0.0.1:19100 >/dev/null \
+         && for i in $(seq 50); do curl -sf localhost:19100/metrics && break; sleep 0.2; done | grep -c '^node_uname_info'; docker rm -f ne >/dev/null",
     );
     assert_eq!(out.stdout.trim(), "1", "{}{}", out.stdout, out.stderr);
 

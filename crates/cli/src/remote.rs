@@ -111,13 +111,32 @@ pub async fn lock_cluster(
     nodes: &[Arc<dyn Transport>],
     command: &str,
 ) -> anyhow::Result<clusterkit_core::lock::ClusterLock> {
+    lock_among(loaded, nodes, loaded.built.spec.nodes.len(), command).await
+}
+
+/// [`lock_cluster`] on every reachable node, however few: for `swarm
+/// recover`, whose very case is a majority lost.
+pub async fn lock_reachable(
+    loaded: &Loaded,
+    nodes: &[Arc<dyn Transport>],
+    command: &str,
+) -> anyhow::Result<clusterkit_core::lock::ClusterLock> {
+    lock_among(loaded, nodes, nodes.len(), command).await
+}
+
+async fn lock_among(
+    loaded: &Loaded,
+    nodes: &[Arc<dyn Transport>],
+    cluster_size: usize,
+    command: &str,
+) -> anyhow::Result<clusterkit_core::lock::ClusterLock> {
     hold_state_dir(loaded, command)?;
     let holder = clusterkit_core::lock::Holder::here(command);
     let patience =
         std::time::Duration::from_secs(LOCK_WAIT.load(std::sync::atomic::Ordering::Relaxed));
     let lock = clusterkit_core::lock::ClusterLock::acquire_within(
         nodes,
-        loaded.built.spec.nodes.len(),
+        cluster_size,
         &holder,
         patience,
         &|e| {

@@ -95,6 +95,9 @@ pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
         let spec = &loaded.built.spec;
         let _lock = match cmd {
             SwarmCmd::Status { .. } => None,
+            SwarmCmd::Recover { .. } => {
+                Some(crate::remote::lock_reachable(loaded, &nodes, "swarm").await?)
+            }
             _ => Some(crate::remote::lock_cluster(loaded, &nodes, "swarm").await?),
         };
         match cmd {
