@@ -94,9 +94,18 @@ pub fn hold_state_dir(loaded: &Loaded, command: &str) -> anyhow::Result<()> {
             .parent()
             .map(std::path::Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".clusterkit"));
-        *held = Some(clusterkit_core::lock::LocalLock::acquire(
+        let patience =
+            std::time::Duration::from_secs(LOCK_WAIT.load(std::sync::atomic::Ordering::Relaxed));
+        *held = Some(clusterkit_core::lock::LocalLock::acquire_within(
             &dir,
             &clusterkit_core::lock::Holder::here(command),
+            patience,
+            &|e| {
+                eprintln!(
+                    "{e}; waiting for it (at most {}, `--lock-wait` sets it)",
+                    humantime::format_duration(patience)
+                )
+            },
         )?);
     }
     Ok(())

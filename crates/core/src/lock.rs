@@ -275,6 +275,34 @@ impl LocalLock {
         }
     }
 
+    /// [`LocalLock::acquire`], waiting while another process holds it, for
+    /// at most `patience` (polled every half second): `waiting` hears who
+    /// holds it (once per holder); the last refusal is returned when
+    /// patience runs out.
+    pub fn acquire_within(
+        dir: &Path,
+        holder: &Holder,
+        patience: Duration,
+        waiting: &dyn Fn(&LockError),
+    ) -> Result<Self, LockError> {
+        let until = std::time::Instant::now() + patience;
+        let mut last: Option<Said> = None;
+        loop {
+            match Self::acquire(dir, holder) {
+                Err(e @ LockError::Local { .. }) if std::time::Instant::now() < until => {
+                    if let LockError::Local { holder: now, .. } = &e {
+                        if last.as_ref() != Some(now) {
+                            waiting(&e);
+                            last = Some(now.clone());
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -433,14 +461,15 @@ impl ClusterLock {
         waiting: &(dyn Fn(&LockError) + Send + Sync),
     ) -> Result<Self, LockError> {
         let until = tokio::time::Instant::now() + patience;
-        let mut last: Option<String> = None;
+        let mut last: Option<Said> = None;
         loop {
             match Self::acquire(nodes, cluster_size, holder).await {
                 Err(e @ LockError::Busy { .. }) if tokio::time::Instant::now() < until => {
-                    let now = e.to_string();
-                    if last.as_deref() != Some(&now) {
-                        waiting(&e);
-                        last = Some(now);
+                    if let LockError::Busy { holder: now, .. } = &e {
+                        if last.as_ref() != Some(now) {
+                            waiting(&e);
+                            last = Some(now.clone());
+                        }
                     }
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }

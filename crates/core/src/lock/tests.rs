@@ -129,6 +129,35 @@ fn the_local_lock_refuses_a_second_holder_and_names_the_first() {
     assert_eq!(text.lines().count(), 1, "{text}");
 }
 
+#[test]
+fn a_patient_local_run_waits_for_the_first_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = LocalLock::acquire(dir.path(), &holder()).unwrap();
+    let path = dir.path().to_path_buf();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h = heard.clone();
+    let second = std::thread::spawn(move || {
+        LocalLock::acquire_within(&path, &Holder::here("up"), Duration::from_secs(30), &|e| {
+            h.lock().unwrap().push(e.to_string())
+        })
+        .map(|_| ())
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    drop(first);
+    second.join().unwrap().unwrap();
+    let heard = heard.lock().unwrap();
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert!(
+        heard[0].contains("`clusterkit up` by ops@desk (pid 4242)"),
+        "{heard:?}"
+    );
+    // Out of patience: refused naming the holder.
+    let _first = LocalLock::acquire(dir.path(), &holder()).unwrap();
+    let e = LocalLock::acquire_within(dir.path(), &holder(), Duration::from_millis(600), &|_| {})
+        .unwrap_err();
+    assert!(matches!(e, LockError::Local { .. }), "{e}");
+}
+
 /// A node that answers the lock's script, ask after ask, with the texts of
 /// `says` (the last one again once they run out; `unreachable`: no
 /// connection) and, when it locked, keeps what it hears until its stream is
