@@ -296,11 +296,18 @@ fn pending(listing: &str) -> Vec<(String, String)> {
             continue;
         };
         // "1/1", "3/3", or "0/1 (max 1 per node)".
-        let counted = replicas
+        let count = replicas
             .split_whitespace()
             .next()
             .and_then(|r| r.split_once('/'))
-            .is_some_and(|(have, want)| have == want);
+            .and_then(|(have, want)| {
+                Some((have.parse::<usize>().ok()?, want.parse::<usize>().ok()?))
+            });
+        // A global service's tasks wanted on nodes that are not up: Swarm
+        // may still count them (seen on a restored swarm, its old members
+        // not yet marked down: "3/4"), but they belong to those nodes and
+        // run nowhere else: not waited for. (A replica is moved: waited for.)
+        let mut away = 0;
         let (mut running, mut not, mut failing) = (0, Vec::new(), false);
         for t in tasks.lines() {
             let mut f = t.splitn(5, '|');
@@ -312,10 +319,16 @@ fn pending(listing: &str) -> Vec<(String, String)> {
                 f.next().unwrap_or_default().trim().trim_matches('"'),
             );
             // `stack_service.1` (a replica) or `stack_service.<node id>` (global).
-            if task.rsplit_once('.').map(|(s, _)| s) != Some(svc)
-                || matches!(desired, "Shutdown" | "Remove" | "Complete" | "Orphaned")
-                || (!node.is_empty() && !up.contains(node))
-            {
+            let Some((of, slot)) = task.rsplit_once('.') else {
+                continue;
+            };
+            if of != svc || matches!(desired, "Shutdown" | "Remove" | "Complete" | "Orphaned") {
+                continue;
+            }
+            if !node.is_empty() && !up.contains(node) {
+                if slot.parse::<u64>().is_err() && !state.starts_with("Running") {
+                    away += 1;
+                }
                 continue;
             }
             if state.starts_with("Running") {
@@ -335,6 +348,8 @@ fn pending(listing: &str) -> Vec<(String, String)> {
         // task merely starting beside a counted service is not waited for:
         // two entries of one node's name, an old one down and the new one
         // up, would show the old one's stale state under the live name.)
+        let counted =
+            count.is_some_and(|(have, want)| have == want || (have + away == want && running > 0));
         if counted && !failing {
             continue;
         }
@@ -473,6 +488,24 @@ mod wait_tests {
             mon_node-exporter.xx|node1|Running|Running 1 minute ago|\n\
             --\nnode1 Ready\nnode2 Ready\nnode3 Down\n";
         assert!(pending(gone).is_empty(), "{:?}", pending(gone));
+        // A restored swarm whose old member is not marked down yet: Swarm
+        // counts its global task (3/4); the three on nodes that are up run.
+        let restored = "mon_node-exporter 3/4\n--\n\
+            mon_node-exporter.a1|node1|Running|Running 2 minutes ago|\n\
+            mon_node-exporter.b2|node2|Running|Running 2 minutes ago|\n\
+            mon_node-exporter.c3|node3|Running|Running 2 minutes ago|\n\
+            mon_node-exporter.d4|q8wmvbq2k6x1z0old0member0|Running|Assigned 9 minutes ago|\n\
+            --\nnode1 Ready\nnode2 Ready\nnode3 Ready\nnode2 Unknown\n";
+        assert!(pending(restored).is_empty(), "{:?}", pending(restored));
+        // A replica on such a node is moved by Swarm: waited for.
+        let replica = "app_web 1/2\n--\n\
+            app_web.1|node1|Running|Running 2 minutes ago|\n\
+            app_web.2|q8wmvbq2k6x1z0old0member0|Running|Assigned 9 minutes ago|\n\
+            --\nnode1 Ready\n";
+        assert_eq!(
+            pending(replica),
+            [("app_web".to_string(), "1/2 running".to_string())]
+        );
     }
 
     #[test]
