@@ -18,7 +18,7 @@ use clusterkit_core::spec::Loaded;
 use clusterkit_core::transport::Transport;
 
 use crate::exit;
-use crate::remote::connect;
+use crate::remote::{connect, state_dir};
 use crate::up::{Phase, ProgressMode};
 
 /// `clusterkit backup` subcommands (without one, `backup` takes a backup).
@@ -56,14 +56,6 @@ pub enum BackupCmd {
 
 /// Where backups go when no `--to` is given: the cluster's own S3.
 pub const DEFAULT_TO: &str = "s3://clusterkit/backups";
-
-/// The state directory of a loaded description (where the seal key lives).
-pub fn state_dir(loaded: &Loaded) -> PathBuf {
-    loaded
-        .state_path
-        .parent()
-        .map_or_else(|| PathBuf::from(".clusterkit"), Path::to_path_buf)
-}
 
 /// The seal key backups of this cluster are opened with: this machine's, or
 /// an error saying where it must be.

@@ -135,9 +135,13 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
             });
             v6.insert(n, found.unwrap_or_default());
         }
+        // Whether any node has an IPv6 address other than the one clusterkit reaches.
+        let probed_v6 = v6.iter().any(|(n, addrs)| {
+            addrs
+                .iter()
+                .any(|a| spec.node(n).is_some_and(|x| x.ssh.host != a.to_string()))
+        });
         let v6 = &v6;
-        let probed_v6 = std::sync::atomic::AtomicUsize::new(0);
-        let probed_v6 = &probed_v6;
         let probes = fan_out(&nodes, 16, |t| {
             // Each node probes its neighbour's own address, every port at once.
             let i = names.iter().position(|n| n == t.node()).unwrap_or(0);
@@ -156,7 +160,6 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
                 for a in v6.get(target.name.as_str()).into_iter().flatten() {
                     if !addrs.contains(&a.to_string()) {
                         addrs.push(a.to_string());
-                        probed_v6.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
                 let script = format!(
@@ -200,7 +203,7 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
             }
         }
         if exposed.is_empty() && !mesh_closed {
-            let families = if probed_v6.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            let families = if probed_v6 {
                 " (IPv4 and IPv6)"
             } else {
                 ""

@@ -24,11 +24,31 @@ pub static LOCK_WAIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 pub static STRICT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub fn known_hosts_path(loaded: &Loaded) -> PathBuf {
-    loaded
-        .state_path
-        .parent()
-        .map(|d| d.join("known_hosts"))
-        .unwrap_or_else(|| PathBuf::from(".clusterkit/known_hosts"))
+    state_dir(loaded).join("known_hosts")
+}
+
+/// The state directory of a loaded description: the state file's, where
+/// `known_hosts`, the lock and the backup seal key live.
+pub fn state_dir(loaded: &Loaded) -> PathBuf {
+    loaded.state_path.parent().map_or_else(
+        || PathBuf::from(".clusterkit"),
+        std::path::Path::to_path_buf,
+    )
+}
+
+/// `--lock-wait`: how long a changing command waits for a lock.
+fn lock_patience() -> std::time::Duration {
+    std::time::Duration::from_secs(LOCK_WAIT.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Says, once per holder, who holds a lock this run waits for.
+fn waiting_for(patience: std::time::Duration) -> impl Fn(&clusterkit_core::lock::LockError) {
+    move |e| {
+        eprintln!(
+            "{e}; waiting for it (at most {}, `--lock-wait` sets it)",
+            humantime::format_duration(patience)
+        )
+    }
 }
 
 /// Connects to every node; prints first-contact fingerprints; returns the
@@ -90,22 +110,12 @@ static STATE_DIR_LOCK: std::sync::Mutex<Option<clusterkit_core::lock::LocalLock>
 pub fn hold_state_dir(loaded: &Loaded, command: &str) -> anyhow::Result<()> {
     let mut held = STATE_DIR_LOCK.lock().expect("not poisoned");
     if held.is_none() {
-        let dir = known_hosts_path(loaded)
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".clusterkit"));
-        let patience =
-            std::time::Duration::from_secs(LOCK_WAIT.load(std::sync::atomic::Ordering::Relaxed));
+        let patience = lock_patience();
         *held = Some(clusterkit_core::lock::LocalLock::acquire_within(
-            &dir,
+            &state_dir(loaded),
             &clusterkit_core::lock::Holder::here(command),
             patience,
-            &|e| {
-                eprintln!(
-                    "{e}; waiting for it (at most {}, `--lock-wait` sets it)",
-                    humantime::format_duration(patience)
-                )
-            },
+            &waiting_for(patience),
         )?);
     }
     Ok(())
@@ -141,19 +151,14 @@ async fn lock_among(
 ) -> anyhow::Result<clusterkit_core::lock::ClusterLock> {
     hold_state_dir(loaded, command)?;
     let holder = clusterkit_core::lock::Holder::here(command);
-    let patience =
-        std::time::Duration::from_secs(LOCK_WAIT.load(std::sync::atomic::Ordering::Relaxed));
+    let patience = lock_patience();
+    let waiting = waiting_for(patience);
     let lock = clusterkit_core::lock::ClusterLock::acquire_within(
         nodes,
         cluster_size,
         &holder,
         patience,
-        &|e| {
-            eprintln!(
-                "{e}; waiting for it (at most {}, `--lock-wait` sets it)",
-                humantime::format_duration(patience)
-            )
-        },
+        &|e| waiting(e),
     )
     .await?;
     Ok(lock)

@@ -144,7 +144,7 @@ pub async fn apply(
 ) -> anyhow::Result<()> {
     let spec = &loaded.built.spec;
     let mgr = manager(nodes, loaded)?;
-    let dir = crate::backup::state_dir(loaded);
+    let dir = crate::remote::state_dir(loaded);
     let local = clusterkit_core::backup::SealKey::load(&dir)?;
     let seal_secret = match (local, known_seal) {
         (None, Some(s)) if stack::secret_exists(mgr.as_ref(), &s).await? => s,
