@@ -8,6 +8,7 @@ mod day2;
 mod doctor;
 mod examples;
 mod inventory_errors;
+mod layout;
 mod lock;
 mod monitor;
 mod plan;

@@ -21,17 +21,21 @@ pub mod alloc;
 pub mod backup;
 pub mod config;
 pub mod diag;
+#[cfg(feature = "remote")]
 pub mod engine;
 pub mod inventory;
+#[cfg(feature = "remote")]
 pub mod lock;
 pub mod names;
 pub mod plan;
+#[cfg(feature = "remote")]
 pub mod roll;
 pub mod schedule;
 pub mod source;
 pub mod spec;
 pub mod stack;
 pub mod state;
+#[cfg(feature = "remote")]
 pub mod transport;
 
 pub use diag::{Problem, Problems, Severity, SpecError};

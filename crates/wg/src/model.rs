@@ -3,6 +3,9 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use std::collections::BTreeMap;
+
+use clusterkit_core::spec::ClusterSpec;
 use serde::Serialize;
 
 /// A WireGuard public key: 32 bytes, base64 (44 characters). Private keys
@@ -85,4 +88,43 @@ impl NodeMesh {
     pub fn conf_file(&self) -> String {
         format!("/etc/wireguard/{}.conf", self.interface)
     }
+}
+
+/// A peer's `Endpoint`: `host:port`, an IPv6 address in brackets
+/// (`[2001:db8::1]:51820`), as wg and wg-quick read it.
+pub fn endpoint(host: &str, port: u16) -> String {
+    clusterkit_core::names::host_port(host, port)
+}
+
+/// Every node's interface and peers, from the spec and the nodes' public keys (pure).
+pub fn plan(spec: &ClusterSpec, keys: &BTreeMap<String, WgPublicKey>) -> Vec<NodeMesh> {
+    let peers: Vec<Peer> = spec
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            keys.get(n.name.as_str()).map(|k| Peer {
+                name: n.name.to_string(),
+                public_key: k.clone(),
+                mesh_address: n.mesh_address,
+                endpoint: endpoint(&n.ssh.host, spec.mesh.port.get()),
+                keepalive: spec.mesh.keepalive,
+            })
+        })
+        .collect();
+    spec.nodes
+        .iter()
+        .map(|n| NodeMesh {
+            node: n.name.to_string(),
+            interface: spec.mesh.interface.clone(),
+            address: n.mesh_address,
+            prefix: spec.mesh.cidr.prefix_len(),
+            listen_port: spec.mesh.port.get(),
+            mtu: spec.mesh.mtu,
+            peers: peers
+                .iter()
+                .filter(|p| p.name != n.name.as_str())
+                .cloned()
+                .collect(),
+        })
+        .collect()
 }

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use super::model::WgPublicKey;
 use super::*;
+use clusterkit_core::spec::ClusterSpec;
 
 fn spec(n: usize) -> ClusterSpec {
     clusterkit_core::spec::example(n)
