@@ -269,7 +269,7 @@ impl Manifest {
                 crate::names::shown(&m.clusterkit)
             )));
         }
-        crate::spec::checks::cluster_name(&m.cluster).map_err(bad)?;
+        crate::spec::checks::cluster_name(&m.cluster).map_err(|e| bad(e.into()))?;
         crate::names::NodeName::new(&m.swarm_source)
             .map_err(|e| bad(format!("swarm source: {e}")))?;
         humantime::parse_rfc3339(&m.created).map_err(|e| {
@@ -317,7 +317,7 @@ impl Manifest {
         })?;
         key.check(text, seal).map_err(|why| BackupError::Manifest {
             path: path.into(),
-            why,
+            why: why.into(),
         })?;
         Self::parse(path, text)
     }
@@ -359,7 +359,7 @@ impl SealKey {
     }
 
     /// Reads a key written by [`SealKey::to_hex`] (surrounding space ignored).
-    pub fn from_hex(text: &str) -> Result<Self, String> {
+    pub fn from_hex(text: &str) -> Result<Self, crate::Invalid> {
         let bytes = hex::decode(text.trim())
             .map_err(|_| "not a backup seal key (64 hex digits)".to_string())?;
         let k: [u8; 32] = bytes
@@ -376,7 +376,7 @@ impl SealKey {
                 .map(Some)
                 .map_err(|why| BackupError::Manifest {
                     path: path.display().to_string(),
-                    why,
+                    why: why.into(),
                 }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(BackupError::Manifest {
@@ -414,7 +414,7 @@ impl SealKey {
     }
 
     /// Checks a seal made by [`SealKey::seal`] (in constant time).
-    pub fn check(&self, manifest: &[u8], seal: &[u8]) -> Result<(), String> {
+    pub fn check(&self, manifest: &[u8], seal: &[u8]) -> Result<(), crate::Invalid> {
         use hmac::Mac;
         let text = String::from_utf8_lossy(seal);
         let tag = text
@@ -425,11 +425,11 @@ impl SealKey {
         let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(manifest);
         mac.verify_slice(&tag).map_err(|_| {
-            format!(
+            crate::Invalid(format!(
                 "its seal does not match: it was changed after it was taken, or sealed with another key \
                  than this machine's {SEAL_KEY_FILE} (copy the key of the machine that took it into the \
                  state directory)"
-            )
+            ))
         })
     }
 }

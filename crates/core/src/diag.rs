@@ -7,6 +7,40 @@ use miette::{Diagnostic, LabeledSpan, SourceCode};
 
 use crate::source::Loc;
 
+/// A value, file or answer refused by a check: what is wrong with it and,
+/// where there is one, the way out (its `Display`). Returned by the checks
+/// and parsers of single values ([`crate::NodeName::new`],
+/// [`crate::spec::checks`], [`crate::state::State::parse`], ...), which
+/// the validation of a whole description turns into located [`Problem`]s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl From<String> for Invalid {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl std::ops::Deref for Invalid {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Invalid> for String {
+    fn from(e: Invalid) -> Self {
+        e.0
+    }
+}
+
 /// How bad a [`Problem`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -38,6 +38,6 @@ pub mod state;
 #[cfg(feature = "remote")]
 pub mod transport;
 
-pub use diag::{Problem, Problems, Severity, SpecError};
+pub use diag::{Invalid, Problem, Problems, Severity, SpecError};
 pub use names::{NodeName, Port};
 pub use spec::ClusterSpec;

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 pub struct NodeName(Arc<str>);
 
 impl TryFrom<String> for NodeName {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = crate::Invalid;
+    fn try_from(s: String) -> Result<Self, crate::Invalid> {
         Self::new(&s)
     }
 }
@@ -35,24 +35,25 @@ impl From<NodeName> for String {
 
 impl NodeName {
     /// Checks and wraps a name; the error says what is wrong with it.
-    pub fn new(name: &str) -> Result<Self, String> {
+    pub fn new(name: &str) -> Result<Self, crate::Invalid> {
         let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
         match name.chars().next() {
             None => Err("a node name cannot be empty".into()),
-            Some(c) if !c.is_ascii_alphanumeric() => Err(format!(
+            Some(c) if !c.is_ascii_alphanumeric() => Err((format!(
                 "node name `{}` must start with a letter or a digit",
                 shown(name)
-            )),
-            _ if name.len() > 63 => Err(format!(
-                "node name `{}` is longer than 63 characters",
-                shown(name)
-            )),
+            ))
+            .into()),
+            _ if name.len() > 63 => {
+                Err((format!("node name `{}` is longer than 63 characters", shown(name))).into())
+            }
             _ => match name.chars().find(|c| !ok_char(*c)) {
-                Some(c) => Err(format!(
+                Some(c) => Err((format!(
                     "node name `{}` contains {}: use letters, digits, `-`, `_` and `.`",
                     shown(name),
                     char_name(c)
-                )),
+                ))
+                .into()),
                 None => Ok(Self(Arc::from(name))),
             },
         }
@@ -76,8 +77,8 @@ impl fmt::Display for NodeName {
 pub struct Port(u16);
 
 impl TryFrom<u16> for Port {
-    type Error = String;
-    fn try_from(n: u16) -> Result<Self, String> {
+    type Error = crate::Invalid;
+    fn try_from(n: u16) -> Result<Self, crate::Invalid> {
         Self::new(i64::from(n))
     }
 }
@@ -90,21 +91,20 @@ impl From<Port> for u16 {
 
 impl Port {
     /// Parses a port from text: a number from 1 to 65535.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, crate::Invalid> {
         match text.trim().parse::<u32>() {
             Ok(n) if n <= u32::from(u16::MAX) => Self::new(i64::from(n)),
-            _ => Err(format!(
-                "`{}` is not a port number (1 to 65535)",
-                shown(text.trim())
-            )),
+            _ => {
+                Err((format!("`{}` is not a port number (1 to 65535)", shown(text.trim()))).into())
+            }
         }
     }
 
     /// Checks a port number.
-    pub fn new(n: i64) -> Result<Self, String> {
+    pub fn new(n: i64) -> Result<Self, crate::Invalid> {
         match u16::try_from(n) {
             Ok(p) if p > 0 => Ok(Self(p)),
-            _ => Err(format!("{n} is not a port number (1 to 65535)")),
+            _ => Err((format!("{n} is not a port number (1 to 65535)")).into()),
         }
     }
 
@@ -121,7 +121,7 @@ impl fmt::Display for Port {
 }
 
 /// Checks that `host` is an IP address or a DNS host name, as an SSH target must be.
-pub fn check_address(host: &str) -> Result<(), String> {
+pub fn check_address(host: &str) -> Result<(), crate::Invalid> {
     if host.parse::<std::net::IpAddr>().is_ok() {
         return Ok(());
     }
@@ -140,15 +140,12 @@ pub fn check_address(host: &str) -> Result<(), String> {
             .next()
             .is_some_and(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_digit()))
     {
-        return Err(format!("`{}` is not a valid IPv4 address", shown(host)));
+        return Err((format!("`{}` is not a valid IPv4 address", shown(host))).into());
     }
     if !host.is_empty() && host.len() <= 253 && host.split('.').all(label_ok) {
         Ok(())
     } else {
-        Err(format!(
-            "`{}` is neither an IP address nor a host name",
-            shown(host)
-        ))
+        Err((format!("`{}` is neither an IP address nor a host name", shown(host))).into())
     }
 }
 

@@ -144,33 +144,35 @@ pub struct Runner {
 
 /// Reads a period: a duration as `humantime` writes it (`30m`, `6h`, `1d`),
 /// at least [`MIN_EVERY`].
-pub fn parse_every(text: &str) -> Result<Duration, String> {
+pub fn parse_every(text: &str) -> Result<Duration, crate::Invalid> {
     let d = humantime::parse_duration(text.trim()).map_err(|e| {
         format!("`{text}` is not a period ({e}): write e.g. `6h`, `1d` or `30m`, or `off`")
     })?;
     if d < MIN_EVERY {
-        return Err(format!(
+        return Err((format!(
             "`{text}` is shorter than {}: each backup stops a manager's engine for a moment",
             humantime::format_duration(MIN_EVERY)
-        ));
+        ))
+        .into());
     }
     Ok(d)
 }
 
 /// Checks destinations: the cluster's S3 only (a directory would be inside
 /// the task, on whichever node it runs).
-pub fn check_to(to: &[String]) -> Result<(), String> {
+pub fn check_to(to: &[String]) -> Result<(), crate::Invalid> {
     for t in to {
         match crate::backup::Location::parse(t) {
             Ok(crate::backup::Location::S3 { .. }) => {}
             Ok(crate::backup::Location::Dir(_)) => {
-                return Err(format!(
+                return Err((format!(
                 "{t}: a scheduled backup is written to the cluster's S3 (s3://BUCKET/PREFIX): a \
                      directory would be inside the service's container; copy backups out with \
                      `clusterkit backup copy`"
             ))
+                .into())
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err((e.to_string()).into()),
         }
     }
     Ok(())

@@ -60,15 +60,13 @@ pub struct Jump {
 
 impl Jump {
     /// Reads `[user@]host[:port]`; `user` is the default user.
-    pub fn parse(text: &str, user: &str) -> Result<Self, String> {
+    pub fn parse(text: &str, user: &str) -> Result<Self, crate::Invalid> {
         let t = text.trim();
         if t.is_empty() {
             return Err("the jump host is empty".into());
         }
         if t.contains(',') {
-            return Err(format!(
-                "`{t}` chains several jump hosts: clusterkit takes one"
-            ));
+            return Err((format!("`{t}` chains several jump hosts: clusterkit takes one")).into());
         }
         let t = t.strip_prefix("ssh://").unwrap_or(t);
         let (user, rest) = match t.split_once('@') {
@@ -87,7 +85,7 @@ impl Jump {
             _ => (rest.to_string(), Port::new(22).expect("22 is a port")),
         };
         if host.is_empty() {
-            return Err(format!("`{text}` names no host"));
+            return Err((format!("`{text}` names no host")).into());
         }
         Ok(Self { host, port, user })
     }
@@ -392,20 +390,19 @@ struct Checked {
 /// A Debian package version as apt takes it after `=`: starts with a digit
 /// (an epoch `N:` included), then letters, digits and `.+~:-` only (it is put
 /// on an apt command line).
-pub fn package_version(v: &str) -> Result<&str, String> {
+pub fn package_version(v: &str) -> Result<&str, crate::Invalid> {
     let v = v.trim();
     if !v.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(format!(
-            "`{v}` is not a package version: it must start with a digit"
-        ));
+        return Err((format!("`{v}` is not a package version: it must start with a digit")).into());
     }
     if let Some(c) = v
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || ".+~:-".contains(*c)))
     {
-        return Err(format!(
+        return Err((format!(
             "`{v}` is not a package version: `{c}` is not allowed (letters, digits and .+~:- only)"
-        ));
+        ))
+        .into());
     }
     Ok(v)
 }
@@ -422,17 +419,21 @@ fn image_of(v: &Located<String>, problems: &mut Problems) -> Option<String> {
 }
 
 /// Checks a value with `check`, recording a problem at its location on failure.
-fn check<T, U>(
+fn check<T, U, E: Into<String>>(
     v: &Located<T>,
     problems: &mut Problems,
     label: &str,
     help: &str,
-    check: impl FnOnce(&T) -> Result<U, String>,
+    check: impl FnOnce(&T) -> Result<U, E>,
 ) -> Option<U> {
     match check(&v.value) {
         Ok(u) => Some(u),
         Err(msg) => {
-            problems.push(Problem::error(msg).at(v.loc.as_ref(), label).help(help));
+            problems.push(
+                Problem::error(msg.into())
+                    .at(v.loc.as_ref(), label)
+                    .help(help),
+            );
             None
         }
     }
@@ -1047,7 +1048,7 @@ pub fn build(
                     let j = Jump::parse(t, &user)?;
                     check_address(&j.host).map_err(|e| format!("jump host: {e}"))?;
                     checks::ssh_user(&j.user).map_err(|e| format!("jump host: {e}"))?;
-                    Ok(j)
+                    Ok::<_, crate::Invalid>(j)
                 },
             )
         });

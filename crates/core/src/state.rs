@@ -79,7 +79,7 @@ impl State {
 
     /// Reads a state file's text, checking the values that reach the nodes
     /// (node names, the engine's version): a state may come from a backup.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, crate::Invalid> {
         let state: Self = toml::from_str(text).map_err(|e| e.to_string())?;
         for name in state.mesh_addresses.keys().chain(state.removed.keys()) {
             crate::names::NodeName::new(name)
@@ -88,10 +88,11 @@ impl State {
         if let Some(v) = &state.engine_version {
             let ok = |c: char| c.is_ascii_alphanumeric() || ".+~:-".contains(c);
             if v.is_empty() || v.len() > 64 || !v.chars().all(ok) {
-                return Err(format!(
+                return Err((format!(
                     "engine_version `{}` is not a package version",
                     crate::names::shown(v)
-                ));
+                ))
+                .into());
             }
         }
         Ok(state)

@@ -34,7 +34,7 @@ pub struct AppStack {
 }
 
 /// Checks a stack name: what `docker stack deploy` accepts, lower case.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), clusterkit_core::Invalid> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -44,9 +44,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err((format!(
             "`{name}` is not a stack name: use lower-case letters, digits, `-` and `_` (e.g. `app`)"
         ))
+        .into())
     }
 }
 
@@ -92,7 +93,7 @@ pub fn inspect(name: &str, file: &str, compose: &str) -> Result<AppStack, SwarmE
         file: file.to_string(),
         reason,
     };
-    check_name(name).map_err(bad)?;
+    check_name(name).map_err(|e| bad(e.into()))?;
     let root =
         marked_yaml::parse_yaml(0, compose).map_err(|e| bad(format!("not valid YAML: {e}")))?;
     let services = root

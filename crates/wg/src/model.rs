@@ -16,7 +16,7 @@ pub struct WgPublicKey(String);
 
 impl WgPublicKey {
     /// Checks the text of a public key, as `wg pubkey` prints it.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, clusterkit_core::Invalid> {
         let t = text.trim();
         let ok = t.len() == 44
             && t.ends_with('=')
@@ -26,9 +26,7 @@ impl WgPublicKey {
         if ok {
             Ok(Self(t.to_string()))
         } else {
-            Err(format!(
-                "`{t}` is not a WireGuard public key (44 base64 characters)"
-            ))
+            Err((format!("`{t}` is not a WireGuard public key (44 base64 characters)")).into())
         }
     }
 

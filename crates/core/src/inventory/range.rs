@@ -8,10 +8,10 @@
 /// assert_eq!(expand_host_pattern("web[08:10]").unwrap(), ["web08", "web09", "web10"]);
 /// assert_eq!(expand_host_pattern("db-[a:c]").unwrap(), ["db-a", "db-b", "db-c"]);
 /// ```
-pub fn expand_host_pattern(pattern: &str) -> Result<Vec<String>, String> {
+pub fn expand_host_pattern(pattern: &str) -> Result<Vec<String>, crate::Invalid> {
     let Some(open) = pattern.find('[') else {
         if pattern.contains(']') {
-            return Err(format!("`{pattern}` has a `]` without a `[`"));
+            return Err((format!("`{pattern}` has a `]` without a `[`")).into());
         }
         return Ok(vec![pattern.to_owned()]);
     };
@@ -29,9 +29,10 @@ pub fn expand_host_pattern(pattern: &str) -> Result<Vec<String>, String> {
         [a, b] => (*a, *b, "1"),
         [a, b, s] => (*a, *b, *s),
         _ => {
-            return Err(format!(
+            return Err((format!(
                 "host range `[{inner}]` must be `[start:end]` or `[start:end:step]`"
             ))
+            .into())
         }
     };
     let step: usize = step.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
@@ -39,12 +40,12 @@ pub fn expand_host_pattern(pattern: &str) -> Result<Vec<String>, String> {
     })?;
     let middles: Vec<String> = if let (Ok(a), Ok(b)) = (start.parse::<u64>(), end.parse::<u64>()) {
         if a > b {
-            return Err(format!(
-                "host range `[{inner}]` is empty: {start} is after {end}"
-            ));
+            return Err(
+                (format!("host range `[{inner}]` is empty: {start} is after {end}")).into(),
+            );
         }
         if (b - a) / step as u64 > 100_000 {
-            return Err(format!("host range `[{inner}]` has more than 100000 hosts"));
+            return Err((format!("host range `[{inner}]` has more than 100000 hosts")).into());
         }
         // Ansible pads to the width of the start when it has leading zeros.
         let width = if start.len() > 1 && start.starts_with('0') {
@@ -60,13 +61,14 @@ pub fn expand_host_pattern(pattern: &str) -> Result<Vec<String>, String> {
         let (a, b) = match (single_letter(start), single_letter(end)) {
             (Some(a), Some(b)) => (a, b),
             _ => {
-                return Err(format!(
+                return Err((format!(
                     "host range `[{inner}]` must go from number to number or from letter to letter"
                 ))
+                .into())
             }
         };
         if a > b {
-            return Err(format!("host range `[{inner}]` is empty: {a} is after {b}"));
+            return Err((format!("host range `[{inner}]` is empty: {a} is after {b}")).into());
         }
         (a..=b).step_by(step).map(String::from).collect()
     };

@@ -16,14 +16,14 @@ use crate::names::{char_name, shown};
 /// of its backups and a comment in authorized_keys. A DNS label: lowercase
 /// letters, digits and `-`, 1 to 63 characters, starting and ending with a
 /// letter or digit.
-pub fn cluster_name(s: &str) -> Result<String, String> {
-    dns_label(s).map_err(|why| format!("cluster name `{}` {why}", shown(s)))
+pub fn cluster_name(s: &str) -> Result<String, crate::Invalid> {
+    dns_label(s).map_err(|why| crate::Invalid(format!("cluster name `{}` {why}", shown(s))))
 }
 
 /// A stack's name: it names a Swarm stack and a directory on the managers.
 /// A DNS label, as a cluster's name.
-pub fn stack_name(s: &str) -> Result<String, String> {
-    dns_label(s).map_err(|why| format!("stack name `{}` {why}", shown(s)))
+pub fn stack_name(s: &str) -> Result<String, crate::Invalid> {
+    dns_label(s).map_err(|why| crate::Invalid(format!("stack name `{}` {why}", shown(s))))
 }
 
 fn dns_label(s: &str) -> Result<String, String> {
@@ -49,8 +49,8 @@ fn dns_label(s: &str) -> Result<String, String> {
 /// A container image reference, by Docker's grammar:
 /// `[host[:port]/]path[:tag][@algorithm:hex]`, path components of lowercase
 /// letters and digits joined by `.`, `_`, `__` or dashes.
-pub fn image(s: &str) -> Result<String, String> {
-    let bad = |why: &str| Err(format!("image `{}` {why}", shown(s)));
+pub fn image(s: &str) -> Result<String, crate::Invalid> {
+    let bad = |why: &str| Err((format!("image `{}` {why}", shown(s))).into());
     if s.is_empty() {
         return bad("is empty");
     }
@@ -182,8 +182,8 @@ const SYSTEM_DIRS: &[&str] = &[
 /// A directory on the nodes for data clusterkit owns: absolute, normalised
 /// (no `.`, `..`, `//` or trailing `/`), of letters, digits, `.`, `_`, `-`
 /// and `/`, and neither a system directory nor inside one.
-pub fn data_path(s: &str) -> Result<String, String> {
-    let bad = |why: String| Err(format!("storage.data_path `{}` {why}", shown(s)));
+pub fn data_path(s: &str) -> Result<String, crate::Invalid> {
+    let bad = |why: String| Err((format!("storage.data_path `{}` {why}", shown(s))).into());
     if !s.starts_with('/') {
         return bad("must be an absolute path on the nodes".into());
     }
@@ -219,8 +219,8 @@ pub fn data_path(s: &str) -> Result<String, String> {
 
 /// An SSH user: a POSIX portable user name (letters, digits, `.`, `_`, `-`,
 /// not starting with `-`), at most 32 characters.
-pub fn ssh_user(s: &str) -> Result<String, String> {
-    let bad = |why: String| Err(format!("SSH user `{}` {why}", shown(s)));
+pub fn ssh_user(s: &str) -> Result<String, crate::Invalid> {
+    let bad = |why: String| Err((format!("SSH user `{}` {why}", shown(s))).into());
     if s.is_empty() {
         return bad("is empty".into());
     }
@@ -244,19 +244,20 @@ pub fn ssh_user(s: &str) -> Result<String, String> {
 
 /// A login written into a rendered file (Grafana's administrator): letters,
 /// digits, `.`, `_`, `-` and `@`, 1 to 64 characters.
-pub fn login(s: &str) -> Result<String, String> {
+pub fn login(s: &str) -> Result<String, crate::Invalid> {
     if s.is_empty() || s.len() > 64 {
-        return Err(format!("login `{}` must have 1 to 64 characters", shown(s)));
+        return Err((format!("login `{}` must have 1 to 64 characters", shown(s))).into());
     }
     match s
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "._-@".contains(*c)))
     {
-        Some(c) => Err(format!(
+        Some(c) => Err((format!(
             "login `{}` contains {}: use letters, digits, `.`, `_`, `-` and `@`",
             shown(s),
             char_name(c)
-        )),
+        ))
+        .into()),
         None => Ok(s.to_string()),
     }
 }

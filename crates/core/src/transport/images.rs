@@ -39,18 +39,18 @@ pub async fn push(
 }
 
 /// `docker save` of `images` from this machine's engine, as one archive.
-pub fn save_local(images: &[String]) -> Result<Vec<u8>, String> {
+pub fn save_local(images: &[String]) -> Result<Vec<u8>, crate::Invalid> {
     let out = std::process::Command::new("docker")
         .arg("save")
         .args(images)
         .output()
         .map_err(|e| format!("running docker save (is the docker CLI installed?): {e}"))?;
     if !out.status.success() {
-        return Err(format!(
+        return Err((format!(
             "docker save {}: {} (build or load the image on this machine first; `docker images` lists what is here)",
             images.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        )).into());
     }
     Ok(out.stdout)
 }
@@ -104,7 +104,7 @@ pub async fn provide(
     let archive = save_local(&all).map_err(|reason| TransportError::Docker {
         node: "this machine".into(),
         addr: "local".into(),
-        reason,
+        reason: reason.to_string(),
     })?;
     let (send, archive) = (&send, &archive);
     let mut got = Vec::new();

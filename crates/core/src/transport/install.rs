@@ -44,8 +44,8 @@ pub const ENGINE_PACKAGE: &str = "docker.io";
 pub const INSTALLED_VERSION: &str = "dpkg-query -W -f='${Version}' docker.io 2>/dev/null || true";
 
 /// The install script for a source and the node's facts (pure, for `--dry-run` and tests).
-pub fn install_script(source: DockerSource, f: &Facts) -> Result<String, String> {
-    install_script_pinned(source, f, None)
+pub fn install_script(source: DockerSource, f: &Facts) -> Result<String, crate::Invalid> {
+    install_script_pinned(source, f, None).map_err(crate::Invalid)
 }
 
 /// The install script, with the distribution's package at `version` (held,

@@ -52,10 +52,10 @@ pub fn describe(key: &PublicKey) -> String {
 }
 
 /// The keys recorded for `host:port` in `path` (none when the file does not exist).
-pub fn recorded(path: &Path, host: &str, port: u16) -> Result<Vec<PublicKey>, String> {
+pub fn recorded(path: &Path, host: &str, port: u16) -> Result<Vec<PublicKey>, crate::Invalid> {
     russh::keys::known_hosts::known_host_keys_path(host, port, path)
         .map(|keys| keys.into_iter().map(|(_, k)| k).collect())
-        .map_err(|e| format!("reading {}: {e}", path.display()))
+        .map_err(|e| crate::Invalid(format!("reading {}: {e}", path.display())))
 }
 
 /// The host-key algorithms to offer `host:port`: every one russh knows,

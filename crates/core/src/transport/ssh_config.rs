@@ -11,24 +11,24 @@ use ssh2_config::{ParseRule, SshConfig};
 use crate::spec::{Jump, SshTarget};
 
 /// Reads an ssh client configuration; `Ok(None)` when the file does not exist.
-pub fn load(path: &Path) -> Result<Option<SshConfig>, String> {
+pub fn load(path: &Path) -> Result<Option<SshConfig>, crate::Invalid> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => return Err((format!("{}: {e}", path.display())).into()),
     };
     let mut reader = std::io::BufReader::new(file);
     SshConfig::default()
         .parse(&mut reader, ParseRule::ALLOW_UNKNOWN_FIELDS)
         .map(Some)
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| crate::Invalid(format!("{}: {e}", path.display())))
 }
 
 /// Parses ssh client configuration text (tests, tools).
-pub fn parse(text: &str) -> Result<SshConfig, String> {
+pub fn parse(text: &str) -> Result<SshConfig, crate::Invalid> {
     SshConfig::default()
         .parse(&mut text.as_bytes(), ParseRule::ALLOW_UNKNOWN_FIELDS)
-        .map_err(|e| e.to_string())
+        .map_err(|e| crate::Invalid(e.to_string()))
 }
 
 /// The target with what `cfg` says of its host filled in (pure).
