@@ -5,6 +5,7 @@
 
 pub use clusterkit_core as core;
 pub use clusterkit_monitor as monitor;
+pub use clusterkit_ops as ops;
 pub use clusterkit_storage as storage;
 pub use clusterkit_swarm as swarm;
 pub use clusterkit_wg as wg;

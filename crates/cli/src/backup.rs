@@ -148,8 +148,7 @@ pub fn backup_with(loaded: &Loaded, to: &[String], options: &Options) -> anyhow:
             "this cluster has no storage ([storage] backend = \"none\"): give a directory, e.g. `--to /srv/backups`"
         );
     }
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let written = rt.block_on(async {
+    let written = crate::block_on(async {
         let (nodes, failed) = connect(loaded, options.strict).await;
         if !failed.is_empty() {
             for (n, e) in &failed {
@@ -213,17 +212,35 @@ pub fn backup_with(loaded: &Loaded, to: &[String], options: &Options) -> anyhow:
         if clusterkit_monitor::enabled(spec) {
             match clusterkit_monitor::backup::prometheus_snapshot(&nodes, spec).await? {
                 Some((n, bytes)) => {
-                    say(start, &format!("prometheus: snapshot taken on {n} ({} KiB)", bytes.len() / 1024));
-                    files.push((PROMETHEUS, bytes, format!("Prometheus snapshot (admin API) from {n}")));
+                    say(
+                        start,
+                        &format!(
+                            "prometheus: snapshot taken on {n} ({} KiB)",
+                            bytes.len() / 1024
+                        ),
+                    );
+                    files.push((
+                        PROMETHEUS,
+                        bytes,
+                        format!("Prometheus snapshot (admin API) from {n}"),
+                    ));
                 }
                 None => excluded.push("Prometheus data: Prometheus did not run".into()),
             }
             match clusterkit_monitor::backup::grafana_data(&nodes, spec).await? {
                 Some((n, bytes)) => {
-                    say(start, &format!("grafana: data directory read on {n} ({} KiB)", bytes.len() / 1024));
+                    say(
+                        start,
+                        &format!(
+                            "grafana: data directory read on {n} ({} KiB)",
+                            bytes.len() / 1024
+                        ),
+                    );
                     files.push((GRAFANA, bytes, format!("Grafana's data directory from {n}")));
                 }
-                None if spec.monitoring.grafana => excluded.push("Grafana's data: Grafana did not run".into()),
+                None if spec.monitoring.grafana => {
+                    excluded.push("Grafana's data: Grafana did not run".into())
+                }
                 None => {}
             }
         }
@@ -235,26 +252,51 @@ pub fn backup_with(loaded: &Loaded, to: &[String], options: &Options) -> anyhow:
                 "swarm: {source} is the only manager: its engine stops for the copy (services on it pause)"
             ));
         } else {
-            say(start, &format!("swarm: draining {source} (not the leader; its tasks start elsewhere first)"));
+            say(
+                start,
+                &format!(
+                    "swarm: draining {source} (not the leader; its tasks start elsewhere first)"
+                ),
+            );
             clusterkit_swarm::roll::drain(mgr.as_ref(), &source, DRAIN_PATIENCE).await?;
-            say(start, &format!("swarm: stopping {source}'s engine, copying its swarm state, starting it"));
+            say(
+                start,
+                &format!("swarm: stopping {source}'s engine, copying its swarm state, starting it"),
+            );
         }
         let archived = clusterkit_swarm::backup::archive(source_t.as_ref(), ENGINE_PATIENCE).await;
         let bytes = if single {
             archived?
         } else {
             // Back in service whatever the copy gave.
-            let back = clusterkit_swarm::roll::activate(mgr.as_ref(), &source, DRAIN_PATIENCE).await;
+            let back =
+                clusterkit_swarm::roll::activate(mgr.as_ref(), &source, DRAIN_PATIENCE).await;
             let bytes = archived?;
             back?;
-            say(start, &format!("swarm: {source} active again ({} KiB of state)", bytes.len() / 1024));
+            say(
+                start,
+                &format!(
+                    "swarm: {source} active again ({} KiB of state)",
+                    bytes.len() / 1024
+                ),
+            );
             bytes
         };
-        files.push((SWARM, bytes, format!("/var/lib/docker/swarm of {source}, engine stopped")));
+        files.push((
+            SWARM,
+            bytes,
+            format!("/var/lib/docker/swarm of {source}, engine stopped"),
+        ));
         match std::fs::read(&loaded.state_path) {
-            Ok(bytes) => files.push((STATE, bytes, "clusterkit's state (.clusterkit/state.toml)".into())),
+            Ok(bytes) => files.push((
+                STATE,
+                bytes,
+                "clusterkit's state (.clusterkit/state.toml)".into(),
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {}", loaded.state_path.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", loaded.state_path.display()))
+            }
         }
 
         let mut manifest = Manifest {
@@ -284,8 +326,16 @@ pub fn backup_with(loaded: &Loaded, to: &[String], options: &Options) -> anyhow:
             match dest {
                 Location::Dir(dir) => write_dir(dir, &files, &manifest_bytes, &seal_bytes)?,
                 Location::S3 { bucket, prefix } => {
-                    write_s3(&nodes, spec, bucket, prefix, &files, &manifest_bytes, &seal_bytes)
-                        .await?
+                    write_s3(
+                        &nodes,
+                        spec,
+                        bucket,
+                        prefix,
+                        &files,
+                        &manifest_bytes,
+                        &seal_bytes,
+                    )
+                    .await?
                 }
             }
             say(start, &format!("written: {dest}"));
@@ -546,16 +596,17 @@ pub fn restore(
         .or(managers.first())
         .map(|n| n.to_string())
         .ok_or_else(|| anyhow::anyhow!("no manager in this description"))?;
-
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     // Nothing is touched while any node is already in a swarm.
-    rt.block_on(async {
+    crate::block_on(async {
         let (nodes, failed) = connect(&loaded, false).await;
         if !failed.is_empty() {
             for (n, e) in &failed {
                 eprintln!("{n}: {e}");
             }
-            anyhow::bail!("{} node(s) unreachable: a restore needs every node; nothing was changed", failed.len());
+            anyhow::bail!(
+                "{} node(s) unreachable: a restore needs every node; nothing was changed",
+                failed.len()
+            );
         }
         let _lock = crate::remote::lock_cluster(&loaded, &nodes, "restore").await?;
         let mut inside = Vec::new();
@@ -599,7 +650,7 @@ pub fn restore(
             return Ok(code);
         }
     }
-    rt.block_on(async {
+    crate::block_on(async {
         let (nodes, failed) = connect(&loaded, false).await;
         if let Some((n, e)) = failed.first() {
             anyhow::bail!("{n}: {e}");
@@ -607,7 +658,10 @@ pub fn restore(
         let _lock = crate::remote::lock_cluster(&loaded, &nodes, "restore").await?;
         let restored_monitoring = [file(PROMETHEUS), file(GRAFANA)];
         if clusterkit_monitor::enabled(spec) && restored_monitoring.iter().any(Option::is_some) {
-            say(start, "restore 2/4: Prometheus's and Grafana's data into their volumes on the managers");
+            say(
+                start,
+                "restore 2/4: Prometheus's and Grafana's data into their volumes on the managers",
+            );
             match clusterkit_monitor::backup::restore_volumes(
                 &nodes,
                 spec,
@@ -625,7 +679,7 @@ pub fn restore(
         // fresh nodes ("No such image") until `up` sends them.
         let lines = Lines::stderr();
         let cx = Context::new(&nodes, spec, &lines);
-        let needs = crate::up::engine(false).images(&cx).await?;
+        let needs = clusterkit_ops::up::engine(false, None).images(&cx).await?;
         clusterkit_core::transport::images::provide(&needs, &|m: &str| say(start, m)).await?;
         let t = by_name(&nodes, &first).expect("connected");
         say(start, &format!("restore 3/4: the swarm's state on {first}, then a new cluster from it (--force-new-cluster)"));
@@ -635,7 +689,10 @@ pub fn restore(
         clusterkit_swarm::roll::undrain(t.as_ref(), &first).await?;
         let moved = clusterkit_swarm::backup::reschedule_pending(t.as_ref()).await?;
         if !moved.is_empty() {
-            say(start, &format!("pending tasks given a new start: {}", moved.join(", ")));
+            say(
+                start,
+                &format!("pending tasks given a new start: {}", moved.join(", ")),
+            );
         }
         say(
             start,
@@ -779,8 +836,7 @@ pub fn find(
             }
         }
         Location::S3 { bucket, prefix } => {
-            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(async {
+            crate::block_on(async {
                 let (nodes, _) = connect(loaded, strict).await;
                 let (_fwd, s3) = cluster_s3(&nodes, spec).await?;
                 let suffix = format!("/{MANIFEST}");
@@ -820,8 +876,7 @@ pub fn copy(loaded: &Loaded, from: &str, dir: &Path) -> anyhow::Result<u8> {
         );
     };
     let key = seal_key(loaded)?;
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let (manifest, text, seal, files) = rt.block_on(async {
+    let (manifest, text, seal, files) = crate::block_on(async {
         let (nodes, _) = connect(loaded, false).await;
         let (_fwd, s3) = cluster_s3(&nodes, spec).await?;
         let mkey = format!("{prefix}/{MANIFEST}");

@@ -4,7 +4,6 @@
 //! its MTU from clusterkit-wg, quorum from clusterkit-swarm, storage from
 //! clusterkit-storage); the ports probe is a shell loop run on the nodes.
 
-use anyhow::Context;
 use clusterkit_core::spec::{Loaded, StorageBackend};
 use clusterkit_core::transport::{facts, fan_out, Cmd};
 use serde::Serialize;
@@ -30,8 +29,7 @@ struct Finding {
 
 /// `clusterkit doctor [--json]`.
 pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async {
+    crate::block_on(async {
         let spec = &loaded.built.spec;
         let mut out: Vec<Finding> = Vec::new();
         let mut add = |level, section, message: String| {
@@ -46,7 +44,11 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
             add(Level::Fail, "ssh", format!("{n}: {e}"));
         }
         if failed.is_empty() {
-            add(Level::Ok, "ssh", format!("{} node(s) reachable, host keys checked", nodes.len()));
+            add(
+                Level::Ok,
+                "ssh",
+                format!("{} node(s) reachable, host keys checked", nodes.len()),
+            );
         }
 
         // Facts: OS, clocks, disk, ports held by others, the address plan.
@@ -84,7 +86,11 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
                     .map(|p| format!("{} → {}", p.from, p.to))
                     .collect();
                 if down.is_empty() {
-                    add(Level::Ok, "mesh", format!("{}/{} pairs answer", pairs.len(), pairs.len()));
+                    add(
+                        Level::Ok,
+                        "mesh",
+                        format!("{}/{} pairs answer", pairs.len(), pairs.len()),
+                    );
                 } else {
                     add(Level::Fail, "mesh", format!(
                         "no answer over the mesh: {} (UDP {} must pass between the nodes' addresses; `clusterkit up --only mesh` converges the configuration)",
@@ -93,12 +99,18 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
                     ));
                 }
             }
-            Err(e) => add(Level::Fail, "mesh", format!("{e} (`clusterkit up --only mesh` builds it)")),
+            Err(e) => add(
+                Level::Fail,
+                "mesh",
+                format!("{e} (`clusterkit up --only mesh` builds it)"),
+            ),
         }
         match clusterkit_wg::mtu_check(&nodes, spec).await {
             Ok(pairs) => {
-                let mut bad: Vec<String> =
-                    pairs.iter().filter_map(|p| p.problem(spec.mesh.mtu)).collect();
+                let mut bad: Vec<String> = pairs
+                    .iter()
+                    .filter_map(|p| p.problem(spec.mesh.mtu))
+                    .collect();
                 bad.dedup();
                 if bad.is_empty() {
                     add(Level::Ok, "mtu", format!(
@@ -121,9 +133,14 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
         let names: Vec<String> = nodes.iter().map(|t| t.node().to_string()).collect();
         // Each node's global IPv6 addresses: probed too, the firewall must
         // close the ports there as on the address clusterkit reaches.
-        let mut v6: std::collections::BTreeMap<String, Vec<std::net::Ipv6Addr>> = Default::default();
+        let mut v6: std::collections::BTreeMap<String, Vec<std::net::Ipv6Addr>> =
+            Default::default();
         for (n, r) in fan_out(&nodes, 16, |t| async move {
-            t.exec_raw(&Cmd::new("ip -6 -o addr show scope global 2>/dev/null | awk '{print $4}'"), None).await
+            t.exec_raw(
+                &Cmd::new("ip -6 -o addr show scope global 2>/dev/null | awk '{print $4}'"),
+                None,
+            )
+            .await
         })
         .await
         {
@@ -178,16 +195,21 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
         for (n, r) in probes {
             match r {
                 Ok(None) => {}
-                Ok(Some((_, o))) if o.status == 3 => {
-                    add(Level::Warn, "ports", format!("{n}: no bash to probe ports from"))
-                }
+                Ok(Some((_, o))) if o.status == 3 => add(
+                    Level::Warn,
+                    "ports",
+                    format!("{n}: no bash to probe ports from"),
+                ),
                 Ok(Some((target, o))) => {
                     for p in o.stdout_str().split_whitespace() {
                         match p.strip_prefix("mesh-closed:") {
-                            Some(port) => { mesh_closed = true; add(Level::Fail, "ports", format!(
+                            Some(port) => {
+                                mesh_closed = true;
+                                add(Level::Fail, "ports", format!(
                                 "{}:{port} ({}) does not answer over the mesh from {n}: the swarm needs it (is the engine running there? `clusterkit up --only swarm`)",
                                 target.mesh_address, target.name
-                            )) }
+                            ))
+                            }
                             None => {
                                 let (a, port) = p.split_once('|').unwrap_or((p, ""));
                                 exposed.push(format!(
@@ -203,11 +225,7 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
             }
         }
         if exposed.is_empty() && !mesh_closed {
-            let families = if probed_v6 {
-                " (IPv4 and IPv6)"
-            } else {
-                ""
-            };
+            let families = if probed_v6 { " (IPv4 and IPv6)" } else { "" };
             add(Level::Ok, "ports", format!("the cluster's TCP ports ({} in all) are closed outside the mesh{families}; 2377 and 7946 answer over it", ports.len()));
         } else if !exposed.is_empty() {
             add(Level::Fail, "ports", format!(
@@ -245,7 +263,16 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
                         "degraded" => Level::Warn,
                         _ => Level::Fail,
                     };
-                    add(level, "storage", format!("{} on {} node(s), tolerates {} loss(es)", st.health, st.nodes.len(), st.tolerates));
+                    add(
+                        level,
+                        "storage",
+                        format!(
+                            "{} on {} node(s), tolerates {} loss(es)",
+                            st.health,
+                            st.nodes.len(),
+                            st.tolerates
+                        ),
+                    );
                     for n in st.drivers_down() {
                         add(Level::Fail, "storage", format!(
                             "{}: the `{}` volume driver is not running (`systemctl restart clusterkit-volumes` there, or `clusterkit up --only storage`)",
@@ -257,7 +284,11 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
                         add(Level::Fail, "storage", format!("S3 probe: {e}"));
                     }
                 }
-                Err(e) => add(Level::Fail, "storage", format!("{e} (`clusterkit up --only storage`)")),
+                Err(e) => add(
+                    Level::Fail,
+                    "storage",
+                    format!("{e} (`clusterkit up --only storage`)"),
+                ),
             }
         }
 
@@ -265,7 +296,9 @@ pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
         if json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&serde_json::json!({"cluster": spec.name, "healthy": !failed, "checks": out}))?
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"cluster": spec.name, "healthy": !failed, "checks": out})
+                )?
             );
         } else {
             for f in &out {

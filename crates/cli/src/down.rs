@@ -5,7 +5,6 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Instant;
 
-use anyhow::Context;
 use clusterkit_core::spec::Loaded;
 use clusterkit_core::transport::{fan_out, Cmd};
 
@@ -40,8 +39,7 @@ pub fn run(loaded: &Loaded, purge: bool, yes: bool) -> anyhow::Result<u8> {
             return Ok(exit::FAILURE);
         }
     }
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async {
+    crate::block_on(async {
         let start = Instant::now();
         let say = |phase: &str, m: &str| {
             eprintln!("[{:>6.1}s] {phase:<7} {m}", start.elapsed().as_secs_f64())
@@ -55,10 +53,15 @@ pub fn run(loaded: &Loaded, purge: bool, yes: bool) -> anyhow::Result<u8> {
         }
         let _lock = crate::remote::lock_cluster(loaded, &nodes, "down").await?;
         // Stacks, through a manager in the swarm (none: nothing to remove).
-        let mgr = clusterkit_core::stack::managers(&nodes, spec).into_iter().next();
+        let mgr = clusterkit_core::stack::managers(&nodes, spec)
+            .into_iter()
+            .next();
         if let Some(m) = mgr {
             let in_swarm = m
-                .exec_raw(&Cmd::new("docker info -f '{{.Swarm.ControlAvailable}}'"), None)
+                .exec_raw(
+                    &Cmd::new("docker info -f '{{.Swarm.ControlAvailable}}'"),
+                    None,
+                )
                 .await?
                 .stdout_str()
                 .trim()
@@ -109,13 +112,21 @@ pub fn run(loaded: &Loaded, purge: bool, yes: bool) -> anyhow::Result<u8> {
             "cluster {} is down on {} node(s){}{}",
             spec.name,
             nodes.len(),
-            if purge { ", data deleted" } else { "; data kept" },
+            if purge {
+                ", data deleted"
+            } else {
+                "; data kept"
+            },
             if failed.is_empty() {
                 String::new()
             } else {
                 format!("; {} unreachable node(s) untouched", failed.len())
             }
         );
-        Ok(if failed.is_empty() { exit::OK } else { exit::FAILURE })
+        Ok(if failed.is_empty() {
+            exit::OK
+        } else {
+            exit::FAILURE
+        })
     })
 }

@@ -37,6 +37,23 @@ pub mod exit {
     pub const INVALID: u8 = 3;
 }
 
+/// The process's one async runtime, built on first use.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("the async runtime starts (threads and timers from the OS)")
+    })
+}
+
+/// Runs `f` to its end on the process's runtime. Commands call it at their
+/// top, never from inside another `block_on`.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    runtime().block_on(f)
+}
+
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
     match cmd::run(cli) {

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Subcommand;
 use clusterkit_core::spec::Loaded;
 use clusterkit_core::transport::facts::{self, Facts};
@@ -85,8 +84,7 @@ fn print_pairs(pairs: &[PairStatus]) -> std::io::Result<()> {
 
 /// Runs a `wg` command.
 pub fn run(loaded: &Loaded, cmd: WgCmd) -> anyhow::Result<u8> {
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async {
+    crate::block_on(async {
         let (nodes, failed) = connect(loaded, false).await;
         if !failed.is_empty() {
             for (n, e) in &failed {

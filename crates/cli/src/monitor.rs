@@ -58,8 +58,7 @@ pub fn run(loaded: &Loaded, cmd: MonitorCmd) -> anyhow::Result<u8> {
     if let MonitorCmd::Render { out } = &cmd {
         return render_to(spec, out);
     }
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async {
+    crate::block_on(async {
         let (nodes, failed) = crate::remote::connect(loaded, false).await;
         if matches!(cmd, MonitorCmd::Up) && !failed.is_empty() {
             for (n, e) in &failed {
@@ -68,7 +67,9 @@ pub fn run(loaded: &Loaded, cmd: MonitorCmd) -> anyhow::Result<u8> {
             anyhow::bail!("{} node(s) unreachable: nothing was changed", failed.len());
         }
         if !spec.monitoring.enabled {
-            anyhow::bail!("monitoring is off in this cluster's config ([monitoring] enabled = false)");
+            anyhow::bail!(
+                "monitoring is off in this cluster's config ([monitoring] enabled = false)"
+            );
         }
         let _lock = match cmd {
             MonitorCmd::Up => Some(crate::remote::lock_cluster(loaded, &nodes, "monitor").await?),
@@ -76,13 +77,13 @@ pub fn run(loaded: &Loaded, cmd: MonitorCmd) -> anyhow::Result<u8> {
         };
         match cmd {
             MonitorCmd::Up => {
-                clusterkit_core::transport::images::provide(&clusterkit_monitor::phase::image_targets(&nodes, spec), &|m: &str| {
-                    eprintln!("images: {m}")
-                })
+                clusterkit_core::transport::images::provide(
+                    &clusterkit_monitor::phase::image_targets(&nodes, spec),
+                    &|m: &str| eprintln!("images: {m}"),
+                )
                 .await?;
-                let c =
-                    clusterkit_monitor::up(&nodes, spec, &|m: &str| eprintln!("monitor: {m}"))
-                        .await?;
+                let c = clusterkit_monitor::up(&nodes, spec, &|m: &str| eprintln!("monitor: {m}"))
+                    .await?;
                 if !c.any() {
                     eprintln!("monitoring unchanged");
                 }
@@ -107,7 +108,9 @@ pub fn run(loaded: &Loaded, cmd: MonitorCmd) -> anyhow::Result<u8> {
             }
             MonitorCmd::Password { api: false } => {
                 if !spec.monitoring.grafana {
-                    anyhow::bail!("Grafana is off in this cluster's config ([monitoring] grafana = false)");
+                    anyhow::bail!(
+                        "Grafana is off in this cluster's config ([monitoring] grafana = false)"
+                    );
                 }
                 match clusterkit_monitor::grafana_password(&nodes, spec).await? {
                     Some(pw) => {

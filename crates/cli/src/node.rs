@@ -123,10 +123,13 @@ fn remove(
     let Some(after) = reload()? else {
         return Ok(exit::INVALID);
     };
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async {
+    crate::block_on(async {
         let own = if target.is_some() {
-            connect_with(&leaving, false, true).await.0.into_iter().next()
+            connect_with(&leaving, false, true)
+                .await
+                .0
+                .into_iter()
+                .next()
         } else {
             None
         };
@@ -151,7 +154,11 @@ fn remove(
         } else {
             eprintln!(
                 "{node} removed from the swarm{}: {} manager(s) left, {} reachable",
-                if r.was_manager { " (demoted first)" } else { "" },
+                if r.was_manager {
+                    " (demoted first)"
+                } else {
+                    ""
+                },
                 r.managers_left,
                 r.reachable_left
             );

@@ -36,6 +36,10 @@ impl Json {
 
 impl Reporter for Json {
     fn event(&self, e: &Event) {
+        if let Event::Notice { .. } = e {
+            // Not part of the run's stream of events: said on stderr.
+            return Notices.event(e);
+        }
         let mut v = serde_json::to_value(e).unwrap_or_default();
         v["t"] = serde_json::json!((self.start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
         println!("{v}");
@@ -149,6 +153,16 @@ impl Table {
                     }
                 }
                 self.cluster = format!("{phase} failed: {}", error.lines().next().unwrap_or(""));
+            }
+            Event::Notice { node, message } => {
+                let line = format!(
+                    "{}{message}",
+                    node.as_deref()
+                        .map(|n| format!("{n}: "))
+                        .unwrap_or_default()
+                );
+                self.cluster = line.clone();
+                self.notes.push(line);
             }
         }
     }
@@ -280,6 +294,21 @@ impl Reporter for Live {
         s.table.apply(e);
         if !matches!(e, Event::Step { .. }) {
             draw(&mut s, &self.title, self.start);
+        }
+    }
+}
+
+/// The reporter of commands that have no phases: an operation's notices
+/// (a host key recorded, a lock waited for) on stderr, one line each.
+pub struct Notices;
+
+impl Reporter for Notices {
+    fn event(&self, e: &Event) {
+        if let Event::Notice { node, message } = e {
+            match node {
+                Some(n) => eprintln!("{n}: {message}"),
+                None => eprintln!("{message}"),
+            }
         }
     }
 }

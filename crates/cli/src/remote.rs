@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clusterkit_core::spec::Loaded;
-use clusterkit_core::transport::facts::{self, Facts};
-use clusterkit_core::transport::known_hosts::{self, HostKeyPolicy};
-use clusterkit_core::transport::ssh::{connect_all, ConnectEvent, SshOptions};
+use clusterkit_core::transport::known_hosts;
 use clusterkit_core::transport::{fan_out, Transport};
 
 use crate::exit;
@@ -51,6 +49,17 @@ fn waiting_for(patience: std::time::Duration) -> impl Fn(&clusterkit_core::lock:
     }
 }
 
+/// The session options the global flags set (`--strict-host-keys`, `-v`,
+/// `--lock-wait`).
+pub fn options() -> clusterkit_ops::Options {
+    use std::sync::atomic::Ordering::Relaxed;
+    clusterkit_ops::Options {
+        strict_host_keys: STRICT.load(Relaxed),
+        verbose: VERBOSE.load(Relaxed),
+        lock_wait: lock_patience(),
+    }
+}
+
 /// Connects to every node; prints first-contact fingerprints; returns the
 /// sessions and the failures.
 pub async fn connect(
@@ -67,57 +76,33 @@ pub async fn connect_with(
     strict: bool,
     quick: bool,
 ) -> (Vec<Arc<dyn Transport>>, Vec<(String, String)>) {
-    let mut opts = SshOptions::new(known_hosts_path(loaded));
-    opts.verbose = VERBOSE.load(std::sync::atomic::Ordering::Relaxed);
-    if strict
-        || STRICT.load(std::sync::atomic::Ordering::Relaxed)
-        || loaded.built.spec.ssh.strict_host_keys
-    {
-        opts.policy = HostKeyPolicy::Strict;
-    }
-    if quick {
-        opts.attempts = 1;
-        opts.connect_timeout = std::time::Duration::from_secs(3);
-    }
-    let nodes = loaded.built.spec.ssh_targets();
-    let mut ok = Vec::new();
-    let mut failed = Vec::new();
-    for (name, r) in connect_all(&nodes, &opts).await {
-        match r {
-            Ok(s) => {
-                for e in &s.events {
-                    let ConnectEvent::HostKeyLearned { node, fingerprint } = e;
-                    eprintln!(
-                        "{node}: first contact, recorded host key {fingerprint} in {}",
-                        opts.known_hosts.display()
-                    );
-                }
-                ok.push(Arc::new(s) as Arc<dyn Transport>);
-            }
-            Err(e) => failed.push((name, e.to_string())),
-        }
-    }
-    (ok, failed)
+    let mut options = options();
+    options.strict_host_keys |= strict;
+    let notices = crate::progress::Notices;
+    let session = clusterkit_ops::Session::new(loaded, options, &notices);
+    let reach = if quick {
+        clusterkit_ops::Reach::Quick
+    } else {
+        clusterkit_ops::Reach::Patient
+    };
+    let c = session.connect(reach).await;
+    let failed = c
+        .unreachable
+        .into_iter()
+        .map(|u| (u.node, u.error))
+        .collect();
+    (c.nodes, failed)
 }
-
-/// This machine's lock on the state directory, held from the first command
-/// that changes the cluster to the end of the process (a command that runs
-/// `up` for its last step takes it once).
-static STATE_DIR_LOCK: std::sync::Mutex<Option<clusterkit_core::lock::LocalLock>> =
-    std::sync::Mutex::new(None);
 
 /// Takes the state directory's lock for the rest of this process, once.
 pub fn hold_state_dir(loaded: &Loaded, command: &str) -> anyhow::Result<()> {
-    let mut held = STATE_DIR_LOCK.lock().expect("not poisoned");
-    if held.is_none() {
-        let patience = lock_patience();
-        *held = Some(clusterkit_core::lock::LocalLock::acquire_within(
-            &state_dir(loaded),
-            &clusterkit_core::lock::Holder::here(command),
-            patience,
-            &waiting_for(patience),
-        )?);
-    }
+    let patience = lock_patience();
+    clusterkit_ops::session::hold_state_dir(
+        &state_dir(loaded),
+        command,
+        patience,
+        &waiting_for(patience),
+    )?;
     Ok(())
 }
 
@@ -166,72 +151,68 @@ async fn lock_among(
 
 /// `clusterkit check`.
 pub fn check(loaded: &Loaded, strict: bool, json: bool) -> anyhow::Result<u8> {
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async {
-        let (sessions, mut failed) = connect(loaded, strict).await;
-        let mut rows: Vec<(String, Facts, Vec<facts::FactProblem>)> = Vec::new();
-        for (node, r) in fan_out(&sessions, 16, facts::gather).await {
-            match r {
-                Ok(f) => {
-                    let n = loaded.built.spec.node(&node).expect("connected nodes come from the spec");
-                    let p = facts::judge(&f, n, &loaded.built.spec);
-                    rows.push((node, f, p));
-                }
-                Err(e) => failed.push((node, e.to_string())),
+    let mut options = options();
+    options.strict_host_keys |= strict;
+    let notices = crate::progress::Notices;
+    let session = clusterkit_ops::Session::new(loaded, options, &notices);
+    let report = crate::block_on(clusterkit_ops::check::check(&session));
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{:<10} {:<18} {:<8} {:<22} {:<10} {:<15} {:<9} {:>9} {:>7}",
+            "NODE", "OS", "ARCH", "KERNEL", "WIREGUARD", "DOCKER", "SWARM", "DISK MiB", "CLOCK"
+        )?;
+        for n in &report.nodes {
+            let f = &n.facts;
+            writeln!(
+                out,
+                "{:<10} {:<18} {:<8} {:<22} {:<10} {:<15} {:<9} {:>9} {:>+6.2}s",
+                n.node,
+                format!("{} {} {}", f.os_id, f.os_version, f.codename),
+                f.arch,
+                f.kernel,
+                if f.wireguard_kernel {
+                    "kernel"
+                } else {
+                    "userspace"
+                },
+                f.docker.as_deref().unwrap_or("-"),
+                f.swarm.as_deref().unwrap_or("-"),
+                f.disk_free_mib,
+                f.clock_offset_s
+            )?;
+        }
+        let mut problems: Vec<String> = Vec::new();
+        for n in &report.nodes {
+            for p in &n.problems {
+                problems.push(format!(
+                    "  {}: {}: {}",
+                    n.node,
+                    if p.blocking { "error" } else { "warning" },
+                    p.message
+                ));
             }
         }
-        // Inventory order, whatever finished first.
-        let order: Vec<String> = loaded.built.spec.nodes.iter().map(|n| n.name.to_string()).collect();
-        rows.sort_by_key(|r| order.iter().position(|n| *n == r.0));
-        failed.sort_by_key(|r| order.iter().position(|n| *n == r.0));
-        let blocking = !failed.is_empty() || rows.iter().any(|r| r.2.iter().any(|p| p.blocking));
-        let mut out = std::io::stdout().lock();
-        if json {
-            let v = serde_json::json!({
-                "nodes": rows.iter().map(|(n, f, p)| serde_json::json!({"node": n, "facts": f, "problems": p})).collect::<Vec<_>>(),
-                "unreachable": failed.iter().map(|(n, e)| serde_json::json!({"node": n, "error": e})).collect::<Vec<_>>(),
-            });
-            serde_json::to_writer_pretty(&mut out, &v)?;
-            writeln!(out)?;
+        for u in &report.unreachable {
+            problems.push(format!("  {}: error: {}", u.node, u.error));
+        }
+        if problems.is_empty() {
+            writeln!(out, "\nno problems: every node is ready")?;
         } else {
-            writeln!(out, "{:<10} {:<18} {:<8} {:<22} {:<10} {:<15} {:<9} {:>9} {:>7}", "NODE", "OS", "ARCH", "KERNEL", "WIREGUARD", "DOCKER", "SWARM", "DISK MiB", "CLOCK")?;
-            for (n, f, _) in &rows {
-                writeln!(
-                    out,
-                    "{:<10} {:<18} {:<8} {:<22} {:<10} {:<15} {:<9} {:>9} {:>+6.2}s",
-                    n,
-                    format!("{} {} {}", f.os_id, f.os_version, f.codename),
-                    f.arch,
-                    f.kernel,
-                    if f.wireguard_kernel { "kernel" } else { "userspace" },
-                    f.docker.as_deref().unwrap_or("-"),
-                    f.swarm.as_deref().unwrap_or("-"),
-                    f.disk_free_mib,
-                    f.clock_offset_s
-                )?;
-            }
-            let mut any = false;
-            for (n, _, ps) in &rows {
-                for p in ps {
-                    if !any {
-                        writeln!(out, "\nproblems:")?;
-                        any = true;
-                    }
-                    writeln!(out, "  {n}: {}: {}", if p.blocking { "error" } else { "warning" }, p.message)?;
-                }
-            }
-            for (n, e) in &failed {
-                if !any {
-                    writeln!(out, "\nproblems:")?;
-                    any = true;
-                }
-                writeln!(out, "  {n}: error: {e}")?;
-            }
-            if !any {
-                writeln!(out, "\nno problems: every node is ready")?;
+            writeln!(out, "\nproblems:")?;
+            for p in problems {
+                writeln!(out, "{p}")?;
             }
         }
-        Ok(if blocking { exit::FAILURE } else { exit::OK })
+    }
+    Ok(if report.blocking() {
+        exit::FAILURE
+    } else {
+        exit::OK
     })
 }
 
@@ -251,8 +232,7 @@ pub fn forget(loaded: &Loaded, node: &str) -> anyhow::Result<u8> {
 pub fn push_images(loaded: &Loaded, images: &[String]) -> anyhow::Result<u8> {
     let archive =
         clusterkit_core::transport::images::save_local(images).map_err(|e| anyhow::anyhow!(e))?;
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async {
+    crate::block_on(async {
         let (sessions, failed) = connect(loaded, false).await;
         let results = fan_out(&sessions, 4, |t| {
             clusterkit_core::transport::images::push(t, &archive, images)

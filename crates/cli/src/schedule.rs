@@ -44,8 +44,7 @@ pub fn set(loaded: &Loaded, every: &str, to: &[String], image: &str) -> anyhow::
     };
     let start = Instant::now();
     let say = |m: &str| eprintln!("[{:>6.1}s] {m}", start.elapsed().as_secs_f64());
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async {
+    crate::block_on(async {
         let (nodes, _lock) = connect_every(loaded).await?;
         let known_key = current(manager(&nodes, loaded)?.as_ref())
             .await?
@@ -440,8 +439,7 @@ async fn remove_seal_secrets(mgr: &dyn Transport) -> anyhow::Result<()> {
 /// `backup --schedule off`: the stack, its secrets and the key lines go.
 fn off(loaded: &Loaded) -> anyhow::Result<u8> {
     let spec = &loaded.built.spec;
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async {
+    crate::block_on(async {
         let (nodes, _lock) = connect_every(loaded).await?;
         let mgr = manager(&nodes, loaded)?;
         remove_stack(mgr.as_ref()).await?;

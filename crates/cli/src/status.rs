@@ -1,147 +1,26 @@
 //! `clusterkit status`: one screen with the mesh, the swarm's quorum and
-//! leader, storage, monitoring targets and application stacks. Read-only.
+//! leader, storage, monitoring targets and application stacks. Read-only;
+//! the data is [`clusterkit_ops::status::status`]'s.
 
-use anyhow::Context;
-use clusterkit_core::spec::{Loaded, StorageBackend};
-use clusterkit_core::transport::{Cmd, Transport};
-use serde::Serialize;
+use clusterkit_core::spec::Loaded;
+use clusterkit_ops::status::Status;
 
 use crate::exit;
 
-/// One application stack, as the swarm sees it.
-#[derive(Debug, Serialize)]
-struct StackLine {
-    name: String,
-    /// `service replicas` pairs.
-    services: Vec<(String, String)>,
-}
-
-#[derive(Debug, Serialize)]
-struct Status {
-    cluster: String,
-    reachable: Vec<String>,
-    unreachable: Vec<(String, String)>,
-    mesh_pairs_up: usize,
-    mesh_pairs: usize,
-    swarm: Option<clusterkit_swarm::SwarmStatus>,
-    storage: Option<clusterkit_storage::StorageStatus>,
-    monitoring: Option<clusterkit_monitor::Targets>,
-    stacks: Vec<StackLine>,
-    healthy: bool,
-}
-
-async fn stacks(mgr: &dyn Transport) -> anyhow::Result<Vec<StackLine>> {
-    let out = mgr
-        .exec(&Cmd::new(
-            "for s in $(docker stack ls --format '{{.Name}}'); do \
-               docker stack services --format \"$s {{.Name}} {{.Replicas}}\" $s; done",
-        ))
-        .await?
-        .stdout_str();
-    let mut lines: Vec<StackLine> = Vec::new();
-    for l in out.lines() {
-        let mut w = l.splitn(3, ' ');
-        let (Some(stack), Some(svc), Some(rep)) = (w.next(), w.next(), w.next()) else {
-            continue;
-        };
-        let short = svc.strip_prefix(&format!("{stack}_")).unwrap_or(svc);
-        match lines.iter_mut().find(|s| s.name == stack) {
-            Some(s) => s.services.push((short.into(), rep.into())),
-            None => lines.push(StackLine {
-                name: stack.into(),
-                services: vec![(short.into(), rep.into())],
-            }),
-        }
-    }
-    Ok(lines)
-}
-
-fn converged(replicas: &str) -> bool {
-    replicas
-        .split_whitespace()
-        .next()
-        .and_then(|r| r.split_once('/'))
-        .is_some_and(|(a, b)| a == b)
-}
-
 /// Runs `clusterkit status`.
 pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
-    let spec = &loaded.built.spec;
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async {
-        let (nodes, failed) = crate::remote::connect(loaded, false).await;
-        let mut st = Status {
-            cluster: spec.name.to_string(),
-            reachable: nodes.iter().map(|t| t.node().to_string()).collect(),
-            unreachable: failed
-                .iter()
-                .map(|(n, e)| (n.to_string(), e.to_string()))
-                .collect(),
-            mesh_pairs_up: 0,
-            mesh_pairs: 0,
-            swarm: None,
-            storage: None,
-            monitoring: None,
-            stacks: Vec::new(),
-            healthy: false,
-        };
-        let mut notes: Vec<String> = Vec::new();
-        if !nodes.is_empty() {
-            match clusterkit_wg::status(&nodes, spec).await {
-                Ok(pairs) => {
-                    st.mesh_pairs = pairs.len();
-                    st.mesh_pairs_up = pairs.iter().filter(|p| p.ping_ms.is_some()).count();
-                }
-                Err(e) => notes.push(format!("mesh: {e}")),
-            }
-            match clusterkit_swarm::status(&nodes).await {
-                Ok(s) => st.swarm = Some(s),
-                Err(e) => notes.push(format!("swarm: {e}")),
-            }
-            if st.swarm.as_ref().is_some_and(|s| s.has_quorum) {
-                if spec.storage.backend == StorageBackend::Garage {
-                    match clusterkit_storage::status(&nodes, spec).await {
-                        Ok(s) => st.storage = Some(s),
-                        Err(e) => notes.push(format!("storage: {e}")),
-                    }
-                }
-                if spec.monitoring.enabled {
-                    match clusterkit_monitor::targets(&nodes, spec).await {
-                        Ok(t) => st.monitoring = t,
-                        Err(e) => notes.push(format!("monitoring: {e}")),
-                    }
-                }
-                let mgr = clusterkit_core::stack::managers(&nodes, spec)
-                    .into_iter()
-                    .next();
-                if let Some(m) = mgr {
-                    match stacks(m.as_ref()).await {
-                        Ok(s) => st.stacks = s,
-                        Err(e) => notes.push(format!("stacks: {e}")),
-                    }
-                }
-            }
-        }
-        st.healthy = st.unreachable.is_empty()
-            && st.mesh_pairs > 0
-            && st.mesh_pairs_up == st.mesh_pairs
-            && st.swarm.as_ref().is_some_and(|s| s.has_quorum)
-            && st.storage.as_ref().is_none_or(|s| s.whole())
-            && st.monitoring.as_ref().is_none_or(|m| m.whole())
-            && st
-                .stacks
-                .iter()
-                .all(|s| s.services.iter().all(|(_, r)| converged(r)));
-        if json {
-            println!("{}", serde_json::to_string_pretty(&st)?);
-        } else {
-            print(&st, &notes);
-        }
-        Ok(if st.healthy { exit::OK } else { exit::FAILURE })
-    })
+    let notices = crate::progress::Notices;
+    let session = clusterkit_ops::Session::new(loaded, crate::remote::options(), &notices);
+    let st = crate::block_on(clusterkit_ops::status::status(&session));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print(&st);
+    }
+    Ok(if st.healthy { exit::OK } else { exit::FAILURE })
 }
 
-fn print(st: &Status, notes: &[String]) {
+fn print(st: &Status) {
     let mark = |ok: bool| if ok { "ok  " } else { "FAIL" };
     println!("cluster {}", st.cluster);
     println!(
@@ -150,7 +29,7 @@ fn print(st: &Status, notes: &[String]) {
         st.reachable.len(),
         st.unreachable
             .iter()
-            .map(|(n, e)| format!("; {n} unreachable: {e}"))
+            .map(|u| format!("; {} unreachable: {}", u.node, u.error))
             .collect::<String>()
     );
     println!(
@@ -212,7 +91,7 @@ fn print(st: &Status, notes: &[String]) {
         );
     }
     for s in &st.stacks {
-        let ok = s.services.iter().all(|(_, r)| converged(r));
+        let ok = s.converged();
         println!(
             "{} stack     {}: {}",
             mark(ok),
@@ -224,7 +103,7 @@ fn print(st: &Status, notes: &[String]) {
                 .join(", ")
         );
     }
-    for n in notes {
+    for n in &st.notes {
         println!("FAIL {n}");
     }
 }

@@ -121,8 +121,7 @@ pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
         }
         return Ok(exit::OK);
     }
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async {
+    crate::block_on(async {
         let quick = matches!(cmd, StorageCmd::Status { .. });
         let (nodes, failed) = connect_with(loaded, false, quick).await;
         let _lock = match cmd {

@@ -88,8 +88,7 @@ fn print_status(s: &SwarmStatus, unreachable: &[(String, String)]) -> std::io::R
 
 /// Runs a `swarm` command.
 pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async {
+    crate::block_on(async {
         let quick = !matches!(cmd, SwarmCmd::Up);
         let (nodes, failed) = connect_with(loaded, false, quick).await;
         let spec = &loaded.built.spec;
@@ -110,16 +109,30 @@ pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
                 }
                 let c = clusterkit_swarm::up(&nodes, spec).await?;
                 if let Some(n) = &c.initialized {
-                    eprintln!("{n}: swarm initialised on {}", spec.node(n).map(|x| x.mesh_address.to_string()).unwrap_or_default());
+                    eprintln!(
+                        "{n}: swarm initialised on {}",
+                        spec.node(n)
+                            .map(|x| x.mesh_address.to_string())
+                            .unwrap_or_default()
+                    );
                 }
                 for n in &c.joined {
-                    eprintln!("{n}: joined as {}", spec.node(n).map(|x| format!("{:?}", x.role).to_lowercase()).unwrap_or_default());
+                    eprintln!(
+                        "{n}: joined as {}",
+                        spec.node(n)
+                            .map(|x| format!("{:?}", x.role).to_lowercase())
+                            .unwrap_or_default()
+                    );
                 }
                 for n in &c.updated {
                     eprintln!("{n}: role and labels updated");
                 }
                 if c.network_created {
-                    eprintln!("overlay network `{}` created (mtu {})", clusterkit_swarm::NETWORK, spec.mesh.mtu - clusterkit_swarm::VXLAN_OVERHEAD);
+                    eprintln!(
+                        "overlay network `{}` created (mtu {})",
+                        clusterkit_swarm::NETWORK,
+                        spec.mesh.mtu - clusterkit_swarm::VXLAN_OVERHEAD
+                    );
                 }
                 if !c.any() {
                     eprintln!("swarm unchanged");
@@ -135,7 +148,8 @@ pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
                     } else {
                         print_status(&s, &failed)?;
                     }
-                    let healthy = s.has_quorum && s.managers.iter().all(|m| m.reachable) && failed.is_empty();
+                    let healthy =
+                        s.has_quorum && s.managers.iter().all(|m| m.reachable) && failed.is_empty();
                     Ok(if healthy { exit::OK } else { exit::FAILURE })
                 }
                 Err(e) => {
@@ -168,7 +182,14 @@ pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
                     }
                 }
                 let c = clusterkit_swarm::recover(&nodes, spec, &survivor).await?;
-                eprintln!("{survivor}: swarm re-formed; rejoined: {}", if c.joined.is_empty() { "none yet".into() } else { c.joined.join(", ") });
+                eprintln!(
+                    "{survivor}: swarm re-formed; rejoined: {}",
+                    if c.joined.is_empty() {
+                        "none yet".into()
+                    } else {
+                        c.joined.join(", ")
+                    }
+                );
                 let s = clusterkit_swarm::status(&nodes).await?;
                 print_status(&s, &failed)?;
                 Ok(exit::OK)

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context as _;
 use clusterkit_core::roll::Work;
 use clusterkit_core::spec::{ClusterSpec, Loaded, StorageBackend, WgBackend};
 use clusterkit_core::transport::install::installed_engine_package;
@@ -64,10 +63,9 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
              lists the versions it can install), then run again"
         );
     }
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let start = Instant::now();
     let say = |m: &str| eprintln!("[{:>6.1}s] {m}", start.elapsed().as_secs_f64());
-    let done = rt.block_on(async {
+    let done = crate::block_on(async {
         let (nodes, failed) = connect(loaded, false).await;
         if !failed.is_empty() {
             for (n, e) in &failed {

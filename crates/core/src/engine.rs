@@ -126,6 +126,14 @@ pub enum Event {
         /// The error, with its fix.
         error: String,
     },
+    /// Something an operation (not a phase) says: a host key recorded at
+    /// first contact, a lock another run holds, a step of a backup.
+    Notice {
+        /// The node it is about, when the message names one.
+        node: Option<String>,
+        /// The message (without the node's name).
+        message: String,
+    },
 }
 
 /// Receives the engine's events. Implementations must be cheap: they are
@@ -199,6 +207,12 @@ impl Lines {
                 }
             ),
             Event::PhaseFailed { phase, error } => format!("{phase:<10} FAILED: {error}"),
+            Event::Notice { node, message } => format!(
+                "{}{message}",
+                node.as_deref()
+                    .map(|n| format!("{n}: "))
+                    .unwrap_or_default()
+            ),
         };
         Some(format!("[{elapsed:>6.1}s] {body}"))
     }

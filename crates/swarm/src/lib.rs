@@ -1077,6 +1077,9 @@ const FORGET_BOOT_ORDER: &str = r#"rm -f /etc/systemd/system/docker.service.d/cl
 systemctl daemon-reload"#;
 
 #[cfg(test)]
+mod scripted_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -8,6 +8,7 @@ pub mod forward;
 pub mod images;
 pub mod install;
 pub mod known_hosts;
+pub mod script;
 pub mod ssh;
 pub mod ssh_config;
 

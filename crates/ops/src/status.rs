@@ -1,0 +1,181 @@
+//! `status`: the mesh, the swarm's quorum and leader, storage, monitoring
+//! targets and application stacks, as data. Read-only.
+
+use clusterkit_core::spec::StorageBackend;
+use clusterkit_core::transport::{Cmd, Transport, TransportError};
+use serde::Serialize;
+
+use crate::session::{Reach, Session, Unreachable};
+
+/// One application stack, as the swarm sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackLine {
+    /// The stack's name.
+    pub name: String,
+    /// `(service, replicas)` pairs, replicas as Swarm writes them (`2/2`).
+    pub services: Vec<(String, String)>,
+}
+
+impl StackLine {
+    /// Whether every service runs as many replicas as it wants.
+    pub fn converged(&self) -> bool {
+        self.services.iter().all(|(_, r)| converged(r))
+    }
+}
+
+/// The cluster's state, each part `None` where it could not be read (see `notes`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The nodes that answered.
+    pub reachable: Vec<String>,
+    /// The nodes that did not.
+    pub unreachable: Vec<Unreachable>,
+    /// Mesh pairs whose ping answers.
+    pub mesh_pairs_up: usize,
+    /// Mesh pairs.
+    pub mesh_pairs: usize,
+    /// The swarm, from the engines' answers.
+    pub swarm: Option<clusterkit_swarm::SwarmStatus>,
+    /// Storage health (Garage).
+    pub storage: Option<clusterkit_storage::StorageStatus>,
+    /// Monitoring targets and alerts.
+    pub monitoring: Option<clusterkit_monitor::Targets>,
+    /// Application stacks.
+    pub stacks: Vec<StackLine>,
+    /// What could not be read, by part (`mesh: ...`).
+    pub notes: Vec<String>,
+    /// Every node reachable, every pair up, quorum held, storage whole,
+    /// every target up, every stack converged.
+    pub healthy: bool,
+}
+
+async fn stacks(mgr: &dyn Transport) -> Result<Vec<StackLine>, TransportError> {
+    let out = mgr
+        .exec(&Cmd::new(
+            "for s in $(docker stack ls --format '{{.Name}}'); do \
+               docker stack services --format \"$s {{.Name}} {{.Replicas}}\" $s; done",
+        ))
+        .await?
+        .stdout_str();
+    Ok(parse_stacks(&out))
+}
+
+/// `STACK SERVICE REPLICAS` lines, grouped by stack (the service's stack
+/// prefix taken off).
+fn parse_stacks(out: &str) -> Vec<StackLine> {
+    let mut lines: Vec<StackLine> = Vec::new();
+    for l in out.lines() {
+        let mut w = l.splitn(3, ' ');
+        let (Some(stack), Some(svc), Some(rep)) = (w.next(), w.next(), w.next()) else {
+            continue;
+        };
+        let short = svc.strip_prefix(&format!("{stack}_")).unwrap_or(svc);
+        match lines.iter_mut().find(|s| s.name == stack) {
+            Some(s) => s.services.push((short.into(), rep.into())),
+            None => lines.push(StackLine {
+                name: stack.into(),
+                services: vec![(short.into(), rep.into())],
+            }),
+        }
+    }
+    lines
+}
+
+/// Whether Swarm's `have/want` (maybe followed by more) has all it wants.
+pub fn converged(replicas: &str) -> bool {
+    replicas
+        .split_whitespace()
+        .next()
+        .and_then(|r| r.split_once('/'))
+        .is_some_and(|(a, b)| a == b)
+}
+
+/// Reads the cluster's state through the nodes that answer (one short
+/// attempt each). Never fails: what cannot be read is `None` and a note.
+pub async fn status(session: &Session<'_>) -> Status {
+    let spec = &session.loaded().built.spec;
+    let connected = session.connect(Reach::Patient).await;
+    let nodes = connected.nodes;
+    let mut st = Status {
+        cluster: spec.name.to_string(),
+        reachable: nodes.iter().map(|t| t.node().to_string()).collect(),
+        unreachable: connected.unreachable,
+        mesh_pairs_up: 0,
+        mesh_pairs: 0,
+        swarm: None,
+        storage: None,
+        monitoring: None,
+        stacks: Vec::new(),
+        notes: Vec::new(),
+        healthy: false,
+    };
+    if !nodes.is_empty() {
+        match clusterkit_wg::status(&nodes, spec).await {
+            Ok(pairs) => {
+                st.mesh_pairs = pairs.len();
+                st.mesh_pairs_up = pairs.iter().filter(|p| p.ping_ms.is_some()).count();
+            }
+            Err(e) => st.notes.push(format!("mesh: {e}")),
+        }
+        match clusterkit_swarm::status(&nodes).await {
+            Ok(s) => st.swarm = Some(s),
+            Err(e) => st.notes.push(format!("swarm: {e}")),
+        }
+        if st.swarm.as_ref().is_some_and(|s| s.has_quorum) {
+            if spec.storage.backend == StorageBackend::Garage {
+                match clusterkit_storage::status(&nodes, spec).await {
+                    Ok(s) => st.storage = Some(s),
+                    Err(e) => st.notes.push(format!("storage: {e}")),
+                }
+            }
+            if spec.monitoring.enabled {
+                match clusterkit_monitor::targets(&nodes, spec).await {
+                    Ok(t) => st.monitoring = t,
+                    Err(e) => st.notes.push(format!("monitoring: {e}")),
+                }
+            }
+            let mgr = clusterkit_core::stack::managers(&nodes, spec)
+                .into_iter()
+                .next();
+            if let Some(m) = mgr {
+                match stacks(m.as_ref()).await {
+                    Ok(s) => st.stacks = s,
+                    Err(e) => st.notes.push(format!("stacks: {e}")),
+                }
+            }
+        }
+    }
+    st.healthy = st.unreachable.is_empty()
+        && st.mesh_pairs > 0
+        && st.mesh_pairs_up == st.mesh_pairs
+        && st.swarm.as_ref().is_some_and(|s| s.has_quorum)
+        && st.storage.as_ref().is_none_or(|s| s.whole())
+        && st.monitoring.as_ref().is_none_or(|m| m.whole())
+        && st.stacks.iter().all(StackLine::converged);
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacks_are_grouped_and_their_prefix_taken_off() {
+        let s = parse_stacks(
+            "app app_web 2/2\napp app_db 0/1\nclusterkit-monitoring clusterkit-monitoring_prometheus 1/1\nbroken line\n",
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].name, "app");
+        assert_eq!(
+            s[0].services,
+            vec![("web".into(), "2/2".into()), ("db".into(), "0/1".into())]
+        );
+        assert!(!s[0].converged());
+        assert!(s[1].converged());
+        assert!(converged("3/3 (max 1 per node)"));
+        assert!(!converged("0/3"));
+        assert!(!converged(""));
+    }
+}

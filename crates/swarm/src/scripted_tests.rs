@@ -1,0 +1,209 @@
+//! The swarm's orchestration against scripted nodes (a real bollard client
+//! speaking to scripted Engine answers): who is asked what, in which order,
+//! and what is refused before anything changes.
+
+use std::sync::Arc;
+
+use clusterkit_core::transport::script::Scripted;
+use clusterkit_core::transport::Transport;
+
+use super::*;
+
+/// One entry of `GET /nodes`.
+fn entry(id: &str, host: &str, addr: &str, manager: Option<(bool, &str)>) -> String {
+    let manager = manager.map_or(String::new(), |(leader, reach)| {
+        format!(
+            r#", "ManagerStatus": {{"Leader": {leader}, "Reachability": "{reach}", "Addr": "{addr}:2377"}}"#
+        )
+    });
+    let role = if manager.is_empty() {
+        "worker"
+    } else {
+        "manager"
+    };
+    format!(
+        r#"{{"ID": "{id}", "Version": {{"Index": 41}}, "Description": {{"Hostname": "{host}"}},
+            "Status": {{"State": "ready", "Addr": "{addr}"}},
+            "Spec": {{"Role": "{role}", "Availability": "active"}}{manager}}}"#
+    )
+}
+
+fn three_managers(third: &str) -> String {
+    format!(
+        "[{}, {}, {}]",
+        entry("id1", "node1", "10.0.0.1", Some((true, "reachable"))),
+        entry("id2", "node2", "10.0.0.2", Some((false, "reachable"))),
+        entry("id3", "node3", "10.0.0.3", Some((false, third))),
+    )
+}
+
+fn nodes(list: &[&Scripted]) -> Vec<Arc<dyn Transport>> {
+    list.iter()
+        .map(|s| Arc::new((*s).clone()) as Arc<dyn Transport>)
+        .collect()
+}
+
+#[tokio::test]
+async fn status_reads_leader_quorum_and_losses_tolerated_from_one_manager() {
+    let n1 = Scripted::new("node1");
+    n1.on_engine("GET", "/info", 200, r#"{"Swarm": {"Managers": 3}}"#);
+    n1.on_engine("GET", "/nodes", 200, &three_managers("unreachable"));
+    let st = status(&nodes(&[&n1])).await.unwrap();
+    assert_eq!(st.leader.as_deref(), Some("node1"));
+    assert_eq!((st.quorum, st.tolerates, st.has_quorum), (2, 0, true));
+    assert_eq!(st.answered_by.as_deref(), Some("node1"));
+    assert!(!st.managers[2].reachable);
+}
+
+#[tokio::test]
+async fn status_without_any_answer_says_how_many_managers_decide() {
+    let n1 = Scripted::new("node1");
+    n1.on_engine("GET", "/info", 200, r#"{"Swarm": {"Managers": 3}}"#);
+    n1.on_engine(
+        "GET",
+        "/nodes",
+        503,
+        r#"{"message": "rpc error: The swarm does not have a leader"}"#,
+    );
+    let e = status(&nodes(&[&n1])).await.unwrap_err().to_string();
+    assert!(e.contains("has 3 manager(s) and needs 2 to decide"), "{e}");
+    assert!(e.contains("clusterkit swarm recover"), "{e}");
+}
+
+#[tokio::test]
+async fn a_lost_manager_is_demoted_then_deleted_through_one_that_stays() {
+    let (n1, n2) = (Scripted::new("node1"), Scripted::new("node2"));
+    for n in [&n1, &n2] {
+        n.on_engine("GET", "/info", 200, r#"{"Swarm": {"Managers": 3}}"#);
+        n.on_engine("GET", "/nodes", 200, &three_managers("unreachable"));
+        n.on_engine("POST", "/nodes/id3/update", 200, "");
+        n.on_engine("DELETE", "/nodes/id3", 200, "");
+    }
+    let r = remove_node(&nodes(&[&n1, &n2]), "node3", "10.0.0.3".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        NodeRemoval {
+            entries: 1,
+            was_manager: true,
+            managers_left: 2,
+            reachable_left: 2
+        }
+    );
+    let asked = n1.asked();
+    let demote = asked
+        .iter()
+        .position(|a| a.starts_with("POST /nodes/id3/update?version=41"));
+    let delete = asked
+        .iter()
+        .position(|a| a.starts_with("DELETE /nodes/id3?force=true"));
+    assert!(demote.is_some() && delete > demote, "{asked:?}");
+    let spec = &n1.engine_bodies("POST", "/nodes/id3/update")[0];
+    assert!(spec.contains(r#""Role":"worker""#), "{spec}");
+    assert!(
+        n2.log()
+            .iter()
+            .all(|a| !a.to_string().starts_with("DELETE")),
+        "one manager does it"
+    );
+}
+
+#[tokio::test]
+async fn removing_a_manager_that_would_lose_the_majority_changes_nothing() {
+    // node2 is down too: node1 alone of the two that stay is no majority.
+    let n1 = Scripted::new("node1");
+    n1.on_engine("GET", "/info", 200, r#"{"Swarm": {"Managers": 3}}"#);
+    n1.on_engine(
+        "GET",
+        "/nodes",
+        200,
+        &format!(
+            "[{}, {}, {}]",
+            entry("id1", "node1", "10.0.0.1", Some((true, "reachable"))),
+            entry("id2", "node2", "10.0.0.2", Some((false, "unreachable"))),
+            entry("id3", "node3", "10.0.0.3", Some((false, "unreachable"))),
+        ),
+    );
+    let e = remove_node(&nodes(&[&n1]), "node3", "10.0.0.3".parse().unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("would leave 2 manager(s), 1 of them reachable"),
+        "{e}"
+    );
+    assert!(
+        n1.asked().iter().all(|a| a.starts_with("GET ")),
+        "{:?}",
+        n1.asked()
+    );
+}
+
+#[tokio::test]
+async fn a_node_the_swarm_does_not_list_is_removed_already() {
+    let n1 = Scripted::new("node1");
+    n1.on_engine("GET", "/info", 200, r#"{"Swarm": {"Managers": 2}}"#);
+    n1.on_engine(
+        "GET",
+        "/nodes",
+        200,
+        &format!(
+            "[{}, {}]",
+            entry("id1", "node1", "10.0.0.1", Some((true, "reachable"))),
+            entry("id2", "node2", "10.0.0.2", Some((false, "reachable"))),
+        ),
+    );
+    let r = remove_node(&nodes(&[&n1]), "node3", "10.0.0.3".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.entries, 0);
+    assert!(n1.asked().iter().all(|a| a.starts_with("GET ")));
+}
+
+#[tokio::test]
+async fn a_swarm_state_is_unpacked_only_on_a_node_outside_any_swarm() {
+    let n = Scripted::new("node1");
+    n.on_engine(
+        "GET",
+        "/info",
+        200,
+        r#"{"Swarm": {"LocalNodeState": "active", "NodeID": "x", "ControlAvailable": true}}"#,
+    );
+    let e = backup::unpack(&n, b"archive", std::time::Duration::from_secs(1))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("in a swarm already (state active)"), "{e}");
+    assert_eq!(n.asked(), ["GET /info"], "nothing touched");
+}
+
+#[tokio::test]
+async fn a_failed_archive_says_the_engine_was_started_again() {
+    let n = Scripted::new("node1");
+    n.on_exit(
+        "tar -C /var/lib/docker -czf",
+        2,
+        "",
+        "tar: swarm: Cannot stat",
+    );
+    let e = backup::archive(&n, std::time::Duration::from_secs(1))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Cannot stat (the engine was started again)"),
+        "{e}"
+    );
+    let script = &n.asked()[0];
+    let (stop, trap, tar) = (
+        script.find("systemctl stop").unwrap_or(usize::MAX),
+        script.find("trap ").unwrap(),
+        script.find("tar -C").unwrap(),
+    );
+    assert!(
+        stop < trap && trap < tar,
+        "the engine stops, its restart is trapped, then tar: {script}"
+    );
+    assert_eq!(n.asked().len(), 1, "nothing downloaded: {:?}", n.asked());
+}
