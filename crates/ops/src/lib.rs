@@ -27,6 +27,7 @@
 //! phase list, [`up::Phase`]), [`deploy`](up::deploy), [`status`](status::status).
 
 pub mod check;
+pub mod doctor;
 pub mod session;
 pub mod status;
 pub mod up;
