@@ -3,13 +3,11 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use anyhow::Context as _;
 use clap::Subcommand;
 use clusterkit_core::spec::Loaded;
-use clusterkit_core::transport::known_hosts;
+use clusterkit_ops::node as ops;
 
 use crate::exit;
-use crate::remote::{connect, connect_with, known_hosts_path};
 use crate::up::ProgressMode;
 
 /// `clusterkit node` subcommands.
@@ -67,25 +65,7 @@ fn remove(
     node: &str,
     yes: bool,
 ) -> anyhow::Result<u8> {
-    let state = &loaded.built.state;
-    // The recorded state too: a node already deleted from the inventory is
-    // no longer in the state just built.
-    let recorded = clusterkit_core::state::State::load(&loaded.state_path)?;
-    let Some(addr) = [state, &recorded]
-        .iter()
-        .find_map(|s| s.mesh_addresses.get(node).or(s.removed.get(node)))
-        .copied()
-    else {
-        let known: Vec<&str> = state.mesh_addresses.keys().map(String::as_str).collect();
-        let hint = clusterkit_core::diag::did_you_mean(node, known.iter().copied())
-            .map(|s| format!(" ({s})"))
-            .unwrap_or_default();
-        anyhow::bail!(
-            "`{node}` is not a node of cluster {}{hint}: its nodes are {}",
-            loaded.built.spec.name,
-            known.join(", ")
-        );
-    };
+    let addr = ops::removed_address(loaded, node)?;
     let spec = &loaded.built.spec;
     if !yes {
         let what = format!(
@@ -104,17 +84,7 @@ fn remove(
             return Ok(exit::FAILURE);
         }
     }
-    // The node itself, while the description still has it (to learn whether
-    // it answers, and to forget its host key).
-    let mut leaving = loaded.clone();
-    leaving.built.spec.nodes.retain(|n| n.name.as_str() == node);
-    let target = leaving.built.spec.nodes.first().map(|n| n.ssh.clone());
-
-    if !state.removed.contains_key(node) {
-        let mut recorded = state.clone();
-        recorded.mesh_addresses.remove(node);
-        recorded.removed.insert(node.to_string(), addr);
-        recorded.save(&loaded.state_path)?;
+    if ops::record_removal(loaded, node, addr)? {
         eprintln!(
             "{node}: recorded as removed in {}",
             loaded.state_path.display()
@@ -123,63 +93,10 @@ fn remove(
     let Some(after) = reload()? else {
         return Ok(exit::INVALID);
     };
-    crate::block_on(async {
-        let own = if target.is_some() {
-            connect_with(&leaving, false, true)
-                .await
-                .0
-                .into_iter()
-                .next()
-        } else {
-            None
-        };
-        match &own {
-            Some(_) => eprintln!("{node} answers: it leaves the swarm and the mesh by itself"),
-            None => eprintln!("{node} does not answer: treated as lost"),
-        }
-        let (nodes, failed) = connect(&after, false).await;
-        if !failed.is_empty() {
-            for (n, e) in &failed {
-                eprintln!("{n}: {e}");
-            }
-            anyhow::bail!(
-                "{} other node(s) unreachable: bring them back (or remove them too, one at a time), then run `clusterkit node remove {node}` again",
-                failed.len()
-            );
-        }
-        let _lock = crate::remote::lock_cluster(&after, &nodes, "node").await?;
-        let r = clusterkit_swarm::remove_node(&nodes, node, addr).await?;
-        if r.entries == 0 {
-            eprintln!("{node} is not in the swarm (already removed)");
-        } else {
-            eprintln!(
-                "{node} removed from the swarm{}: {} manager(s) left, {} reachable",
-                if r.was_manager {
-                    " (demoted first)"
-                } else {
-                    ""
-                },
-                r.managers_left,
-                r.reachable_left
-            );
-        }
-        if let Some(t) = own {
-            clusterkit_monitor::keeper::remove(t.as_ref()).await?;
-            clusterkit_swarm::leave(t.as_ref()).await?;
-            clusterkit_wg::down(t.as_ref(), &spec.mesh.interface, false).await?;
-            eprintln!("{node}: left the swarm, mesh interface down");
-        }
-        anyhow::Ok(())
-    })?;
-    if let Some(ssh) = target {
-        let path = known_hosts_path(loaded);
-        let n = known_hosts::forget(&path, &ssh.host, ssh.port.get())
-            .with_context(|| format!("updating {}", path.display()))?;
-        if n > 0 {
-            eprintln!(
-                "{node}: forgot its recorded host key (a machine that takes its name is a new one)"
-            );
-        }
+    {
+        let notices = crate::progress::Notices;
+        let session = clusterkit_ops::Session::new(&after, crate::remote::options(), &notices);
+        crate::block_on(ops::remove(loaded, &session, node, addr))?;
     }
     // The nodes that stay converge without it: peers, layout, targets.
     let code = crate::up::run(&after, None, false, false, ProgressMode::Plain, true)?;
@@ -194,26 +111,12 @@ fn add(
     reload: &dyn Fn() -> anyhow::Result<Option<Loaded>>,
     node: &str,
 ) -> anyhow::Result<u8> {
-    let mut state = loaded.built.state.clone();
-    if state.removed.remove(node).is_some() {
-        state.save(&loaded.state_path)?;
+    if ops::clear_removal(loaded, node)? {
         eprintln!("{node}: its removal is cleared");
     }
     let Some(after) = reload()? else {
         return Ok(exit::INVALID);
     };
-    if after.built.spec.node(node).is_none() {
-        let names: Vec<&str> = after
-            .built
-            .spec
-            .nodes
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect();
-        anyhow::bail!(
-            "`{node}` is not in the cluster's description (nodes: {}): add it to the inventory first, e.g. `{node} ansible_host=ADDRESS`, then run again",
-            names.join(", ")
-        );
-    }
+    ops::check_listed(&after, node)?;
     crate::up::run(&after, None, false, false, ProgressMode::Auto, true)
 }

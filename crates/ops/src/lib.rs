@@ -28,6 +28,8 @@
 
 pub mod check;
 pub mod doctor;
+pub mod down;
+pub mod node;
 pub mod session;
 pub mod status;
 pub mod up;
@@ -59,9 +61,35 @@ pub enum OpsError {
     /// A node answered with an error.
     #[error(transparent)]
     Transport(#[from] clusterkit_core::transport::TransportError),
+    /// The mesh failed.
+    #[error(transparent)]
+    Mesh(#[from] clusterkit_wg::WgError),
+    /// The swarm failed.
+    #[error(transparent)]
+    Swarm(#[from] clusterkit_swarm::SwarmError),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] clusterkit_storage::StorageError),
+    /// Monitoring failed.
+    #[error(transparent)]
+    Monitoring(Box<clusterkit_monitor::MonitorError>),
+    /// A file of this machine could not be read or written.
+    #[error("{what}: {source}")]
+    Local {
+        /// What was being done, naming the file.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
     /// Something a capability refused (an application stack's file, ...).
     #[error("{0}")]
     Refused(String),
+}
+
+impl From<clusterkit_monitor::MonitorError> for OpsError {
+    fn from(e: clusterkit_monitor::MonitorError) -> Self {
+        OpsError::Monitoring(Box::new(e))
+    }
 }
 
 /// What the unit tests of operations share: a description of `n` nodes and

@@ -198,6 +198,19 @@ impl<'a> Session<'a> {
         Connected { nodes, unreachable }
     }
 
+    /// One short attempt at `node` of `other` (a description that still
+    /// lists it, such as the one before a node's removal), with this
+    /// session's options; a session given its transports looks among them.
+    pub async fn reach_node(&self, other: &Loaded, node: &str) -> Option<Arc<dyn Transport>> {
+        if let Some(given) = &self.supplied {
+            return given.iter().find(|t| t.node() == node).cloned();
+        }
+        let mut alone = other.clone();
+        alone.built.spec.nodes.retain(|n| n.name.as_str() == node);
+        let s = Session::new(&alone, self.options.clone(), self.reporter);
+        s.connect(Reach::Quick).await.nodes.into_iter().next()
+    }
+
     /// [`Session::connect`], failing unless every node answered. The
     /// connections are kept: the session's later operations use them.
     pub async fn connect_all(&self) -> Result<Vec<Arc<dyn Transport>>, OpsError> {
