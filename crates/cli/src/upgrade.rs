@@ -1,20 +1,10 @@
 //! `clusterkit upgrade`: a component replaced node by node while the swarm
 //! keeps serving (drain, upgrade, back, next); never with a manager down.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Instant;
-
-use clusterkit_core::roll::Work;
-use clusterkit_core::spec::{ClusterSpec, Loaded, StorageBackend, WgBackend};
-use clusterkit_core::transport::install::installed_engine_package;
-use clusterkit_core::transport::{fan_out, images, Cmd, Transport, TransportError};
-use clusterkit_storage::roll::ImageRoll;
-use clusterkit_swarm::roll::{roll, EnginePackage};
-use clusterkit_wg::UserspaceBinary;
+use clusterkit_core::engine::Lines;
+use clusterkit_core::spec::Loaded;
 
 use crate::exit;
-use crate::remote::connect;
 
 /// What `upgrade` can roll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,357 +23,46 @@ pub enum Component {
 }
 
 impl Component {
-    fn name(self) -> &'static str {
+    fn to_ops(self) -> clusterkit_ops::upgrade::Component {
+        use clusterkit_ops::upgrade::Component as C;
         match self {
-            Component::Mesh => "mesh",
-            Component::Docker => "docker",
-            Component::Storage => "storage",
-            Component::Monitoring => "monitoring",
+            Component::Mesh => C::Mesh,
+            Component::Docker => C::Docker,
+            Component::Storage => C::Storage,
+            Component::Monitoring => C::Monitoring,
         }
     }
 }
 
 /// Rolls `component` (every component when `None`) over the nodes that
-/// need it, one at a time.
+/// need it, one at a time, through [`clusterkit_ops::upgrade::upgrade`].
 pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> {
-    let components = match component {
-        Some(c) => vec![c],
-        None => vec![
-            Component::Mesh,
-            Component::Docker,
-            Component::Storage,
-            Component::Monitoring,
-        ],
+    use clusterkit_ops::upgrade::{upgrade, Component as C, UpgradeOptions};
+    let options = UpgradeOptions {
+        components: component.map(Component::to_ops).into_iter().collect(),
+        userspace: if component.is_none_or(|c| c == Component::Mesh) {
+            crate::mesh::userspace_binary()
+        } else {
+            None
+        },
     };
-    let spec = &loaded.built.spec;
-    if component == Some(Component::Docker) && engine_wanted(spec).is_none() {
-        anyhow::bail!(
-            "no Docker Engine version is pinned yet: `clusterkit up` pins the one the nodes run (or set \
-             `engine_version` under [swarm] in the cluster's config; `apt-cache policy docker.io` on a node \
-             lists the versions it can install), then run again"
-        );
-    }
-    let start = Instant::now();
-    let say = |m: &str| eprintln!("[{:>6.1}s] {m}", start.elapsed().as_secs_f64());
-    let done = crate::block_on(async {
-        let (nodes, failed) = connect(loaded, false).await;
-        if !failed.is_empty() {
-            for (n, e) in &failed {
-                eprintln!("{n}: {e}");
-            }
-            anyhow::bail!(
-                "{} node(s) unreachable: an upgrade takes one node out at a time and needs every other one up. \
-                 Bring them back, or take a dead one out (`clusterkit node remove NODE`); nothing was changed",
-                failed.len()
-            );
-        }
-        let _lock = crate::remote::lock_cluster(loaded, &nodes, "upgrade").await?;
-        let mut done = Vec::new();
-        for c in components {
-            let n = match c {
-                Component::Mesh => mesh(&nodes, spec, &say).await?,
-                Component::Docker => docker(&nodes, spec, &say).await?,
-                Component::Storage => storage(&nodes, spec, &say).await?,
-                Component::Monitoring => monitoring(&nodes, spec, &say).await?,
-            };
-            if n > 0 {
-                done.push((c, n));
-            }
-        }
-        anyhow::Ok(done)
-    })?;
-    if done.is_empty() {
+    let lines = Lines::stderr();
+    let session = clusterkit_ops::Session::new(loaded, crate::remote::options(), &lines);
+    let report = crate::block_on(upgrade(&session, &options))?;
+    if report.upgraded.is_empty() {
         println!("nothing to upgrade");
         return Ok(exit::OK);
     }
-    // Every node runs the wanted engine now: the cluster's engine from here
-    // on, even if `engine_version` leaves the config.
-    if let (true, Some(v)) = (
-        done.iter().any(|(c, _)| *c == Component::Docker),
-        engine_wanted(spec),
-    ) {
-        clusterkit_core::state::State::record_engine(&loaded.state_path, v)?;
-    }
-    // The storage stack's files now name the image every server runs:
-    // deployed again (no server restarts: their services already match).
-    if done.iter().any(|(c, _)| *c == Component::Storage) {
-        let code = crate::up::run(
-            loaded,
-            Some(crate::up::Phase::Storage),
-            false,
-            false,
-            crate::up::ProgressMode::Plain,
-            false,
-        )?;
-        if code != exit::OK {
-            return Ok(code);
-        }
-    }
-    // Drained nodes came back empty: spread the replicated services again.
-    let code = crate::up::run(
-        loaded,
-        Some(crate::up::Phase::Rebalance),
-        false,
-        false,
-        crate::up::ProgressMode::Plain,
-        true,
-    )?;
-    for (c, n) in done {
-        let what = match c {
-            Component::Monitoring => format!("{n} service(s), one task at a time"),
-            _ => format!("{n} node(s), one at a time"),
+    for u in report.upgraded {
+        let what = match u.component {
+            C::Monitoring => format!("{} service(s), one task at a time", u.count),
+            _ => format!("{} node(s), one at a time", u.count),
         };
         println!(
             "{} upgraded on {what}, in {:.0} s",
-            c.name(),
-            start.elapsed().as_secs_f64()
+            u.component.name(),
+            report.seconds
         );
     }
-    Ok(code)
-}
-
-/// The mesh: the nodes running the userspace implementation with another binary.
-async fn mesh(
-    nodes: &[Arc<dyn Transport>],
-    spec: &ClusterSpec,
-    say: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<usize> {
-    let bytes = crate::mesh::userspace_binary().ok_or_else(|| {
-        anyhow::anyhow!("no clusterkit-wg-userspace beside this clusterkit: build it (`cargo build --release --bins`) or set CLUSTERKIT_WG_USERSPACE")
-    })?;
-    let binary = UserspaceBinary {
-        bytes: &bytes,
-        arch: std::env::consts::ARCH,
-        replace_running: true,
-    };
-    let wanted = binary.sha256();
-    let facts = crate::mesh::gather(nodes).await?;
-    let mut todo = Vec::new();
-    for t in nodes {
-        let f = &facts[t.node()];
-        let userspace = spec.mesh.backend == WgBackend::Userspace || !f.wireguard_kernel;
-        if !userspace {
-            continue;
-        }
-        let installed = clusterkit_wg::installed_userspace(t.as_ref()).await?;
-        if installed.as_deref() != Some(wanted.as_str()) {
-            say(&format!(
-                "{}: userspace wireguard {} → {}",
-                t.node(),
-                installed.as_deref().map_or("none", |h| &h[..12]),
-                &wanted[..12]
-            ));
-            todo.push((
-                t.clone(),
-                Box::new(clusterkit_wg::BinaryRoll {
-                    nodes,
-                    spec,
-                    facts: f,
-                    binary,
-                }) as Box<dyn Work>,
-            ));
-        }
-    }
-    if todo.is_empty() {
-        say(&format!(
-            "mesh: every node runs userspace wireguard {} (or kernel wireguard): nothing to upgrade",
-            &wanted[..12]
-        ));
-        return Ok(0);
-    }
-    Ok(roll(nodes, Component::Mesh.name(), todo, say).await?)
-}
-
-/// A connected manager, through which `what` is rolled.
-fn a_manager(
-    nodes: &[Arc<dyn Transport>],
-    spec: &ClusterSpec,
-    what: &str,
-) -> anyhow::Result<Arc<dyn Transport>> {
-    clusterkit_core::stack::managers(nodes, spec)
-        .into_iter()
-        .next()
-        .map(Arc::clone)
-        .ok_or_else(|| {
-            anyhow::anyhow!("no manager is connected: {what} is rolled through the swarm")
-        })
-}
-
-/// The engine version a roll brings every node to: `[swarm] engine_version`,
-/// else the one the nodes last ran together.
-fn engine_wanted(spec: &ClusterSpec) -> Option<&str> {
-    spec.swarm
-        .engine_version
-        .as_deref()
-        .or(spec.swarm.engine_recorded.as_deref())
-}
-
-/// Docker Engine: the nodes whose `docker.io` package is another version
-/// than the pinned one. Every node must be able to install it before the
-/// first one is drained.
-async fn docker(
-    nodes: &[Arc<dyn Transport>],
-    spec: &ClusterSpec,
-    say: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<usize> {
-    let Some(wanted) = engine_wanted(spec) else {
-        say("docker: no engine pinned yet (`clusterkit up` pins the one the nodes run): the engines are left as they are");
-        return Ok(0);
-    };
-    let mut installed = BTreeMap::new();
-    for (n, r) in fan_out(
-        nodes,
-        16,
-        |t| async move { installed_engine_package(t).await },
-    )
-    .await
-    {
-        installed.insert(n, r?);
-    }
-    let todo_nodes: Vec<Arc<dyn Transport>> = nodes
-        .iter()
-        .filter(|t| installed[t.node()].as_deref() != Some(wanted))
-        .cloned()
-        .collect();
-    if todo_nodes.is_empty() {
-        say(&format!(
-            "docker: every node runs docker.io {wanted}: nothing to upgrade"
-        ));
-        return Ok(0);
-    }
-    // Nothing is drained unless every node can install the version.
-    let probe = format!(
-        "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq >/dev/null 2>&1; {}",
-        clusterkit_core::transport::install::engine_offered(wanted)
-    );
-    let mut missing = Vec::new();
-    for (n, r) in fan_out(&todo_nodes, 16, |t| {
-        let probe = probe.clone();
-        async move { t.exec(&Cmd::new(probe)).await }
-    })
-    .await
-    {
-        match r {
-            Ok(_) => {}
-            // grep found no `Package:`: apt does not know the version.
-            Err(TransportError::Failed { status: 1, .. }) => missing.push(n),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "docker.io {wanted} cannot be installed on {}: it is in none of its package sources \
-             (`apt-cache policy docker.io` there lists those it can install). Fix engine_version under [swarm] \
-             or the node's sources, then run again; nothing was changed",
-            missing.join(", ")
-        );
-    }
-    let mut todo = Vec::new();
-    for t in todo_nodes {
-        say(&format!(
-            "{}: docker.io {} → {wanted}",
-            t.node(),
-            installed[t.node()].as_deref().unwrap_or("none")
-        ));
-        todo.push((
-            t,
-            Box::new(EnginePackage { version: wanted }) as Box<dyn Work>,
-        ));
-    }
-    Ok(roll(nodes, Component::Docker.name(), todo, say).await?)
-}
-
-/// Storage: the Garage servers whose service runs another image than
-/// `[storage] image`. Every server must be connected and every partition
-/// whole before the first one is taken out.
-async fn storage(
-    nodes: &[Arc<dyn Transport>],
-    spec: &ClusterSpec,
-    say: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<usize> {
-    use clusterkit_storage::roll;
-    match spec.storage.backend {
-        StorageBackend::Garage => {}
-        StorageBackend::Minio => {
-            say("storage: MinIO does not run mixed versions: `clusterkit up` replaces its image on every server at once");
-            return Ok(0);
-        }
-        StorageBackend::None => return Ok(0),
-    }
-    let image = spec.storage.image.as_str();
-    let mgr = a_manager(nodes, spec, "storage")?;
-    let running = roll::running_images(mgr.as_ref(), spec).await?;
-    let behind = roll::behind(spec, &running);
-    if behind.is_empty() {
-        say(&format!(
-            "storage: every Garage server runs {image}: nothing to upgrade"
-        ));
-        return Ok(0);
-    }
-    let h = clusterkit_storage::health(nodes, spec).await?;
-    if !roll::all_ok(&h) {
-        anyhow::bail!(
-            "storage is {}: {}/{} servers connected, {}/{} partitions with every copy. A roll takes one server \
-             out at a time and needs every other one whole: bring the missing ones back \
-             (`clusterkit storage status` names them), then run again; nothing was changed",
-            h.status,
-            h.storage_nodes_up,
-            h.storage_nodes,
-            h.partitions_all_ok,
-            h.partitions
-        );
-    }
-    let r = spec.storage.replication;
-    if clusterkit_storage::write_quorum(r) >= usize::from(r) {
-        say(&format!(
-            "storage keeps {r} cop(ies) and needs all of them for a write: writes to objects with a copy on a \
-             server pause while it restarts (3 copies keep writes going)"
-        ));
-    }
-    let todo_nodes: Vec<Arc<dyn Transport>> = nodes
-        .iter()
-        .filter(|t| behind.iter().any(|b| b == t.node()))
-        .cloned()
-        .collect();
-    // The image is on every node before the first one is taken out.
-    images::provide(&[(image.to_string(), todo_nodes.clone())], say).await?;
-    let mut todo = Vec::new();
-    for t in todo_nodes {
-        say(&format!(
-            "{}: Garage {} → {image}",
-            t.node(),
-            running.get(t.node()).map_or("?", String::as_str)
-        ));
-        todo.push((t, Box::new(ImageRoll { image, spec }) as Box<dyn Work>));
-    }
-    Ok(roll(nodes, Component::Storage.name(), todo, say).await?)
-}
-
-/// Monitoring: the services whose image is not the one under [monitoring].
-/// The images reach the nodes first; the stack is deployed again and Swarm
-/// replaces each changed service's tasks one at a time (Prometheus's two
-/// replicas never together), followed until every task runs its new image.
-async fn monitoring(
-    nodes: &[Arc<dyn Transport>],
-    spec: &ClusterSpec,
-    say: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<usize> {
-    use clusterkit_monitor::roll;
-    if !spec.monitoring.enabled {
-        return Ok(0);
-    }
-    let mgr = a_manager(nodes, spec, "monitoring")?;
-    let behind = roll::behind(mgr.as_ref(), spec).await?;
-    if behind.is_empty() {
-        say("monitoring: every service runs the image under [monitoring]: nothing to upgrade");
-        return Ok(0);
-    }
-    for b in &behind {
-        say(&format!("{}: {} → {}", b.service, b.running, b.wanted));
-    }
-    // Every node holds the images before the first task is replaced.
-    images::provide(&clusterkit_monitor::phase::image_targets(nodes, spec), say).await?;
-    clusterkit_monitor::up(nodes, spec, say).await?;
-    roll::wait_updated(mgr.as_ref(), &behind, say).await?;
-    Ok(behind.len())
+    Ok(exit::OK)
 }

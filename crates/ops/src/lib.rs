@@ -33,6 +33,7 @@ pub mod node;
 pub mod session;
 pub mod status;
 pub mod up;
+pub mod upgrade;
 
 pub use session::{Connected, Options, Reach, Session, Unreachable};
 pub use up::{Phase, UpOptions, UpReport};

@@ -207,3 +207,57 @@ async fn a_failed_archive_says_the_engine_was_started_again() {
     );
     assert_eq!(n.asked().len(), 1, "nothing downloaded: {:?}", n.asked());
 }
+
+/// A work that counts its calls.
+struct Counting(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl clusterkit_core::roll::Work for Counting {
+    async fn replace(
+        &self,
+        _t: &Arc<dyn Transport>,
+        _via: Option<&Arc<dyn Transport>>,
+        _say: clusterkit_core::roll::Say<'_>,
+    ) -> Result<(), clusterkit_core::engine::BoxError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_roll_never_takes_a_node_out_while_a_manager_is_unreachable() {
+    let (n1, n2) = (Scripted::new("node1"), Scripted::new("node2"));
+    for n in [&n1, &n2] {
+        n.on_engine("GET", "/info", 200, r#"{"Swarm": {"Managers": 3}}"#);
+        n.on_engine("GET", "/nodes", 200, &three_managers("unreachable"));
+    }
+    let all = nodes(&[&n1, &n2]);
+    let work = Counting(Default::default());
+    let said = std::sync::Mutex::new(Vec::<String>::new());
+    let say = |m: &str| said.lock().unwrap().push(m.to_string());
+    let todo: Vec<(
+        Arc<dyn Transport>,
+        Box<dyn clusterkit_core::roll::Work + '_>,
+    )> = vec![
+        (all[1].clone(), Box::new(Counting(Default::default()))),
+        (all[0].clone(), Box::new(work)),
+    ];
+    let e = roll::roll(&all, "docker", todo, &say)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("manager node3 is not reachable"), "{e}");
+    assert!(e.contains("2 of 3 managers needed"), "{e}");
+    for n in [&n1, &n2] {
+        assert!(
+            n.asked().iter().all(|a| a.starts_with("GET ")),
+            "nothing drained or changed: {:?}",
+            n.asked()
+        );
+    }
+    assert!(
+        said.lock().unwrap().is_empty(),
+        "{:?}",
+        said.lock().unwrap()
+    );
+}
