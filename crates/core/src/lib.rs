@@ -39,5 +39,5 @@ pub mod state;
 pub mod transport;
 
 pub use diag::{Invalid, Problem, Problems, Severity, SpecError};
-pub use names::{NodeName, Port};
+pub use names::{MeshAddr, NodeName, Port};
 pub use spec::ClusterSpec;

@@ -120,6 +120,64 @@ impl fmt::Display for Port {
     }
 }
 
+/// A node's address on the WireGuard mesh: an IPv4 address inside the
+/// mesh's network, allocated once and kept while the node stays
+/// ([`crate::alloc`]). Not the address clusterkit reaches the node at
+/// ([`crate::spec::SshTarget::host`]): services bind to this one.
+///
+/// ```
+/// use clusterkit_core::MeshAddr;
+/// let a: MeshAddr = "10.0.0.3".parse().unwrap();
+/// assert_eq!(a.to_string(), "10.0.0.3");
+/// assert_eq!(a.ip().octets()[3], 3);
+/// assert!("10.0.0".parse::<MeshAddr>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MeshAddr(std::net::Ipv4Addr);
+
+impl MeshAddr {
+    /// The mesh address `ip`.
+    pub const fn new(ip: std::net::Ipv4Addr) -> Self {
+        Self(ip)
+    }
+
+    /// The IPv4 address.
+    pub const fn ip(self) -> std::net::Ipv4Addr {
+        self.0
+    }
+}
+
+impl From<std::net::Ipv4Addr> for MeshAddr {
+    fn from(ip: std::net::Ipv4Addr) -> Self {
+        Self(ip)
+    }
+}
+
+impl From<MeshAddr> for std::net::Ipv4Addr {
+    fn from(a: MeshAddr) -> Self {
+        a.0
+    }
+}
+
+impl std::str::FromStr for MeshAddr {
+    type Err = crate::Invalid;
+    fn from_str(s: &str) -> Result<Self, crate::Invalid> {
+        s.parse().map(Self).map_err(|_| {
+            crate::Invalid(format!(
+                "mesh address `{}` is not an IPv4 address",
+                shown(s)
+            ))
+        })
+    }
+}
+
+impl fmt::Display for MeshAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Checks that `host` is an IP address or a DNS host name, as an SSH target must be.
 pub fn check_address(host: &str) -> Result<(), crate::Invalid> {
     if host.parse::<std::net::IpAddr>().is_ok() {

@@ -3,8 +3,6 @@
 //! This is what `clusterkit plan` prints (as a table or as JSON). The apply
 //! engine of later phases refines it into files and commands per node.
 
-use std::net::Ipv4Addr;
-
 use serde::Serialize;
 
 use crate::names::NodeName;
@@ -65,7 +63,7 @@ pub struct NodePlan {
     /// `user@host:port`.
     pub ssh: String,
     /// Mesh address.
-    pub mesh_address: Ipv4Addr,
+    pub mesh_address: crate::MeshAddr,
     /// WireGuard endpoint the peers dial: `host:port`.
     pub endpoint: String,
     /// Swarm role.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{located, opt, ConfigFile};
 use crate::diag::{Problem, Problems, SpecError};
 use crate::inventory::{Format, Inventory};
-use crate::names::{NodeName, Port};
+use crate::names::{MeshAddr, NodeName, Port};
 use crate::source::{Located, SourceFile};
 use crate::state::State;
 
@@ -151,7 +151,7 @@ pub struct Node {
     /// How to reach it.
     pub ssh: SshTarget,
     /// Its address in the mesh.
-    pub mesh_address: Ipv4Addr,
+    pub mesh_address: MeshAddr,
     /// Its swarm role.
     pub role: SwarmRole,
     /// Whether it holds storage.
@@ -658,7 +658,7 @@ pub fn build(
                     },
                     role,
                 )| Node {
-                    mesh_address: addresses[&name],
+                    mesh_address: MeshAddr::new(addresses[&name]),
                     name,
                     ssh,
                     role,

@@ -4,12 +4,19 @@
 //! [`render`] makes the stack from the spec (pure, snapshotted): Prometheus's
 //! configuration finds every target through the swarm, alert rules, Grafana's
 //! provisioning and [`grafana`] dashboards, all delivered as Swarm configs
-//! named by their content. [`up`] deploys it through a manager; Grafana's
+//! named by their content. `up` deploys it through a manager; Grafana's
 //! administrator password is generated once, kept as a Swarm secret and in a
-//! root-only file on the managers ([`grafana_password`]).
+//! root-only file on the managers (`grafana_password`).
 //!
 //! Without the default feature `remote`: [`render`] and [`grafana`] alone
 //! (no SSH or async runtime).
+//!
+//! ```
+//! let spec = clusterkit_core::spec::example(3);
+//! let stack = clusterkit_monitor::render::stack(&spec);
+//! assert!(stack.compose.contains("prometheus"));
+//! assert!(stack.get("prometheus.yml").unwrap().contains("dockerswarm_sd_configs"));
+//! ```
 
 #[cfg(feature = "remote")]
 pub mod backup;

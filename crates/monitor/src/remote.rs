@@ -537,7 +537,7 @@ pub struct Endpoint {
     /// Node running it.
     pub node: String,
     /// The node's mesh address.
-    pub address: std::net::Ipv4Addr,
+    pub address: clusterkit_core::MeshAddr,
     /// Port.
     pub port: u16,
 }

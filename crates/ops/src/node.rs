@@ -86,12 +86,14 @@ pub async fn remove(
         Some(_) => after.reach_node(before, node).await,
         None => None,
     };
+    // The messages name the node as the CLI always wrote them (scripts
+    // and tests read them).
     after.notice(
-        Some(node),
+        None,
         if own.is_some() {
-            "answers: it leaves the swarm and the mesh by itself"
+            format!("{node} answers: it leaves the swarm and the mesh by itself")
         } else {
-            "does not answer: treated as lost"
+            format!("{node} does not answer: treated as lost")
         },
     );
     let nodes = match after.connect_all().await {
@@ -108,12 +110,15 @@ pub async fn remove(
     after.lock(&nodes, "node").await?;
     let swarm = clusterkit_swarm::remove_node(&nodes, node, addr).await?;
     if swarm.entries == 0 {
-        after.notice(Some(node), "not in the swarm (already removed)");
+        after.notice(
+            None,
+            format!("{node} is not in the swarm (already removed)"),
+        );
     } else {
         after.notice(
-            Some(node),
+            None,
             format!(
-                "removed from the swarm{}: {} manager(s) left, {} reachable",
+                "{node} removed from the swarm{}: {} manager(s) left, {} reachable",
                 if swarm.was_manager {
                     " (demoted first)"
                 } else {

@@ -5,18 +5,26 @@
 //! - [`render`]: what goes on the nodes, from the spec (pure, snapshotted):
 //!   the Garage or MinIO stack, Garage's per-node configuration, the volume
 //!   driver's rclone configuration and systemd unit.
-//! - [`up`]: deploys it idempotently over the nodes' [`Transport`]s: secrets
+//! - `up`: deploys it idempotently over the nodes' `Transport`s: secrets
 //!   made on a manager (they never pass through this machine), the stack, the
 //!   Garage layout over every storage node (one zone each), the S3 key and
 //!   buckets, the volume driver on every node, then a probe object.
-//! - [`status`]: per-node health and capacity, and how many more node losses
+//! - `status`: per-node health and capacity, and how many more node losses
 //!   the data tolerates now.
-//! - [`roll`]: Garage's image replaced node by node (`up` never replaces
+//! - `roll`: Garage's image replaced node by node (`up` never replaces
 //!   every server's image at once).
-//! - [`s3::S3`]: an aws-sdk-s3 client of the cluster's S3 (both backends).
+//! - `s3::S3`: an aws-sdk-s3 client of the cluster's S3 (both backends).
 //!
 //! Without the default feature `remote`: [`render`], the constants and
 //! [`S3Key`] alone (no SSH, S3 client or async runtime).
+//!
+//! ```
+//! use clusterkit_storage::DriverConfig;
+//! let spec = clusterkit_core::spec::example(3);
+//! let driver = DriverConfig::for_node(&spec, spec.nodes[1].mesh_address);
+//! assert_eq!(driver.endpoint, "http://10.0.0.2:3900");
+//! assert!(driver.unit().contains("rclone serve docker"));
+//! ```
 
 #[cfg(feature = "remote")]
 pub mod garage;

@@ -271,7 +271,7 @@ pub async fn up(
     }
 
     // The key on every node, and the volume driver.
-    let storage_mesh: Vec<std::net::Ipv4Addr> =
+    let storage_mesh: Vec<clusterkit_core::MeshAddr> =
         storage_nodes(spec).map(|n| n.mesh_address).collect();
     let key_ref = &key;
     for (n, r) in fan_out(nodes, 16, |t| {

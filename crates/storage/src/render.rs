@@ -4,10 +4,10 @@
 //! [`rclone_conf`], whose output is written with mode 0600 and never printed.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 
 use clusterkit_core::names::content_hash;
 use clusterkit_core::spec::{ClusterSpec, StorageBackend};
+use clusterkit_core::MeshAddr;
 use serde::Serialize;
 
 use crate::{ADMIN_PORT, BUCKET, DRIVER, RPC_PORT, S3_PORT, S3_REGION, VOLUMES_BASE};
@@ -75,7 +75,7 @@ pub struct GarageAdmin {
 
 impl GarageConfig {
     /// The configuration of the node at mesh address `mesh`.
-    pub fn for_node(spec: &ClusterSpec, mesh: Ipv4Addr) -> Self {
+    pub fn for_node(spec: &ClusterSpec, mesh: MeshAddr) -> Self {
         Self {
             metadata_dir: "/var/lib/garage/meta".into(),
             data_dir: "/var/lib/garage/data".into(),
@@ -113,7 +113,7 @@ pub use clusterkit_core::stack::StackFiles;
 #[derive(Serialize)]
 struct StackNode {
     name: String,
-    mesh: Ipv4Addr,
+    mesh: MeshAddr,
     image: String,
     config_name: String,
     config_file: String,
@@ -240,7 +240,7 @@ pub struct DriverConfig {
 
 impl DriverConfig {
     /// The driver's settings on the node at mesh address `mesh`.
-    pub fn for_node(spec: &ClusterSpec, mesh: Ipv4Addr) -> Self {
+    pub fn for_node(spec: &ClusterSpec, mesh: MeshAddr) -> Self {
         let (provider, port) = match spec.storage.backend {
             StorageBackend::Minio => ("Minio", 9000),
             _ => ("Other", S3_PORT),
@@ -362,7 +362,7 @@ pub fn rclone_conf(cfg: &DriverConfig, key: &crate::S3Key) -> String {
 }
 
 /// Where a storage node keeps its peers' Garage addresses (`id@mesh:3901`,
-/// one a line), for [`GARAGE_PEERS_SCRIPT`].
+/// one a line), for the peers script the volume driver reads.
 pub const GARAGE_PEERS_PATH: &str = "/etc/clusterkit/storage/garage-peers";
 /// The script reconnecting Garage to its peers at boot.
 pub const GARAGE_PEERS_SCRIPT_PATH: &str = "/etc/clusterkit/storage/garage-peers.sh";

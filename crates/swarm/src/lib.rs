@@ -5,6 +5,23 @@
 //! [`up`] initialises or completes the swarm idempotently; [`status`] reports
 //! managers, leader and quorum from the engines' own answers; [`recover`]
 //! re-forms a swarm that lost its majority from a survivor.
+//!
+//! Any [`Transport`] will do: SSH in production, a scripted node here.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use clusterkit_core::transport::{script::Scripted, Transport};
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let node = Scripted::new("node1");
+//! node.on_engine("GET", "/info", 200, r#"{"Swarm": {"Managers": 1}}"#);
+//! node.on_engine("GET", "/nodes", 200, r#"[{"ID": "a", "Description": {"Hostname": "node1"},
+//!     "ManagerStatus": {"Leader": true, "Reachability": "reachable", "Addr": "10.0.0.1:2377"}}]"#);
+//! let nodes: Vec<Arc<dyn Transport>> = vec![Arc::new(node)];
+//! let st = clusterkit_swarm::status(&nodes).await.unwrap();
+//! assert_eq!(st.leader.as_deref(), Some("node1"));
+//! assert!(st.has_quorum);
+//! # });
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -1,7 +1,6 @@
 //! The mesh as values: keys, peers, interfaces. Types validate on construction.
 
 use std::fmt;
-use std::net::Ipv4Addr;
 
 use std::collections::BTreeMap;
 
@@ -50,7 +49,7 @@ pub struct Peer {
     /// Its public key.
     pub public_key: WgPublicKey,
     /// Its mesh address; AllowedIPs is this /32.
-    pub mesh_address: Ipv4Addr,
+    pub mesh_address: clusterkit_core::MeshAddr,
     /// `host:port` it listens on.
     pub endpoint: String,
     /// PersistentKeepalive seconds, 0 for none.
@@ -65,7 +64,7 @@ pub struct NodeMesh {
     /// Interface name (`wg0`).
     pub interface: String,
     /// The node's mesh address.
-    pub address: Ipv4Addr,
+    pub address: clusterkit_core::MeshAddr,
     /// Prefix length of the mesh network.
     pub prefix: u8,
     /// UDP listen port.

@@ -2,7 +2,7 @@
 //! file on the nodes (compose files, prometheus.yml, authorized_keys):
 //! each says what is wrong with the value. [`super::build`] runs them on
 //! every such value, so nothing a description says can add a command, a key
-//! or a line. Values are still quoted ([`crate::transport::Cmd::arg`]) or
+//! or a line. Values are still quoted (`crate::transport::Cmd::arg`) or
 //! serialized where they are used: these checks are the first wall, not the
 //! only one.
 //!
