@@ -125,3 +125,56 @@ pub async fn down(session: &Session<'_>, options: DownOptions) -> Result<DownRep
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use clusterkit_core::engine::Lines;
+    use clusterkit_core::transport::script::Scripted;
+    use clusterkit_core::transport::Transport;
+
+    use super::*;
+    use crate::testkit::loaded;
+    use crate::Options;
+
+    #[tokio::test]
+    async fn down_without_any_node_is_refused_and_a_nodes_failure_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = loaded(3, dir.path());
+        let lines = Lines::to_string();
+        let none = Session::with_transports(&loaded, Options::default(), &lines, Vec::new());
+        assert!(matches!(
+            down(&none, DownOptions::default()).await,
+            Err(OpsError::NoneReachable)
+        ));
+
+        // node1 answers nothing past the lock and the swarm question: its
+        // failure is its report's; node3 is left as it is.
+        let (n1, n2) = (Scripted::new("node1"), Scripted::new("node2"));
+        for n in [&n1, &n2] {
+            n.on_stream("flock -n 9", "locked\n");
+            n.on("docker info -f '{{.Swarm.ControlAvailable}}'", "false\n");
+        }
+        let nodes: Vec<Arc<dyn Transport>> = vec![Arc::new(n1.clone()), Arc::new(n2.clone())];
+        let session = Session::with_transports(&loaded, Options::default(), &lines, nodes);
+        let r = down(&session, DownOptions { purge: true }).await.unwrap();
+        assert!(
+            r.stacks_removed.is_empty(),
+            "not in a swarm: no stack touched"
+        );
+        assert_eq!(r.nodes.len(), 2);
+        assert!(r.nodes.iter().all(|n| n.error.is_some()), "{:?}", r.nodes);
+        assert_eq!(r.unreachable.len(), 1);
+        assert_eq!(r.unreachable[0].node, "node3");
+        assert!(
+            lines.text().contains("node3: unreachable, left as it is"),
+            "{}",
+            lines.text()
+        );
+        assert!(
+            !loaded.state_path.exists(),
+            "a purge with a node unreachable keeps the state's storage copies"
+        );
+    }
+}
