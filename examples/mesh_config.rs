@@ -19,11 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: mesh_config INVENTORY_OR_CONFIG NODE [NODE=PUBLIC_KEY ...]");
         std::process::exit(2);
     };
-    let is_toml = input.extension().is_some_and(|e| e == "toml");
-    let loaded = clusterkit::core::spec::load(
-        is_toml.then_some(input.as_path()),
-        (!is_toml).then_some(input.as_path()),
-    )?;
+    // A `.toml` is clusterkit's own config; anything else an Ansible inventory.
+    let loaded = clusterkit::core::spec::load_path(&input)?;
     let spec = &loaded.built.spec;
     // Every node's key: given, or a placeholder (32 zero bytes) until the
     // node has made its own.

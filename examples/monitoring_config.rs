@@ -17,11 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let input = PathBuf::from(input);
     // A `.toml` is clusterkit's own config; anything else an Ansible inventory.
-    let is_toml = input.extension().is_some_and(|e| e == "toml");
-    let loaded = clusterkit::core::spec::load(
-        is_toml.then_some(input.as_path()),
-        (!is_toml).then_some(input.as_path()),
-    )?;
+    let loaded = clusterkit::core::spec::load_path(&input)?;
     let spec = &loaded.built.spec;
     let stack = clusterkit::monitor::render::stack(spec);
     std::fs::create_dir_all(&out)?;

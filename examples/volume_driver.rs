@@ -17,11 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: volume_driver INVENTORY_OR_CONFIG NODE");
         std::process::exit(2);
     };
-    let is_toml = input.extension().is_some_and(|e| e == "toml");
-    let loaded = clusterkit::core::spec::load(
-        is_toml.then_some(input.as_path()),
-        (!is_toml).then_some(input.as_path()),
-    )?;
+    // A `.toml` is clusterkit's own config; anything else an Ansible inventory.
+    let loaded = clusterkit::core::spec::load_path(&input)?;
     let spec = &loaded.built.spec;
     let n = spec
         .node(&node)

@@ -741,6 +741,16 @@ pub fn example(n: usize) -> ClusterSpec {
         .spec
 }
 
+/// [`load`] of one file: a `.toml` is clusterkit's own config, anything
+/// else an Ansible inventory (INI or YAML).
+pub fn load_path(path: &Path) -> Result<Loaded, SpecError> {
+    if path.extension().is_some_and(|e| e == "toml") {
+        load(Some(path), None)
+    } else {
+        load(None, Some(path))
+    }
+}
+
 /// Reads a config and/or an inventory from disk, with the state beside them, and builds the spec.
 ///
 /// With only an inventory, the state lives beside the inventory. An inventory
