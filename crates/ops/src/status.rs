@@ -159,7 +159,63 @@ pub async fn status(session: &Session<'_>) -> Status {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use clusterkit_core::engine::Lines;
+    use clusterkit_core::transport::script::Scripted;
+
     use super::*;
+    use crate::testkit::loaded;
+    use crate::Options;
+
+    #[tokio::test]
+    async fn status_reports_what_it_could_read_and_notes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = loaded(3, dir.path());
+        let n1 = Scripted::new("node1");
+        n1.on_engine("GET", "/info", 200, r#"{"Swarm": {"Managers": 3}}"#);
+        n1.on_engine(
+            "GET",
+            "/nodes",
+            200,
+            r#"[{"ID": "a", "Description": {"Hostname": "node1"},
+                 "ManagerStatus": {"Leader": true, "Reachability": "reachable", "Addr": "10.0.0.1:2377"}},
+                {"ID": "b", "Description": {"Hostname": "node2"},
+                 "ManagerStatus": {"Leader": false, "Reachability": "reachable", "Addr": "10.0.0.2:2377"}},
+                {"ID": "c", "Description": {"Hostname": "node3"},
+                 "ManagerStatus": {"Leader": false, "Reachability": "unreachable", "Addr": "10.0.0.3:2377"}}]"#,
+        );
+        n1.on("docker stack ls", "app app_web 2/2\napp app_db 0/1\n");
+        let lines = Lines::to_string();
+        let nodes: Vec<Arc<dyn Transport>> = vec![Arc::new(n1.clone())];
+        let session = Session::with_transports(&loaded, Options::default(), &lines, nodes);
+        let st = status(&session).await;
+        assert_eq!(st.reachable, ["node1"]);
+        assert_eq!(
+            st.unreachable
+                .iter()
+                .map(|u| u.node.as_str())
+                .collect::<Vec<_>>(),
+            ["node2", "node3"]
+        );
+        let swarm = st.swarm.as_ref().expect("the swarm answered");
+        assert_eq!(swarm.leader.as_deref(), Some("node1"));
+        assert!(swarm.has_quorum);
+        assert_eq!(st.stacks.len(), 1);
+        assert!(!st.stacks[0].converged());
+        // The mesh's and storage's questions got no answer: notes, not a failure.
+        assert!(
+            st.notes.iter().any(|n| n.starts_with("mesh: ")),
+            "{:?}",
+            st.notes
+        );
+        assert!(
+            st.notes.iter().any(|n| n.starts_with("storage: ")),
+            "{:?}",
+            st.notes
+        );
+        assert!(!st.healthy);
+    }
 
     #[test]
     fn stacks_are_grouped_and_their_prefix_taken_off() {

@@ -394,6 +394,29 @@ mod tests {
         panic!("the lock was not let go with the session");
     }
 
+    #[tokio::test]
+    async fn deploy_names_a_missing_stack_file_and_deploys_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = loaded(3, dir.path());
+        let nodes = scripted(3);
+        let lines = Lines::to_string();
+        let session =
+            Session::with_transports(&loaded, Options::default(), &lines, transports(&nodes));
+        let missing = dir.path().join("Web-App.yml");
+        let e = deploy(&session, &missing, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Web-App.yml"), "{e}");
+        for n in &nodes {
+            assert!(
+                n.asked().iter().all(|a| a.contains("flock -n 9")),
+                "only the lock: {:?}",
+                n.asked()
+            );
+        }
+    }
+
     #[test]
     fn phases_read_back_from_their_names() {
         for p in Phase::ALL {
