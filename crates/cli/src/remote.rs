@@ -1,7 +1,6 @@
 //! Commands that reach the nodes: `check`, `known-hosts`.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -11,7 +10,6 @@ use clusterkit_core::transport::{fan_out, Transport};
 
 use crate::exit;
 
-/// The known_hosts file of a loaded description: in its state directory.
 /// `-v`: every command run on the nodes is shown (secrets redacted).
 pub static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -21,18 +19,9 @@ pub static LOCK_WAIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 /// `--strict-host-keys`: every connection refuses a host key not recorded yet.
 pub static STRICT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-pub fn known_hosts_path(loaded: &Loaded) -> PathBuf {
-    state_dir(loaded).join("known_hosts")
-}
-
-/// The state directory of a loaded description: the state file's, where
-/// `known_hosts`, the lock and the backup seal key live.
-pub fn state_dir(loaded: &Loaded) -> PathBuf {
-    loaded.state_path.parent().map_or_else(
-        || PathBuf::from(".clusterkit"),
-        std::path::Path::to_path_buf,
-    )
-}
+/// Where a description's state directory and known_hosts file are: the
+/// library's answer, one for every command.
+pub use clusterkit_ops::session::{known_hosts_path, state_dir};
 
 /// `--lock-wait`: how long a changing command waits for a lock.
 fn lock_patience() -> std::time::Duration {

@@ -137,7 +137,7 @@ pub async fn remove(
     }
     let mut host_keys_forgotten = 0;
     if let Some(ssh) = target {
-        let path = crate::session::state_dir(before).join("known_hosts");
+        let path = crate::session::known_hosts_path(before);
         host_keys_forgotten =
             known_hosts::forget(&path, &ssh.host, ssh.port.get()).map_err(|source| {
                 OpsError::Local {

@@ -138,7 +138,7 @@ impl<'a> Session<'a> {
 
     /// The known_hosts file host keys are checked against.
     pub fn known_hosts_path(&self) -> PathBuf {
-        self.state_dir().join("known_hosts")
+        known_hosts_path(self.loaded)
     }
 
     /// Connects to every node of the description at once. A host key
@@ -301,6 +301,11 @@ pub fn state_dir(loaded: &Loaded) -> PathBuf {
         || PathBuf::from(".clusterkit"),
         std::path::Path::to_path_buf,
     )
+}
+
+/// The known_hosts file of a loaded description: in its state directory.
+pub fn known_hosts_path(loaded: &Loaded) -> PathBuf {
+    state_dir(loaded).join("known_hosts")
 }
 
 /// The state directories this process holds the lock of. The lock is an
