@@ -493,12 +493,23 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
         for d in &dashboards {
             assert!(after.2.contains(d), "{d}: {:?}", after.2);
         }
+        // Seen once: a fourth entry with no hostname. The whole listing is
+        // in the message, to tell a join under way from a leftover.
+        let listing = sh(
+            "node1",
+            "docker node ls --format '{{.Hostname}}|{{.ID}}|{{.Status}}|{{.Availability}}|{{.ManagerStatus}}'",
+        );
         assert_eq!(
-            lines(sh(
-                "node1",
-                "docker node ls --format '{{.Hostname}} {{.ManagerStatus}}' | sed 's/ .*//'"
-            )),
-            ["node1", "node2", "node3"]
+            lines(
+                listing
+                    .lines()
+                    .map(|l| l.split('|').next().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+            ["node1", "node2", "node3"],
+            "{listing}\n{}",
+            r.stderr
         );
         // Grafana: the same password (read back from the restored secret),
         // its provisioned dashboards, and the data made in it.

@@ -40,7 +40,7 @@ pub mod s3;
 
 use clusterkit_core::spec::{ClusterSpec, Node};
 
-pub use render::{DriverConfig, GarageConfig, StackFiles};
+pub use render::{DriverConfig, GarageConfig, StackFiles, GARAGE_RPC_TIMEOUT_MS};
 
 /// The Garage version clusterkit deploys and tests.
 pub const GARAGE_VERSION: &str = "2.5.0";

@@ -381,41 +381,53 @@ pub async fn connect_s3(
     Ok((fwd, s3))
 }
 
-/// An S3 client of the first storage node (in the description's order)
-/// whose server answers within a few seconds, with that node's name: a node
-/// powered off, or whose engine is stopped (a backup's copy), is passed
-/// over. Keep the [`Forward`] alive while the client is used.
+/// An S3 client of the storage node whose server answers first, with that
+/// node's name: every storage node is asked at once, so a node powered off,
+/// whose engine is stopped (a backup's copy) or whose server froze costs
+/// nothing. A node whose own server waits on a frozen peer still answers
+/// once Garage gives up on that peer ([`GARAGE_RPC_TIMEOUT_MS`]), within the
+/// patience. Keep the [`Forward`] alive while the client is used.
 pub async fn connect_s3_any(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
     key: &S3Key,
 ) -> Result<(Forward, s3::S3, String), StorageError> {
-    let mut tried = Vec::new();
-    for n in storage_nodes(spec) {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let mut tried: BTreeMap<usize, String> = BTreeMap::new();
+    let mut asking = FuturesUnordered::new();
+    for (i, n) in storage_nodes(spec).enumerate() {
         let Some(t) = nodes.iter().find(|t| t.node() == n.name.as_str()) else {
-            tried.push(format!("{}: not connected", n.name));
+            tried.insert(i, format!("{}: not connected", n.name));
             continue;
         };
-        let (fwd, s3) = match connect_s3(t, spec, key).await {
-            Ok(c) => c,
+        let name = n.name.to_string();
+        asking.push(async move {
+            let asked = async {
+                let (fwd, s3) = connect_s3(t, spec, key).await?;
+                s3.answers(S3_ANSWER_PATIENCE).await?;
+                Ok::<_, StorageError>((fwd, s3))
+            };
+            (i, name, asked.await)
+        });
+    }
+    while let Some((i, name, asked)) = asking.next().await {
+        match asked {
+            Ok((fwd, s3)) => return Ok((fwd, s3, name)),
             Err(e) => {
-                tried.push(format!("{}: {e}", n.name));
-                continue;
+                tried.insert(i, format!("{name}: {e}"));
             }
-        };
-        match s3.answers(S3_ANSWER_PATIENCE).await {
-            Ok(()) => return Ok((fwd, s3, n.name.to_string())),
-            Err(e) => tried.push(format!("{}: {e}", n.name)),
         }
     }
     Err(StorageError::NotReady(format!(
         "no storage node's S3 answers (`clusterkit storage status` says more):\n  {}",
-        tried.join("\n  ")
+        tried.into_values().collect::<Vec<_>>().join("\n  ")
     )))
 }
 
-/// How long a storage node's S3 may take to answer before the next is asked.
-const S3_ANSWER_PATIENCE: Duration = Duration::from_secs(5);
+/// How long a storage node's S3 may take to answer: longer than Garage's own
+/// bound on a request to a peer, so that a node whose quorum includes a
+/// frozen peer is not passed over with it.
+const S3_ANSWER_PATIENCE: Duration = Duration::from_millis(GARAGE_RPC_TIMEOUT_MS + 4_000);
 
 async fn garage_up(
     storage: &[&Arc<dyn Transport>],

@@ -41,9 +41,8 @@ pub struct GarageConfig {
     pub rpc_public_addr: String,
     /// The RPC secret, a Swarm secret.
     pub rpc_secret_file: String,
-    /// Bound on one RPC (Garage's default is 300 s): a request in flight to a
-    /// node that just lost its power waits this long before another node is
-    /// asked, and every S3 client waits with it.
+    /// Bound on one RPC ([`GARAGE_RPC_TIMEOUT_MS`]; Garage's default is
+    /// 300 s).
     pub rpc_timeout_msec: u64,
     /// Bound on a ping (default 10 s): how soon a silent node counts as down.
     pub rpc_ping_timeout_msec: u64,
@@ -52,6 +51,16 @@ pub struct GarageConfig {
     /// Admin API (metrics, health).
     pub admin: GarageAdmin,
 }
+
+/// Garage's bound on one RPC to a peer, in milliseconds. Garage sends a
+/// quorum request to just enough peers (itself first, then the lowest
+/// latency) and asks another only when one fails: a peer that froze or lost
+/// its power mid-request holds every request it was chosen for this long (it
+/// counts as down only after about a minute of failed pings), and every S3
+/// client waits with it. Short enough that a client's own deadline
+/// ([`crate::s3::Deadlines`]) is not reached first; long enough for a
+/// metadata write or a 1 MiB block on a loaded node.
+pub const GARAGE_RPC_TIMEOUT_MS: u64 = 8_000;
 
 /// `[s3_api]`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -85,7 +94,7 @@ impl GarageConfig {
             rpc_bind_addr: format!("{mesh}:{RPC_PORT}"),
             rpc_public_addr: format!("{mesh}:{RPC_PORT}"),
             rpc_secret_file: "/run/secrets/garage-rpc-secret".into(),
-            rpc_timeout_msec: 20_000,
+            rpc_timeout_msec: GARAGE_RPC_TIMEOUT_MS,
             rpc_ping_timeout_msec: 5_000,
             s3_api: GarageS3Api {
                 s3_region: S3_REGION.into(),
