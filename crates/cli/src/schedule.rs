@@ -12,6 +12,7 @@ use clusterkit_core::schedule::{self as sched, labels, Runner, Schedule};
 use clusterkit_core::spec::{Built, Loaded};
 use clusterkit_core::stack::{self, SecretValue, StackDeploy};
 use clusterkit_core::transport::{fan_out, Cmd, Transport, Upload};
+use clusterkit_ops::Session;
 
 use crate::exit;
 use crate::remote::connect;
@@ -487,13 +488,30 @@ fn newest(
         let Location::S3 { .. } = from else {
             continue;
         };
-        for f in crate::backup::find(loaded, &from.to_string(), true, Some(seal))? {
+        let session = Session::new(loaded, runner_options(), &crate::progress::Notices);
+        let listing = crate::block_on(clusterkit_ops::backup::find(
+            &session,
+            &from.to_string(),
+            Some(seal),
+        ))?;
+        for l in &listing.left_out {
+            log(&format!("left out: {l}"));
+        }
+        for f in &listing.found {
             if let Ok(at) = humantime::parse_rfc3339(&f.manifest.created) {
                 newest = newest.max(Some(at));
             }
         }
     }
     Ok(newest)
+}
+
+/// The service knows its nodes' host keys already (its `known_hosts`).
+fn runner_options() -> clusterkit_ops::Options {
+    clusterkit_ops::Options {
+        strict_host_keys: true,
+        ..crate::remote::options()
+    }
 }
 
 fn log(m: &str) {
@@ -567,13 +585,16 @@ pub fn run(runner: &Path) -> anyhow::Result<u8> {
             continue;
         }
         log("taking a backup");
-        let options = crate::backup::Options {
-            strict: true,
+        let options = clusterkit_ops::backup::BackupOptions {
+            to: r.schedule.to.clone(),
             never: vec![me.clone()],
             seal: Some(seal.clone()),
         };
-        match crate::backup::backup_with(&loaded, &r.schedule.to, &options) {
-            Ok(_) => log("backup taken"),
+        // A session per backup: its lock goes with it.
+        let timed = crate::progress::Timed::start();
+        let session = Session::new(&loaded, runner_options(), &timed);
+        match crate::block_on(clusterkit_ops::backup::take(&session, &options)) {
+            Ok(report) => log(&format!("backup taken: {}", report.written.join(", "))),
             Err(e) => {
                 log(&format!(
                     "backup failed: {e:#}; again in {}",

@@ -26,10 +26,12 @@
 //! Operations here: [`check`](check::check), [`up`](up::up) (the standard
 //! phase list, [`up::Phase`]), [`deploy`](up::deploy), [`status`](status::status).
 
+pub mod backup;
 pub mod check;
 pub mod doctor;
 pub mod down;
 pub mod node;
+pub mod restore;
 pub mod session;
 pub mod status;
 pub mod up;
@@ -82,6 +84,9 @@ pub enum OpsError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// A backup could not be read, or a destination is not one.
+    #[error(transparent)]
+    Backup(#[from] clusterkit_core::backup::BackupError),
     /// Something a capability refused (an application stack's file, ...).
     #[error("{0}")]
     Refused(String),

@@ -45,6 +45,8 @@ struct EngineRule {
     path: String,
     status: u16,
     body: String,
+    /// Answers left (`None`: any number).
+    left: Option<usize>,
 }
 
 /// What a scripted node was asked, in order.
@@ -111,6 +113,20 @@ impl Scripted {
         self.on_exit(contains, 0, stdout, "")
     }
 
+    /// A command containing `contains` succeeds with `stdout` as bytes (a
+    /// file downloaded, an archive).
+    pub fn on_bytes(&self, contains: &str, stdout: &[u8]) -> &Self {
+        self.script().exec.push(ExecRule {
+            contains: contains.to_string(),
+            answer: ExecOutput {
+                status: 0,
+                stdout: stdout.to_vec(),
+                stderr: Vec::new(),
+            },
+        });
+        self
+    }
+
     /// A command containing `contains` exits with `status`, `stdout` and `stderr`.
     pub fn on_exit(&self, contains: &str, status: u32, stdout: &str, stderr: &str) -> &Self {
         self.script().exec.push(ExecRule {
@@ -128,11 +144,37 @@ impl Scripted {
     /// the API version: `/info`, `/swarm/join`) answers `status` with the
     /// JSON `body`.
     pub fn on_engine(&self, method: &str, path: &str, status: u16, body: &str) -> &Self {
+        self.engine_rule(method, path, status, body, None)
+    }
+
+    /// [`Scripted::on_engine`] for the next `times` such requests only;
+    /// later ones fall through to the rules given before it: a node list
+    /// that changes once a node is drained.
+    pub fn on_engine_times(
+        &self,
+        method: &str,
+        path: &str,
+        times: usize,
+        status: u16,
+        body: &str,
+    ) -> &Self {
+        self.engine_rule(method, path, status, body, Some(times))
+    }
+
+    fn engine_rule(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        body: &str,
+        left: Option<usize>,
+    ) -> &Self {
         self.script().engine.push(EngineRule {
             method: method.to_string(),
             path: path.to_string(),
             status,
             body: body.to_string(),
+            left,
         });
         self
     }
@@ -198,9 +240,17 @@ impl Scripted {
             body,
         });
         s.engine
-            .iter()
+            .iter_mut()
             .rev()
-            .find(|r| r.method == method && unversioned.starts_with(&r.path))
+            .find(|r| {
+                r.method == method && unversioned.starts_with(&r.path) && r.left != Some(0)
+            })
+            .map(|r| {
+                if let Some(n) = r.left.as_mut() {
+                    *n -= 1;
+                }
+                &*r
+            })
             .map_or_else(
                 || {
                     (
