@@ -1,26 +1,15 @@
-//! `clusterkit backup` and `clusterkit restore`: the swarm's state (as Docker
-//! documents it: one manager's engine stopped, quorum kept), a Prometheus
-//! snapshot, Grafana's data and clusterkit's own state, with a manifest and
-//! checksums; and a swarm brought back from them on fresh nodes.
+//! `clusterkit backup` (take, list, copy) and `clusterkit restore`: the
+//! commands over [`clusterkit_ops::backup`] and [`clusterkit_ops::restore`].
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
-use clusterkit_core::backup::{
-    SealKey, GRAFANA_FILE as GRAFANA, PROMETHEUS_FILE as PROMETHEUS, SEAL_KEY_FILE,
-    SWARM_FILE as SWARM,
-};
-use clusterkit_core::engine::{Context, Lines};
+use clusterkit_core::backup::{SealKey, SEAL_KEY_FILE};
+use clusterkit_core::engine::Lines;
 use clusterkit_core::spec::Loaded;
-use clusterkit_core::transport::Transport;
 use clusterkit_ops::backup::BackupOptions;
 use clusterkit_ops::Session;
 
 use crate::exit;
-use crate::progress::Timed;
-use crate::remote::connect;
-use crate::up::{Phase, ProgressMode};
 
 /// `clusterkit backup` subcommands (without one, `backup` takes a backup).
 #[derive(Debug, clap::Subcommand)]
@@ -55,14 +44,6 @@ pub enum BackupCmd {
     },
 }
 
-pub use clusterkit_ops::backup::DEFAULT_TO;
-
-const ENGINE_PATIENCE: Duration = Duration::from_secs(120);
-
-fn by_name<'a>(nodes: &'a [Arc<dyn Transport>], name: &str) -> Option<&'a Arc<dyn Transport>> {
-    nodes.iter().find(|t| t.node() == name)
-}
-
 /// `clusterkit backup [--to ...]`: takes a backup through
 /// [`clusterkit_ops::backup::take`] and prints where it went.
 pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
@@ -70,8 +51,8 @@ pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
         to: to.to_vec(),
         ..BackupOptions::default()
     };
-    let timed = Timed::start();
-    let session = Session::new(loaded, crate::remote::options(), &timed);
+    let lines = Lines::stderr();
+    let session = Session::new(loaded, crate::remote::options(), &lines);
     let report = crate::block_on(clusterkit_ops::backup::take(&session, &options))?;
     for w in &report.written {
         println!("{w}");
@@ -88,37 +69,20 @@ pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// Brings a cluster back from a backup directory onto nodes outside any
-/// swarm: clusterkit's state, Docker and the mesh, the swarm's state on the
-/// first manager (then `--force-new-cluster`), the monitoring volumes, then
-/// `up` for the rest.
+/// `clusterkit restore --from DIR`: the backup checked, its state put in
+/// place, the description loaded again, then [`clusterkit_ops::restore::apply`].
 pub fn restore(
     loaded: &Loaded,
     reload: &dyn Fn() -> anyhow::Result<Option<Loaded>>,
     from: &str,
     unsealed: bool,
 ) -> anyhow::Result<u8> {
-    let timed = Timed::start();
-    let say = |m: &str| timed.say(m);
     if unsealed {
         eprintln!(
             "--unsealed: the backup's seal is not checked (its files, names and archives are)"
         );
     }
     let checked = clusterkit_ops::restore::check(loaded, from, unsealed)?;
-    let (manifest, dir) = (&checked.manifest, &checked.dir);
-    let file = |n: &str| checked.file(n);
-    let swarm = file(SWARM).expect("checked");
-    say(&format!(
-        "backup {} of cluster {}: {} files checked; {} services, {} secrets, {} configs",
-        manifest.created,
-        manifest.cluster,
-        manifest.files.len(),
-        manifest.services.len(),
-        manifest.secrets.len(),
-        manifest.configs.len()
-    ));
-
     // clusterkit's state: mesh addresses and the storage's copies as they were.
     if let Some(kept) = clusterkit_ops::restore::put_state(loaded, &checked)? {
         eprintln!(
@@ -130,142 +94,28 @@ pub fn restore(
     let Some(loaded) = reload()? else {
         return Ok(exit::INVALID);
     };
-    let spec = &loaded.built.spec;
-    // The swarm comes back on the node it was copied from when the cluster
-    // still has it (its state names that node's addresses), else on the
-    // first manager.
-    let managers: Vec<&str> = spec
-        .nodes
-        .iter()
-        .filter(|n| n.role == clusterkit_core::spec::SwarmRole::Manager)
-        .map(|n| n.name.as_str())
-        .collect();
-    let first = managers
-        .iter()
-        .find(|n| **n == manifest.swarm_source)
-        .or(managers.first())
-        .map(|n| n.to_string())
-        .ok_or_else(|| anyhow::anyhow!("no manager in this description"))?;
-    // Nothing is touched while any node is already in a swarm.
-    crate::block_on(async {
-        let (nodes, failed) = connect(&loaded, false).await;
-        if !failed.is_empty() {
-            for (n, e) in &failed {
-                eprintln!("{n}: {e}");
-            }
-            anyhow::bail!(
-                "{} node(s) unreachable: a restore needs every node; nothing was changed",
-                failed.len()
-            );
-        }
-        let _lock = crate::remote::lock_cluster(&loaded, &nodes, "restore").await?;
-        let mut inside = Vec::new();
-        for t in &nodes {
-            let out = t
-                .exec_raw(
-                    &clusterkit_core::transport::Cmd::new(
-                        "docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo no-engine",
-                    ),
-                    None,
-                )
-                .await?;
-            let s = out.stdout_str().trim().to_string();
-            if s != "inactive" && s != "no-engine" {
-                inside.push(format!("{} ({s})", t.node()));
-            }
-        }
-        if !inside.is_empty() {
-            anyhow::bail!(
-                "{} already in a swarm: a restore builds the swarm from the backup on nodes outside any swarm. \
-                 On a cluster that still runs, take it apart first (`clusterkit down --yes`, which keeps data); \
-                 nothing was changed",
-                inside.join(", ")
-            );
-        }
-        anyhow::Ok(())
-    })?;
-
-    say("restore 1/4: Docker Engine and the WireGuard mesh");
-    for phase in [Phase::Docker, Phase::Mesh] {
-        let code = crate::up::run(
-            &loaded,
-            Some(phase),
-            false,
-            false,
-            ProgressMode::Plain,
-            false,
-        )?;
-        if code != exit::OK {
-            eprintln!("restore stopped: fix the cause above and run `clusterkit restore --from {from}` again");
-            return Ok(code);
-        }
-    }
-    crate::block_on(async {
-        let (nodes, failed) = connect(&loaded, false).await;
-        if let Some((n, e)) = failed.first() {
-            anyhow::bail!("{n}: {e}");
-        }
-        let _lock = crate::remote::lock_cluster(&loaded, &nodes, "restore").await?;
-        let restored_monitoring = [file(PROMETHEUS), file(GRAFANA)];
-        if clusterkit_monitor::enabled(spec) && restored_monitoring.iter().any(Option::is_some) {
-            say("restore 2/4: Prometheus's and Grafana's data into their volumes on the managers");
-            match clusterkit_monitor::backup::restore_volumes(
-                &nodes,
-                spec,
-                restored_monitoring[0],
-                restored_monitoring[1],
-            )
-            .await
-            {
-                Ok(done) => say(&format!("restored: {}", done.join(", "))),
-                Err(e) => say(&format!("not restored: {e}")),
-            }
-        }
-        // The swarm starts the backup's services as soon as it is back: the
-        // images they run go first, or their first tasks are rejected on
-        // fresh nodes ("No such image") until `up` sends them.
-        let lines = Lines::stderr();
-        let cx = Context::new(&nodes, spec, &lines);
-        let needs = clusterkit_ops::up::engine(false, None).images(&cx).await?;
-        clusterkit_core::transport::images::provide(&needs, &|m: &str| say(m)).await?;
-        let t = by_name(&nodes, &first).expect("connected");
-        say(&format!("restore 3/4: the swarm's state on {first}, then a new cluster from it (--force-new-cluster)"));
-        clusterkit_swarm::backup::unpack(t.as_ref(), swarm, ENGINE_PATIENCE).await?;
-        let change = clusterkit_swarm::recover(&nodes, spec, &first).await?;
-        // The backup was copied from a drained node: the swarm remembers it so.
-        clusterkit_swarm::roll::undrain(t.as_ref(), &first).await?;
-        let moved = clusterkit_swarm::backup::reschedule_pending(t.as_ref()).await?;
-        if !moved.is_empty() {
-            say(&format!(
-                "pending tasks given a new start: {}",
-                moved.join(", ")
-            ));
-        }
-        say(&format!(
-            "swarm restored on {first}{}",
-            if change.joined.is_empty() {
-                String::new()
-            } else {
-                format!("; joined: {}", change.joined.join(", "))
-            }
-        ));
-        anyhow::Ok(())
-    })?;
-    say("restore 4/4: `up` for the rest (storage, monitoring, stacks)");
-    let code = crate::up::run(&loaded, None, false, false, ProgressMode::Plain, true)?;
-    if code == exit::OK {
-        eprintln!(
-            "restored from {} in {:.0} s: the swarm's services, secrets and configs are back; \
-             storage was made afresh (its data was not in the backup)",
-            dir.display(),
-            timed.elapsed().as_secs_f64()
-        );
-    } else {
-        eprintln!(
-            "the swarm is restored; finish with `clusterkit up` once the cause above is fixed"
-        );
-    }
-    Ok(code)
+    let options = clusterkit_ops::restore::RestoreOptions {
+        userspace: crate::mesh::userspace_binary(),
+        clusterkit_exe: std::env::current_exe().ok(),
+    };
+    let lines = Lines::stderr();
+    let session = Session::new(&loaded, crate::remote::options(), &lines);
+    let report = crate::block_on(clusterkit_ops::restore::apply(&session, &checked, &options))
+        .map_err(|e| match e {
+            // Refused before anything changed, or past the swarm with its own way out.
+            clusterkit_ops::OpsError::Refused(_) => anyhow::Error::from(e),
+            e => anyhow::anyhow!(
+                "{e}\nrestore stopped: fix the cause above and run `clusterkit restore --from {from}` again"
+            ),
+        })?;
+    println!("{}", report.up.summary);
+    eprintln!(
+        "restored from {} in {:.0} s: the swarm's services, secrets and configs are back; \
+         storage was made afresh (its data was not in the backup)",
+        checked.dir.display(),
+        report.seconds
+    );
+    Ok(exit::OK)
 }
 
 /// `clusterkit backup list [FROM]`: the backups kept there, oldest first.

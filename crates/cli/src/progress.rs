@@ -313,38 +313,6 @@ impl Reporter for Notices {
     }
 }
 
-/// [`Notices`] for long commands (backup, restore): each line after the
-/// seconds since the command started.
-pub struct Timed(std::time::Instant);
-
-impl Timed {
-    /// Counting from now.
-    pub fn start() -> Self {
-        Self(std::time::Instant::now())
-    }
-
-    /// Time since the start.
-    pub fn elapsed(&self) -> std::time::Duration {
-        self.0.elapsed()
-    }
-
-    /// Says `m` as a notice is said.
-    pub fn say(&self, m: &str) {
-        eprintln!("[{:>6.1}s] {m}", self.0.elapsed().as_secs_f64());
-    }
-}
-
-impl Reporter for Timed {
-    fn event(&self, e: &Event) {
-        if let Event::Notice { node, message } = e {
-            match node {
-                Some(n) => self.say(&format!("{n}: {message}")),
-                None => self.say(message),
-            }
-        }
-    }
-}
-
 /// The reporter `up` uses: JSON, the live table, or log lines.
 pub enum Progress {
     /// `--json`.

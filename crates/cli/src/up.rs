@@ -2,7 +2,6 @@
 //! phase) and `clusterkit deploy`.
 
 use std::io::IsTerminal;
-use std::time::Instant;
 
 use clusterkit_core::engine::Lines;
 use clusterkit_core::spec::Loaded;
@@ -74,6 +73,7 @@ pub fn run(
         rebalance,
         dry_run,
         userspace: crate::mesh::userspace_binary(),
+        clusterkit_exe: std::env::current_exe().ok(),
     };
     let names: Vec<String> = spec.nodes.iter().map(|n| n.name.to_string()).collect();
     let live = match progress {
@@ -93,57 +93,30 @@ pub fn run(
         Progress::Lines(Lines::stderr())
     };
     let session = clusterkit_ops::Session::new(loaded, crate::remote::options(), &reporter);
-    let result = crate::block_on(async {
-        let report = clusterkit_ops::up::up(&session, &options).await?;
-        let mut changed = report.changed;
-        if only.is_none() && !dry_run {
-            // A scheduled backup follows the cluster (its nodes, host keys, key lines).
-            let nodes = session.connect_all().await?;
-            let start = Instant::now();
-            let said = std::sync::atomic::AtomicBool::new(false);
-            let say = |m: &str| {
-                said.store(true, std::sync::atomic::Ordering::Relaxed);
-                eprintln!("[{:>6.1}s] {m}", start.elapsed().as_secs_f64());
-            };
-            crate::schedule::refresh(&nodes, loaded, &say).await?;
-            changed |= said.load(std::sync::atomic::Ordering::Relaxed);
-        }
-        anyhow::Ok((report, changed))
-    });
+    let result = crate::block_on(clusterkit_ops::up::up(&session, &options));
     drop(session);
     let json_out = reporter.finish();
-    let (report, changed) = match result {
+    let report = match result {
         Ok(r) => r,
-        Err(e) => match e.downcast::<clusterkit_ops::OpsError>() {
-            Ok(clusterkit_ops::OpsError::Blocked(b)) => {
-                eprintln!("{b}");
-                return Ok(exit::FAILURE);
+        Err(clusterkit_ops::OpsError::Blocked(b)) => {
+            eprintln!("{b}");
+            return Ok(exit::FAILURE);
+        }
+        Err(clusterkit_ops::OpsError::Unreachable(u)) => {
+            for n in &u {
+                eprintln!("{}: {}", n.node, n.error);
             }
-            Ok(clusterkit_ops::OpsError::Unreachable(u)) => {
-                for n in &u {
-                    eprintln!("{}: {}", n.node, n.error);
-                }
-                anyhow::bail!("{} node(s) unreachable: nothing was changed", u.len());
-            }
-            Ok(e) => return Err(e.into()),
-            Err(e) => return Err(e),
-        },
+            anyhow::bail!("{} node(s) unreachable: nothing was changed", u.len());
+        }
+        Err(e) => return Err(e.into()),
     };
     if dry_run {
         crate::dryrun::print(&report.changes, json)?;
         return Ok(exit::OK);
     }
-    let summary = if changed && !report.changed {
-        report
-            .summary
-            .trim_end_matches("; nothing changed")
-            .to_string()
-    } else {
-        report.summary
-    };
     match json_out {
-        Some(j) => j.done(changed, &summary),
-        None => println!("{summary}"),
+        Some(j) => j.done(report.changed, &report.summary),
+        None => println!("{}", report.summary),
     }
     Ok(exit::OK)
 }

@@ -32,6 +32,7 @@ pub mod doctor;
 pub mod down;
 pub mod node;
 pub mod restore;
+pub mod schedule;
 pub mod session;
 pub mod status;
 pub mod up;

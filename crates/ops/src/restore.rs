@@ -3,15 +3,27 @@
 //! [`check`] reads the backup and checks every file of it (nothing touched),
 //! [`put_state`] puts its clusterkit state in place; the caller then loads
 //! the description again (the mesh addresses and the storage's copies as
-//! they were) and brings the nodes back with it.
+//! they were) and brings the nodes back with it: [`apply`].
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use clusterkit_core::backup::{Location, Manifest, STATE_FILE as STATE};
-use clusterkit_core::spec::Loaded;
+use clusterkit_core::backup::{
+    Location, Manifest, GRAFANA_FILE as GRAFANA, PROMETHEUS_FILE as PROMETHEUS,
+    STATE_FILE as STATE, SWARM_FILE as SWARM,
+};
+use clusterkit_core::engine::Context;
+use clusterkit_core::spec::{Loaded, SwarmRole};
+use clusterkit_core::transport::Cmd;
+use serde::Serialize;
 
 use crate::backup::{read_dir, seal_key, Files};
+use crate::session::Session;
+use crate::up::{Phase, UpOptions, UpReport};
 use crate::OpsError;
+
+/// How long a node's engine may take to stop or start around the unpacking.
+const ENGINE_PATIENCE: Duration = Duration::from_secs(120);
 
 /// A backup read from a directory, every file checked against its manifest
 /// (and its seal, unless asked otherwise), archives read member by member.
@@ -109,9 +121,262 @@ fn put_state_file(path: &Path, state: &[u8]) -> Result<Option<PathBuf>, OpsError
     Ok(kept)
 }
 
+/// How the nodes are brought back.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// As [`UpOptions::userspace`].
+    pub userspace: Option<Vec<u8>>,
+    /// As [`UpOptions::clusterkit_exe`]: a scheduled backup in the backup
+    /// runs again.
+    pub clusterkit_exe: Option<PathBuf>,
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The node the swarm was brought back on (`--force-new-cluster`).
+    pub swarm_on: String,
+    /// The nodes that joined it.
+    pub joined: Vec<String>,
+    /// Monitoring data put back (`prometheus`, `grafana`), or why not.
+    pub monitoring: Result<Vec<String>, String>,
+    /// Services whose pending tasks were given a new start.
+    pub restarted: Vec<String>,
+    /// The last step: `up` for the rest (storage, monitoring, stacks).
+    pub up: UpReport,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// Brings the cluster of `session` (loaded again after [`put_state`]) back
+/// from `backup` onto nodes outside any swarm: Docker and the mesh, the
+/// monitoring volumes, the images the backup's services run, the swarm's
+/// state on the node it was copied from (else the first manager) and a new
+/// cluster from it, then `up` for the rest. Nothing is touched while a node
+/// is unreachable or already in a swarm. Run again after a failure: each
+/// step is safe to repeat until the swarm is back; after that, `up`
+/// finishes.
+pub async fn apply(
+    session: &Session<'_>,
+    backup: &Checked,
+    options: &RestoreOptions,
+) -> Result<RestoreReport, OpsError> {
+    let start = Instant::now();
+    let say = |m: String| session.notice(None, m);
+    let loaded = session.loaded();
+    let spec = &loaded.built.spec;
+    let manifest = &backup.manifest;
+    say(format!(
+        "backup {} of cluster {}: {} files checked; {} services, {} secrets, {} configs",
+        manifest.created,
+        manifest.cluster,
+        manifest.files.len(),
+        manifest.services.len(),
+        manifest.secrets.len(),
+        manifest.configs.len()
+    ));
+    // The swarm comes back on the node it was copied from when the cluster
+    // still has it (its state names that node's addresses), else on the
+    // first manager.
+    let managers: Vec<&str> = spec
+        .nodes
+        .iter()
+        .filter(|n| n.role == SwarmRole::Manager)
+        .map(|n| n.name.as_str())
+        .collect();
+    let first = managers
+        .iter()
+        .find(|n| **n == manifest.swarm_source)
+        .or(managers.first())
+        .map(|n| n.to_string())
+        .ok_or_else(|| OpsError::Refused("no manager in this description".into()))?;
+    // Every node, connected once for the whole restore.
+    let nodes = session.connect_all().await.map_err(|e| match e {
+        OpsError::Unreachable(u) => OpsError::Refused(format!(
+            "{}\n{} node(s) unreachable: a restore needs every node; nothing was changed",
+            u.iter()
+                .map(|u| format!("{}: {}", u.node, u.error))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            u.len()
+        )),
+        e => e,
+    })?;
+    session.lock(&nodes, "restore").await?;
+    // Nothing is touched while any node is already in a swarm.
+    let mut inside = Vec::new();
+    for t in &nodes {
+        let out = t
+            .exec_raw(
+                &Cmd::new(
+                    "docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo no-engine",
+                ),
+                None,
+            )
+            .await?;
+        let s = out.stdout_str().trim().to_string();
+        if s != "inactive" && s != "no-engine" {
+            inside.push(format!("{} ({s})", t.node()));
+        }
+    }
+    if !inside.is_empty() {
+        return Err(OpsError::Refused(format!(
+            "{} already in a swarm: a restore builds the swarm from the backup on nodes outside any swarm. \
+             On a cluster that still runs, take it apart first (`clusterkit down --yes`, which keeps data); \
+             nothing was changed",
+            inside.join(", ")
+        )));
+    }
+
+    say("restore 1/4: Docker Engine and the WireGuard mesh".into());
+    for phase in [Phase::Docker, Phase::Mesh] {
+        let only = UpOptions {
+            only: Some(phase),
+            userspace: options.userspace.clone(),
+            ..UpOptions::default()
+        };
+        crate::up::up(session, &only).await?;
+    }
+    let mut monitoring = Ok(Vec::new());
+    let restored_monitoring = [backup.file(PROMETHEUS), backup.file(GRAFANA)];
+    if clusterkit_monitor::enabled(spec) && restored_monitoring.iter().any(Option::is_some) {
+        say(
+            "restore 2/4: Prometheus's and Grafana's data into their volumes on the managers"
+                .into(),
+        );
+        monitoring = clusterkit_monitor::backup::restore_volumes(
+            &nodes,
+            spec,
+            restored_monitoring[0],
+            restored_monitoring[1],
+        )
+        .await
+        .map_err(|e| e.to_string());
+        match &monitoring {
+            Ok(done) => say(format!("restored: {}", done.join(", "))),
+            Err(e) => say(format!("not restored: {e}")),
+        }
+    }
+    // The swarm starts the backup's services as soon as it is back: the
+    // images they run go first, or their first tasks are rejected on fresh
+    // nodes ("No such image") until `up` sends them.
+    let cx = Context::new(&nodes, spec, session.reporter());
+    let needs = crate::up::engine(false, None).images(&cx).await?;
+    clusterkit_core::transport::images::provide(&needs, &|m: &str| say(m.to_string())).await?;
+    let t = nodes
+        .iter()
+        .find(|t| t.node() == first)
+        .expect("every node is connected");
+    say(format!(
+        "restore 3/4: the swarm's state on {first}, then a new cluster from it (--force-new-cluster)"
+    ));
+    let swarm = backup
+        .file(SWARM)
+        .expect("checked: a backup holds the swarm's state");
+    clusterkit_swarm::backup::unpack(t.as_ref(), swarm, ENGINE_PATIENCE).await?;
+    let change = clusterkit_swarm::recover(&nodes, spec, &first).await?;
+    // The backup was copied from a drained node: the swarm remembers it so.
+    clusterkit_swarm::roll::undrain(t.as_ref(), &first).await?;
+    let restarted = clusterkit_swarm::backup::reschedule_pending(t.as_ref()).await?;
+    if !restarted.is_empty() {
+        say(format!(
+            "pending tasks given a new start: {}",
+            restarted.join(", ")
+        ));
+    }
+    say(format!(
+        "swarm restored on {first}{}",
+        if change.joined.is_empty() {
+            String::new()
+        } else {
+            format!("; joined: {}", change.joined.join(", "))
+        }
+    ));
+    say("restore 4/4: `up` for the rest (storage, monitoring, stacks)".into());
+    let all = UpOptions {
+        rebalance: true,
+        userspace: options.userspace.clone(),
+        clusterkit_exe: options.clusterkit_exe.clone(),
+        ..UpOptions::default()
+    };
+    let up = crate::up::up(session, &all).await.map_err(|e| {
+        OpsError::Refused(format!(
+            "{e}\nthe swarm is restored; finish with `clusterkit up` once the cause above is fixed"
+        ))
+    })?;
+    Ok(RestoreReport {
+        swarm_on: first,
+        joined: change.joined,
+        monitoring,
+        restarted,
+        up,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clusterkit_core::engine::Lines;
+    use clusterkit_core::transport::script::Scripted;
+    use clusterkit_core::transport::Transport;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_restore_onto_a_node_in_a_swarm_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let loaded = crate::testkit::loaded(3, tmp.path());
+        let backup = Checked {
+            dir: tmp.path().join("c-1"),
+            manifest: Manifest::new("clusterkit", "2026-11-26T04:30:00Z", "node2"),
+            files: vec![(SWARM.to_string(), b"archive".to_vec())],
+        };
+        let nodes: Vec<Scripted> = (1..=3)
+            .map(|i| Scripted::new(&format!("node{i}")))
+            .collect();
+        for (n, state) in nodes.iter().zip(["inactive", "active", "no-engine"]) {
+            n.on_stream("flock -n 9", "locked\n");
+            n.on(
+                "docker info -f '{{.Swarm.LocalNodeState}}'",
+                &format!("{state}\n"),
+            );
+        }
+        let given: Vec<Arc<dyn Transport>> = nodes
+            .iter()
+            .map(|n| Arc::new(n.clone()) as Arc<dyn Transport>)
+            .collect();
+        let lines = Lines::to_string();
+        let session = Session::with_transports(&loaded, crate::Options::default(), &lines, given);
+        let e = apply(&session, &backup, &RestoreOptions::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node2 (active) already in a swarm"), "{e}");
+        assert!(e.contains("nothing was changed"), "{e}");
+        for n in &nodes {
+            // The lock, then the one question: nothing else was asked.
+            let asked = n.asked();
+            assert_eq!(asked.len(), 2, "{}: {asked:?}", n.node());
+            assert!(asked[1].contains("Swarm.LocalNodeState"), "{asked:?}");
+        }
+
+        // A node missing: refused before any question.
+        let two: Vec<Arc<dyn Transport>> = nodes[..2]
+            .iter()
+            .map(|n| Arc::new(n.clone()) as Arc<dyn Transport>)
+            .collect();
+        let session = Session::with_transports(&loaded, crate::Options::default(), &lines, two);
+        let e = apply(&session, &backup, &RestoreOptions::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node3: no transport given for it"), "{e}");
+        assert!(
+            e.contains("1 node(s) unreachable: a restore needs every node"),
+            "{e}"
+        );
+        assert_eq!(nodes[0].asked().len(), 2, "nothing more asked");
+    }
 
     #[test]
     fn the_local_state_is_kept_beside_the_restored_one() {

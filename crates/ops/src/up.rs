@@ -97,6 +97,11 @@ pub struct UpOptions {
     /// The userspace WireGuard executable to install where the kernel has
     /// none (`None`: such nodes fail with the way out).
     pub userspace: Option<Vec<u8>>,
+    /// clusterkit's executable, which the scheduled backup's service runs:
+    /// after a whole run, a schedule the swarm runs is set again with it so
+    /// that it follows the cluster ([`crate::schedule::refresh`]). `None`:
+    /// a schedule is left as it is.
+    pub clusterkit_exe: Option<std::path::PathBuf>,
 }
 
 /// What one phase did.
@@ -213,7 +218,11 @@ pub async fn up(session: &Session<'_>, options: &UpOptions) -> Result<UpReport, 
             State::record_engine(&loaded.state_path, &v)?;
         }
     }
-    let changed = report.changed();
+    let mut changed = report.changed();
+    if let (None, Some(exe)) = (only, &options.clusterkit_exe) {
+        // A scheduled backup follows the cluster (its nodes, host keys, key lines).
+        changed |= crate::schedule::refresh(session, &nodes, exe).await?;
+    }
     let tail = if changed { "" } else { "; nothing changed" };
     let summary = match only {
         Some(p) => format!("cluster {}: phase {p} done{tail}", spec.name),

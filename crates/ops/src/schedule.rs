@@ -1,0 +1,524 @@
+//! The scheduled backup: a Swarm service that takes a backup every period
+//! ([`set`], removed with [`off`]), kept following the cluster by `up`
+//! ([`refresh`]: its nodes, their host keys, its key lines). The service
+//! runs clusterkit's own executable (`backup run-schedule`), which the
+//! caller names: this library cannot know where it is.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clusterkit_core::schedule::{self as sched, labels, Runner, Schedule};
+use clusterkit_core::spec::{Loaded, StorageBackend};
+use clusterkit_core::stack::{self, SecretValue, StackDeploy};
+use clusterkit_core::transport::{fan_out, Cmd, Transport, Upload};
+use serde::Serialize;
+
+use crate::session::Session;
+use crate::OpsError;
+
+/// How long the service's task may take to start.
+const START_PATIENCE: Duration = Duration::from_secs(180);
+
+fn refused(m: impl Into<String>) -> OpsError {
+    OpsError::Refused(m.into())
+}
+
+/// A schedule to set.
+#[derive(Debug, Clone)]
+pub struct ScheduleOptions {
+    /// How often (`6h`, `1d`...).
+    pub every: String,
+    /// Destinations on the cluster's S3 (empty: [`crate::backup::DEFAULT_TO`]).
+    pub to: Vec<String>,
+    /// The image the service runs clusterkit in (it must hold the C library
+    /// clusterkit was built against).
+    pub image: String,
+    /// clusterkit's executable, copied to the managers for the service.
+    pub exe: PathBuf,
+}
+
+/// A schedule set.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScheduleReport {
+    /// The schedule the service runs.
+    pub schedule: Schedule,
+    /// The service's name.
+    pub service: &'static str,
+    /// Whether anything changed.
+    pub changed: bool,
+}
+
+/// Every node connected and the cluster's lock held, or an error naming the
+/// unreachable nodes (or the lock's holder).
+async fn connect_every(session: &Session<'_>) -> Result<Vec<Arc<dyn Transport>>, OpsError> {
+    let c = session.connect(crate::Reach::Patient).await;
+    if !c.unreachable.is_empty() {
+        return Err(refused(format!(
+            "{}\n{} node(s) unreachable: the scheduled backup's key goes to every node. Bring them back, \
+             or take a dead one out (`clusterkit node remove NODE`); nothing was changed",
+            c.unreachable
+                .iter()
+                .map(|u| format!("{}: {}", u.node, u.error))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            c.unreachable.len()
+        )));
+    }
+    session.lock(&c.nodes, "backup").await?;
+    Ok(c.nodes)
+}
+
+/// Sets the scheduled backup: the service's key (kept when the swarm has
+/// it), its public half on every node (usable from the mesh only),
+/// clusterkit's executable on the managers, the runner document, the stack.
+pub async fn set(
+    session: &Session<'_>,
+    options: &ScheduleOptions,
+) -> Result<ScheduleReport, OpsError> {
+    let loaded = session.loaded();
+    sched::parse_every(&options.every).map_err(|e| refused(e.to_string()))?;
+    let to: Vec<String> = if options.to.is_empty() {
+        vec![crate::backup::DEFAULT_TO.to_string()]
+    } else {
+        options.to.clone()
+    };
+    sched::check_to(&to).map_err(|e| refused(e.to_string()))?;
+    if loaded.built.spec.storage.backend == StorageBackend::None {
+        return Err(refused(
+            "this cluster has no storage ([storage] backend = \"none\"): a scheduled backup is written to its S3",
+        ));
+    }
+    let schedule = Schedule {
+        every: options.every.trim().to_string(),
+        to,
+        image: options.image.clone(),
+    };
+    let nodes = connect_every(session).await?;
+    let known = current(manager(&nodes, loaded)?.as_ref())
+        .await?
+        .map(|(_, k, _)| (k, None));
+    let changed = apply(session, &nodes, &schedule, known, &options.exe).await?;
+    Ok(ScheduleReport {
+        schedule,
+        service: sched::SERVICE,
+        changed,
+    })
+}
+
+/// What [`off`] removed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OffReport {
+    /// The nodes whose key line was removed.
+    pub keys_removed: Vec<String>,
+}
+
+/// Removes the scheduled backup: the stack, its secrets and the nodes' key
+/// lines go; backups taken stay, and so does the seal key.
+pub async fn off(session: &Session<'_>) -> Result<OffReport, OpsError> {
+    let loaded = session.loaded();
+    let spec = &loaded.built.spec;
+    let nodes = connect_every(session).await?;
+    let mgr = manager(&nodes, loaded)?;
+    remove_stack(mgr.as_ref()).await?;
+    remove_key_secret(mgr.as_ref()).await?;
+    remove_seal_secrets(mgr.as_ref()).await?;
+    let mut keys_removed = Vec::new();
+    for (n, r) in fan_out(&nodes, 16, |t| authorize(t, None, spec)).await {
+        if r? {
+            session.notice(Some(&n), "the backup service's key removed");
+            keys_removed.push(n);
+        }
+    }
+    Ok(OffReport { keys_removed })
+}
+
+/// Called at the end of a whole `up` (and so of a restore): a schedule the
+/// swarm runs is set again, so that its nodes, their host keys and the key
+/// lines follow the cluster. Nothing happens without one. Returns whether
+/// anything changed.
+pub async fn refresh(
+    session: &Session<'_>,
+    nodes: &[Arc<dyn Transport>],
+    exe: &Path,
+) -> Result<bool, OpsError> {
+    let Ok(mgr) = manager(nodes, session.loaded()) else {
+        return Ok(false);
+    };
+    match current(mgr.as_ref()).await? {
+        Some((schedule, key, seal)) => {
+            apply(session, nodes, &schedule, Some((key, seal)), exe).await
+        }
+        None => Ok(false),
+    }
+}
+
+/// The first connected manager.
+fn manager<'a>(
+    nodes: &'a [Arc<dyn Transport>],
+    loaded: &Loaded,
+) -> Result<&'a Arc<dyn Transport>, OpsError> {
+    stack::managers(nodes, &loaded.built.spec)
+        .into_iter()
+        .next()
+        .ok_or_else(|| refused("no manager is connected"))
+}
+
+/// The schedule the swarm runs now, from its service's labels: the
+/// schedule, the service's public key, the seal key's secret (when a valid
+/// name).
+async fn current(
+    mgr: &dyn Transport,
+) -> Result<Option<(Schedule, String, Option<String>)>, OpsError> {
+    let out = mgr
+        .exec_raw(
+            &Cmd::new("docker service inspect --format '{{json .Spec.Labels}}' ")
+                .arg(sched::SERVICE),
+            None,
+        )
+        .await?;
+    if out.status != 0 {
+        return Ok(None);
+    }
+    let l: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let get = |k: &str| l.get(k).cloned().unwrap_or_default();
+    let schedule = Schedule {
+        every: get(labels::EVERY),
+        to: get(labels::TO)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        image: get(labels::IMAGE),
+    };
+    if schedule.every.is_empty() || schedule.to.is_empty() || schedule.image.is_empty() {
+        return Ok(None);
+    }
+    let seal = Some(get(labels::SEAL)).filter(|s| sched::is_seal_secret(s));
+    Ok(Some((schedule, get(labels::PUBLIC_KEY), seal)))
+}
+
+/// Sets `schedule`: the service's key (kept when the swarm has it), its
+/// public half on every node, clusterkit's executable on the managers, the
+/// runner document (nodes at their mesh addresses, their host keys), the stack.
+/// `known` is the public key the running service's labels carry and the
+/// seal key's secret they name, kept when this machine has no seal key of
+/// its own (another operator's machine runs `up`). `exe` is clusterkit's
+/// executable, which the service runs. Returns whether anything changed.
+async fn apply(
+    session: &Session<'_>,
+    nodes: &[Arc<dyn Transport>],
+    schedule: &Schedule,
+    known: Option<(String, Option<String>)>,
+    exe: &Path,
+) -> Result<bool, OpsError> {
+    let loaded = session.loaded();
+    let spec = &loaded.built.spec;
+    let said = std::sync::atomic::AtomicBool::new(false);
+    let say = |m: &str| {
+        said.store(true, std::sync::atomic::Ordering::Relaxed);
+        session.notice(None, m);
+    };
+    let say = &say;
+    let (known_key, known_seal) = known.map_or((None, None), |(k, s)| (Some(k), s));
+    let mgr = manager(nodes, loaded)?;
+    let dir = session.state_dir();
+    let local = clusterkit_core::backup::SealKey::load(&dir)?;
+    let seal_secret = match (local, known_seal) {
+        (None, Some(s)) if stack::secret_exists(mgr.as_ref(), &s).await? => s,
+        (local, _) => {
+            let key = match local {
+                Some(k) => k,
+                None => {
+                    let (k, _) = clusterkit_core::backup::SealKey::load_or_create(&dir)?;
+                    say(&format!(
+                        "backup: made the backup seal key {}: keep a copy off the cluster; restore needs it",
+                        dir.join(clusterkit_core::backup::SEAL_KEY_FILE).display()
+                    ));
+                    k
+                }
+            };
+            let name = sched::seal_secret(&key);
+            let hex = key.to_hex();
+            if stack::ensure_secret(mgr.as_ref(), &name, SecretValue::Given(&hex)).await? {
+                say(&format!(
+                    "backup: the seal key given to the service (secret {name})"
+                ));
+            }
+            name
+        }
+    };
+    let secret_exists = stack::secret_exists(mgr.as_ref(), sched::KEY_SECRET).await?;
+    let public_key = match known_key.filter(|k| secret_exists && !k.is_empty()) {
+        Some(k) => k,
+        None => {
+            if secret_exists {
+                // A key whose public half is unknown: made again.
+                remove_stack(mgr.as_ref()).await?;
+                remove_key_secret(mgr.as_ref()).await?;
+            }
+            use ssh_key::{Algorithm, LineEnding, PrivateKey};
+            let private = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519)
+                .map_err(|e| refused(format!("making the backup service's SSH key: {e}")))?;
+            let pem = private
+                .to_openssh(LineEnding::LF)
+                .map_err(|e| refused(format!("encoding the backup service's SSH key: {e}")))?;
+            stack::ensure_secret(mgr.as_ref(), sched::KEY_SECRET, SecretValue::Given(&pem)).await?;
+            say(&format!(
+                "backup: SSH key made for the service (secret {})",
+                sched::KEY_SECRET
+            ));
+            private
+                .public_key()
+                .to_openssh()
+                .map_err(|e| refused(format!("encoding the public key: {e}")))?
+        }
+    };
+
+    // Its public half on every node, usable from the mesh only.
+    let line = sched::authorized_line(&public_key, spec);
+    for (n, r) in fan_out(nodes, 16, |t| authorize(t, Some(&line), spec)).await {
+        if r? {
+            say(&format!(
+                "backup: {n}: the service's key authorized (from the mesh only)"
+            ));
+        }
+    }
+
+    // clusterkit itself on every manager, mounted into the task: it must run there.
+    for (n, r) in fan_out(
+        nodes,
+        16,
+        |t| async move { t.exec(&Cmd::new("uname -m")).await },
+    )
+    .await
+    {
+        let arch = r?.stdout_str().trim().to_string();
+        if std::env::consts::OS != "linux" || arch != std::env::consts::ARCH {
+            return Err(refused(format!(
+                "{n} is a Linux {arch} machine and this clusterkit was built for {} {}: the service runs \
+                 this very executable on the managers. Run `backup --schedule` from a clusterkit built \
+                 for Linux {arch}",
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            )));
+        }
+    }
+    let bytes = std::fs::read(exe).map_err(|source| OpsError::Local {
+        what: format!("reading clusterkit's executable {}", exe.display()),
+        source,
+    })?;
+    let managers: Vec<Arc<dyn Transport>> =
+        stack::managers(nodes, spec).into_iter().cloned().collect();
+    let bytes = &bytes;
+    for (n, r) in fan_out(&managers, 4, |t| async move {
+        t.upload(&Upload {
+            content: bytes,
+            path: sched::BINARY,
+            mode: 0o755,
+            owner: None,
+        })
+        .await
+    })
+    .await
+    {
+        if r? == clusterkit_core::transport::UploadOutcome::Written {
+            say(&format!(
+                "backup: {n}: clusterkit's executable copied to {}",
+                sched::BINARY
+            ));
+        }
+    }
+    clusterkit_core::transport::images::provide(&[(schedule.image.clone(), managers.clone())], say)
+        .await?;
+
+    // The nodes' host keys, read over checked connections, for their mesh addresses.
+    let mut known_hosts = String::new();
+    for (n, r) in fan_out(nodes, 16, |t| async move {
+        t.exec(&Cmd::new("cat /etc/ssh/ssh_host_*_key.pub")).await
+    })
+    .await
+    {
+        let node = spec.node(&n).expect("connected nodes come from the spec");
+        known_hosts.push_str(&sched::known_hosts_lines(
+            &node.mesh_address.to_string(),
+            node.ssh.port.get(),
+            &r?.stdout_str(),
+        ));
+    }
+    let state = match std::fs::read_to_string(&loaded.state_path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(OpsError::Local {
+                what: format!("reading {}", loaded.state_path.display()),
+                source: e,
+            })
+        }
+    };
+    let runner = Runner {
+        schedule: schedule.clone(),
+        spec: sched::runner_spec(spec),
+        known_hosts,
+        state,
+    };
+    let json = serde_json::to_string_pretty(&runner).expect("the runner document serialises");
+    // The image the task runs, pinned by digest where every manager's engine
+    // knows the same one (a copy sent by `docker load` has none: the task
+    // could not find the pinned image there).
+    let inspect = Cmd::new("docker image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' ")
+        .arg(&schedule.image);
+    let mut pins = std::collections::BTreeSet::new();
+    for (_, r) in fan_out(&managers, 16, |t| {
+        let inspect = inspect.clone();
+        async move { t.exec_raw(&inspect, None).await }
+    })
+    .await
+    {
+        pins.insert(sched::pinned(&schedule.image, &r?.stdout_str()));
+    }
+    let runs = match pins.len() {
+        1 => pins.into_iter().next().expect("one"),
+        _ => schedule.image.clone(),
+    };
+    let files = sched::stack(schedule, &runs, &public_key, &seal_secret, &json);
+    let deployed = stack::deploy(
+        mgr.as_ref(),
+        &StackDeploy {
+            name: sched::STACK,
+            dir: sched::DIR,
+            files: files.all(),
+            services: 1,
+        },
+        say,
+    )
+    .await?;
+    if let Some(why) = stack::wait_running(mgr.as_ref(), sched::STACK, START_PATIENCE, say).await? {
+        return Err(refused(format!(
+            "the backup service does not run: {why}\nThe image {} must be on the managers \
+             (or pullable) and hold the C library clusterkit was built against: give another with --image",
+            schedule.image
+        )));
+    }
+    if deployed {
+        say(&format!("backup: service {} runs", sched::SERVICE));
+    }
+    Ok(said.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Puts (`Some`) or removes (`None`) the service's key line in the SSH
+/// user's `authorized_keys`. Returns whether the file changed.
+async fn authorize(
+    t: &dyn Transport,
+    line: Option<&str>,
+    spec: &clusterkit_core::ClusterSpec,
+) -> Result<bool, OpsError> {
+    let node = spec
+        .node(t.node())
+        .expect("connected nodes come from the spec");
+    let tag = format!(" clusterkit-backup@{}", spec.name);
+    let script = Cmd::new("u=")
+        .arg(&node.ssh.user)
+        .push("; tag=")
+        .arg(&tag)
+        .push("; line=")
+        .arg(line.unwrap_or(""))
+        .push(
+            r#"
+h=$(getent passwd "$u" | cut -d: -f6); f="$h/.ssh/authorized_keys"
+if [ -n "$line" ]; then
+  if [ -f "$f" ] && grep -qxF -- "$line" "$f"; then exit 0; fi
+else
+  if [ ! -f "$f" ] || ! grep -qF -- "$tag" "$f"; then exit 0; fi
+fi
+mkdir -p "$h/.ssh" && chmod 700 "$h/.ssh" && touch "$f"
+{ grep -vF -- "$tag" "$f" || true; [ -z "$line" ] || printf '%s\n' "$line"; } > "$f.clusterkit"
+chmod 600 "$f.clusterkit" && chown "$u:" "$h/.ssh" "$f.clusterkit" && mv "$f.clusterkit" "$f"
+echo changed"#,
+        );
+    let out = t.exec(&script).await?;
+    Ok(out.stdout_str().contains("changed"))
+}
+
+/// `docker stack rm` of the schedule's stack, waited for (its secret is in use until then).
+async fn remove_stack(mgr: &dyn Transport) -> Result<(), OpsError> {
+    mgr.exec(
+        &Cmd::new("docker stack rm ")
+            .arg(sched::STACK)
+            .push(" >/dev/null 2>&1 || true"),
+    )
+    .await?;
+    let start = Instant::now();
+    loop {
+        let left = mgr
+            .exec(&Cmd::new("docker service ls -q --filter name=").arg(sched::SERVICE))
+            .await?
+            .stdout_str();
+        if left.trim().is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(refused(format!(
+                "{}: still there a minute after `docker stack rm`",
+                sched::SERVICE
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Removes the service's key secret: once the stack's task is gone, a moment
+/// after the service (asked again for up to a minute). Nothing when it is gone.
+async fn remove_key_secret(mgr: &dyn Transport) -> Result<(), OpsError> {
+    let start = Instant::now();
+    while stack::secret_exists(mgr, sched::KEY_SECRET).await? {
+        let out = mgr
+            .exec_raw(
+                &Cmd::new("docker secret rm ")
+                    .arg(sched::KEY_SECRET)
+                    .push(" 2>&1"),
+                None,
+            )
+            .await?;
+        if out.status == 0 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(refused(format!(
+                "removing the secret {}: {}",
+                sched::KEY_SECRET,
+                out.stdout_str().trim()
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
+/// Removes the seal key's secrets (one for each key ever given to the
+/// service; the key itself stays in the state directory), asked again for up
+/// to a minute while the stack's last task still holds one.
+async fn remove_seal_secrets(mgr: &dyn Transport) -> Result<(), OpsError> {
+    let start = Instant::now();
+    loop {
+        let out = mgr
+            .exec(
+                &Cmd::new("docker secret ls -q --filter name=")
+                    .arg(sched::SEAL_SECRET_PREFIX)
+                    .push(" | xargs -r docker secret rm 2>&1 >/dev/null; docker secret ls -q --filter name=")
+                    .arg(sched::SEAL_SECRET_PREFIX),
+            )
+            .await?
+            .stdout_str();
+        if out.trim().is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(refused(format!(
+                "removing the backup seal key's secrets: {}",
+                out.trim()
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
