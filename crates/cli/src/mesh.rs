@@ -1,18 +1,14 @@
 //! `clusterkit wg ...`: the WireGuard mesh.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Subcommand;
 use clusterkit_core::spec::Loaded;
-use clusterkit_core::transport::facts::{self, Facts};
-use clusterkit_core::transport::{fan_out, Transport};
-use clusterkit_wg::{PairStatus, UserspaceBinary};
+use clusterkit_ops::Session;
+use clusterkit_wg::PairStatus;
 
 use crate::exit;
-use crate::remote::connect;
 
 /// `clusterkit wg` subcommands.
 #[derive(Debug, Subcommand)]
@@ -50,16 +46,6 @@ pub fn userspace_binary() -> Option<Vec<u8>> {
     std::fs::read(path).ok()
 }
 
-pub(crate) async fn gather(
-    nodes: &[Arc<dyn Transport>],
-) -> anyhow::Result<BTreeMap<String, Facts>> {
-    let mut out = BTreeMap::new();
-    for (n, r) in fan_out(nodes, 16, facts::gather).await {
-        out.insert(n, r?);
-    }
-    Ok(out)
-}
-
 fn print_pairs(pairs: &[PairStatus]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -82,85 +68,54 @@ fn print_pairs(pairs: &[PairStatus]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs a `wg` command.
+/// Runs a `wg` command through [`clusterkit_ops::mesh`].
 pub fn run(loaded: &Loaded, cmd: WgCmd) -> anyhow::Result<u8> {
-    crate::block_on(async {
-        let (nodes, failed) = connect(loaded, false).await;
-        if !failed.is_empty() {
-            for (n, e) in &failed {
-                eprintln!("{n}: error: {e}");
-            }
-            anyhow::bail!("{} node(s) unreachable: nothing was changed", failed.len());
+    let notices = crate::progress::Notices;
+    let session = Session::new(loaded, crate::remote::options(), &notices);
+    let spec = &loaded.built.spec;
+    let all_answer = |pairs: &[PairStatus]| {
+        if pairs.iter().all(|p| p.ping_ms.is_some()) {
+            exit::OK
+        } else {
+            exit::FAILURE
         }
-        let _lock = match cmd {
-            WgCmd::Status { .. } => None,
-            _ => Some(crate::remote::lock_cluster(loaded, &nodes, "wg").await?),
-        };
-        let spec = &loaded.built.spec;
-        match cmd {
-            WgCmd::Up => {
-                if loaded.state_changed {
-                    loaded.built.state.save(&loaded.state_path)?;
-                }
-                let facts = gather(&nodes).await?;
-                let bytes = userspace_binary();
-                let binary = bytes.as_deref().map(|b| UserspaceBinary {
-                    bytes: b,
-                    arch: std::env::consts::ARCH,
-                    replace_running: false,
-                });
-                let report = clusterkit_wg::up(&nodes, &facts, spec, binary).await?;
-                for (node, c) in &report.changes {
-                    let what = c.what();
-                    eprintln!(
-                        "{node}: {}",
-                        if what.is_empty() {
-                            "unchanged".to_string()
-                        } else {
-                            what.join(", ")
-                        }
-                    );
-                }
-                let n = report.pairs.len();
-                println!(
-                    "mesh {} is full: {n} directed pairs answer over {}",
-                    spec.mesh.cidr, spec.mesh.interface
-                );
-                Ok(exit::OK)
-            }
-            WgCmd::Status { json } => {
-                let pairs = clusterkit_wg::status(&nodes, spec).await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&pairs)?);
-                } else {
-                    print_pairs(&pairs)?;
-                }
-                Ok(if pairs.iter().all(|p| p.ping_ms.is_some()) {
-                    exit::OK
-                } else {
-                    exit::FAILURE
-                })
-            }
-            WgCmd::Rotate { node } => {
-                let targets: Vec<String> = match node {
-                    Some(n) => vec![n],
-                    None => spec.nodes.iter().map(|n| n.name.to_string()).collect(),
-                };
-                for n in targets {
-                    if spec.node(&n).is_none() {
-                        anyhow::bail!("no node `{n}` in the cluster description");
+    };
+    match cmd {
+        WgCmd::Up => {
+            let bytes = userspace_binary();
+            let report = crate::block_on(clusterkit_ops::mesh::up(&session, bytes.as_deref()))?;
+            for (node, c) in &report.changes {
+                let what = c.what();
+                eprintln!(
+                    "{node}: {}",
+                    if what.is_empty() {
+                        "unchanged".to_string()
+                    } else {
+                        what.join(", ")
                     }
-                    let key = clusterkit_wg::rotate(&nodes, spec, &n).await?;
-                    eprintln!("{n}: new public key {key}");
-                }
-                let pairs = clusterkit_wg::status(&nodes, spec).await?;
-                print_pairs(&pairs)?;
-                Ok(if pairs.iter().all(|p| p.ping_ms.is_some()) {
-                    exit::OK
-                } else {
-                    exit::FAILURE
-                })
+                );
             }
+            println!(
+                "mesh {} is full: {} directed pairs answer over {}",
+                spec.mesh.cidr,
+                report.pairs.len(),
+                spec.mesh.interface
+            );
+            Ok(exit::OK)
         }
-    })
+        WgCmd::Status { json } => {
+            let pairs = crate::block_on(clusterkit_ops::mesh::status(&session))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&pairs)?);
+            } else {
+                print_pairs(&pairs)?;
+            }
+            Ok(all_answer(&pairs))
+        }
+        WgCmd::Rotate { node } => {
+            let report = crate::block_on(clusterkit_ops::mesh::rotate(&session, node.as_deref()))?;
+            print_pairs(&report.pairs)?;
+            Ok(all_answer(&report.pairs))
+        }
+    }
 }

@@ -10,6 +10,8 @@ use clusterkit_core::transport::forward::Forward;
 use clusterkit_core::transport::Transport;
 use clusterkit_monitor::render;
 
+use clusterkit_ops::Session;
+
 use crate::exit;
 
 /// `clusterkit monitor` subcommands.
@@ -52,105 +54,70 @@ pub enum MonitorCmd {
     },
 }
 
-/// Runs a `monitor` command.
+/// Runs a `monitor` command through [`clusterkit_ops::monitoring`].
 pub fn run(loaded: &Loaded, cmd: MonitorCmd) -> anyhow::Result<u8> {
+    use clusterkit_ops::monitoring::{self as ops, Password};
     let spec = &loaded.built.spec;
     if let MonitorCmd::Render { out } = &cmd {
         return render_to(spec, out);
     }
-    crate::block_on(async {
-        let (nodes, failed) = crate::remote::connect(loaded, false).await;
-        if matches!(cmd, MonitorCmd::Up) && !failed.is_empty() {
-            for (n, e) in &failed {
-                eprintln!("{n}: error: {e}");
+    let notices = crate::progress::Notices;
+    let session = Session::new(loaded, crate::remote::options(), &notices);
+    match cmd {
+        MonitorCmd::Up => {
+            let r = crate::block_on(ops::up(&session))?;
+            if !r.change.any() {
+                eprintln!("monitoring unchanged");
             }
-            anyhow::bail!("{} node(s) unreachable: nothing was changed", failed.len());
+            print_endpoints(&r.endpoints);
+            Ok(exit::OK)
         }
-        if !spec.monitoring.enabled {
-            anyhow::bail!(
-                "monitoring is off in this cluster's config ([monitoring] enabled = false)"
-            );
+        MonitorCmd::Password { api } => {
+            let which = if api {
+                Password::Api
+            } else {
+                Password::Grafana
+            };
+            let pw = crate::block_on(ops::password(&session, which))?;
+            if api {
+                eprintln!(
+                    "Prometheus and Alertmanager: user `{}`; password:",
+                    clusterkit_monitor::render::API_USER
+                );
+            } else {
+                eprintln!(
+                    "Grafana administrator `{}`; password:",
+                    spec.monitoring.grafana_admin_user
+                );
+            }
+            println!("{pw}");
+            Ok(exit::OK)
         }
-        let _lock = match cmd {
-            MonitorCmd::Up => Some(crate::remote::lock_cluster(loaded, &nodes, "monitor").await?),
-            _ => None,
-        };
-        match cmd {
-            MonitorCmd::Up => {
-                clusterkit_core::transport::images::provide(
-                    &clusterkit_monitor::phase::image_targets(&nodes, spec),
-                    &|m: &str| eprintln!("images: {m}"),
-                )
-                .await?;
-                let c = clusterkit_monitor::up(&nodes, spec, &|m: &str| eprintln!("monitor: {m}"))
-                    .await?;
-                if !c.any() {
-                    eprintln!("monitoring unchanged");
-                }
-                print_endpoints(&nodes, spec).await?;
-                Ok(exit::OK)
-            }
-            MonitorCmd::Password { api: true } => {
-                match clusterkit_monitor::api_password(&nodes, spec).await? {
-                    Some(pw) => {
-                        eprintln!(
-                            "Prometheus and Alertmanager: user `{}`; password:",
-                            clusterkit_monitor::render::API_USER
-                        );
-                        println!("{pw}");
-                        Ok(exit::OK)
-                    }
-                    None => anyhow::bail!(
-                        "no manager holds the monitoring API's password ({}): deploy monitoring first (`clusterkit monitor up`)",
-                        clusterkit_monitor::API_PASSWORD_PATH
-                    ),
-                }
-            }
-            MonitorCmd::Password { api: false } => {
-                if !spec.monitoring.grafana {
-                    anyhow::bail!(
-                        "Grafana is off in this cluster's config ([monitoring] grafana = false)"
-                    );
-                }
-                match clusterkit_monitor::grafana_password(&nodes, spec).await? {
-                    Some(pw) => {
-                        eprintln!("Grafana administrator `{}`; password:", spec.monitoring.grafana_admin_user);
-                        println!("{pw}");
-                        Ok(exit::OK)
-                    }
-                    None => anyhow::bail!(
-                        "no manager holds Grafana's password ({}): deploy monitoring first (`clusterkit monitor up`)",
-                        clusterkit_monitor::GRAFANA_PASSWORD_PATH
-                    ),
-                }
-            }
-            MonitorCmd::Open { forward, offset } => open(loaded, &nodes, forward, offset).await,
-            MonitorCmd::Render { .. } => unreachable!("handled above"),
-        }
-    })
+        MonitorCmd::Open { forward, offset } => crate::block_on(async {
+            let (nodes, endpoints) = ops::endpoints(&session).await?;
+            open(loaded, &nodes, &endpoints, forward, offset).await
+        }),
+        MonitorCmd::Render { .. } => unreachable!("handled above"),
+    }
 }
 
-async fn print_endpoints(
-    nodes: &[Arc<dyn Transport>],
-    spec: &clusterkit_core::ClusterSpec,
-) -> anyhow::Result<()> {
-    for e in clusterkit_monitor::endpoints(nodes, spec).await? {
+fn print_endpoints(endpoints: &[clusterkit_monitor::Endpoint]) {
+    for e in endpoints {
         eprintln!(
             "{:<12} on {}: http://{}:{} (mesh only; `clusterkit monitor open`)",
             e.service, e.node, e.address, e.port
         );
     }
-    Ok(())
 }
 
 async fn open(
     loaded: &Loaded,
     nodes: &[Arc<dyn Transport>],
+    endpoints: &[clusterkit_monitor::Endpoint],
     forward: bool,
     offset: u16,
 ) -> anyhow::Result<u8> {
     let spec = &loaded.built.spec;
-    let endpoints = clusterkit_monitor::endpoints(nodes, spec).await?;
     if endpoints.is_empty() {
         anyhow::bail!("no monitoring service is running: deploy it with `clusterkit monitor up`");
     }
@@ -161,7 +128,7 @@ async fn open(
         .expect("connected nodes are in the spec");
     let local = |port: u16| port.checked_add(offset).context("--offset too large");
     let mut args = Vec::new();
-    for e in &endpoints {
+    for e in endpoints {
         args.push(format!("-L {}:{}:{}", local(e.port)?, e.address, e.port));
     }
     let key = n
@@ -181,7 +148,7 @@ async fn open(
         n.ssh.user,
         n.ssh.host
     );
-    for e in &endpoints {
+    for e in endpoints {
         eprintln!(
             "{:<12} on {}: http://localhost:{}",
             e.service,
@@ -193,7 +160,7 @@ async fn open(
         return Ok(exit::OK);
     }
     let mut held = Vec::new();
-    for e in &endpoints {
+    for e in endpoints {
         let bind = std::net::SocketAddr::from(([127, 0, 0, 1], local(e.port)?));
         held.push(
             Forward::start(Arc::clone(via), bind, &e.address.to_string(), e.port)

@@ -19,24 +19,9 @@ pub static LOCK_WAIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 /// `--strict-host-keys`: every connection refuses a host key not recorded yet.
 pub static STRICT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Where a description's state directory and known_hosts file are: the
-/// library's answer, one for every command.
-pub use clusterkit_ops::session::{known_hosts_path, state_dir};
-
-/// `--lock-wait`: how long a changing command waits for a lock.
-fn lock_patience() -> std::time::Duration {
-    std::time::Duration::from_secs(LOCK_WAIT.load(std::sync::atomic::Ordering::Relaxed))
-}
-
-/// Says, once per holder, who holds a lock this run waits for.
-fn waiting_for(patience: std::time::Duration) -> impl Fn(&clusterkit_core::lock::LockError) {
-    move |e| {
-        eprintln!(
-            "{e}; waiting for it (at most {}, `--lock-wait` sets it)",
-            humantime::format_duration(patience)
-        )
-    }
-}
+/// Where a description's known_hosts file is: the library's answer, one for
+/// every command.
+pub use clusterkit_ops::session::known_hosts_path;
 
 /// The session options the global flags set (`--strict-host-keys`, `-v`,
 /// `--lock-wait`).
@@ -45,36 +30,16 @@ pub fn options() -> clusterkit_ops::Options {
     clusterkit_ops::Options {
         strict_host_keys: STRICT.load(Relaxed),
         verbose: VERBOSE.load(Relaxed),
-        lock_wait: lock_patience(),
+        lock_wait: std::time::Duration::from_secs(LOCK_WAIT.load(Relaxed)),
     }
 }
 
-/// Connects to every node; prints first-contact fingerprints; returns the
-/// sessions and the failures.
-pub async fn connect(
-    loaded: &Loaded,
-    strict: bool,
-) -> (Vec<Arc<dyn Transport>>, Vec<(String, String)>) {
-    connect_with(loaded, strict, false).await
-}
-
-/// [`connect`]; `quick` gives a node one short attempt (status commands,
-/// where a down node is an answer, not something to wait for).
-pub async fn connect_with(
-    loaded: &Loaded,
-    strict: bool,
-    quick: bool,
-) -> (Vec<Arc<dyn Transport>>, Vec<(String, String)>) {
-    let mut options = options();
-    options.strict_host_keys |= strict;
+/// Connects to every node (first-contact fingerprints said on stderr);
+/// returns the connections and the failures.
+pub async fn connect(loaded: &Loaded) -> (Vec<Arc<dyn Transport>>, Vec<(String, String)>) {
     let notices = crate::progress::Notices;
-    let session = clusterkit_ops::Session::new(loaded, options, &notices);
-    let reach = if quick {
-        clusterkit_ops::Reach::Quick
-    } else {
-        clusterkit_ops::Reach::Patient
-    };
-    let c = session.connect(reach).await;
+    let session = clusterkit_ops::Session::new(loaded, options(), &notices);
+    let c = session.connect(clusterkit_ops::Reach::Patient).await;
     let failed = c
         .unreachable
         .into_iter()
@@ -83,59 +48,12 @@ pub async fn connect_with(
     (c.nodes, failed)
 }
 
-/// Takes the state directory's lock for the rest of this process, once.
+/// Takes the state directory's lock for the rest of this process, once
+/// (before a command rewrites the state and loads the description again).
 pub fn hold_state_dir(loaded: &Loaded, command: &str) -> anyhow::Result<()> {
-    let patience = lock_patience();
-    clusterkit_ops::session::hold_state_dir(
-        &state_dir(loaded),
-        command,
-        patience,
-        &waiting_for(patience),
-    )?;
+    let notices = crate::progress::Notices;
+    clusterkit_ops::Session::new(loaded, options(), &notices).hold_state_dir(command)?;
     Ok(())
-}
-
-/// The locks a command that changes the cluster holds while it runs: the
-/// state directory's, then the cluster's on a majority of its nodes (two
-/// operators on two machines cannot change one cluster together). The
-/// cluster's goes when the value is dropped.
-pub async fn lock_cluster(
-    loaded: &Loaded,
-    nodes: &[Arc<dyn Transport>],
-    command: &str,
-) -> anyhow::Result<clusterkit_core::lock::ClusterLock> {
-    lock_among(loaded, nodes, loaded.built.spec.nodes.len(), command).await
-}
-
-/// [`lock_cluster`] on every reachable node, however few: for `swarm
-/// recover`, whose very case is a majority lost.
-pub async fn lock_reachable(
-    loaded: &Loaded,
-    nodes: &[Arc<dyn Transport>],
-    command: &str,
-) -> anyhow::Result<clusterkit_core::lock::ClusterLock> {
-    lock_among(loaded, nodes, nodes.len(), command).await
-}
-
-async fn lock_among(
-    loaded: &Loaded,
-    nodes: &[Arc<dyn Transport>],
-    cluster_size: usize,
-    command: &str,
-) -> anyhow::Result<clusterkit_core::lock::ClusterLock> {
-    hold_state_dir(loaded, command)?;
-    let holder = clusterkit_core::lock::Holder::here(command);
-    let patience = lock_patience();
-    let waiting = waiting_for(patience);
-    let lock = clusterkit_core::lock::ClusterLock::acquire_within(
-        nodes,
-        cluster_size,
-        &holder,
-        patience,
-        &|e| waiting(e),
-    )
-    .await?;
-    Ok(lock)
 }
 
 /// `clusterkit check`.
@@ -222,7 +140,7 @@ pub fn push_images(loaded: &Loaded, images: &[String]) -> anyhow::Result<u8> {
     let archive =
         clusterkit_core::transport::images::save_local(images).map_err(|e| anyhow::anyhow!(e))?;
     crate::block_on(async {
-        let (sessions, failed) = connect(loaded, false).await;
+        let (sessions, failed) = connect(loaded).await;
         let results = fan_out(&sessions, 4, |t| {
             clusterkit_core::transport::images::push(t, &archive, images)
         })

@@ -8,8 +8,9 @@ use clap::Subcommand;
 use clusterkit_core::spec::Loaded;
 use clusterkit_storage::{StorageChange, StorageStatus};
 
+use clusterkit_ops::Session;
+
 use crate::exit;
-use crate::remote::connect_with;
 
 /// `clusterkit storage` subcommands.
 #[derive(Debug, Subcommand)]
@@ -121,42 +122,29 @@ pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
         }
         return Ok(exit::OK);
     }
-    crate::block_on(async {
-        let quick = matches!(cmd, StorageCmd::Status { .. });
-        let (nodes, failed) = connect_with(loaded, false, quick).await;
-        let _lock = match cmd {
-            StorageCmd::Up => Some(crate::remote::lock_cluster(loaded, &nodes, "storage").await?),
-            _ => None,
-        };
-        match cmd {
-            StorageCmd::Up => {
-                if !failed.is_empty() {
-                    for (n, e) in &failed {
-                        eprintln!("{n}: error: {e}");
-                    }
-                    anyhow::bail!("{} node(s) unreachable: nothing was changed", failed.len());
-                }
-                let c = clusterkit_storage::up(&nodes, spec, &|m: &str| eprintln!("storage: {m}"))
-                    .await?;
-                print_change(&c);
-                let s = clusterkit_storage::status(&nodes, spec).await?;
-                print_status(&s, &[])?;
-                Ok(exit::OK)
-            }
-            StorageCmd::Status { json } => {
-                let s = clusterkit_storage::status(&nodes, spec).await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&s)?);
-                } else {
-                    print_status(&s, &failed)?;
-                }
-                let healthy = s.nodes.iter().all(|n| n.up)
-                    && s.drivers_down().is_empty()
-                    && s.probe_ms.is_some()
-                    && failed.is_empty();
-                Ok(if healthy { exit::OK } else { exit::FAILURE })
-            }
-            StorageCmd::Render { .. } => unreachable!("handled above"),
+    let notices = crate::progress::Notices;
+    let session = Session::new(loaded, crate::remote::options(), &notices);
+    match cmd {
+        StorageCmd::Up => {
+            let r = crate::block_on(clusterkit_ops::storage::up(&session))?;
+            print_change(&r.change);
+            print_status(&r.status, &[])?;
+            Ok(exit::OK)
         }
-    })
+        StorageCmd::Status { json } => {
+            let r = crate::block_on(clusterkit_ops::storage::status(&session))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r.status)?);
+            } else {
+                let failed: Vec<(String, String)> = r
+                    .unreachable
+                    .iter()
+                    .map(|u| (u.node.clone(), u.error.clone()))
+                    .collect();
+                print_status(&r.status, &failed)?;
+            }
+            Ok(if r.healthy() { exit::OK } else { exit::FAILURE })
+        }
+        StorageCmd::Render { .. } => unreachable!("handled above"),
+    }
 }

@@ -1,16 +1,13 @@
 //! `clusterkit swarm ...`.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Subcommand;
 use clusterkit_core::spec::Loaded;
-use clusterkit_core::transport::Transport;
+use clusterkit_ops::Session;
 use clusterkit_swarm::SwarmStatus;
 
 use crate::exit;
-use crate::remote::connect_with;
 
 /// `clusterkit swarm` subcommands.
 #[derive(Debug, Subcommand)]
@@ -86,114 +83,101 @@ fn print_status(s: &SwarmStatus, unreachable: &[(String, String)]) -> std::io::R
     Ok(())
 }
 
-/// Runs a `swarm` command.
+fn unreachable(u: &[clusterkit_ops::Unreachable]) -> Vec<(String, String)> {
+    u.iter()
+        .map(|u| (u.node.clone(), u.error.clone()))
+        .collect()
+}
+
+/// Runs a `swarm` command through [`clusterkit_ops::swarm`].
 pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
-    crate::block_on(async {
-        let quick = !matches!(cmd, SwarmCmd::Up);
-        let (nodes, failed) = connect_with(loaded, false, quick).await;
-        let spec = &loaded.built.spec;
-        let _lock = match cmd {
-            SwarmCmd::Status { .. } => None,
-            SwarmCmd::Recover { .. } => {
-                Some(crate::remote::lock_reachable(loaded, &nodes, "swarm").await?)
+    let notices = crate::progress::Notices;
+    let session = Session::new(loaded, crate::remote::options(), &notices);
+    let spec = &loaded.built.spec;
+    match cmd {
+        SwarmCmd::Up => {
+            let r = crate::block_on(clusterkit_ops::swarm::up(&session))?;
+            let c = &r.change;
+            if let Some(n) = &c.initialized {
+                eprintln!(
+                    "{n}: swarm initialised on {}",
+                    spec.node(n)
+                        .map(|x| x.mesh_address.to_string())
+                        .unwrap_or_default()
+                );
             }
-            _ => Some(crate::remote::lock_cluster(loaded, &nodes, "swarm").await?),
-        };
-        match cmd {
-            SwarmCmd::Up => {
-                if !failed.is_empty() {
-                    for (n, e) in &failed {
-                        eprintln!("{n}: error: {e}");
-                    }
-                    anyhow::bail!("{} node(s) unreachable: nothing was changed", failed.len());
-                }
-                let c = clusterkit_swarm::up(&nodes, spec).await?;
-                if let Some(n) = &c.initialized {
-                    eprintln!(
-                        "{n}: swarm initialised on {}",
-                        spec.node(n)
-                            .map(|x| x.mesh_address.to_string())
-                            .unwrap_or_default()
-                    );
-                }
-                for n in &c.joined {
-                    eprintln!(
-                        "{n}: joined as {}",
-                        spec.node(n)
-                            .map(|x| format!("{:?}", x.role).to_lowercase())
-                            .unwrap_or_default()
-                    );
-                }
-                for n in &c.updated {
-                    eprintln!("{n}: role and labels updated");
-                }
-                if c.network_created {
-                    eprintln!(
-                        "overlay network `{}` created (mtu {})",
-                        clusterkit_swarm::NETWORK,
-                        spec.mesh.mtu - clusterkit_swarm::VXLAN_OVERHEAD
-                    );
-                }
-                if !c.any() {
-                    eprintln!("swarm unchanged");
-                }
-                let s = clusterkit_swarm::status(&nodes).await?;
-                print_status(&s, &[])?;
-                Ok(exit::OK)
+            for n in &c.joined {
+                eprintln!(
+                    "{n}: joined as {}",
+                    spec.node(n)
+                        .map(|x| format!("{:?}", x.role).to_lowercase())
+                        .unwrap_or_default()
+                );
             }
-            SwarmCmd::Status { json } => match clusterkit_swarm::status(&nodes).await {
+            for n in &c.updated {
+                eprintln!("{n}: role and labels updated");
+            }
+            if c.network_created {
+                eprintln!(
+                    "overlay network `{}` created (mtu {})",
+                    clusterkit_swarm::NETWORK,
+                    spec.mesh.mtu - clusterkit_swarm::VXLAN_OVERHEAD
+                );
+            }
+            if !c.any() {
+                eprintln!("swarm unchanged");
+            }
+            print_status(&r.status, &[])?;
+            Ok(exit::OK)
+        }
+        SwarmCmd::Status { json } => {
+            let r = crate::block_on(clusterkit_ops::swarm::status(&session));
+            let failed = unreachable(&r.unreachable);
+            match &r.status {
                 Ok(s) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&s)?);
+                        println!("{}", serde_json::to_string_pretty(s)?);
                     } else {
-                        print_status(&s, &failed)?;
+                        print_status(s, &failed)?;
                     }
-                    let healthy =
-                        s.has_quorum && s.managers.iter().all(|m| m.reachable) && failed.is_empty();
-                    Ok(if healthy { exit::OK } else { exit::FAILURE })
                 }
                 Err(e) => {
                     for (n, err) in &failed {
                         println!("{n}: not reachable over SSH: {err}");
                     }
                     println!("quorum lost: {e}");
-                    Ok(exit::FAILURE)
                 }
-            },
-            SwarmCmd::Recover { node, yes } => {
-                let survivor = match node {
-                    Some(n) => n,
-                    None => spec
-                        .managers()
-                        .map(|m| m.name.to_string())
-                        .find(|m| nodes.iter().any(|t: &Arc<dyn Transport>| t.node() == m))
-                        .context("no manager is reachable over SSH: nothing to recover from")?,
-                };
-                if !yes {
-                    if !std::io::stdin().is_terminal() {
-                        anyhow::bail!("recover re-forms the swarm from {survivor}: pass --yes to confirm (see --help for what happens)");
-                    }
-                    eprint!("re-form the swarm from {survivor} with --force-new-cluster? [y/N] ");
-                    let mut answer = String::new();
-                    std::io::stdin().read_line(&mut answer)?;
-                    if !answer.trim().eq_ignore_ascii_case("y") {
-                        eprintln!("nothing was changed");
-                        return Ok(exit::FAILURE);
-                    }
-                }
-                let c = clusterkit_swarm::recover(&nodes, spec, &survivor).await?;
-                eprintln!(
-                    "{survivor}: swarm re-formed; rejoined: {}",
-                    if c.joined.is_empty() {
-                        "none yet".into()
-                    } else {
-                        c.joined.join(", ")
-                    }
-                );
-                let s = clusterkit_swarm::status(&nodes).await?;
-                print_status(&s, &failed)?;
-                Ok(exit::OK)
             }
+            Ok(if r.healthy() { exit::OK } else { exit::FAILURE })
         }
-    })
+        SwarmCmd::Recover { node, yes } => {
+            let survivor = match node {
+                Some(n) => n,
+                None => crate::block_on(clusterkit_ops::swarm::survivor(&session))?,
+            };
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    anyhow::bail!("recover re-forms the swarm from {survivor}: pass --yes to confirm (see --help for what happens)");
+                }
+                eprint!("re-form the swarm from {survivor} with --force-new-cluster? [y/N] ");
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !answer.trim().eq_ignore_ascii_case("y") {
+                    eprintln!("nothing was changed");
+                    return Ok(exit::FAILURE);
+                }
+            }
+            let r = crate::block_on(clusterkit_ops::swarm::recover(&session, &survivor))?;
+            eprintln!(
+                "{survivor}: swarm re-formed; rejoined: {}",
+                if r.change.joined.is_empty() {
+                    "none yet".into()
+                } else {
+                    r.change.joined.join(", ")
+                }
+            );
+            print_status(&r.status, &unreachable(&r.unreachable))?;
+            Ok(exit::OK)
+        }
+    }
 }

@@ -30,11 +30,15 @@ pub mod backup;
 pub mod check;
 pub mod doctor;
 pub mod down;
+pub mod mesh;
+pub mod monitoring;
 pub mod node;
 pub mod restore;
 pub mod schedule;
 pub mod session;
 pub mod status;
+pub mod storage;
+pub mod swarm;
 pub mod up;
 pub mod upgrade;
 

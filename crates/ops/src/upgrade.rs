@@ -190,10 +190,7 @@ async fn mesh(
         replace_running: true,
     };
     let wanted = binary.sha256();
-    let mut facts = BTreeMap::new();
-    for (n, r) in fan_out(nodes, 16, clusterkit_core::transport::facts::gather).await {
-        facts.insert(n, r?);
-    }
+    let facts = crate::mesh::gather(nodes).await?;
     let mut todo = Vec::new();
     for t in nodes {
         let f = &facts[t.node()];

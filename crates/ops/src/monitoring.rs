@@ -1,0 +1,164 @@
+//! Monitoring alone (`clusterkit monitor`): [`up`], the [`endpoints`] of
+//! its web UIs, its [`password`]s. `up`'s whole run deploys it as its
+//! `monitoring` phase.
+
+use std::sync::Arc;
+
+use clusterkit_core::transport::Transport;
+use clusterkit_monitor::{Endpoint, MonitorChange};
+
+use crate::session::{Reach, Session};
+use crate::OpsError;
+
+fn enabled(session: &Session<'_>) -> Result<(), OpsError> {
+    if session.loaded().built.spec.monitoring.enabled {
+        Ok(())
+    } else {
+        Err(OpsError::Refused(
+            "monitoring is off in this cluster's config ([monitoring] enabled = false)".into(),
+        ))
+    }
+}
+
+/// What [`up`] did, and where the web UIs answer.
+#[derive(Debug, Clone)]
+pub struct MonitorReport {
+    /// What changed.
+    pub change: MonitorChange,
+    /// Where each web UI answers (on the mesh).
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Sends the images a node misses, then deploys the monitoring stack (every
+/// node must answer); its steps are said as notices (`images: ...`,
+/// `monitor: ...`).
+pub async fn up(session: &Session<'_>) -> Result<MonitorReport, OpsError> {
+    enabled(session)?;
+    let spec = &session.loaded().built.spec;
+    let nodes = session.connect_all().await?;
+    session.lock(&nodes, "monitor").await?;
+    clusterkit_core::transport::images::provide(
+        &clusterkit_monitor::phase::image_targets(&nodes, spec),
+        &|m: &str| session.notice(None, format!("images: {m}")),
+    )
+    .await?;
+    let change = clusterkit_monitor::up(&nodes, spec, &|m: &str| {
+        session.notice(None, format!("monitor: {m}"))
+    })
+    .await?;
+    let endpoints = clusterkit_monitor::endpoints(&nodes, spec).await?;
+    Ok(MonitorReport { change, endpoints })
+}
+
+/// The nodes that answer, and where each running web UI answers.
+pub async fn endpoints(
+    session: &Session<'_>,
+) -> Result<(Vec<Arc<dyn Transport>>, Vec<Endpoint>), OpsError> {
+    enabled(session)?;
+    let nodes = session.connect(Reach::Patient).await.nodes;
+    let endpoints = clusterkit_monitor::endpoints(&nodes, &session.loaded().built.spec).await?;
+    Ok((nodes, endpoints))
+}
+
+/// Which password [`password`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Password {
+    /// Grafana's administrator's.
+    Grafana,
+    /// The monitoring API's (Prometheus, Alertmanager; user
+    /// [`clusterkit_monitor::render::API_USER`]).
+    Api,
+}
+
+/// A monitoring password, read from a manager (made by `up`). Keep it out
+/// of logs.
+pub async fn password(session: &Session<'_>, which: Password) -> Result<String, OpsError> {
+    enabled(session)?;
+    let spec = &session.loaded().built.spec;
+    if which == Password::Grafana && !spec.monitoring.grafana {
+        return Err(OpsError::Refused(
+            "Grafana is off in this cluster's config ([monitoring] grafana = false)".into(),
+        ));
+    }
+    let nodes = session.connect(Reach::Patient).await.nodes;
+    let (found, whose, path) = match which {
+        Password::Api => (
+            clusterkit_monitor::api_password(&nodes, spec).await?,
+            "the monitoring API's",
+            clusterkit_monitor::API_PASSWORD_PATH,
+        ),
+        Password::Grafana => (
+            clusterkit_monitor::grafana_password(&nodes, spec).await?,
+            "Grafana's",
+            clusterkit_monitor::GRAFANA_PASSWORD_PATH,
+        ),
+    };
+    found.ok_or_else(|| {
+        OpsError::Refused(format!(
+            "no manager holds {whose} password ({path}): deploy monitoring first (`clusterkit monitor up`)"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clusterkit_core::engine::Lines;
+    use clusterkit_core::transport::script::Scripted;
+
+    use super::*;
+    use crate::testkit::loaded;
+    use crate::Options;
+
+    #[tokio::test]
+    async fn monitoring_switched_off_is_refused_before_any_node_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut loaded = loaded(1, dir.path());
+        let n1 = Scripted::new("node1");
+        let lines = Lines::to_string();
+        let given = || vec![Arc::new(n1.clone()) as Arc<dyn Transport>];
+        loaded.built.spec.monitoring.grafana = false;
+        let session = Session::with_transports(&loaded, Options::default(), &lines, given());
+        let e = password(&session, Password::Grafana)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Grafana is off"), "{e}");
+        loaded.built.spec.monitoring.enabled = false;
+        let session = Session::with_transports(&loaded, Options::default(), &lines, given());
+        for e in [
+            up(&session).await.unwrap_err().to_string(),
+            password(&session, Password::Api)
+                .await
+                .unwrap_err()
+                .to_string(),
+            endpoints(&session)
+                .await
+                .err()
+                .expect("refused")
+                .to_string(),
+        ] {
+            assert!(e.contains("[monitoring] enabled = false"), "{e}");
+        }
+        assert!(n1.asked().is_empty(), "{:?}", n1.asked());
+    }
+
+    #[tokio::test]
+    async fn a_password_no_manager_holds_says_to_deploy_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = loaded(1, dir.path());
+        let n1 = Scripted::new("node1");
+        n1.on_exit("monitoring", 1, "", "cat: No such file or directory");
+        let lines = Lines::to_string();
+        let given = vec![Arc::new(n1.clone()) as Arc<dyn Transport>];
+        let session = Session::with_transports(&loaded, Options::default(), &lines, given);
+        let e = password(&session, Password::Api)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no manager holds the monitoring API's password"),
+            "{e}"
+        );
+        assert!(e.contains("clusterkit monitor up"), "{e}");
+    }
+}

@@ -1,0 +1,92 @@
+//! The distributed storage alone (`clusterkit storage`): [`up`] and
+//! [`status`]. `up`'s whole run builds it as its `storage` phase.
+
+use clusterkit_storage::{StorageChange, StorageStatus};
+use serde::Serialize;
+
+use crate::session::{Reach, Session};
+use crate::{OpsError, Unreachable};
+
+/// What [`up`] did, and the storage after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageReport {
+    /// What changed.
+    pub change: StorageChange,
+    /// The storage now.
+    pub status: StorageStatus,
+}
+
+/// Deploys the S3 servers and the volume driver on every node (each must
+/// answer); its steps are said as notices (`storage: ...`).
+pub async fn up(session: &Session<'_>) -> Result<StorageReport, OpsError> {
+    let spec = &session.loaded().built.spec;
+    let nodes = session.connect_all().await?;
+    session.lock(&nodes, "storage").await?;
+    let change = clusterkit_storage::up(&nodes, spec, &|m: &str| {
+        session.notice(None, format!("storage: {m}"))
+    })
+    .await?;
+    let status = clusterkit_storage::status(&nodes, spec).await?;
+    Ok(StorageReport { change, status })
+}
+
+/// The storage as the nodes that answer at once see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// Per node health and capacity, the probe object.
+    pub status: StorageStatus,
+    /// Nodes that did not answer.
+    pub unreachable: Vec<Unreachable>,
+}
+
+impl StatusReport {
+    /// Every node up, every driver serving, the probe written and read back,
+    /// every node answered.
+    pub fn healthy(&self) -> bool {
+        let s = &self.status;
+        s.nodes.iter().all(|n| n.up)
+            && s.drivers_down().is_empty()
+            && s.probe_ms.is_some()
+            && self.unreachable.is_empty()
+    }
+}
+
+/// Reads the storage's health through the nodes that answer. Writes and
+/// reads back the probe object, nothing else.
+pub async fn status(session: &Session<'_>) -> Result<StatusReport, OpsError> {
+    let c = session.connect(Reach::Quick).await;
+    let status = clusterkit_storage::status(&c.nodes, &session.loaded().built.spec).await?;
+    Ok(StatusReport {
+        status,
+        unreachable: c.unreachable,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use clusterkit_core::engine::Lines;
+    use clusterkit_core::transport::script::Scripted;
+    use clusterkit_core::transport::Transport;
+
+    use super::*;
+    use crate::testkit::loaded;
+    use crate::Options;
+
+    #[tokio::test]
+    async fn storage_up_with_a_node_missing_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = loaded(3, dir.path());
+        let n1 = Scripted::new("node1");
+        let lines = Lines::to_string();
+        let given = vec![Arc::new(n1.clone()) as Arc<dyn Transport>];
+        let session = Session::with_transports(&loaded, Options::default(), &lines, given);
+        let e = up(&session).await.unwrap_err();
+        assert!(
+            matches!(&e, OpsError::Unreachable(u) if u.len() == 2),
+            "{e}"
+        );
+        assert!(n1.asked().is_empty());
+    }
+}
