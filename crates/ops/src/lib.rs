@@ -24,7 +24,11 @@
 //! ```
 //!
 //! Operations here: [`check`](check::check), [`up`](up::up) (the standard
-//! phase list, [`up::Phase`]), [`deploy`](up::deploy), [`status`](status::status).
+//! phase list, [`up::Phase`]), [`deploy`](up::deploy), [`status`](status::status),
+//! [`doctor`](doctor::doctor), [`down`](down::down), [`node`] (add and remove),
+//! [`upgrade`](upgrade::upgrade), [`backup`] (take, list, copy), [`restore`],
+//! [`schedule`] (the scheduled backup), and each capability alone:
+//! [`mesh`], [`swarm`], [`storage`], [`monitoring`].
 
 pub mod backup;
 pub mod check;
