@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clusterkit_core::backup::Location;
 use clusterkit_core::engine::Lines;
 use clusterkit_core::schedule::{self as sched, Runner};
-use clusterkit_core::spec::{Built, Loaded};
+use clusterkit_core::spec::Loaded;
 use clusterkit_ops::Session;
 
 use crate::exit;
@@ -96,25 +96,10 @@ pub fn run(runner: &Path) -> anyhow::Result<u8> {
             runner.display()
         )
     })?;
-    let dir = std::env::temp_dir().join("clusterkit-runner");
-    let state_path = clusterkit_core::state::State::path_in(&dir);
-    let state_dir = state_path
-        .parent()
-        .expect("the state file is in a directory");
-    clusterkit_core::state::ensure_private_dir(state_dir)
-        .with_context(|| format!("creating {}", state_dir.display()))?;
-    std::fs::write(&state_path, &r.state)?;
-    std::fs::write(state_dir.join("known_hosts"), &r.known_hosts)?;
-    let state = clusterkit_core::state::State::load(&state_path)?;
-    let loaded = Loaded {
-        built: Built {
-            spec: r.spec,
-            warnings: Default::default(),
-            state,
-        },
-        state_path,
-        state_changed: false,
-    };
+    let loaded = clusterkit_ops::schedule::runner_loaded(
+        &r,
+        &std::env::temp_dir().join("clusterkit-runner"),
+    )?;
     let me = std::env::var("CLUSTERKIT_RUNNER_NODE").unwrap_or_default();
     let seal = std::fs::read_to_string(sched::SEAL_IN_TASK)
         .with_context(|| format!("reading the backup seal key at {}", sched::SEAL_IN_TASK))

@@ -153,6 +153,36 @@ pub async fn refresh(
     }
 }
 
+/// The description the scheduled service works with, from its runner
+/// document: the cluster as it was when the schedule was set, its state and
+/// the nodes' host keys written into `dir` (private), where a
+/// [`Session`] finds them.
+pub fn runner_loaded(runner: &Runner, dir: &Path) -> Result<Loaded, OpsError> {
+    let state_path = clusterkit_core::state::State::path_in(dir);
+    let state_dir = state_path
+        .parent()
+        .expect("the state file is in a directory")
+        .to_path_buf();
+    let local = |what: String| move |source| OpsError::Local { what, source };
+    clusterkit_core::state::ensure_private_dir(&state_dir)
+        .map_err(local(format!("creating {}", state_dir.display())))?;
+    std::fs::write(&state_path, &runner.state)
+        .map_err(local(format!("writing {}", state_path.display())))?;
+    let known = crate::session::known_hosts_path_in(&state_dir);
+    std::fs::write(&known, &runner.known_hosts)
+        .map_err(local(format!("writing {}", known.display())))?;
+    let state = clusterkit_core::state::State::load(&state_path)?;
+    Ok(Loaded {
+        built: clusterkit_core::spec::Built {
+            spec: runner.spec.clone(),
+            warnings: Default::default(),
+            state,
+        },
+        state_path,
+        state_changed: false,
+    })
+}
+
 /// The first connected manager.
 fn manager<'a>(
     nodes: &'a [Arc<dyn Transport>],
@@ -520,5 +550,38 @@ async fn remove_seal_secrets(mgr: &dyn Transport) -> Result<(), OpsError> {
             )));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runner_document_becomes_a_private_description_with_its_host_keys() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = clusterkit_core::spec::example(3);
+        let runner = Runner {
+            schedule: Schedule {
+                every: "6h".into(),
+                to: vec!["s3://clusterkit/backups".into()],
+                image: clusterkit_core::schedule::DEFAULT_IMAGE.into(),
+            },
+            spec: sched::runner_spec(&spec),
+            known_hosts: "10.0.0.1 ssh-ed25519 AAAA\n".into(),
+            state: String::new(),
+        };
+        let loaded = runner_loaded(&runner, &tmp.path().join("runner")).unwrap();
+        assert_eq!(loaded.built.spec, runner.spec);
+        let dir = crate::session::state_dir(&loaded);
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(
+            std::fs::read_to_string(crate::session::known_hosts_path(&loaded)).unwrap(),
+            runner.known_hosts
+        );
     }
 }

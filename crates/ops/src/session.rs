@@ -305,7 +305,12 @@ pub fn state_dir(loaded: &Loaded) -> PathBuf {
 
 /// The known_hosts file of a loaded description: in its state directory.
 pub fn known_hosts_path(loaded: &Loaded) -> PathBuf {
-    state_dir(loaded).join("known_hosts")
+    known_hosts_path_in(&state_dir(loaded))
+}
+
+/// The known_hosts file of the state directory `dir`.
+pub fn known_hosts_path_in(dir: &std::path::Path) -> PathBuf {
+    dir.join("known_hosts")
 }
 
 /// The state directories this process holds the lock of. The lock is an
