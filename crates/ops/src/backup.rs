@@ -154,21 +154,13 @@ pub async fn take(
             "this cluster has no storage ([storage] backend = \"none\"): give a directory, e.g. `--to /srv/backups`",
         ));
     }
-    let c = session.connect(Reach::Patient).await;
-    if !c.unreachable.is_empty() {
-        return Err(refused(format!(
-            "{}\n{} node(s) unreachable: a backup stops one manager's engine for a moment and needs the other \
-             managers up to keep the majority. Bring them back, or take a dead one out (`clusterkit node \
-             remove NODE`); nothing was changed",
-            c.unreachable
-                .iter()
-                .map(|u| format!("{}: {}", u.node, u.error))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            c.unreachable.len()
-        )));
-    }
-    let nodes = c.nodes;
+    let nodes = session
+        .connect_every(
+            "a backup stops one manager's engine for a moment and needs the other managers up to keep \
+             the majority. Bring them back, or take a dead one out (`clusterkit node remove NODE`); \
+             nothing was changed",
+        )
+        .await?;
     session.lock(&nodes, "backup").await?;
     let st = clusterkit_swarm::status(&nodes).await?;
     // Not the node where Grafana keeps its database on a local volume:

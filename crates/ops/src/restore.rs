@@ -191,17 +191,9 @@ pub async fn apply(
         .map(|n| n.to_string())
         .ok_or_else(|| OpsError::Refused("no manager in this description".into()))?;
     // Every node, connected once for the whole restore.
-    let nodes = session.connect_all().await.map_err(|e| match e {
-        OpsError::Unreachable(u) => OpsError::Refused(format!(
-            "{}\n{} node(s) unreachable: a restore needs every node; nothing was changed",
-            u.iter()
-                .map(|u| format!("{}: {}", u.node, u.error))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            u.len()
-        )),
-        e => e,
-    })?;
+    let nodes = session
+        .connect_every("a restore needs every node; nothing was changed")
+        .await?;
     session.lock(&nodes, "restore").await?;
     // Nothing is touched while any node is already in a swarm.
     let mut inside = Vec::new();

@@ -52,21 +52,14 @@ pub struct ScheduleReport {
 /// Every node connected and the cluster's lock held, or an error naming the
 /// unreachable nodes (or the lock's holder).
 async fn connect_every(session: &Session<'_>) -> Result<Vec<Arc<dyn Transport>>, OpsError> {
-    let c = session.connect(crate::Reach::Patient).await;
-    if !c.unreachable.is_empty() {
-        return Err(refused(format!(
-            "{}\n{} node(s) unreachable: the scheduled backup's key goes to every node. Bring them back, \
-             or take a dead one out (`clusterkit node remove NODE`); nothing was changed",
-            c.unreachable
-                .iter()
-                .map(|u| format!("{}: {}", u.node, u.error))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            c.unreachable.len()
-        )));
-    }
-    session.lock(&c.nodes, "backup").await?;
-    Ok(c.nodes)
+    let nodes = session
+        .connect_every(
+            "the scheduled backup's key goes to every node. Bring them back, or take a dead one out \
+             (`clusterkit node remove NODE`); nothing was changed",
+        )
+        .await?;
+    session.lock(&nodes, "backup").await?;
+    Ok(nodes)
 }
 
 /// Sets the scheduled backup: the service's key (kept when the swarm has

@@ -227,6 +227,23 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// [`Session::connect_all`] for an operation that needs every node: an
+    /// unreachable one is refused with each node's error and `why` (what the
+    /// operation needs them for, and the way out).
+    pub async fn connect_every(&self, why: &str) -> Result<Vec<Arc<dyn Transport>>, OpsError> {
+        self.connect_all().await.map_err(|e| match e {
+            OpsError::Unreachable(u) => OpsError::Refused(format!(
+                "{}\n{} node(s) unreachable: {why}",
+                u.iter()
+                    .map(|u| format!("{}: {}", u.node, u.error))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                u.len()
+            )),
+            e => e,
+        })
+    }
+
     /// Says, once per holder, who holds a lock this session waits for.
     fn waiting(&self, e: &LockError) {
         self.notice(
