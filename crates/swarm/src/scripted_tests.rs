@@ -261,3 +261,128 @@ async fn a_roll_never_takes_a_node_out_while_a_manager_is_unreachable() {
         said.lock().unwrap()
     );
 }
+
+/// A swarm of node1 alone (the leader), node2 and node3 outside any swarm;
+/// node3 a worker. Every node's boot-order drop-in is in place already.
+fn one_manager_and_two_fresh(spec: &ClusterSpec) -> Vec<Scripted> {
+    let addr = |i: usize| spec.nodes[i].mesh_address.to_string();
+    let nodes: Vec<Scripted> = (1..=3)
+        .map(|i| Scripted::new(&format!("node{i}")))
+        .collect();
+    for n in &nodes {
+        n.on("clusterkit-mesh.conf", "unchanged\n");
+        n.on_engine(
+            "GET",
+            "/info",
+            200,
+            r#"{"Swarm": {"LocalNodeState": "inactive"}}"#,
+        );
+    }
+    let n1 = &nodes[0];
+    n1.on_engine(
+        "GET",
+        "/info",
+        200,
+        &format!(
+            r#"{{"Swarm": {{"NodeID": "id1", "LocalNodeState": "active", "ControlAvailable": true,
+                "NodeAddr": "{}", "Cluster": {{"ID": "c1"}}, "Managers": 1}}}}"#,
+            addr(0)
+        ),
+    );
+    n1.on_engine(
+        "GET",
+        "/nodes",
+        200,
+        &format!(
+            "[{}]",
+            entry("id1", "node1", &addr(0), Some((true, "reachable")))
+        ),
+    );
+    n1.on_engine(
+        "GET",
+        "/swarm",
+        200,
+        r#"{"ID": "c1", "JoinTokens": {"Worker": "SWMTKN-worker", "Manager": "SWMTKN-manager"}}"#,
+    );
+    n1.on_engine(
+        "GET",
+        "/nodes/id1",
+        200,
+        &entry("id1", "node1", &addr(0), Some((true, "reachable"))),
+    );
+    n1.on_engine("POST", "/nodes/id1/update", 200, "");
+    n1.on_engine("GET", "/networks", 200, "[]");
+    n1.on_engine(
+        "POST",
+        "/networks/create",
+        201,
+        r#"{"Id": "net1", "Warning": ""}"#,
+    );
+    for n in &nodes[1..] {
+        n.on_engine("POST", "/swarm/join", 200, "");
+    }
+    nodes
+}
+
+#[tokio::test]
+async fn fresh_nodes_join_the_leader_on_its_mesh_address_each_with_its_roles_token() {
+    let mut spec = clusterkit_core::spec::example(3);
+    spec.nodes[2].role = SwarmRole::Worker;
+    let scripted = one_manager_and_two_fresh(&spec);
+    let refs: Vec<&Scripted> = scripted.iter().collect();
+    let change = up(&nodes(&refs), &spec).await.unwrap();
+    assert_eq!(
+        change.initialized, None,
+        "the swarm exists: joined, not made"
+    );
+    assert_eq!(change.joined, ["node2", "node3"]);
+    assert!(change.network_created);
+    let leader = format!("{}:2377", spec.nodes[0].mesh_address);
+    for (i, token) in [(1, "SWMTKN-manager"), (2, "SWMTKN-worker")] {
+        let body: serde_json::Value =
+            serde_json::from_str(&scripted[i].engine_bodies("POST", "/swarm/join")[0]).unwrap();
+        let own = format!("{}:2377", spec.nodes[i].mesh_address);
+        assert_eq!(body["RemoteAddrs"], serde_json::json!([leader]), "{body}");
+        assert_eq!(body["ListenAddr"], own.as_str(), "{body}");
+        assert_eq!(body["AdvertiseAddr"], own.as_str(), "{body}");
+        assert_eq!(body["JoinToken"], token, "{body}");
+    }
+    // Once each, the leader asked nothing of the kind.
+    assert_eq!(scripted[1].engine_bodies("POST", "/swarm/join").len(), 1);
+    assert_eq!(scripted[2].engine_bodies("POST", "/swarm/join").len(), 1);
+    assert!(scripted[0].engine_bodies("POST", "/swarm/").is_empty());
+    // The overlay network fits inside the mesh: its MTU is the mesh's.
+    let net = &scripted[0].engine_bodies("POST", "/networks/create")[0];
+    assert!(
+        net.contains(&format!(
+            r#""com.docker.network.driver.mtu":"{}""#,
+            spec.mesh.mtu
+        )),
+        "{net}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_in_another_swarm_is_refused_before_any_join() {
+    let spec = clusterkit_core::spec::example(3);
+    let scripted = one_manager_and_two_fresh(&spec);
+    scripted[2].on_engine(
+        "GET",
+        "/info",
+        200,
+        &format!(
+            r#"{{"Swarm": {{"NodeID": "id9", "LocalNodeState": "active", "ControlAvailable": false,
+                "NodeAddr": "{}", "Cluster": {{"ID": "other"}}}}}}"#,
+            spec.nodes[2].mesh_address
+        ),
+    );
+    let refs: Vec<&Scripted> = scripted.iter().collect();
+    let e = up(&nodes(&refs), &spec).await.unwrap_err().to_string();
+    assert!(e.contains("node3"), "{e}");
+    assert!(
+        scripted
+            .iter()
+            .all(|s| s.engine_bodies("POST", "/swarm/join").is_empty()),
+        "nobody joined"
+    );
+}
