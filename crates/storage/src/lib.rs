@@ -126,3 +126,6 @@ pub use remote::*;
 
 #[cfg(all(test, feature = "remote"))]
 mod tests;
+
+#[cfg(all(test, feature = "remote"))]
+mod scripted_tests;

@@ -429,7 +429,7 @@ pub async fn connect_s3_any(
 /// frozen peer is not passed over with it.
 const S3_ANSWER_PATIENCE: Duration = Duration::from_millis(GARAGE_RPC_TIMEOUT_MS + 4_000);
 
-async fn garage_up(
+pub(crate) async fn garage_up(
     storage: &[&Arc<dyn Transport>],
     spec: &ClusterSpec,
     key: &S3Key,

@@ -36,6 +36,8 @@ use super::{Cmd, ExecOutput, Transport, TransportError};
 struct ExecRule {
     contains: String,
     answer: ExecOutput,
+    /// Answers left (`None`: any number).
+    left: Option<usize>,
 }
 
 /// An answer to an Engine API request.
@@ -85,6 +87,8 @@ struct Script {
     engine: Vec<EngineRule>,
     streams: Vec<(String, String)>,
     asked: Vec<Asked>,
+    /// What commands were given on stdin, with the command as run.
+    stdins: Vec<(String, Vec<u8>)>,
     open: usize,
 }
 
@@ -123,6 +127,7 @@ impl Scripted {
                 stdout: stdout.to_vec(),
                 stderr: Vec::new(),
             },
+            left: None,
         });
         self
     }
@@ -136,8 +141,37 @@ impl Scripted {
                 stdout: stdout.as_bytes().to_vec(),
                 stderr: stderr.as_bytes().to_vec(),
             },
+            left: None,
         });
         self
+    }
+
+    /// [`Scripted::on`] for the next `times` such commands only; later ones
+    /// fall through to the rules given before it (an answer that changes
+    /// once something was done).
+    pub fn on_times(&self, contains: &str, times: usize, stdout: &str) -> &Self {
+        self.script().exec.push(ExecRule {
+            contains: contains.to_string(),
+            answer: ExecOutput {
+                status: 0,
+                stdout: stdout.as_bytes().to_vec(),
+                stderr: Vec::new(),
+            },
+            left: Some(times),
+        });
+        self
+    }
+
+    /// What was given on stdin to the commands containing `contains`, in
+    /// order. Kept in memory as sent (an API payload; secrets included):
+    /// for a test's assertions.
+    pub fn stdins(&self, contains: &str) -> Vec<Vec<u8>> {
+        self.script()
+            .stdins
+            .iter()
+            .filter(|(c, _)| c.contains(contains))
+            .map(|(_, b)| b.clone())
+            .collect()
     }
 
     /// An Engine API request `method` on a path starting with `path` (after
@@ -289,10 +323,19 @@ impl Transport for Scripted {
         });
         // Matched on the command as run (secrets included), last rule first.
         let text = cmd.script();
+        if let Some(input) = stdin {
+            s.stdins.push((text.to_string(), input.to_vec()));
+        }
         Ok(s.exec
-            .iter()
+            .iter_mut()
             .rev()
-            .find(|r| text.contains(&r.contains))
+            .find(|r| text.contains(&r.contains) && r.left != Some(0))
+            .map(|r| {
+                if let Some(n) = r.left.as_mut() {
+                    *n -= 1;
+                }
+                &*r
+            })
             .map_or_else(
                 || ExecOutput {
                     status: 127,
