@@ -892,6 +892,45 @@ mod tests {
         assert!(nodes.iter().all(|n| n.asked().is_empty()));
     }
 
+    #[tokio::test]
+    async fn a_directory_of_backups_is_listed_oldest_first_and_a_foreign_seal_left_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let loaded = offline(&tmp.path().join("cluster"));
+        let lines = Lines::to_string();
+        let s = session(&loaded, &lines, &[]);
+        let (key, _) = SealKey::load_or_create(&s.state_dir()).unwrap();
+        let kept = tmp.path().join("kept");
+        let archive = swarm_archive();
+        for (name, created, sealed_by) in [
+            ("b-new", "2026-11-27T04:30:00Z", key.clone()),
+            ("b-old", "2026-11-26T04:30:00Z", key.clone()),
+            ("b-foreign", "2026-11-28T04:30:00Z", SealKey::generate()),
+        ] {
+            let mut m = Manifest::new("clusterkit", created, "node2");
+            m.add(SWARM, "state", &archive);
+            let text = m.to_json();
+            let files = vec![(SWARM, archive.clone(), "state".to_string())];
+            write_dir(&kept.join(name), &files, &text, &sealed_by.seal(&text)).unwrap();
+        }
+        let l = list(&s, Some(kept.to_str().unwrap())).await.unwrap();
+        assert!(l.seals_checked);
+        let at: Vec<&str> = l
+            .found
+            .iter()
+            .map(|f| f.at.rsplit('/').next().unwrap())
+            .collect();
+        assert_eq!(at, ["b-old", "b-new"]);
+        assert_eq!(l.left_out.len(), 1);
+        assert!(l.left_out[0].contains("b-foreign"), "{:?}", l.left_out);
+        assert_eq!(l.found[0].bytes, archive.len() as u64);
+        // A copy reads the cluster's S3, not a directory: refused at once.
+        let e = copy(&s, kept.to_str().unwrap(), tmp.path())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("copy reads a backup on the cluster's S3"), "{e}");
+    }
+
     /// A swarm state archive as a node's tar makes it.
     pub(crate) fn swarm_archive() -> Vec<u8> {
         let mut b = tar::Builder::new(flate2::write::GzEncoder::new(

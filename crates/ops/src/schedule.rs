@@ -550,6 +550,45 @@ async fn remove_seal_secrets(mgr: &dyn Transport) -> Result<(), OpsError> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_schedule_that_cannot_run_is_refused_before_any_node_is_asked() {
+        use clusterkit_core::engine::Lines;
+        use clusterkit_core::transport::script::Scripted;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut loaded = crate::testkit::loaded(2, tmp.path());
+        let n1 = Scripted::new("node1");
+        let lines = Lines::to_string();
+        let given = || vec![Arc::new(n1.clone()) as Arc<dyn Transport>];
+        let options = |every: &str, to: &str| ScheduleOptions {
+            every: every.into(),
+            to: vec![to.into()],
+            image: clusterkit_core::schedule::DEFAULT_IMAGE.into(),
+            exe: "/nonexistent/clusterkit".into(),
+        };
+        let s = Session::with_transports(&loaded, crate::Options::default(), &lines, given());
+        let e = set(&s, &options("soon", "s3://clusterkit/backups"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`soon` is not a period"), "{e}");
+        let e = set(&s, &options("6h", "s3://clusterkit/backups"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 node(s) unreachable"), "{e}");
+        assert!(e.contains("node2: no transport given for it"), "{e}");
+        let e = off(&s).await.unwrap_err().to_string();
+        assert!(e.contains("1 node(s) unreachable"), "{e}");
+        loaded.built.spec.storage.backend = StorageBackend::None;
+        let s = Session::with_transports(&loaded, crate::Options::default(), &lines, given());
+        let e = set(&s, &options("6h", "s3://clusterkit/backups"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("this cluster has no storage"), "{e}");
+        assert!(n1.asked().is_empty(), "{:?}", n1.asked());
+    }
+
     #[test]
     fn the_runner_document_becomes_a_private_description_with_its_host_keys() {
         use std::os::unix::fs::PermissionsExt;

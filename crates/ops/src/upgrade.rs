@@ -422,3 +422,44 @@ async fn monitoring(
     roll::wait_updated(mgr.as_ref(), &behind, say).await?;
     Ok(behind.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use clusterkit_core::engine::Lines;
+    use clusterkit_core::transport::script::Scripted;
+    use clusterkit_core::transport::Transport;
+
+    use super::*;
+    use crate::testkit::loaded;
+    use crate::Options;
+
+    #[tokio::test]
+    async fn an_upgrade_without_a_version_or_with_a_node_missing_asks_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = loaded(3, dir.path());
+        let (n1, n2) = (Scripted::new("node1"), Scripted::new("node2"));
+        let given: Vec<Arc<dyn Transport>> = vec![Arc::new(n1.clone()), Arc::new(n2.clone())];
+        let lines = Lines::to_string();
+        let session = Session::with_transports(&loaded, Options::default(), &lines, given);
+        let docker = UpgradeOptions {
+            components: vec![Component::Docker],
+            ..UpgradeOptions::default()
+        };
+        let e = upgrade(&session, &docker).await.unwrap_err().to_string();
+        assert!(e.contains("no Docker Engine version is pinned yet"), "{e}");
+        let e = upgrade(&session, &UpgradeOptions::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 node(s) unreachable"), "{e}");
+        assert!(e.contains("nothing was changed"), "{e}");
+        assert!(
+            lines.text().contains("node3: no transport given for it"),
+            "{}",
+            lines.text()
+        );
+        assert!(n1.asked().is_empty() && n2.asked().is_empty());
+    }
+}
