@@ -1,12 +1,11 @@
-//! Commands that reach the nodes: `check`, `known-hosts`.
+//! Commands that reach the nodes: `check`, `known-hosts`, `images push`;
+//! the session options the global flags set.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clusterkit_core::spec::Loaded;
 use clusterkit_core::transport::known_hosts;
-use clusterkit_core::transport::{fan_out, Transport};
 
 use crate::exit;
 
@@ -32,20 +31,6 @@ pub fn options() -> clusterkit_ops::Options {
         verbose: VERBOSE.load(Relaxed),
         lock_wait: std::time::Duration::from_secs(LOCK_WAIT.load(Relaxed)),
     }
-}
-
-/// Connects to every node (first-contact fingerprints said on stderr);
-/// returns the connections and the failures.
-pub async fn connect(loaded: &Loaded) -> (Vec<Arc<dyn Transport>>, Vec<(String, String)>) {
-    let notices = crate::progress::Notices;
-    let session = clusterkit_ops::Session::new(loaded, options(), &notices);
-    let c = session.connect(clusterkit_ops::Reach::Patient).await;
-    let failed = c
-        .unreachable
-        .into_iter()
-        .map(|u| (u.node, u.error))
-        .collect();
-    (c.nodes, failed)
 }
 
 /// Takes the state directory's lock for the rest of this process, once
@@ -137,32 +122,22 @@ pub fn forget(loaded: &Loaded, node: &str) -> anyhow::Result<u8> {
 
 /// `clusterkit images push IMAGE...`: local images to every node lacking them.
 pub fn push_images(loaded: &Loaded, images: &[String]) -> anyhow::Result<u8> {
-    let archive =
-        clusterkit_core::transport::images::save_local(images).map_err(|e| anyhow::anyhow!(e))?;
-    crate::block_on(async {
-        let (sessions, failed) = connect(loaded).await;
-        let results = fan_out(&sessions, 4, |t| {
-            clusterkit_core::transport::images::push(t, &archive, images)
-        })
-        .await;
-        let mut code = if failed.is_empty() {
-            exit::OK
-        } else {
-            exit::FAILURE
-        };
-        for (node, e) in &failed {
-            eprintln!("{node}: error: {e}");
+    let notices = crate::progress::Notices;
+    let session = clusterkit_ops::Session::new(loaded, options(), &notices);
+    let report = crate::block_on(clusterkit_ops::images::push(&session, images))?;
+    for u in &report.unreachable {
+        eprintln!("{}: error: {}", u.node, u.error);
+    }
+    for n in &report.nodes {
+        match &n.loaded {
+            Ok(sent) if sent.is_empty() => println!("{}: has every image", n.node),
+            Ok(sent) => println!("{}: loaded {}", n.node, sent.join(", ")),
+            Err(e) => eprintln!("{}: error: {e}", n.node),
         }
-        for (node, r) in results {
-            match r {
-                Ok(sent) if sent.is_empty() => println!("{node}: has every image"),
-                Ok(sent) => println!("{node}: loaded {}", sent.join(", ")),
-                Err(e) => {
-                    eprintln!("{node}: error: {e}");
-                    code = exit::FAILURE;
-                }
-            }
-        }
-        Ok(code)
+    }
+    Ok(if report.complete() {
+        exit::OK
+    } else {
+        exit::FAILURE
     })
 }

@@ -27,13 +27,14 @@
 //! phase list, [`up::Phase`]), [`deploy`](up::deploy), [`status`](status::status),
 //! [`doctor`](doctor::doctor), [`down`](down::down), [`node`] (add and remove),
 //! [`upgrade`](upgrade::upgrade), [`backup`] (take, list, copy), [`restore`],
-//! [`schedule`] (the scheduled backup), and each capability alone:
+//! [`schedule`] (the scheduled backup), [`images`] (push), and each capability alone:
 //! [`mesh`], [`swarm`], [`storage`], [`monitoring`].
 
 pub mod backup;
 pub mod check;
 pub mod doctor;
 pub mod down;
+pub mod images;
 pub mod mesh;
 pub mod monitoring;
 pub mod node;
