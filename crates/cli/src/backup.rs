@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clusterkit_core::backup::{SealKey, SEAL_KEY_FILE};
+use clusterkit_core::backup::SEAL_KEY_FILE;
 use clusterkit_core::engine::Lines;
 use clusterkit_core::spec::Loaded;
 use clusterkit_ops::backup::BackupOptions;
@@ -122,13 +122,13 @@ pub fn restore(
 pub fn list(loaded: &Loaded, from: Option<&str>) -> anyhow::Result<u8> {
     let notices = crate::progress::Notices;
     let session = Session::new(loaded, crate::remote::options(), &notices);
-    if SealKey::load(&session.state_dir())?.is_none() {
+    let listing = crate::block_on(clusterkit_ops::backup::list(&session, from))?;
+    if !listing.seals_checked {
         eprintln!(
             "seals not checked: no {SEAL_KEY_FILE} in {} (restore needs it)",
             session.state_dir().display()
         );
     }
-    let listing = crate::block_on(clusterkit_ops::backup::list(&session, from))?;
     for l in &listing.left_out {
         eprintln!("left out: {l}");
     }

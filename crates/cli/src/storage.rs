@@ -8,7 +8,7 @@ use clap::Subcommand;
 use clusterkit_core::spec::Loaded;
 use clusterkit_storage::{StorageChange, StorageStatus};
 
-use clusterkit_ops::Session;
+use clusterkit_ops::{Session, Unreachable};
 
 use crate::exit;
 
@@ -62,7 +62,7 @@ fn gib(b: Option<u64>) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn print_status(s: &StorageStatus, unreachable: &[(String, String)]) -> std::io::Result<()> {
+fn print_status(s: &StorageStatus, unreachable: &[Unreachable]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -101,8 +101,8 @@ fn print_status(s: &StorageStatus, unreachable: &[(String, String)]) -> std::io:
             b as f64 / (1u64 << 20) as f64
         )?;
     }
-    for (n, e) in unreachable {
-        writeln!(out, "{n}: not reachable over SSH: {e}")?;
+    for u in unreachable {
+        writeln!(out, "{}: not reachable over SSH: {}", u.node, u.error)?;
     }
     Ok(())
 }
@@ -136,12 +136,7 @@ pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r.status)?);
             } else {
-                let failed: Vec<(String, String)> = r
-                    .unreachable
-                    .iter()
-                    .map(|u| (u.node.clone(), u.error.clone()))
-                    .collect();
-                print_status(&r.status, &failed)?;
+                print_status(&r.status, &r.unreachable)?;
             }
             Ok(if r.healthy() { exit::OK } else { exit::FAILURE })
         }

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 
 use clap::Subcommand;
 use clusterkit_core::spec::Loaded;
-use clusterkit_ops::Session;
+use clusterkit_ops::{Session, Unreachable};
 use clusterkit_swarm::SwarmStatus;
 
 use crate::exit;
@@ -41,7 +41,7 @@ pub enum SwarmCmd {
     },
 }
 
-fn print_status(s: &SwarmStatus, unreachable: &[(String, String)]) -> std::io::Result<()> {
+fn print_status(s: &SwarmStatus, unreachable: &[Unreachable]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -68,8 +68,8 @@ fn print_status(s: &SwarmStatus, unreachable: &[(String, String)]) -> std::io::R
         s.tolerates,
         s.workers
     )?;
-    for (n, e) in unreachable {
-        writeln!(out, "{n}: not reachable over SSH: {e}")?;
+    for u in unreachable {
+        writeln!(out, "{}: not reachable over SSH: {}", u.node, u.error)?;
     }
     if !s.has_quorum {
         writeln!(
@@ -81,12 +81,6 @@ fn print_status(s: &SwarmStatus, unreachable: &[(String, String)]) -> std::io::R
         )?;
     }
     Ok(())
-}
-
-fn unreachable(u: &[clusterkit_ops::Unreachable]) -> Vec<(String, String)> {
-    u.iter()
-        .map(|u| (u.node.clone(), u.error.clone()))
-        .collect()
 }
 
 /// Runs a `swarm` command through [`clusterkit_ops::swarm`].
@@ -132,18 +126,17 @@ pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
         }
         SwarmCmd::Status { json } => {
             let r = crate::block_on(clusterkit_ops::swarm::status(&session));
-            let failed = unreachable(&r.unreachable);
             match &r.status {
                 Ok(s) => {
                     if json {
                         println!("{}", serde_json::to_string_pretty(s)?);
                     } else {
-                        print_status(s, &failed)?;
+                        print_status(s, &r.unreachable)?;
                     }
                 }
                 Err(e) => {
-                    for (n, err) in &failed {
-                        println!("{n}: not reachable over SSH: {err}");
+                    for u in &r.unreachable {
+                        println!("{}: not reachable over SSH: {}", u.node, u.error);
                     }
                     println!("quorum lost: {e}");
                 }
@@ -176,7 +169,7 @@ pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
                     r.change.joined.join(", ")
                 }
             );
-            print_status(&r.status, &unreachable(&r.unreachable))?;
+            print_status(&r.status, &r.unreachable)?;
             Ok(exit::OK)
         }
     }
