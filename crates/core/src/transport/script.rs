@@ -120,44 +120,37 @@ impl Scripted {
     /// A command containing `contains` succeeds with `stdout` as bytes (a
     /// file downloaded, an archive).
     pub fn on_bytes(&self, contains: &str, stdout: &[u8]) -> &Self {
-        self.script().exec.push(ExecRule {
-            contains: contains.to_string(),
-            answer: ExecOutput {
-                status: 0,
-                stdout: stdout.to_vec(),
-                stderr: Vec::new(),
-            },
-            left: None,
-        });
-        self
+        self.exec_rule(contains, 0, stdout, b"", None)
     }
 
     /// A command containing `contains` exits with `status`, `stdout` and `stderr`.
     pub fn on_exit(&self, contains: &str, status: u32, stdout: &str, stderr: &str) -> &Self {
-        self.script().exec.push(ExecRule {
-            contains: contains.to_string(),
-            answer: ExecOutput {
-                status,
-                stdout: stdout.as_bytes().to_vec(),
-                stderr: stderr.as_bytes().to_vec(),
-            },
-            left: None,
-        });
-        self
+        self.exec_rule(contains, status, stdout.as_bytes(), stderr.as_bytes(), None)
     }
 
     /// [`Scripted::on`] for the next `times` such commands only; later ones
     /// fall through to the rules given before it (an answer that changes
     /// once something was done).
     pub fn on_times(&self, contains: &str, times: usize, stdout: &str) -> &Self {
+        self.exec_rule(contains, 0, stdout.as_bytes(), b"", Some(times))
+    }
+
+    fn exec_rule(
+        &self,
+        contains: &str,
+        status: u32,
+        stdout: &[u8],
+        stderr: &[u8],
+        left: Option<usize>,
+    ) -> &Self {
         self.script().exec.push(ExecRule {
             contains: contains.to_string(),
             answer: ExecOutput {
-                status: 0,
-                stdout: stdout.as_bytes().to_vec(),
-                stderr: Vec::new(),
+                status,
+                stdout: stdout.to_vec(),
+                stderr: stderr.to_vec(),
             },
-            left: Some(times),
+            left,
         });
         self
     }
