@@ -36,10 +36,6 @@ fn refused(m: impl Into<String>) -> OpsError {
     OpsError::Refused(m.into())
 }
 
-fn local(what: String) -> impl FnOnce(std::io::Error) -> OpsError {
-    move |source| OpsError::Local { what, source }
-}
-
 fn by_name<'a>(nodes: &'a [Arc<dyn Transport>], name: &str) -> Option<&'a Arc<dyn Transport>> {
     nodes.iter().find(|t| t.node() == name)
 }
@@ -286,7 +282,12 @@ pub async fn take(
             "clusterkit's state (.clusterkit/state.toml)".into(),
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(local(format!("reading {}", loaded.state_path.display()))(e)),
+        Err(e) => {
+            return Err(OpsError::local(format!(
+                "reading {}",
+                loaded.state_path.display()
+            ))(e))
+        }
     }
 
     let mut manifest = Manifest {
@@ -312,11 +313,17 @@ pub async fn take(
     let seal_bytes = seal.seal(&manifest_bytes);
 
     let mut written = Vec::new();
+    // One client of the cluster's S3 for every S3 destination (its forward
+    // kept while it is used).
+    let mut cluster = None;
     for dest in &dests {
         match dest {
             Location::Dir(dir) => write_dir(dir, &files, &manifest_bytes, &seal_bytes)?,
             Location::S3 { bucket, prefix } => {
-                let (_fwd, s3) = cluster_s3(&nodes, spec).await?;
+                let (_fwd, s3) = match &cluster {
+                    Some(c) => c,
+                    None => cluster.insert(cluster_s3(&nodes, spec).await?),
+                };
                 s3.ensure_bucket(bucket).await?;
                 for (name, bytes, _) in &files {
                     s3.put(bucket, &format!("{prefix}/{name}"), bytes.clone())
@@ -358,7 +365,8 @@ fn prepare_new_dir(dir: &Path) -> Result<(), OpsError> {
         )));
     }
     if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent).map_err(local(format!("creating {}", parent.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(OpsError::local(format!("creating {}", parent.display())))?;
     }
     Ok(())
 }
@@ -375,7 +383,7 @@ pub(crate) fn write_dir(
     use std::os::unix::fs::OpenOptionsExt;
     prepare_new_dir(dir)?;
     clusterkit_core::state::ensure_private_dir(dir)
-        .map_err(local(format!("creating {}", dir.display())))?;
+        .map_err(OpsError::local(format!("creating {}", dir.display())))?;
     let all = files
         .iter()
         .map(|(n, b, _)| (*n, b.as_slice()))
@@ -388,7 +396,7 @@ pub(crate) fn write_dir(
             .mode(0o600)
             .open(&path)
             .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-            .map_err(local(format!("writing {}", path.display())))?;
+            .map_err(OpsError::local(format!("writing {}", path.display())))?;
     }
     Ok(())
 }
@@ -437,7 +445,7 @@ pub(crate) fn read_dir(dir: &Path, key: Option<&SealKey>) -> Result<(Manifest, F
                 inside.join("\n  ")
             )));
         }
-        Err(e) => return Err(local(format!("reading {}", mpath.display()))(e)),
+        Err(e) => return Err(OpsError::local(format!("reading {}", mpath.display()))(e)),
     };
     let seal = std::fs::read(dir.join(SEAL)).ok();
     let at = mpath.display().to_string();
@@ -532,8 +540,8 @@ pub async fn find(
     };
     match Location::parse(from)? {
         Location::Dir(dir) => {
-            let entries =
-                std::fs::read_dir(&dir).map_err(local(format!("reading {}", dir.display())))?;
+            let entries = std::fs::read_dir(&dir)
+                .map_err(OpsError::local(format!("reading {}", dir.display())))?;
             for e in entries.flatten() {
                 let m = e.path().join(MANIFEST);
                 if let Ok(text) = std::fs::read(&m) {
@@ -776,10 +784,7 @@ mod tests {
     }
 
     fn session<'a>(loaded: &'a Loaded, lines: &'a Lines, nodes: &[Scripted]) -> Session<'a> {
-        let given: Vec<Arc<dyn Transport>> = nodes
-            .iter()
-            .map(|n| Arc::new(n.clone()) as Arc<dyn Transport>)
-            .collect();
+        let given = crate::testkit::transports(nodes);
         Session::with_transports(loaded, crate::Options::default(), lines, given)
     }
 

@@ -102,6 +102,14 @@ pub enum OpsError {
     Refused(String),
 }
 
+impl OpsError {
+    /// Maps an I/O error on this machine to [`OpsError::Local`], `what`
+    /// naming the file: `std::fs::read(p).map_err(OpsError::local(...))`.
+    pub fn local(what: String) -> impl FnOnce(std::io::Error) -> OpsError {
+        move |source| OpsError::Local { what, source }
+    }
+}
+
 impl From<clusterkit_monitor::MonitorError> for OpsError {
     fn from(e: clusterkit_monitor::MonitorError) -> Self {
         OpsError::Monitoring(Box::new(e))
@@ -116,10 +124,23 @@ mod testkit {
     use clusterkit_core::source::SourceFile;
     use clusterkit_core::spec::Loaded;
     use clusterkit_core::state::State;
+    use clusterkit_core::transport::script::Scripted;
+    use clusterkit_core::transport::Transport;
+    use std::sync::Arc;
 
     pub const FACTS: &str = "os_id=debian\nos_version=12\ncodename=bookworm\narch=x86_64\n\
         kernel=6.1.0\nwg=no\ndocker=20.10.24\nswarm=inactive\ndisk_kib=10485760\ninit=systemd\n\
         sudo=no\nports=22 \nmesh=no\n";
+
+    /// Scripted nodes as the transports a session is given.
+    pub fn transports<'a>(
+        nodes: impl IntoIterator<Item = &'a Scripted>,
+    ) -> Vec<Arc<dyn Transport>> {
+        nodes
+            .into_iter()
+            .map(|n| Arc::new(n.clone()) as Arc<dyn Transport>)
+            .collect()
+    }
 
     pub fn loaded(n: usize, dir: &std::path::Path) -> Loaded {
         let text: String = (1..=n)

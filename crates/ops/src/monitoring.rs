@@ -11,7 +11,7 @@ use crate::session::{Reach, Session};
 use crate::OpsError;
 
 fn enabled(session: &Session<'_>) -> Result<(), OpsError> {
-    if session.loaded().built.spec.monitoring.enabled {
+    if clusterkit_monitor::enabled(&session.loaded().built.spec) {
         Ok(())
     } else {
         Err(OpsError::Refused(

@@ -138,13 +138,8 @@ pub async fn remove(
     let mut host_keys_forgotten = 0;
     if let Some(ssh) = target {
         let path = crate::session::known_hosts_path(before);
-        host_keys_forgotten =
-            known_hosts::forget(&path, &ssh.host, ssh.port.get()).map_err(|source| {
-                OpsError::Local {
-                    what: format!("updating {}", path.display()),
-                    source,
-                }
-            })?;
+        host_keys_forgotten = known_hosts::forget(&path, &ssh.host, ssh.port.get())
+            .map_err(OpsError::local(format!("updating {}", path.display())))?;
         if host_keys_forgotten > 0 {
             after.notice(
                 Some(node),

@@ -81,11 +81,10 @@ pub fn check(loaded: &Loaded, from: &str, unsealed: bool) -> Result<Checked, Ops
         manifest,
         files,
     };
-    if checked.file(clusterkit_core::backup::SWARM_FILE).is_none() {
+    if checked.file(SWARM).is_none() {
         return Err(OpsError::Refused(format!(
-            "{}: no {} in this backup",
-            checked.dir.display(),
-            clusterkit_core::backup::SWARM_FILE
+            "{}: no {SWARM} in this backup",
+            checked.dir.display()
         )));
     }
     Ok(checked)
@@ -102,22 +101,22 @@ pub fn put_state(loaded: &Loaded, backup: &Checked) -> Result<Option<PathBuf>, O
 }
 
 fn put_state_file(path: &Path, state: &[u8]) -> Result<Option<PathBuf>, OpsError> {
-    let local = |what: String| move |source| OpsError::Local { what, source };
     let current = std::fs::read(path).ok();
     if current.as_deref() == Some(state) {
         return Ok(None);
     }
     if let Some(dir) = path.parent() {
         clusterkit_core::state::ensure_private_dir(dir)
-            .map_err(local(format!("creating {}", dir.display())))?;
+            .map_err(OpsError::local(format!("creating {}", dir.display())))?;
     }
     let mut kept = None;
     if current.is_some() {
         let keep = path.with_extension("toml.before-restore");
-        std::fs::rename(path, &keep).map_err(local(format!("keeping {}", keep.display())))?;
+        std::fs::rename(path, &keep)
+            .map_err(OpsError::local(format!("keeping {}", keep.display())))?;
         kept = Some(keep);
     }
-    std::fs::write(path, state).map_err(local(format!("writing {}", path.display())))?;
+    std::fs::write(path, state).map_err(OpsError::local(format!("writing {}", path.display())))?;
     Ok(kept)
 }
 
@@ -312,7 +311,6 @@ mod tests {
     use clusterkit_core::engine::Lines;
     use clusterkit_core::transport::script::Scripted;
     use clusterkit_core::transport::Transport;
-    use std::sync::Arc;
 
     #[tokio::test]
     async fn a_restore_onto_a_node_in_a_swarm_changes_nothing() {
@@ -333,10 +331,7 @@ mod tests {
                 &format!("{state}\n"),
             );
         }
-        let given: Vec<Arc<dyn Transport>> = nodes
-            .iter()
-            .map(|n| Arc::new(n.clone()) as Arc<dyn Transport>)
-            .collect();
+        let given = crate::testkit::transports(&nodes);
         let lines = Lines::to_string();
         let session = Session::with_transports(&loaded, crate::Options::default(), &lines, given);
         let e = apply(&session, &backup, &RestoreOptions::default())
@@ -353,10 +348,7 @@ mod tests {
         }
 
         // A node missing: refused before any question.
-        let two: Vec<Arc<dyn Transport>> = nodes[..2]
-            .iter()
-            .map(|n| Arc::new(n.clone()) as Arc<dyn Transport>)
-            .collect();
+        let two = crate::testkit::transports(&nodes[..2]);
         let session = Session::with_transports(&loaded, crate::Options::default(), &lines, two);
         let e = apply(&session, &backup, &RestoreOptions::default())
             .await

@@ -156,14 +156,13 @@ pub fn runner_loaded(runner: &Runner, dir: &Path) -> Result<Loaded, OpsError> {
         .parent()
         .expect("the state file is in a directory")
         .to_path_buf();
-    let local = |what: String| move |source| OpsError::Local { what, source };
     clusterkit_core::state::ensure_private_dir(&state_dir)
-        .map_err(local(format!("creating {}", state_dir.display())))?;
+        .map_err(OpsError::local(format!("creating {}", state_dir.display())))?;
     std::fs::write(&state_path, &runner.state)
-        .map_err(local(format!("writing {}", state_path.display())))?;
+        .map_err(OpsError::local(format!("writing {}", state_path.display())))?;
     let known = crate::session::known_hosts_path_in(&state_dir);
     std::fs::write(&known, &runner.known_hosts)
-        .map_err(local(format!("writing {}", known.display())))?;
+        .map_err(OpsError::local(format!("writing {}", known.display())))?;
     let state = clusterkit_core::state::State::load(&state_path)?;
     Ok(Loaded {
         built: clusterkit_core::spec::Built {
@@ -327,10 +326,10 @@ async fn apply(
             )));
         }
     }
-    let bytes = std::fs::read(exe).map_err(|source| OpsError::Local {
-        what: format!("reading clusterkit's executable {}", exe.display()),
-        source,
-    })?;
+    let bytes = std::fs::read(exe).map_err(OpsError::local(format!(
+        "reading clusterkit's executable {}",
+        exe.display()
+    )))?;
     let managers: Vec<Arc<dyn Transport>> =
         stack::managers(nodes, spec).into_iter().cloned().collect();
     let bytes = &bytes;
@@ -373,10 +372,10 @@ async fn apply(
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => {
-            return Err(OpsError::Local {
-                what: format!("reading {}", loaded.state_path.display()),
-                source: e,
-            })
+            return Err(OpsError::local(format!(
+                "reading {}",
+                loaded.state_path.display()
+            ))(e))
         }
     };
     let runner = Runner {

@@ -96,22 +96,13 @@ pub async fn recover(session: &Session<'_>, survivor: &str) -> Result<SwarmRepor
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use clusterkit_core::engine::Lines;
     use clusterkit_core::transport::script::Scripted;
-    use clusterkit_core::transport::Transport;
 
     use super::*;
-    use crate::testkit::loaded;
+    use crate::testkit::{loaded, transports};
     use crate::Options;
-
-    fn given(nodes: &[&Scripted]) -> Vec<Arc<dyn Transport>> {
-        nodes
-            .iter()
-            .map(|n| Arc::new((*n).clone()) as Arc<dyn Transport>)
-            .collect()
-    }
 
     #[tokio::test]
     async fn a_swarm_without_a_leader_is_reported_unhealthy_with_the_nodes_that_did_not_answer() {
@@ -126,7 +117,8 @@ mod tests {
             r#"{"message": "rpc error: The swarm does not have a leader"}"#,
         );
         let lines = Lines::to_string();
-        let session = Session::with_transports(&loaded, Options::default(), &lines, given(&[&n1]));
+        let session =
+            Session::with_transports(&loaded, Options::default(), &lines, transports([&n1]));
         let r = status(&session).await;
         assert!(!r.healthy());
         let e = r.status.unwrap_err();
@@ -149,7 +141,7 @@ mod tests {
         let (n1, n2) = (Scripted::new("node1"), Scripted::new("node2"));
         let lines = Lines::to_string();
         let session =
-            Session::with_transports(&loaded, Options::default(), &lines, given(&[&n1, &n2]));
+            Session::with_transports(&loaded, Options::default(), &lines, transports([&n1, &n2]));
         let e = up(&session).await.unwrap_err();
         assert!(
             matches!(&e, OpsError::Unreachable(u) if u[0].node == "node3"),

@@ -303,14 +303,13 @@ pub async fn deploy(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use clusterkit_core::engine::Lines;
     use clusterkit_core::transport::script::Scripted;
     use clusterkit_core::transport::Transport;
 
     use super::*;
-    use crate::testkit::{loaded, FACTS};
+    use crate::testkit::{loaded, transports, FACTS};
     use crate::Options;
 
     fn scripted(n: usize) -> Vec<Scripted> {
@@ -321,12 +320,6 @@ mod tests {
                 s.on_stream("flock -n 9", "locked\n");
                 s
             })
-            .collect()
-    }
-
-    fn transports(s: &[Scripted]) -> Vec<Arc<dyn Transport>> {
-        s.iter()
-            .map(|n| Arc::new(n.clone()) as Arc<dyn Transport>)
             .collect()
     }
 
