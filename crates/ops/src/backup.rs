@@ -322,7 +322,7 @@ pub async fn take(
             Location::S3 { bucket, prefix } => {
                 let (_fwd, s3) = match &cluster {
                     Some(c) => c,
-                    None => cluster.insert(cluster_s3(&nodes, spec).await?),
+                    None => cluster.insert(cluster_s3(&nodes, spec, bucket).await?),
                 };
                 s3.ensure_bucket(bucket).await?;
                 for (name, bytes, _) in &files {
@@ -405,11 +405,12 @@ pub(crate) fn write_dir(
 async fn cluster_s3(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
+    bucket: &str,
 ) -> Result<(Forward, clusterkit_storage::s3::S3), OpsError> {
     let key = clusterkit_storage::read_key(nodes).await?.ok_or_else(|| {
         refused("no node holds the S3 key: run `clusterkit up --only storage` first")
     })?;
-    let (fwd, s3, _) = clusterkit_storage::connect_s3_any(nodes, spec, &key).await?;
+    let (fwd, s3, _) = clusterkit_storage::connect_s3_any(nodes, spec, &key, bucket).await?;
     Ok((fwd, s3))
 }
 
@@ -561,7 +562,7 @@ pub async fn find(
         }
         Location::S3 { bucket, prefix } => {
             let nodes = session.connect(Reach::Patient).await.nodes;
-            let (_fwd, s3) = cluster_s3(&nodes, spec).await?;
+            let (_fwd, s3) = cluster_s3(&nodes, spec, &bucket).await?;
             let suffix = format!("/{MANIFEST}");
             for (key, _) in s3.list(&bucket, &prefix).await? {
                 let Some(at) = key.strip_suffix(&suffix) else {
@@ -613,7 +614,7 @@ pub async fn copy(session: &Session<'_>, from: &str, dir: &Path) -> Result<CopyR
     };
     let key = seal_key(loaded)?;
     let nodes = session.connect(Reach::Patient).await.nodes;
-    let (_fwd, s3) = cluster_s3(&nodes, spec).await?;
+    let (_fwd, s3) = cluster_s3(&nodes, spec, &bucket).await?;
     let mkey = format!("{prefix}/{MANIFEST}");
     let text = s3.get(&bucket, &mkey).await.map_err(|e| {
         refused(format!(

@@ -381,16 +381,19 @@ pub async fn connect_s3(
     Ok((fwd, s3))
 }
 
-/// An S3 client of the storage node whose server answers first, with that
-/// node's name: every storage node is asked at once, so a node powered off,
-/// whose engine is stopped (a backup's copy) or whose server froze costs
-/// nothing. A node whose own server waits on a frozen peer still answers
-/// once Garage gives up on that peer ([`GARAGE_RPC_TIMEOUT_MS`]), within the
-/// patience. Keep the [`Forward`] alive while the client is used.
+/// An S3 client of the storage node whose server answers first for `bucket`
+/// ([`s3::S3::answers`]), with that node's name: every storage node is
+/// asked at once, so a node powered off, whose engine is stopped (a
+/// backup's copy) or whose server froze costs nothing. The question needs
+/// no peer, so a node whose peer froze answers at once; the calls that
+/// follow wait at most [`GARAGE_RPC_TIMEOUT_MS`] per read quorum on that
+/// peer, until Garage drops it (five missed pings, about 75 s). Keep the
+/// [`Forward`] alive while the client is used.
 pub async fn connect_s3_any(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
     key: &S3Key,
+    bucket: &str,
 ) -> Result<(Forward, s3::S3, String), StorageError> {
     use futures::stream::{FuturesUnordered, StreamExt};
     let mut tried: BTreeMap<usize, String> = BTreeMap::new();
@@ -404,7 +407,7 @@ pub async fn connect_s3_any(
         asking.push(async move {
             let asked = async {
                 let (fwd, s3) = connect_s3(t, spec, key).await?;
-                s3.answers(S3_ANSWER_PATIENCE).await?;
+                s3.answers(bucket, S3_ANSWER_PATIENCE).await?;
                 Ok::<_, StorageError>((fwd, s3))
             };
             (i, name, asked.await)
@@ -424,9 +427,9 @@ pub async fn connect_s3_any(
     )))
 }
 
-/// How long a storage node's S3 may take to answer: longer than Garage's own
-/// bound on a request to a peer, so that a node whose quorum includes a
-/// frozen peer is not passed over with it.
+/// How long a storage node's S3 may take to answer the probe. The probe
+/// needs no peer, but the patience stays longer than Garage's own bound on
+/// a request to a peer: a server busy with such requests is slow, not gone.
 const S3_ANSWER_PATIENCE: Duration = Duration::from_millis(GARAGE_RPC_TIMEOUT_MS + 4_000);
 
 pub(crate) async fn garage_up(

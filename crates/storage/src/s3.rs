@@ -104,25 +104,41 @@ impl S3 {
         }
     }
 
-    /// Whether the server answers at all: one listing of the buckets, one
-    /// attempt, within `within`. What a client asks before it picks a node.
-    pub async fn answers(&self, within: Duration) -> Result<(), StorageError> {
-        let ask = self.client.list_buckets().customize().config_override(
-            aws_sdk_s3::config::Builder::new()
-                .retry_config(RetryConfig::standard().with_max_attempts(1))
-                .timeout_config(
-                    TimeoutConfig::builder()
-                        .connect_timeout(within)
-                        .read_timeout(within)
-                        .operation_timeout(within)
-                        .build(),
-                ),
-        );
+    /// Whether the server answers for `bucket`: one `HEAD` of the bucket,
+    /// one attempt, within `within`. What a client asks before it picks a
+    /// node. The bucket missing (404) is an answer: the call that follows
+    /// says so, or makes it.
+    ///
+    /// Garage serves a `HEAD` of a bucket from the node's own copy of the
+    /// key and bucket tables, with no request to a peer, so a node whose
+    /// peer froze answers at once. (A listing of the buckets reads two
+    /// tables per bucket with a read quorum, each read waiting up to
+    /// [`crate::GARAGE_RPC_TIMEOUT_MS`] on a frozen peer: the probe would
+    /// cost more than the work it guards.)
+    pub async fn answers(&self, bucket: &str, within: Duration) -> Result<(), StorageError> {
+        let ask = self
+            .client
+            .head_bucket()
+            .bucket(bucket)
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::new()
+                    .retry_config(RetryConfig::standard().with_max_attempts(1))
+                    .timeout_config(
+                        TimeoutConfig::builder()
+                            .connect_timeout(within)
+                            .read_timeout(within)
+                            .operation_timeout(within)
+                            .build(),
+                    ),
+            );
+        let what = || format!("asking {} for bucket {bucket}", self.endpoint);
         match tokio::time::timeout(within, ask.send()).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(s3_err(&format!("asking {}", self.endpoint), e)),
+            Ok(Err(e)) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(()),
+            Ok(Err(e)) => Err(s3_err(&what(), e)),
             Err(_) => Err(StorageError::S3 {
-                what: format!("asking {}", self.endpoint),
+                what: what(),
                 reason: format!("no answer within {} s", within.as_secs()),
             }),
         }
