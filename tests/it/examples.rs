@@ -138,7 +138,7 @@ fn mesh_and_stack_examples_run_on_the_sandbox() {
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(
-        stdout.contains("phase mesh done; nothing changed"),
+        stdout.contains("phase mesh done: mesh ") && stdout.contains("; nothing changed"),
         "{stdout}"
     );
     assert!(stdout.lines().any(|l| l.starts_with("facts ")), "{stdout}");

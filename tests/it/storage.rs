@@ -437,10 +437,17 @@ fn garage_is_upgraded_node_by_node_while_writes_go_on() {
     let before: Vec<String> = nodes.iter().map(|n| garage_container(n)).collect();
     assert!(before.iter().all(|c| c.ends_with(GARAGE)), "{before:?}");
 
-    // `up` with the new image replaces no running server: it names the roll.
+    // `up` with the new image sends it to the nodes and replaces no running
+    // server: it names the roll.
     let up = ck(&["storage", "up", "-c", cfg]);
     assert_eq!(up.code, 0, "{}{}", up.stdout, up.stderr);
-    assert!(up.stderr.contains("storage unchanged"), "{}", up.stderr);
+    assert!(
+        up.stderr.contains(&format!(
+            "{second} missing on node1, node2, node3: sending it from this machine"
+        )),
+        "{}",
+        up.stderr
+    );
     assert!(
         up.stderr.contains(
             "Garage on node1, node2, node3 runs another image than the spec's: `clusterkit upgrade --component storage` rolls it"

@@ -127,8 +127,16 @@ fn the_swarm_survives_its_leader_keeps_every_replica_and_rebalance_spreads_them_
         // Bounded for a loaded machine; what the survivors saw when it was
         // not met (seen once in CI, not reproduced).
         if begin.elapsed() > Duration::from_secs(240) {
-            let nodes = exec(&survivors[0], "docker node ls; journalctl -u docker --no-pager -n 300 | grep -iE 'raft|heartbeat|node.*down' | tail -n 15");
-            panic!("3 replicas on the survivors: not within 240 s\n{ps}\n{nodes}");
+            // The nodes' view, and on each survivor its agent's sessions and
+            // every TCP connection still open to the lost node, with its
+            // timers (a stream held by a dead peer shows here).
+            let mut seen = exec(&survivors[0], "docker node ls");
+            for n in &survivors {
+                seen += &format!("--- {n}\n");
+                seen += &exec(n, "journalctl -u docker --no-pager --since '-6 min' | grep -iE 'session|dispatcher|leader|heartbeat|down' | tail -n 25");
+                seen += &exec(n, "ss -tnoi state established 2>/dev/null | head -n 60");
+            }
+            panic!("3 replicas on the survivors: not within 240 s\n{ps}\n{seen}");
         }
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use clusterkit_core::engine::Lines;
 use clusterkit_core::spec::Loaded;
 use clusterkit_ops::Session;
 use clusterkit_wg::PairStatus;
@@ -82,26 +83,22 @@ pub fn run(loaded: &Loaded, cmd: WgCmd) -> anyhow::Result<u8> {
     };
     match cmd {
         WgCmd::Up => {
-            let bytes = userspace_binary();
-            let report = crate::block_on(clusterkit_ops::mesh::up(&session, bytes.as_deref()))?;
-            for (node, c) in &report.changes {
-                let what = c.what();
-                eprintln!(
-                    "{node}: {}",
-                    if what.is_empty() {
-                        "unchanged".to_string()
-                    } else {
-                        what.join(", ")
-                    }
+            let lines = Lines::stderr();
+            let session = crate::up::capability_session(loaded, &lines);
+            let r = crate::block_on(clusterkit_ops::mesh::up(&session, userspace_binary()))?;
+            crate::up::print_capability(&r.up, "mesh");
+            let code = all_answer(&r.after);
+            if code == exit::OK {
+                println!(
+                    "mesh {} is full: {} directed pairs answer over {}",
+                    spec.mesh.cidr,
+                    r.after.len(),
+                    spec.mesh.interface
                 );
+            } else {
+                print_pairs(&r.after)?;
             }
-            println!(
-                "mesh {} is full: {} directed pairs answer over {}",
-                spec.mesh.cidr,
-                report.pairs.len(),
-                spec.mesh.interface
-            );
-            Ok(exit::OK)
+            Ok(code)
         }
         WgCmd::Status { json } => {
             let pairs = crate::block_on(clusterkit_ops::mesh::status(&session))?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
+use clusterkit_core::engine::Lines;
 use clusterkit_core::spec::Loaded;
 use clusterkit_core::transport::forward::Forward;
 use clusterkit_core::transport::Transport;
@@ -65,11 +66,11 @@ pub fn run(loaded: &Loaded, cmd: MonitorCmd) -> anyhow::Result<u8> {
     let session = Session::new(loaded, crate::remote::options(), &notices);
     match cmd {
         MonitorCmd::Up => {
+            let lines = Lines::stderr();
+            let session = crate::up::capability_session(loaded, &lines);
             let r = crate::block_on(ops::up(&session))?;
-            if !r.change.any() {
-                eprintln!("monitoring unchanged");
-            }
-            print_endpoints(&r.endpoints);
+            crate::up::print_capability(&r.up, "monitoring");
+            print_endpoints(&r.after);
             Ok(exit::OK)
         }
         MonitorCmd::Password { api } => {

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
+use clusterkit_core::engine::Lines;
 use clusterkit_core::spec::Loaded;
-use clusterkit_storage::{StorageChange, StorageStatus};
+use clusterkit_storage::StorageStatus;
 
 use clusterkit_ops::{Session, Unreachable};
 
@@ -43,18 +44,6 @@ pub enum StorageCmd {
         #[arg(long, default_value = "clusterkit-storage")]
         out: PathBuf,
     },
-}
-
-fn print_change(c: &StorageChange) {
-    if !c.any() {
-        eprintln!("storage unchanged");
-    }
-    if !c.image_behind.is_empty() {
-        eprintln!(
-            "Garage on {} runs another image than the spec's: `clusterkit upgrade --component storage` rolls it node by node",
-            c.image_behind.join(", ")
-        );
-    }
 }
 
 fn gib(b: Option<u64>) -> String {
@@ -126,9 +115,11 @@ pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
     let session = Session::new(loaded, crate::remote::options(), &notices);
     match cmd {
         StorageCmd::Up => {
+            let lines = Lines::stderr();
+            let session = crate::up::capability_session(loaded, &lines);
             let r = crate::block_on(clusterkit_ops::storage::up(&session))?;
-            print_change(&r.change);
-            print_status(&r.status, &[])?;
+            crate::up::print_capability(&r.up, "storage");
+            print_status(&r.after, &[])?;
             Ok(exit::OK)
         }
         StorageCmd::Status { json } => {

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 
 use clap::Subcommand;
+use clusterkit_core::engine::Lines;
 use clusterkit_core::spec::Loaded;
 use clusterkit_ops::{Session, Unreachable};
 use clusterkit_swarm::SwarmStatus;
@@ -87,41 +88,13 @@ fn print_status(s: &SwarmStatus, unreachable: &[Unreachable]) -> std::io::Result
 pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
     let notices = crate::progress::Notices;
     let session = Session::new(loaded, crate::remote::options(), &notices);
-    let spec = &loaded.built.spec;
     match cmd {
         SwarmCmd::Up => {
+            let lines = Lines::stderr();
+            let session = crate::up::capability_session(loaded, &lines);
             let r = crate::block_on(clusterkit_ops::swarm::up(&session))?;
-            let c = &r.change;
-            if let Some(n) = &c.initialized {
-                eprintln!(
-                    "{n}: swarm initialised on {}",
-                    spec.node(n)
-                        .map(|x| x.mesh_address.to_string())
-                        .unwrap_or_default()
-                );
-            }
-            for n in &c.joined {
-                eprintln!(
-                    "{n}: joined as {}",
-                    spec.node(n)
-                        .map(|x| format!("{:?}", x.role).to_lowercase())
-                        .unwrap_or_default()
-                );
-            }
-            for n in &c.updated {
-                eprintln!("{n}: role and labels updated");
-            }
-            if c.network_created {
-                eprintln!(
-                    "overlay network `{}` created (mtu {})",
-                    clusterkit_swarm::NETWORK,
-                    spec.mesh.mtu - clusterkit_swarm::VXLAN_OVERHEAD
-                );
-            }
-            if !c.any() {
-                eprintln!("swarm unchanged");
-            }
-            print_status(&r.status, &[])?;
+            crate::up::print_capability(&r.up, "swarm");
+            print_status(&r.after, &[])?;
             Ok(exit::OK)
         }
         SwarmCmd::Status { json } => {

@@ -121,6 +121,21 @@ pub fn run(
     Ok(exit::OK)
 }
 
+/// A session for a capability's own `up` (`swarm up`, ...): the engine's
+/// steps as log lines on stderr, as `up --only` prints them.
+pub fn capability_session<'a>(loaded: &'a Loaded, lines: &'a Lines) -> clusterkit_ops::Session<'a> {
+    clusterkit_ops::Session::new(loaded, crate::remote::options(), lines)
+}
+
+/// Prints what a capability's own `up` did: the run's summary, and
+/// `{what} unchanged` when nothing changed.
+pub fn print_capability(up: &clusterkit_ops::UpReport, what: &str) {
+    eprintln!("{}", up.summary);
+    if !up.changed {
+        eprintln!("{what} unchanged");
+    }
+}
+
 /// `clusterkit deploy FILE [--name NAME]`.
 pub fn deploy_file(
     loaded: &Loaded,

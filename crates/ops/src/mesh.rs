@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use clusterkit_core::transport::facts::{self, Facts};
 use clusterkit_core::transport::{fan_out, Transport};
-use clusterkit_wg::{MeshReport, PairStatus, UserspaceBinary};
+use clusterkit_wg::PairStatus;
 use serde::Serialize;
 
 use crate::session::Session;
+use crate::up::{CapabilityReport, Phase, UpOptions};
 use crate::OpsError;
 
 /// Every node's facts, asked at once.
@@ -25,21 +26,20 @@ pub(crate) async fn gather(
 
 /// Builds or converges the full mesh on every node (each must answer) and
 /// proves it with a ping between every pair. `userspace` is the userspace
-/// WireGuard executable for nodes whose kernel has none.
-pub async fn up(session: &Session<'_>, userspace: Option<&[u8]>) -> Result<MeshReport, OpsError> {
-    let loaded = session.loaded();
-    let nodes = session.connect_all().await?;
-    session.lock(&nodes, "wg").await?;
-    if loaded.state_changed {
-        loaded.built.state.save(&loaded.state_path)?;
-    }
-    let facts = gather(&nodes).await?;
-    let binary = userspace.map(|bytes| UserspaceBinary {
-        bytes,
-        arch: std::env::consts::ARCH,
-        replace_running: false,
-    });
-    Ok(clusterkit_wg::up(&nodes, &facts, &loaded.built.spec, binary).await?)
+/// WireGuard executable for nodes whose kernel has none. The engine's
+/// `mesh` phase after the facts, as `up --only mesh`; its steps are
+/// reported as the engine's events.
+pub async fn up(
+    session: &Session<'_>,
+    userspace: Option<Vec<u8>>,
+) -> Result<CapabilityReport<Vec<PairStatus>>, OpsError> {
+    let options = UpOptions {
+        userspace,
+        ..UpOptions::only(Phase::Mesh)
+    };
+    let up = crate::up::run(session, &options, "wg").await?;
+    let after = status(session).await?;
+    Ok(CapabilityReport { up, after })
 }
 
 /// Every pair's latest handshake and a ping over the mesh (every node must

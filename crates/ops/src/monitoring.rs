@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use clusterkit_core::transport::Transport;
-use clusterkit_monitor::{Endpoint, MonitorChange};
+use clusterkit_monitor::Endpoint;
 
 use crate::session::{Reach, Session};
+use crate::up::{CapabilityReport, Phase, UpOptions};
 use crate::OpsError;
 
 fn enabled(session: &Session<'_>) -> Result<(), OpsError> {
@@ -20,34 +21,16 @@ fn enabled(session: &Session<'_>) -> Result<(), OpsError> {
     }
 }
 
-/// What [`up`] did, and where the web UIs answer.
-#[derive(Debug, Clone)]
-pub struct MonitorReport {
-    /// What changed.
-    pub change: MonitorChange,
-    /// Where each web UI answers (on the mesh).
-    pub endpoints: Vec<Endpoint>,
-}
-
 /// Sends the images a node misses, then deploys the monitoring stack (every
-/// node must answer); its steps are said as notices (`images: ...`,
-/// `monitor: ...`).
-pub async fn up(session: &Session<'_>) -> Result<MonitorReport, OpsError> {
+/// node must answer), and says where each web UI answers. The engine's
+/// `monitoring` phase after the facts, as `up --only monitoring`; its steps
+/// are reported as the engine's events.
+pub async fn up(session: &Session<'_>) -> Result<CapabilityReport<Vec<Endpoint>>, OpsError> {
     enabled(session)?;
-    let spec = &session.loaded().built.spec;
+    let up = crate::up::run(session, &UpOptions::only(Phase::Monitoring), "monitor").await?;
     let nodes = session.connect_all().await?;
-    session.lock(&nodes, "monitor").await?;
-    clusterkit_core::transport::images::provide(
-        &clusterkit_monitor::phase::image_targets(&nodes, spec),
-        &|m: &str| session.notice(None, format!("images: {m}")),
-    )
-    .await?;
-    let change = clusterkit_monitor::up(&nodes, spec, &|m: &str| {
-        session.notice(None, format!("monitor: {m}"))
-    })
-    .await?;
-    let endpoints = clusterkit_monitor::endpoints(&nodes, spec).await?;
-    Ok(MonitorReport { change, endpoints })
+    let after = clusterkit_monitor::endpoints(&nodes, &session.loaded().built.spec).await?;
+    Ok(CapabilityReport { up, after })
 }
 
 /// The nodes that answer, and where each running web UI answers.

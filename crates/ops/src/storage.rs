@@ -1,33 +1,22 @@
 //! The distributed storage alone (`clusterkit storage`): [`up`] and
 //! [`status`]. `up`'s whole run builds it as its `storage` phase.
 
-use clusterkit_storage::{StorageChange, StorageStatus};
+use clusterkit_storage::StorageStatus;
 use serde::Serialize;
 
 use crate::session::{Reach, Session};
+use crate::up::{CapabilityReport, Phase, UpOptions};
 use crate::{OpsError, Unreachable};
 
-/// What [`up`] did, and the storage after it.
-#[derive(Debug, Clone, Serialize)]
-pub struct StorageReport {
-    /// What changed.
-    pub change: StorageChange,
-    /// The storage now.
-    pub status: StorageStatus,
-}
-
-/// Deploys the S3 servers and the volume driver on every node (each must
-/// answer); its steps are said as notices (`storage: ...`).
-pub async fn up(session: &Session<'_>) -> Result<StorageReport, OpsError> {
-    let spec = &session.loaded().built.spec;
+/// Sends the storage image where it is missing, deploys the S3 servers
+/// and the volume driver on every node (each must answer). The engine's
+/// `storage` phase after the facts, as `up --only storage`; its steps are
+/// reported as the engine's events.
+pub async fn up(session: &Session<'_>) -> Result<CapabilityReport<StorageStatus>, OpsError> {
+    let up = crate::up::run(session, &UpOptions::only(Phase::Storage), "storage").await?;
     let nodes = session.connect_all().await?;
-    session.lock(&nodes, "storage").await?;
-    let change = clusterkit_storage::up(&nodes, spec, &|m: &str| {
-        session.notice(None, format!("storage: {m}"))
-    })
-    .await?;
-    let status = clusterkit_storage::status(&nodes, spec).await?;
-    Ok(StorageReport { change, status })
+    let after = clusterkit_storage::status(&nodes, &session.loaded().built.spec).await?;
+    Ok(CapabilityReport { up, after })
 }
 
 /// The storage as the nodes that answer at once see it.

@@ -5,9 +5,10 @@ use clusterkit_swarm::{SwarmChange, SwarmStatus};
 use serde::Serialize;
 
 use crate::session::{Reach, Session};
+use crate::up::{CapabilityReport, Phase, UpOptions};
 use crate::{OpsError, Unreachable};
 
-/// What [`up`] or [`recover`] did, and the swarm after it.
+/// What [`recover`] did, and the swarm after it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SwarmReport {
     /// What changed.
@@ -19,17 +20,14 @@ pub struct SwarmReport {
 }
 
 /// Initialises or completes the swarm on the mesh (every node must answer):
-/// every node a manager up to the cap, workers past it.
-pub async fn up(session: &Session<'_>) -> Result<SwarmReport, OpsError> {
+/// every node a manager up to the cap, workers past it. The engine's
+/// `swarm` phase after the facts, as `up --only swarm`; its steps are
+/// reported as the engine's events.
+pub async fn up(session: &Session<'_>) -> Result<CapabilityReport<SwarmStatus>, OpsError> {
+    let up = crate::up::run(session, &UpOptions::only(Phase::Swarm), "swarm").await?;
     let nodes = session.connect_all().await?;
-    session.lock(&nodes, "swarm").await?;
-    let change = clusterkit_swarm::up(&nodes, &session.loaded().built.spec).await?;
-    let status = clusterkit_swarm::status(&nodes).await?;
-    Ok(SwarmReport {
-        change,
-        status,
-        unreachable: Vec::new(),
-    })
+    let after = clusterkit_swarm::status(&nodes).await?;
+    Ok(CapabilityReport { up, after })
 }
 
 /// The swarm as the reachable managers see it.

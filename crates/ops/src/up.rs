@@ -104,6 +104,17 @@ pub struct UpOptions {
     pub clusterkit_exe: Option<std::path::PathBuf>,
 }
 
+impl UpOptions {
+    /// `phase` alone (after the facts), nothing else asked: what each
+    /// capability's own `up` runs ([`crate::swarm::up`], ...).
+    pub fn only(phase: Phase) -> Self {
+        Self {
+            only: Some(phase),
+            ..Self::default()
+        }
+    }
+}
+
 /// What one phase did.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseReport {
@@ -126,6 +137,17 @@ pub struct UpReport {
     pub changed: bool,
     /// One line: the cluster and what it is now.
     pub summary: String,
+}
+
+/// What a capability's own `up` did (`clusterkit swarm up`, ...): the
+/// engine's run of the facts and that one phase, exactly as `up --only`
+/// runs them, and the capability as it is after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CapabilityReport<S> {
+    /// The engine's run.
+    pub up: UpReport,
+    /// The capability after it (its status, its endpoints, its pairs).
+    pub after: S,
 }
 
 /// Every phase `up` knows, in order (rebalancing last, if asked for).
@@ -168,6 +190,16 @@ pub fn phase_names(options: &UpOptions) -> Vec<&'static str> {
 /// going on, and the Docker Engine version the nodes agree on after the
 /// docker phase.
 pub async fn up(session: &Session<'_>, options: &UpOptions) -> Result<UpReport, OpsError> {
+    run(session, options, "up").await
+}
+
+/// [`up`], the cluster's lock taken in the name of `command` (what another
+/// run waiting for it is told: `clusterkit swarm`, ...).
+pub(crate) async fn run(
+    session: &Session<'_>,
+    options: &UpOptions,
+    command: &str,
+) -> Result<UpReport, OpsError> {
     let loaded = session.loaded();
     let spec = &loaded.built.spec;
     let only = options.only.map(Phase::name);
@@ -190,7 +222,7 @@ pub async fn up(session: &Session<'_>, options: &UpOptions) -> Result<UpReport, 
             changes,
         });
     }
-    session.lock(&nodes, "up").await?;
+    session.lock(&nodes, command).await?;
     // A refused run leaves no trace: the state is written after the facts.
     let save = |phase: &str| -> Result<(), BoxError> {
         if phase == "facts" && loaded.state_changed {
@@ -225,7 +257,10 @@ pub async fn up(session: &Session<'_>, options: &UpOptions) -> Result<UpReport, 
     }
     let tail = if changed { "" } else { "; nothing changed" };
     let summary = match only {
-        Some(p) => format!("cluster {}: phase {p} done{tail}", spec.name),
+        Some(p) => match report.summaries().first() {
+            Some(s) => format!("cluster {}: phase {p} done: {s}{tail}", spec.name),
+            None => format!("cluster {}: phase {p} done{tail}", spec.name),
+        },
         None => format!(
             "cluster {} is up: {}{tail}",
             spec.name,
@@ -350,6 +385,45 @@ mod tests {
         );
         assert!(lines.text().contains("facts"), "{}", lines.text());
         drop(session);
+    }
+
+    #[tokio::test]
+    async fn each_capabilitys_own_up_runs_the_facts_first_under_its_own_name() {
+        // `swarm up`, `storage up`, `wg up`: the engine's facts before the
+        // phase, so a blocking problem stops each before it changes anything;
+        // the lock says which command holds it.
+        for which in ["swarm", "storage", "wg"] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut loaded = loaded(3, dir.path());
+            loaded.state_changed = true;
+            let nodes = scripted(3);
+            nodes[2].on("os_id=", &FACTS.replace("ports=22 ", "ports=22 7946 "));
+            let lines = Lines::to_string();
+            let session =
+                Session::with_transports(&loaded, Options::default(), &lines, transports(&nodes));
+            let e = match which {
+                "swarm" => crate::swarm::up(&session).await.map(|_| ()),
+                "storage" => crate::storage::up(&session).await.map(|_| ()),
+                _ => crate::mesh::up(&session, None).await.map(|_| ()),
+            }
+            .unwrap_err();
+            let OpsError::Blocked(b) = e else {
+                panic!("{which}: {e}")
+            };
+            assert_eq!(b.nodes, ["node3"], "{which}");
+            for n in &nodes {
+                let asked = n.asked();
+                assert_eq!(asked.len(), 2, "{which} {}: {asked:?}", n.node());
+                assert!(
+                    asked[0].contains("flock -n 9")
+                        && asked[0].contains(&format!("command={which}'")),
+                    "{which}: the lock first, in the command's name: {asked:?}"
+                );
+                assert!(asked[1].contains("os_id="), "then the facts: {asked:?}");
+            }
+            assert!(!loaded.state_path.exists(), "{which}: no address recorded");
+            drop(session);
+        }
     }
 
     #[tokio::test]

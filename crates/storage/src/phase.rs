@@ -89,7 +89,7 @@ impl Phase for StoragePhase {
         .to_lowercase();
         if !c.image_behind.is_empty() {
             summary.push_str(&format!(
-                "; Garage on {} is not {}: `clusterkit upgrade --component storage` rolls it",
+                "; Garage on {} runs another image than the spec's: `clusterkit upgrade --component storage` rolls it to {}",
                 c.image_behind.join(", "),
                 spec.storage.image
             ));

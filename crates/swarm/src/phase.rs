@@ -57,7 +57,12 @@ impl Phase for SwarmPhase {
             out.node(n.clone());
         }
         for n in &c.joined {
-            cx.say_on(n, "joined");
+            let role = cx
+                .spec
+                .node(n)
+                .map(|x| format!("{:?}", x.role).to_lowercase())
+                .unwrap_or_default();
+            cx.say_on(n, &format!("joined as {role}"));
             out.node(n.clone());
         }
         for n in &c.updated {
