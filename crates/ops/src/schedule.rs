@@ -175,6 +175,124 @@ pub fn runner_loaded(runner: &Runner, dir: &Path) -> Result<Loaded, OpsError> {
     })
 }
 
+/// What the scheduled backup's service does, for ever (`clusterkit backup
+/// run-schedule`): it lists the backups under the schedule's S3
+/// destinations sealed with `seal`, sleeps until the newest is `every` old
+/// (looking again within the hour: one may have been taken by hand), then
+/// takes one, never draining `me` (the node it runs on). A failed listing
+/// or backup is said and tried again after [`sched::RETRY`]. Everything it
+/// has to say goes to `log`, one line each; `dir` (private) receives the
+/// runner's state and host keys ([`runner_loaded`]).
+pub async fn serve(
+    runner: &Runner,
+    dir: &Path,
+    me: &str,
+    seal: &clusterkit_core::backup::SealKey,
+    options: crate::Options,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<std::convert::Infallible, OpsError> {
+    let loaded = runner_loaded(runner, dir)?;
+    let reporter = LogLines {
+        start: Instant::now(),
+        log,
+    };
+    let every = runner.schedule.period();
+    log(&format!(
+        "backup every {} to {}, from {me}",
+        runner.schedule.every,
+        runner.schedule.to.join(", ")
+    ));
+    loop {
+        // A session per round: its connections and lock go with it.
+        let session = Session::new(&loaded, options.clone(), &reporter);
+        let wait = match newest(&session, &runner.schedule.to, seal).await {
+            Ok(n) => sched::wait(n, std::time::SystemTime::now(), every),
+            Err(e) => {
+                log(&format!(
+                    "listing the backups failed: {e}; again in {}",
+                    humantime::format_duration(sched::RETRY)
+                ));
+                drop(session);
+                tokio::time::sleep(sched::RETRY).await;
+                continue;
+            }
+        };
+        if !wait.is_zero() {
+            let wait = Duration::from_secs(wait.as_secs() + 1);
+            log(&format!(
+                "next backup in {}",
+                humantime::format_duration(wait)
+            ));
+            drop(session);
+            tokio::time::sleep(wait.min(Duration::from_secs(3600))).await;
+            continue;
+        }
+        log("taking a backup");
+        let backup = crate::backup::BackupOptions {
+            to: runner.schedule.to.clone(),
+            never: vec![me.to_string()],
+            seal: Some(seal.clone()),
+        };
+        let taken = crate::backup::take(&session, &backup).await;
+        drop(session);
+        match taken {
+            Ok(report) => log(&format!("backup taken: {}", report.written.join(", "))),
+            Err(e) => {
+                log(&format!(
+                    "backup failed: {e}; again in {}",
+                    humantime::format_duration(sched::RETRY)
+                ));
+                tokio::time::sleep(sched::RETRY).await;
+            }
+        }
+    }
+}
+
+/// The newest backup under the S3 destinations `to` sealed with `seal`
+/// (where `backup` writes for this cluster: DEST/CLUSTER/TIME), by its
+/// manifest's time. What was left out is said.
+async fn newest(
+    session: &Session<'_>,
+    to: &[String],
+    seal: &clusterkit_core::backup::SealKey,
+) -> Result<Option<std::time::SystemTime>, OpsError> {
+    let cluster = &session.loaded().built.spec.name;
+    let mut newest = None;
+    for t in to {
+        let from = clusterkit_core::backup::Location::parse(t)?.join(cluster);
+        if !matches!(from, clusterkit_core::backup::Location::S3 { .. }) {
+            continue;
+        }
+        let listing = crate::backup::find(session, &from.to_string(), Some(seal)).await?;
+        for l in &listing.left_out {
+            session.notice(None, format!("left out: {l}"));
+        }
+        for f in &listing.found {
+            if let Ok(at) = humantime::parse_rfc3339(&f.manifest.created) {
+                newest = newest.max(Some(at));
+            }
+        }
+    }
+    Ok(newest)
+}
+
+/// A [`clusterkit_core::engine::Reporter`] handing each event's line
+/// ([`clusterkit_core::engine::Lines::line`]) to a function.
+struct LogLines<'a> {
+    start: Instant,
+    log: &'a (dyn Fn(&str) + Sync),
+}
+
+impl clusterkit_core::engine::Reporter for LogLines<'_> {
+    fn event(&self, e: &clusterkit_core::engine::Event) {
+        if let Some(line) =
+            clusterkit_core::engine::Lines::line(e, self.start.elapsed().as_secs_f64())
+        {
+            (self.log)(&line);
+        }
+    }
+}
+
 /// The first connected manager.
 fn manager<'a>(
     nodes: &'a [Arc<dyn Transport>],
