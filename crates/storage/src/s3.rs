@@ -288,3 +288,97 @@ impl S3 {
         Ok(start.elapsed())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server on a local port answering every request with `status`
+    /// (`None`: reading requests and never answering, a frozen server).
+    /// Returns the endpoint and the first request line it read.
+    async fn server(
+        status: Option<&'static str>,
+    ) -> (String, tokio::sync::oneshot::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 8192];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(head.lines().next().unwrap_or_default().to_string());
+                }
+                match status {
+                    Some(s) => {
+                        let _ = conn
+                            .write_all(
+                                format!("HTTP/1.1 {s}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                                    .as_bytes(),
+                            )
+                            .await;
+                    }
+                    None => {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                }
+            }
+        });
+        (endpoint, rx)
+    }
+
+    fn key() -> S3Key {
+        S3Key {
+            id: "GK0123456789abcdef01234567".into(),
+            secret: "0".repeat(64),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_probe_is_a_head_of_the_bucket_and_a_missing_bucket_is_an_answer() {
+        for status in ["200 OK", "404 Not Found"] {
+            let (endpoint, first) = server(Some(status)).await;
+            let s3 = S3::new(&endpoint, "garage", &key());
+            s3.answers("clusterkit", Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|e| panic!("{status}: {e}"));
+            let line = first.await.unwrap();
+            assert!(line.starts_with("HEAD /clusterkit"), "{line}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusing_or_silent_server_is_not_an_answer() {
+        let (endpoint, _) = server(Some("403 Forbidden")).await;
+        let s3 = S3::new(&endpoint, "garage", &key());
+        let e = s3
+            .answers("clusterkit", Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("for bucket clusterkit"), "{e}");
+
+        let (endpoint, _) = server(None).await;
+        let s3 = S3::new(&endpoint, "garage", &key());
+        let start = Instant::now();
+        let e = s3
+            .answers("clusterkit", Duration::from_secs(1))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(e.contains(&endpoint), "{e}");
+    }
+}
