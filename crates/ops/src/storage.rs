@@ -13,6 +13,11 @@ use crate::{OpsError, Unreachable};
 /// `storage` phase after the facts, as `up --only storage`; its steps are
 /// reported as the engine's events.
 pub async fn up(session: &Session<'_>) -> Result<CapabilityReport<StorageStatus>, OpsError> {
+    if session.loaded().built.spec.storage.backend == clusterkit_core::spec::StorageBackend::None {
+        return Err(OpsError::Refused(
+            "storage is off in this cluster's config ([storage] backend = \"none\")".into(),
+        ));
+    }
     let up = crate::up::run(session, &UpOptions::only(Phase::Storage), "storage").await?;
     let nodes = session.connect_all().await?;
     let after = clusterkit_storage::status(&nodes, &session.loaded().built.spec).await?;
@@ -62,6 +67,20 @@ mod tests {
     use super::*;
     use crate::testkit::loaded;
     use crate::Options;
+
+    #[tokio::test]
+    async fn storage_up_without_a_backend_is_refused_before_any_node_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut loaded = loaded(3, dir.path());
+        loaded.built.spec.storage.backend = clusterkit_core::spec::StorageBackend::None;
+        let n1 = Scripted::new("node1");
+        let lines = Lines::to_string();
+        let given = vec![Arc::new(n1.clone()) as Arc<dyn Transport>];
+        let session = Session::with_transports(&loaded, Options::default(), &lines, given);
+        let e = up(&session).await.unwrap_err().to_string();
+        assert!(e.contains("backend = \"none\""), "{e}");
+        assert!(n1.asked().is_empty());
+    }
 
     #[tokio::test]
     async fn storage_up_with_a_node_missing_changes_nothing() {
