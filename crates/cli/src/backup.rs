@@ -120,7 +120,7 @@ pub fn restore(
 
 /// `clusterkit backup list [FROM]`: the backups kept there, oldest first.
 pub fn list(loaded: &Loaded, from: Option<&str>) -> anyhow::Result<u8> {
-    let notices = crate::progress::Notices;
+    let notices = clusterkit_core::reporters::Notices;
     let session = Session::new(loaded, crate::remote::options(), &notices);
     let listing = crate::block_on(clusterkit_ops::backup::list(&session, from))?;
     if !listing.seals_checked {
@@ -152,7 +152,7 @@ pub fn list(loaded: &Loaded, from: Option<&str>) -> anyhow::Result<u8> {
 /// `clusterkit backup copy FROM DIR`: one backup out of the cluster's S3
 /// into a new directory, every file checked. Prints the directory.
 pub fn copy(loaded: &Loaded, from: &str, dir: &Path) -> anyhow::Result<u8> {
-    let notices = crate::progress::Notices;
+    let notices = clusterkit_core::reporters::Notices;
     let session = Session::new(loaded, crate::remote::options(), &notices);
     let report = crate::block_on(clusterkit_ops::backup::copy(&session, from, dir))?;
     println!("{}", report.dir.display());

@@ -7,7 +7,7 @@ use crate::exit;
 
 /// `clusterkit doctor [--json]`.
 pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
-    let notices = crate::progress::Notices;
+    let notices = clusterkit_core::reporters::Notices;
     let session = clusterkit_ops::Session::new(loaded, crate::remote::options(), &notices);
     let report = crate::block_on(clusterkit_ops::doctor::doctor(&session));
     if json {

@@ -37,7 +37,7 @@ pub fn run(loaded: &Loaded, purge: bool, yes: bool) -> anyhow::Result<u8> {
             return Ok(exit::FAILURE);
         }
     }
-    let notices = crate::progress::Notices;
+    let notices = clusterkit_core::reporters::Notices;
     let session = clusterkit_ops::Session::new(loaded, crate::remote::options(), &notices);
     let report = crate::block_on(clusterkit_ops::down::down(
         &session,

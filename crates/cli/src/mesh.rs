@@ -71,7 +71,7 @@ fn print_pairs(pairs: &[PairStatus]) -> std::io::Result<()> {
 
 /// Runs a `wg` command through [`clusterkit_ops::mesh`].
 pub fn run(loaded: &Loaded, cmd: WgCmd) -> anyhow::Result<u8> {
-    let notices = crate::progress::Notices;
+    let notices = clusterkit_core::reporters::Notices;
     let session = Session::new(loaded, crate::remote::options(), &notices);
     let spec = &loaded.built.spec;
     let all_answer = |pairs: &[PairStatus]| {

@@ -62,7 +62,7 @@ pub fn run(loaded: &Loaded, cmd: MonitorCmd) -> anyhow::Result<u8> {
     if let MonitorCmd::Render { out } = &cmd {
         return render_to(spec, out);
     }
-    let notices = crate::progress::Notices;
+    let notices = clusterkit_core::reporters::Notices;
     let session = Session::new(loaded, crate::remote::options(), &notices);
     match cmd {
         MonitorCmd::Up => {

@@ -94,7 +94,7 @@ fn remove(
         return Ok(exit::INVALID);
     };
     {
-        let notices = crate::progress::Notices;
+        let notices = clusterkit_core::reporters::Notices;
         let session = clusterkit_ops::Session::new(&after, crate::remote::options(), &notices);
         crate::block_on(ops::remove(loaded, &session, node, addr))?;
     }

@@ -36,7 +36,7 @@ pub fn options() -> clusterkit_ops::Options {
 /// Takes the state directory's lock for the rest of this process, once
 /// (before a command rewrites the state and loads the description again).
 pub fn hold_state_dir(loaded: &Loaded, command: &str) -> anyhow::Result<()> {
-    let notices = crate::progress::Notices;
+    let notices = clusterkit_core::reporters::Notices;
     clusterkit_ops::Session::new(loaded, options(), &notices).hold_state_dir(command)?;
     Ok(())
 }
@@ -45,7 +45,7 @@ pub fn hold_state_dir(loaded: &Loaded, command: &str) -> anyhow::Result<()> {
 pub fn check(loaded: &Loaded, strict: bool, json: bool) -> anyhow::Result<u8> {
     let mut options = options();
     options.strict_host_keys |= strict;
-    let notices = crate::progress::Notices;
+    let notices = clusterkit_core::reporters::Notices;
     let session = clusterkit_ops::Session::new(loaded, options, &notices);
     let report = crate::block_on(clusterkit_ops::check::check(&session));
     let mut out = std::io::stdout().lock();
@@ -122,7 +122,7 @@ pub fn forget(loaded: &Loaded, node: &str) -> anyhow::Result<u8> {
 
 /// `clusterkit images push IMAGE...`: local images to every node lacking them.
 pub fn push_images(loaded: &Loaded, images: &[String]) -> anyhow::Result<u8> {
-    let notices = crate::progress::Notices;
+    let notices = clusterkit_core::reporters::Notices;
     let session = clusterkit_ops::Session::new(loaded, options(), &notices);
     let report = crate::block_on(clusterkit_ops::images::push(&session, images))?;
     for u in &report.unreachable {

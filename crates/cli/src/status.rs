@@ -9,7 +9,7 @@ use crate::exit;
 
 /// Runs `clusterkit status`.
 pub fn run(loaded: &Loaded, json: bool) -> anyhow::Result<u8> {
-    let notices = crate::progress::Notices;
+    let notices = clusterkit_core::reporters::Notices;
     let session = clusterkit_ops::Session::new(loaded, crate::remote::options(), &notices);
     let st = crate::block_on(clusterkit_ops::status::status(&session));
     if json {

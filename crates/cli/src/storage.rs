@@ -111,7 +111,7 @@ pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
         }
         return Ok(exit::OK);
     }
-    let notices = crate::progress::Notices;
+    let notices = clusterkit_core::reporters::Notices;
     let session = Session::new(loaded, crate::remote::options(), &notices);
     match cmd {
         StorageCmd::Up => {

@@ -86,7 +86,7 @@ fn print_status(s: &SwarmStatus, unreachable: &[Unreachable]) -> std::io::Result
 
 /// Runs a `swarm` command through [`clusterkit_ops::swarm`].
 pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
-    let notices = crate::progress::Notices;
+    let notices = clusterkit_core::reporters::Notices;
     let session = Session::new(loaded, crate::remote::options(), &notices);
     match cmd {
         SwarmCmd::Up => {

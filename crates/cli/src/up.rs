@@ -7,7 +7,9 @@ use clusterkit_core::engine::Lines;
 use clusterkit_core::spec::Loaded;
 use clusterkit_ops::UpOptions;
 
-use crate::progress::{Json, Live, Progress};
+use clusterkit_core::reporters::{JsonLines, LiveTable};
+
+use crate::progress::Progress;
 
 use crate::exit;
 
@@ -82,9 +84,9 @@ pub fn run(
         ProgressMode::Auto => std::io::stderr().is_terminal(),
     };
     let reporter = if json && !dry_run {
-        Progress::Json(Json::new())
+        Progress::Json(JsonLines::new())
     } else if live && !dry_run {
-        Progress::Live(Live::start(
+        Progress::Live(LiveTable::start(
             format!("clusterkit up · cluster {}", spec.name),
             &names,
             clusterkit_ops::up::phase_names(&options),

@@ -29,6 +29,8 @@ pub mod lock;
 pub mod names;
 pub mod plan;
 #[cfg(feature = "remote")]
+pub mod reporters;
+#[cfg(feature = "remote")]
 pub mod roll;
 pub mod schedule;
 pub mod source;
