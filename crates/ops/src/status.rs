@@ -157,6 +157,105 @@ pub async fn status(session: &Session<'_>) -> Status {
     st
 }
 
+impl std::fmt::Display for Status {
+    /// The one screen `clusterkit status` prints: a line per part, each
+    /// `ok` or `FAIL`, with what to do where there is a way out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self;
+        let mark = |ok: bool| if ok { "ok  " } else { "FAIL" };
+        writeln!(f, "cluster {}", st.cluster)?;
+        writeln!(
+            f,
+            "{} nodes     {} reachable{}",
+            mark(st.unreachable.is_empty()),
+            st.reachable.len(),
+            st.unreachable
+                .iter()
+                .map(|u| format!("; {} unreachable: {}", u.node, u.error))
+                .collect::<String>()
+        )?;
+        writeln!(
+            f,
+            "{} mesh      {}/{} pairs answer",
+            mark(st.mesh_pairs > 0 && st.mesh_pairs_up == st.mesh_pairs),
+            st.mesh_pairs_up,
+            st.mesh_pairs
+        )?;
+        match &st.swarm {
+            Some(s) => writeln!(
+                f,
+                "{} swarm     leader {}, {} manager(s), quorum {} {}, tolerates {} loss(es)",
+                mark(s.has_quorum),
+                s.leader.as_deref().unwrap_or("none"),
+                s.managers.len(),
+                s.quorum,
+                if s.has_quorum { "held" } else { "LOST" },
+                s.tolerates
+            )?,
+            None => writeln!(f, "FAIL swarm     no answer")?,
+        }
+        if let Some(s) = &st.storage {
+            writeln!(f,
+            "{} storage   {} on {} node(s), {} copies, tolerates {} loss(es){}",
+            mark(s.whole()),
+            s.health,
+            s.nodes.len(),
+            s.replication,
+            s.tolerates,
+            match s.drivers_down() {
+                d if d.is_empty() => String::new(),
+                d => format!(
+                    "; volume driver not serving on {} (`systemctl restart clusterkit-volumes` there, or `clusterkit up --only storage`)",
+                    d.join(", ")
+                ),
+            }
+        )?;
+        }
+        if let Some(m) = &st.monitoring {
+            writeln!(
+                f,
+                "{} monitor   {}/{} targets up{}{}{}",
+                mark(m.whole()),
+                m.up,
+                m.total,
+                if m.down.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (down: {})", m.down.join(", "))
+                },
+                if m.firing.is_empty() {
+                    String::new()
+                } else {
+                    format!("; alerts firing: {}", m.firing.join(", "))
+                },
+                if m.total == 0 {
+                    " (Prometheus runs but has found nothing to scrape yet: it discovers the swarm's tasks within a minute)"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        for s in &st.stacks {
+            let ok = s.converged();
+            writeln!(
+                f,
+                "{} stack     {}: {}",
+                mark(ok),
+                s.name,
+                s.services
+                    .iter()
+                    .map(|(n, r)| format!("{n} {r}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
+        }
+        for n in &st.notes {
+            writeln!(f, "FAIL {n}")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -215,6 +314,26 @@ mod tests {
             st.notes
         );
         assert!(!st.healthy);
+        // The one screen, as `clusterkit status` prints it.
+        let screen = st.to_string();
+        let lines: Vec<&str> = screen.lines().collect();
+        assert_eq!(lines[0], "cluster clusterkit", "{screen}");
+        assert!(
+            lines[1].starts_with("FAIL nodes     1 reachable; node2 unreachable: "),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("ok   swarm     leader node1, 3 manager(s), quorum 2 held"),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("FAIL stack     app: web 2/2, db 0/1"),
+            "{screen}"
+        );
+        assert!(
+            screen.lines().any(|l| l.starts_with("FAIL mesh: ")),
+            "{screen}"
+        );
     }
 
     #[test]
