@@ -1,6 +1,5 @@
 //! `clusterkit storage ...`.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -46,54 +45,11 @@ pub enum StorageCmd {
     },
 }
 
-fn gib(b: Option<u64>) -> String {
-    b.map(|b| format!("{:.1}", b as f64 / (1u64 << 30) as f64))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn print_status(s: &StorageStatus, unreachable: &[Unreachable]) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<10} {:<6} {:>10} {:>10}  DRIVER",
-        "NODE", "UP", "FREE GiB", "SIZE GiB"
-    )?;
-    for n in &s.nodes {
-        writeln!(
-            out,
-            "{:<10} {:<6} {:>10} {:>10}  {}",
-            n.node,
-            if n.up { "yes" } else { "no" },
-            gib(n.available),
-            gib(n.total),
-            match n.driver {
-                Some(true) => "running",
-                Some(false) => "not serving",
-                None => "?",
-            }
-        )?;
-    }
-    writeln!(
-        out,
-        "\n{:?} {}: replication {}, tolerates {} more node loss(es)",
-        s.backend, s.health, s.replication, s.tolerates
-    )?;
-    match (&s.probe_ms, &s.probe_error) {
-        (Some(ms), _) => writeln!(out, "probe object written and read back in {ms} ms")?,
-        (None, Some(e)) => writeln!(out, "probe failed: {e}")?,
-        _ => {}
-    }
-    if let Some(b) = s.volumes_bytes {
-        writeln!(
-            out,
-            "volumes hold {:.1} MiB",
-            b as f64 / (1u64 << 20) as f64
-        )?;
-    }
+fn print_status(s: &StorageStatus, unreachable: &[Unreachable]) {
+    print!("{s}");
     for u in unreachable {
-        writeln!(out, "{}: not reachable over SSH: {}", u.node, u.error)?;
+        println!("{}: not reachable over SSH: {}", u.node, u.error);
     }
-    Ok(())
 }
 
 /// Runs a `storage` command.
@@ -119,7 +75,7 @@ pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
             let session = crate::up::capability_session(loaded, &lines);
             let r = crate::block_on(clusterkit_ops::storage::up(&session))?;
             crate::up::print_capability(&r.up, "storage");
-            print_status(&r.after, &[])?;
+            print_status(&r.after, &[]);
             Ok(exit::OK)
         }
         StorageCmd::Status { json } => {
@@ -127,7 +83,7 @@ pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r.status)?);
             } else {
-                print_status(&r.status, &r.unreachable)?;
+                print_status(&r.status, &r.unreachable);
             }
             Ok(if r.healthy() { exit::OK } else { exit::FAILURE })
         }

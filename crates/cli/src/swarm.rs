@@ -1,6 +1,6 @@
 //! `clusterkit swarm ...`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use clap::Subcommand;
 use clusterkit_core::engine::Lines;
@@ -42,46 +42,11 @@ pub enum SwarmCmd {
     },
 }
 
-fn print_status(s: &SwarmStatus, unreachable: &[Unreachable]) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<10} {:<12} {:<12} LEADER",
-        "MANAGER", "ADDRESS", "REACHABLE"
-    )?;
-    for m in &s.managers {
-        writeln!(
-            out,
-            "{:<10} {:<12} {:<12} {}",
-            m.hostname,
-            m.addr,
-            if m.reachable { "yes" } else { "no" },
-            if m.leader { "yes" } else { "" }
-        )?;
-    }
-    let reachable = s.managers.iter().filter(|m| m.reachable).count();
-    writeln!(
-        out,
-        "\nleader: {}; {reachable} of {} managers reachable, quorum {}; tolerates {} more loss(es); {} worker(s)",
-        s.leader.as_deref().unwrap_or("none"),
-        s.managers.len(),
-        s.quorum,
-        s.tolerates,
-        s.workers
-    )?;
+fn print_status(s: &SwarmStatus, unreachable: &[Unreachable]) {
+    print!("{s}");
     for u in unreachable {
-        writeln!(out, "{}: not reachable over SSH: {}", u.node, u.error)?;
+        println!("{}: not reachable over SSH: {}", u.node, u.error);
     }
-    if !s.has_quorum {
-        writeln!(
-            out,
-            "quorum lost: {reachable} of {} managers reachable, {} needed to decide. Bring the stopped managers back; \
-             if they are gone for good, run `clusterkit swarm recover` (see its --help)",
-            s.managers.len(),
-            s.quorum
-        )?;
-    }
-    Ok(())
 }
 
 /// Runs a `swarm` command through [`clusterkit_ops::swarm`].
@@ -94,7 +59,7 @@ pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
             let session = crate::up::capability_session(loaded, &lines);
             let r = crate::block_on(clusterkit_ops::swarm::up(&session))?;
             crate::up::print_capability(&r.up, "swarm");
-            print_status(&r.after, &[])?;
+            print_status(&r.after, &[]);
             Ok(exit::OK)
         }
         SwarmCmd::Status { json } => {
@@ -104,7 +69,7 @@ pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
                     if json {
                         println!("{}", serde_json::to_string_pretty(s)?);
                     } else {
-                        print_status(s, &r.unreachable)?;
+                        print_status(s, &r.unreachable);
                     }
                 }
                 Err(e) => {
@@ -142,7 +107,7 @@ pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
                     r.change.joined.join(", ")
                 }
             );
-            print_status(&r.status, &r.unreachable)?;
+            print_status(&r.status, &r.unreachable);
             Ok(exit::OK)
         }
     }

@@ -952,6 +952,52 @@ pub struct StorageStatus {
     pub volumes_bytes: Option<u64>,
 }
 
+impl std::fmt::Display for StorageStatus {
+    /// The table `clusterkit storage status` prints: each node's server and volume driver, then the health, the replication and what it tolerates, the probe.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self;
+        writeln!(
+            f,
+            "{:<10} {:<6} {:>10} {:>10}  DRIVER",
+            "NODE", "UP", "FREE GiB", "SIZE GiB"
+        )?;
+        for n in &s.nodes {
+            writeln!(
+                f,
+                "{:<10} {:<6} {:>10} {:>10}  {}",
+                n.node,
+                if n.up { "yes" } else { "no" },
+                gib_text(n.available),
+                gib_text(n.total),
+                match n.driver {
+                    Some(true) => "running",
+                    Some(false) => "not serving",
+                    None => "?",
+                }
+            )?;
+        }
+        writeln!(
+            f,
+            "\n{:?} {}: replication {}, tolerates {} more node loss(es)",
+            s.backend, s.health, s.replication, s.tolerates
+        )?;
+        match (&s.probe_ms, &s.probe_error) {
+            (Some(ms), _) => writeln!(f, "probe object written and read back in {ms} ms")?,
+            (None, Some(e)) => writeln!(f, "probe failed: {e}")?,
+            _ => {}
+        }
+        if let Some(b) = s.volumes_bytes {
+            writeln!(f, "volumes hold {:.1} MiB", b as f64 / (1u64 << 20) as f64)?;
+        }
+        Ok(())
+    }
+}
+
+fn gib_text(b: Option<u64>) -> String {
+    b.map(|b| format!("{:.1}", b as f64 / (1u64 << 30) as f64))
+        .unwrap_or_else(|| "?".into())
+}
+
 impl StorageStatus {
     /// The nodes whose volume driver does not serve: a task with a volume of
     /// the driver cannot run there.

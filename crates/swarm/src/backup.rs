@@ -280,6 +280,38 @@ mod tests {
     }
 
     #[test]
+    fn the_status_table_names_the_way_out_of_a_lost_quorum() {
+        let mut lost = status(&[
+            ("node1", false, false),
+            ("node2", true, false),
+            ("node3", false, false),
+        ]);
+        lost.has_quorum = false;
+        let text = lost.to_string();
+        assert!(
+            text.starts_with(
+                "MANAGER    ADDRESS      REACHABLE    LEADER\nnode1                   no"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "quorum lost: 1 of 3 managers reachable, 2 needed to decide. Bring the stopped managers back; \
+                 if they are gone for good, run `clusterkit swarm recover` (see its --help)"
+            ),
+            "{text}"
+        );
+        let mut held = status(&[("node1", true, true), ("node2", true, false)]);
+        held.leader = Some("node1".into());
+        let text = held.to_string();
+        assert!(
+            text.contains("leader: node1; 2 of 2 managers reachable"),
+            "{text}"
+        );
+        assert!(!text.contains("quorum lost"), "{text}");
+    }
+
+    #[test]
     fn the_backup_comes_from_a_follower_never_with_a_manager_down() {
         let three = status(&[
             ("node1", true, true),

@@ -765,6 +765,48 @@ pub struct SwarmStatus {
     pub answered_by: Option<String>,
 }
 
+impl std::fmt::Display for SwarmStatus {
+    /// The table `clusterkit swarm status` prints: each manager, then the leader, the quorum and what it tolerates, and the way out when the quorum is lost.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self;
+        writeln!(
+            f,
+            "{:<10} {:<12} {:<12} LEADER",
+            "MANAGER", "ADDRESS", "REACHABLE"
+        )?;
+        for m in &s.managers {
+            writeln!(
+                f,
+                "{:<10} {:<12} {:<12} {}",
+                m.hostname,
+                m.addr,
+                if m.reachable { "yes" } else { "no" },
+                if m.leader { "yes" } else { "" }
+            )?;
+        }
+        let reachable = s.managers.iter().filter(|m| m.reachable).count();
+        writeln!(
+        f,
+        "\nleader: {}; {reachable} of {} managers reachable, quorum {}; tolerates {} more loss(es); {} worker(s)",
+        s.leader.as_deref().unwrap_or("none"),
+        s.managers.len(),
+        s.quorum,
+        s.tolerates,
+        s.workers
+    )?;
+        if !s.has_quorum {
+            writeln!(
+            f,
+            "quorum lost: {reachable} of {} managers reachable, {} needed to decide. Bring the stopped managers back; \
+             if they are gone for good, run `clusterkit swarm recover` (see its --help)",
+            s.managers.len(),
+            s.quorum
+        )?;
+        }
+        Ok(())
+    }
+}
+
 /// Asks the reachable nodes, in turn, for the swarm's view; a node that cannot
 /// answer (no quorum) is skipped. Without any answer, the quorum is lost.
 pub async fn status(nodes: &[Arc<dyn Transport>]) -> Result<SwarmStatus, SwarmError> {
