@@ -53,53 +53,7 @@ pub fn check(loaded: &Loaded, strict: bool, json: bool) -> anyhow::Result<u8> {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
-        writeln!(
-            out,
-            "{:<10} {:<18} {:<8} {:<22} {:<10} {:<15} {:<9} {:>9} {:>7}",
-            "NODE", "OS", "ARCH", "KERNEL", "WIREGUARD", "DOCKER", "SWARM", "DISK MiB", "CLOCK"
-        )?;
-        for n in &report.nodes {
-            let f = &n.facts;
-            writeln!(
-                out,
-                "{:<10} {:<18} {:<8} {:<22} {:<10} {:<15} {:<9} {:>9} {:>+6.2}s",
-                n.node,
-                format!("{} {} {}", f.os_id, f.os_version, f.codename),
-                f.arch,
-                f.kernel,
-                if f.wireguard_kernel {
-                    "kernel"
-                } else {
-                    "userspace"
-                },
-                f.docker.as_deref().unwrap_or("-"),
-                f.swarm.as_deref().unwrap_or("-"),
-                f.disk_free_mib,
-                f.clock_offset_s
-            )?;
-        }
-        let mut problems: Vec<String> = Vec::new();
-        for n in &report.nodes {
-            for p in &n.problems {
-                problems.push(format!(
-                    "  {}: {}: {}",
-                    n.node,
-                    if p.blocking { "error" } else { "warning" },
-                    p.message
-                ));
-            }
-        }
-        for u in &report.unreachable {
-            problems.push(format!("  {}: error: {}", u.node, u.error));
-        }
-        if problems.is_empty() {
-            writeln!(out, "\nno problems: every node is ready")?;
-        } else {
-            writeln!(out, "\nproblems:")?;
-            for p in problems {
-                writeln!(out, "{p}")?;
-            }
-        }
+        write!(out, "{report}")?;
     }
     Ok(if report.blocking() {
         exit::FAILURE

@@ -37,6 +37,62 @@ impl CheckReport {
     }
 }
 
+impl std::fmt::Display for CheckReport {
+    /// The table `clusterkit check` prints: a line of facts per node that
+    /// answered, then every problem (and every node that did not answer),
+    /// or that there are none.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:<10} {:<18} {:<8} {:<22} {:<10} {:<15} {:<9} {:>9} {:>7}",
+            "NODE", "OS", "ARCH", "KERNEL", "WIREGUARD", "DOCKER", "SWARM", "DISK MiB", "CLOCK"
+        )?;
+        for n in &self.nodes {
+            let x = &n.facts;
+            writeln!(
+                f,
+                "{:<10} {:<18} {:<8} {:<22} {:<10} {:<15} {:<9} {:>9} {:>+6.2}s",
+                n.node,
+                format!("{} {} {}", x.os_id, x.os_version, x.codename),
+                x.arch,
+                x.kernel,
+                if x.wireguard_kernel {
+                    "kernel"
+                } else {
+                    "userspace"
+                },
+                x.docker.as_deref().unwrap_or("-"),
+                x.swarm.as_deref().unwrap_or("-"),
+                x.disk_free_mib,
+                x.clock_offset_s
+            )?;
+        }
+        let mut problems: Vec<String> = Vec::new();
+        for n in &self.nodes {
+            for p in &n.problems {
+                problems.push(format!(
+                    "  {}: {}: {}",
+                    n.node,
+                    if p.blocking { "error" } else { "warning" },
+                    p.message
+                ));
+            }
+        }
+        for u in &self.unreachable {
+            problems.push(format!("  {}: error: {}", u.node, u.error));
+        }
+        if problems.is_empty() {
+            writeln!(f, "\nno problems: every node is ready")?;
+        } else {
+            writeln!(f, "\nproblems:")?;
+            for p in problems {
+                writeln!(f, "{p}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Connects to every node, gathers its facts in one round trip and judges them.
 pub async fn check(session: &Session<'_>) -> CheckReport {
     let spec = &session.loaded().built.spec;
@@ -115,5 +171,24 @@ mod tests {
         assert_eq!(r.unreachable[0].node, "node3");
         assert!(r.blocking());
         assert_eq!(n1.asked().len(), 1, "one round trip per node");
+        // The table `clusterkit check` prints: a line per node, then the problems.
+        let text = r.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("NODE       OS"), "{text}");
+        assert!(
+            lines[1].starts_with("node1 ") && lines[2].starts_with("node2 "),
+            "{text}"
+        );
+        assert!(text.contains("\nproblems:\n"), "{text}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("  node2: error: ") && l.contains("2377")),
+            "{text}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("  node3: error: ")),
+            "{text}"
+        );
     }
 }
