@@ -1,14 +1,11 @@
 //! `clusterkit monitor ...`: deploy, render, show Grafana's password, open the web UIs.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
 use clusterkit_core::engine::Lines;
 use clusterkit_core::spec::Loaded;
-use clusterkit_core::transport::forward::Forward;
-use clusterkit_core::transport::Transport;
 use clusterkit_monitor::render;
 
 use clusterkit_ops::Session;
@@ -95,8 +92,19 @@ pub fn run(loaded: &Loaded, cmd: MonitorCmd) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         MonitorCmd::Open { forward, offset } => crate::block_on(async {
-            let (nodes, endpoints) = ops::endpoints(&session).await?;
-            open(loaded, &nodes, &endpoints, forward, offset).await
+            let opened = ops::open(&session, offset, forward).await?;
+            println!("{}", opened.ssh_command);
+            for (e, port) in &opened.local {
+                eprintln!("{:<12} on {}: http://localhost:{port}", e.service, e.node);
+            }
+            if forward {
+                eprintln!("forwarding through {} until Ctrl-C", opened.via);
+                tokio::signal::ctrl_c()
+                    .await
+                    .context("waiting for Ctrl-C")?;
+            }
+            drop(opened);
+            Ok(exit::OK)
         }),
         MonitorCmd::Render { .. } => unreachable!("handled above"),
     }
@@ -109,72 +117,6 @@ fn print_endpoints(endpoints: &[clusterkit_monitor::Endpoint]) {
             e.service, e.node, e.address, e.port
         );
     }
-}
-
-async fn open(
-    loaded: &Loaded,
-    nodes: &[Arc<dyn Transport>],
-    endpoints: &[clusterkit_monitor::Endpoint],
-    forward: bool,
-    offset: u16,
-) -> anyhow::Result<u8> {
-    let spec = &loaded.built.spec;
-    if endpoints.is_empty() {
-        anyhow::bail!("no monitoring service is running: deploy it with `clusterkit monitor up`");
-    }
-    // Through the first connected node: it reaches every mesh address.
-    let via = nodes.first().context("no node is connected")?;
-    let n = spec
-        .node(via.node())
-        .expect("connected nodes are in the spec");
-    let local = |port: u16| port.checked_add(offset).context("--offset too large");
-    let mut args = Vec::new();
-    for e in endpoints {
-        args.push(format!("-L {}:{}:{}", local(e.port)?, e.address, e.port));
-    }
-    let key = n
-        .ssh
-        .key
-        .as_ref()
-        .map(|k| format!(" -i {}", k.display()))
-        .unwrap_or_default();
-    let known = format!(
-        " -o UserKnownHostsFile={}",
-        crate::remote::known_hosts_path(loaded).display()
-    );
-    println!(
-        "ssh -N {} -p {}{key}{known} {}@{}",
-        args.join(" "),
-        n.ssh.port.get(),
-        n.ssh.user,
-        n.ssh.host
-    );
-    for e in endpoints {
-        eprintln!(
-            "{:<12} on {}: http://localhost:{}",
-            e.service,
-            e.node,
-            local(e.port)?
-        );
-    }
-    if !forward {
-        return Ok(exit::OK);
-    }
-    let mut held = Vec::new();
-    for e in endpoints {
-        let bind = std::net::SocketAddr::from(([127, 0, 0, 1], local(e.port)?));
-        held.push(
-            Forward::start(Arc::clone(via), bind, &e.address.to_string(), e.port)
-                .await
-                .with_context(|| format!("forwarding {bind} (choose other ports with --offset)"))?,
-        );
-    }
-    eprintln!("forwarding through {} until Ctrl-C", via.node());
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    drop(held);
-    Ok(exit::OK)
 }
 
 fn render_to(spec: &clusterkit_core::ClusterSpec, out: &std::path::Path) -> anyhow::Result<u8> {

@@ -43,6 +43,97 @@ pub async fn endpoints(
     Ok((nodes, endpoints))
 }
 
+/// The web UIs brought to this machine ([`open`]).
+pub struct Opened {
+    /// The node the forwards go through (it reaches every mesh address).
+    pub via: String,
+    /// The `ssh -N -L ...` command that forwards the same ports without
+    /// clusterkit.
+    pub ssh_command: String,
+    /// Each web UI and the port on this machine it answers on.
+    pub local: Vec<(Endpoint, u16)>,
+    /// The forwards held (none unless asked for): dropping them closes them.
+    pub forwards: Vec<clusterkit_core::transport::forward::Forward>,
+}
+
+/// Brings every running web UI to this machine, through the first node that
+/// answers: each on its own port plus `offset` on 127.0.0.1, held open while
+/// the [`Opened`] lives when `forward`, and as the `ssh` command that does
+/// the same otherwise.
+pub async fn open(session: &Session<'_>, offset: u16, forward: bool) -> Result<Opened, OpsError> {
+    let (nodes, endpoints) = endpoints(session).await?;
+    if endpoints.is_empty() {
+        return Err(OpsError::Refused(
+            "no monitoring service is running: deploy it with `clusterkit monitor up`".into(),
+        ));
+    }
+    let via = nodes.first().ok_or(OpsError::NoneReachable)?;
+    let n = session
+        .loaded()
+        .built
+        .spec
+        .node(via.node())
+        .expect("connected nodes are in the spec");
+    let mut local = Vec::new();
+    for e in endpoints {
+        let port = e.port.checked_add(offset).ok_or_else(|| {
+            OpsError::Refused(format!(
+                "offset {offset} takes port {} past 65535: choose a smaller one",
+                e.port
+            ))
+        })?;
+        local.push((e, port));
+    }
+    // Every argument quoted for a shell: a key's path may hold a space.
+    let mut ssh: Vec<String> = vec!["ssh".into(), "-N".into()];
+    for (e, port) in &local {
+        ssh.push("-L".into());
+        ssh.push(format!("{port}:{}:{}", e.address, e.port));
+    }
+    ssh.extend(["-p".into(), n.ssh.port.get().to_string()]);
+    if let Some(k) = &n.ssh.key {
+        ssh.extend(["-i".into(), k.display().to_string()]);
+    }
+    ssh.extend([
+        "-o".into(),
+        format!(
+            "UserKnownHostsFile={}",
+            session.known_hosts_path().display()
+        ),
+        format!("{}@{}", n.ssh.user, n.ssh.host),
+    ]);
+    let ssh_command = ssh
+        .iter()
+        .map(|a| clusterkit_core::transport::quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut forwards = Vec::new();
+    if forward {
+        for (e, port) in &local {
+            let bind = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
+            let f = clusterkit_core::transport::forward::Forward::start(
+                Arc::clone(via),
+                bind,
+                &e.address.to_string(),
+                e.port,
+            )
+            .await
+            .map_err(|err| {
+                OpsError::Refused(format!(
+                    "forwarding {bind}: {err} (choose other ports with an offset)"
+                ))
+            })?;
+            forwards.push(f);
+        }
+    }
+    Ok(Opened {
+        via: via.node().to_string(),
+        ssh_command,
+        local,
+        forwards,
+    })
+}
+
 /// Which password [`password`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Password {
