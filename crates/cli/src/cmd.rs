@@ -649,8 +649,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 writeln!(out, "{}", table(&p))?;
             }
-            if loaded.state_changed {
-                loaded.built.state.save(&loaded.state_path)?;
+            if loaded.save_state()? {
                 eprintln!("recorded mesh addresses in {}", loaded.state_path.display());
             }
             Ok(exit::OK)

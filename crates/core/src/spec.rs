@@ -715,6 +715,18 @@ pub struct Loaded {
     pub state_changed: bool,
 }
 
+impl Loaded {
+    /// Writes the state file when loading recorded something new in it (the
+    /// mesh addresses allocated to new nodes); says whether it did.
+    pub fn save_state(&self) -> Result<bool, SpecError> {
+        if !self.state_changed {
+            return Ok(false);
+        }
+        self.built.state.save(&self.state_path)?;
+        Ok(true)
+    }
+}
+
 fn read(path: &Path) -> Result<Arc<SourceFile>, SpecError> {
     std::fs::read_to_string(path)
         .map(|t| SourceFile::new(path.display().to_string(), t))

@@ -225,8 +225,8 @@ pub(crate) async fn run(
     session.lock(&nodes, command).await?;
     // A refused run leaves no trace: the state is written after the facts.
     let save = |phase: &str| -> Result<(), BoxError> {
-        if phase == "facts" && loaded.state_changed {
-            loaded.built.state.save(&loaded.state_path)?;
+        if phase == "facts" {
+            loaded.save_state()?;
         }
         Ok(())
     };
