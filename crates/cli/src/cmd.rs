@@ -439,6 +439,16 @@ enum KnownHostsCmd {
 /// Runs a command; the return value is the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let color = color_stderr(cli.color);
+    // The description, loaded; its problems printed and exit code 3 when
+    // it has errors.
+    macro_rules! loaded {
+        ($input:expr) => {
+            match load(&$input, color)? {
+                Some(l) => l,
+                None => return Ok(exit::INVALID),
+            }
+        };
+    }
     crate::remote::VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     crate::remote::STRICT.store(cli.strict_host_keys, std::sync::atomic::Ordering::Relaxed);
     crate::remote::LOCK_WAIT.store(
@@ -452,34 +462,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             force,
         } => init(inventory.as_deref(), &output, force, color),
         Command::Sandbox { name, cmd } => crate::sandbox::run(&name, cmd),
-        Command::Check { input, json } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
-            crate::remote::check(&loaded, false, json)
-        }
-        Command::Down { input, purge, yes } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
-            crate::down::run(&loaded, purge, yes)
-        }
-        Command::Doctor { input, json } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
-            crate::doctor::run(&loaded, json)
-        }
-        Command::Status { input, json } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
-            crate::status::run(&loaded, json)
-        }
+        Command::Check { input, json } => crate::remote::check(&loaded!(input), false, json),
+        Command::Down { input, purge, yes } => crate::down::run(&loaded!(input), purge, yes),
+        Command::Doctor { input, json } => crate::doctor::run(&loaded!(input), json),
+        Command::Status { input, json } => crate::status::run(&loaded!(input), json),
         Command::Rebalance { input } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
+            let loaded = loaded!(input);
             crate::up::run(
                 &loaded,
                 Some(crate::up::Phase::Rebalance),
@@ -490,10 +478,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             )
         }
         Command::Deploy { input, file, name } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
-            crate::up::deploy_file(&loaded, &file, name.as_deref())
+            crate::up::deploy_file(&loaded!(input), &file, name.as_deref())
         }
         Command::Up {
             input,
@@ -518,17 +503,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 input
             };
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
+            let loaded = loaded!(input);
             crate::up::run(&loaded, only, json, dry_run, progress, !no_rebalance)
         }
-        Command::Upgrade { input, component } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
-            crate::upgrade::run(&loaded, component)
-        }
+        Command::Upgrade { input, component } => crate::upgrade::run(&loaded!(input), component),
         Command::Backup {
             cmd: Some(crate::backup::BackupCmd::RunSchedule { runner }),
             ..
@@ -540,9 +518,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             image,
             cmd,
         } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
+            let loaded = loaded!(input);
             match cmd {
                 None => match schedule {
                     Some(every) => crate::schedule::set(&loaded, &every, &to, &image),
@@ -564,67 +540,31 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             from,
             unsealed,
         } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
+            let loaded = loaded!(input);
             // The state is written from the backup before any node is reached.
             crate::remote::hold_state_dir(&loaded, "restore")?;
             crate::backup::restore(&loaded, &|| load(&input, color), &from, unsealed)
         }
         Command::Node { input, cmd } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
+            let loaded = loaded!(input);
             // The state records the node's removal before any node is reached.
             crate::remote::hold_state_dir(&loaded, "node")?;
             crate::node::run(&loaded, &|| load(&input, color), cmd)
         }
-        Command::Swarm { input, cmd } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
-            crate::swarm::run(&loaded, cmd)
-        }
-        Command::Monitor { input, cmd } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
-            crate::monitor::run(&loaded, cmd)
-        }
-        Command::Storage { input, cmd } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
-            crate::storage::run(&loaded, cmd)
-        }
-        Command::Wg { input, cmd } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
-            crate::mesh::run(&loaded, cmd)
-        }
+        Command::Swarm { input, cmd } => crate::swarm::run(&loaded!(input), cmd),
+        Command::Monitor { input, cmd } => crate::monitor::run(&loaded!(input), cmd),
+        Command::Storage { input, cmd } => crate::storage::run(&loaded!(input), cmd),
+        Command::Wg { input, cmd } => crate::mesh::run(&loaded!(input), cmd),
         Command::Images {
             input,
             cmd: ImagesCmd::Push { images },
-        } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
-            crate::remote::push_images(&loaded, &images)
-        }
+        } => crate::remote::push_images(&loaded!(input), &images),
         Command::KnownHosts {
             input,
             cmd: KnownHostsCmd::Forget { node },
-        } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
-            crate::remote::forget(&loaded, &node)
-        }
+        } => crate::remote::forget(&loaded!(input), &node),
         Command::Validate { input } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
+            let loaded = loaded!(input);
             let s = &loaded.built.spec;
             let p = plan(s);
             println!(
@@ -638,9 +578,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::Plan { input, json } => {
-            let Some(loaded) = load(&input, color)? else {
-                return Ok(exit::INVALID);
-            };
+            let loaded = loaded!(input);
             let p = plan(&loaded.built.spec);
             let mut out = std::io::stdout().lock();
             if json {
