@@ -953,7 +953,9 @@ pub struct StorageStatus {
 }
 
 impl std::fmt::Display for StorageStatus {
-    /// The table `clusterkit storage status` prints: each node's server and volume driver, then the health, the replication and what it tolerates, the probe.
+    /// The table `clusterkit storage status` prints: each node's server and
+    /// volume driver, then the health, the replication and what it
+    /// tolerates, the probe.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self;
         writeln!(

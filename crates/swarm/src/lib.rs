@@ -766,7 +766,9 @@ pub struct SwarmStatus {
 }
 
 impl std::fmt::Display for SwarmStatus {
-    /// The table `clusterkit swarm status` prints: each manager, then the leader, the quorum and what it tolerates, and the way out when the quorum is lost.
+    /// The table `clusterkit swarm status` prints: each manager, then the
+    /// leader, the quorum and what it tolerates, and the way out when the
+    /// quorum is lost.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self;
         writeln!(
