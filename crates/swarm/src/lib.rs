@@ -184,6 +184,9 @@ struct Local {
     control: bool,
     /// The addresses (`ip:port`) of the managers the engine knows.
     remote_managers: Vec<String>,
+    /// What the engine says went wrong with its swarm (a join it keeps
+    /// retrying), if anything.
+    error: Option<String>,
 }
 
 /// Whether an active node is in another swarm than `ours`, by the swarm ID
@@ -231,6 +234,7 @@ async fn local(t: &dyn Transport) -> Result<Local, SwarmError> {
             .into_iter()
             .filter_map(|p| p.addr)
             .collect(),
+        error: s.error.filter(|e| !e.trim().is_empty()),
     })
 }
 
@@ -325,9 +329,13 @@ async fn wait_joined(t: &dyn Transport, patience: std::time::Duration) -> Result
                     t.node(),
                     "swarm join",
                     format!(
-                        "the join did not complete within {} s (node state: {state}); \
+                        "the join did not complete within {} s (node state: {state}{}); \
                          check the mesh to the leader with `clusterkit check`, then re-run",
-                        patience.as_secs()
+                        patience.as_secs(),
+                        l.error
+                            .as_deref()
+                            .map(|e| format!("; the engine says: {e}"))
+                            .unwrap_or_default()
                     ),
                 ))
             }
@@ -1155,6 +1163,7 @@ mod tests {
             addr: None,
             control: true,
             remote_managers: managers.iter().map(|m| m.to_string()).collect(),
+            error: None,
         }
     }
 

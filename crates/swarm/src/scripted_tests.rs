@@ -386,3 +386,35 @@ async fn a_node_in_another_swarm_is_refused_before_any_join() {
         "nobody joined"
     );
 }
+
+#[tokio::test]
+async fn a_join_left_pending_says_what_the_engine_says() {
+    let n1 = Scripted::new("node1");
+    n1.on_engine(
+        "GET",
+        "/info",
+        200,
+        r#"{"Swarm": {"LocalNodeState": "pending", "Error": "rpc error: code = Unavailable desc = connection refused"}}"#,
+    );
+    let e = crate::wait_joined(&n1, std::time::Duration::ZERO)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("node state: pending; the engine says: rpc error: code = Unavailable"),
+        "{e}"
+    );
+    // Without an error from the engine, none is made up.
+    let n2 = Scripted::new("node2");
+    n2.on_engine(
+        "GET",
+        "/info",
+        200,
+        r#"{"Swarm": {"LocalNodeState": "pending", "Error": ""}}"#,
+    );
+    let e = crate::wait_joined(&n2, std::time::Duration::ZERO)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("(node state: pending)"), "{e}");
+}
