@@ -330,6 +330,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_runner_document_of_a_cluster_reads_back() {
+        let spec = crate::spec::example(3);
+        let r = Runner {
+            schedule: Schedule {
+                every: "6h".into(),
+                to: vec!["s3://clusterkit/backups".into()],
+                image: DEFAULT_IMAGE.into(),
+            },
+            spec: runner_spec(&spec),
+            known_hosts: "10.0.0.1 ssh-ed25519 AAAA\n".into(),
+            state: String::new(),
+        };
+        let json = serde_json::to_string_pretty(&r).unwrap();
+        let back: Runner = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        assert!(!json.contains("PRIVATE KEY"));
+    }
+
+    #[test]
     fn periods_are_durations_of_ten_minutes_or_more() {
         assert_eq!(parse_every("6h").unwrap(), Duration::from_secs(6 * 3600));
         assert_eq!(parse_every(" 1d ").unwrap(), Duration::from_secs(86400));
