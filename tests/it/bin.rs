@@ -25,6 +25,19 @@ pub fn clusterkit() -> &'static Path {
     })
 }
 
+/// A copy of `clusterkit` alone in a directory of its own, as a user who
+/// installed only the CLI has it: no userspace WireGuard binary beside it.
+pub fn clusterkit_alone() -> &'static Path {
+    static BIN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_dir, path) = BIN.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("clusterkit");
+        std::fs::copy(clusterkit(), &path).expect("copying the clusterkit binary");
+        (dir, path)
+    });
+    path
+}
+
 /// What a run printed and how it ended.
 #[derive(Debug)]
 pub struct Output {
@@ -64,8 +77,21 @@ pub fn run(dir: Option<&Path>, args: &[&str]) -> Output {
 
 /// [`run`] with environment variables set.
 pub fn run_env(dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(clusterkit());
-    cmd.arg("--color=never").args(args).env_remove("NO_COLOR");
+    run_program(clusterkit(), dir, args, env)
+}
+
+/// [`run_env`] of the binary at `program`.
+pub fn run_program(
+    program: &Path,
+    dir: Option<&Path>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let mut cmd = Command::new(program);
+    cmd.env_remove("CLUSTERKIT_WG_USERSPACE")
+        .arg("--color=never")
+        .args(args)
+        .env_remove("NO_COLOR");
     for (k, v) in env {
         cmd.env(k, v);
     }

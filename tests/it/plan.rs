@@ -87,7 +87,18 @@ fn plan_table_shows_every_node() {
 
 #[test]
 fn init_writes_a_starter_that_validates() {
-    let s = Scratch::new(&[("hosts.ini", SEED)]);
+    let bad = "[servers]\nnode1 ansible_host=192.0.2.1\nnode2 ansible_host=192.0.2.1\n";
+    let s = Scratch::new(&[("hosts.ini", SEED), ("bad.ini", bad)]);
+    // An inventory with errors: each named, nothing written, exit code 3.
+    let out = s.run(&["init", "-i", "bad.ini"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("have the same address 192.0.2.1:22"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("bad.ini:2:20"), "{}", out.stderr);
+    assert!(!s.path().join("clusterkit.toml").exists());
     let out = s.run(&["init", "-i", "hosts.ini"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let text = std::fs::read_to_string(s.path().join("clusterkit.toml")).unwrap();

@@ -145,22 +145,25 @@ pub fn wait_for(
     start.elapsed()
 }
 
-/// Waits until `status` reports the nodes, mesh, swarm and storage ok, up
-/// to `limit`; fails with its last answer. (Monitoring's own line is
-/// printed, not required: see the README on a storage target seen down.)
+/// Waits until `status` reports the nodes, mesh, swarm and storage ok, and
+/// monitoring too where it runs (Prometheus found targets, every one up), up to
+/// `limit`; fails with its last answer (a target down with Prometheus's own
+/// words on why).
 pub fn whole(cfg: &str, what: &str, limit: std::time::Duration) -> String {
     let deadline = std::time::Instant::now() + limit;
     loop {
         let st = ck(&["status", "-c", cfg]);
-        let ok = ["nodes", "mesh", "swarm", "storage"].iter().all(|part| {
+        let parts_ok = ["nodes", "mesh", "swarm", "storage"].iter().all(|part| {
             st.stdout
                 .lines()
                 .any(|l| l.starts_with(&format!("ok   {part} ")))
         });
-        if ok {
-            if let Some(m) = st.stdout.lines().find(|l| l.contains(" monitor ")) {
-                eprintln!("{what}: {m}");
-            }
+        let monitor_ok = st
+            .stdout
+            .lines()
+            .filter(|l| l.contains(" monitor "))
+            .all(|l| l.starts_with("ok   monitor "));
+        if parts_ok && monitor_ok {
             return st.stdout;
         }
         assert!(
@@ -667,11 +670,26 @@ pub fn own_cluster() -> std::sync::MutexGuard<'static, ()> {
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Removes a test's own sandbox when dropped, whether the test passed or not.
+pub struct DownOnDrop(pub &'static str);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let _ = ck(&["sandbox", "down", "--name", self.0]);
+    }
+}
+
 /// Brings up a sandbox of a test's own (`name`, `subnet`, files in `dir`).
 pub fn own_sandbox_up(name: &str, subnet: &str, dir: &str) {
+    own_sandbox_up_nodes(name, 3, subnet, dir);
+}
+
+/// [`own_sandbox_up`] with `nodes` nodes.
+pub fn own_sandbox_up_nodes(name: &str, nodes: usize, subnet: &str, dir: &str) {
     this_run_only();
+    let n = nodes.to_string();
     let out = ck(&[
-        "sandbox", "up", "--name", name, "--subnet", subnet, "--dir", dir,
+        "sandbox", "up", "--name", name, "--nodes", &n, "--subnet", subnet, "--dir", dir,
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }

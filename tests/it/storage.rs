@@ -321,14 +321,24 @@ fn the_minio_stack_is_accepted_by_the_engine() {
     ]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let compose = std::fs::read_to_string(rendered.join("docker-compose.yml")).unwrap();
-    // The engine's own validation: deployed (the image cannot be pulled, so
-    // no task starts), every service and its placement checked, removed.
+    // The engine's own validation: deployed (no task really starts: see
+    // below), every service and its placement checked, removed.
     let cp = docker(&[
         "cp",
         rendered.join("docker-compose.yml").to_str().unwrap(),
         &format!("{NAME}-node1:/root/minio.yml"),
     ]);
     assert!(cp.status.success(), "{}", out(&cp));
+    // Each node holds an image under MinIO's name (one file, no program):
+    // the tasks fail to start instead of pulling, so no node asks a
+    // registry it must not reach.
+    for n in ["node1", "node2", "node3"] {
+        let o = exec(
+            n,
+            "[ -n \"$(docker images -q pgsty/minio:latest)\" ] || tar -C /etc -cf - hostname | docker import - pgsty/minio:latest >/dev/null",
+        );
+        assert!(o.status.success(), "{n}: {}", out(&o));
+    }
     let o = exec(
         "node1",
         "for s in clusterkit-minio-user clusterkit-minio-password; do docker secret inspect $s >/dev/null 2>&1 || head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' | docker secret create $s - >/dev/null; done; \
@@ -337,6 +347,12 @@ fn the_minio_stack_is_accepted_by_the_engine() {
     );
     let text = out(&o);
     let _ = exec("node1", "docker stack rm ck-minio-check; sleep 2; docker secret rm clusterkit-minio-user clusterkit-minio-password");
+    for n in ["node1", "node2", "node3"] {
+        let _ = exec(
+            n,
+            "sleep 2; docker image rm -f pgsty/minio:latest >/dev/null 2>&1",
+        );
+    }
     assert!(o.status.success(), "{text}");
     assert!(
         text.contains("node.labels.clusterkit.node == node2"),
@@ -421,15 +437,10 @@ fn garage_is_upgraded_node_by_node_while_writes_go_on() {
     // A config naming it, beside the shared one (same inventory, same keys).
     let shared_cfg = config();
     let text = std::fs::read_to_string(&shared_cfg).unwrap();
-    let pinned = if text.contains("[storage]\n") {
-        text.replacen(
-            "[storage]\n",
-            &format!("[storage]\nimage = \"{second}\"\n"),
-            1,
-        )
-    } else {
-        format!("{text}\n[storage]\nimage = \"{second}\"\n")
-    };
+    // The sandbox's config names its own build: that line now names the second.
+    let current = format!("[storage]\nimage = \"{GARAGE}\"\n");
+    assert!(text.contains(&current), "{text}");
+    let pinned = text.replacen(&current, &format!("[storage]\nimage = \"{second}\"\n"), 1);
     let cfg_path = std::path::Path::new(&shared_cfg).with_file_name("storage-roll.toml");
     std::fs::write(&cfg_path, pinned).unwrap();
     let cfg = cfg_path.to_str().unwrap();

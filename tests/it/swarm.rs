@@ -66,6 +66,25 @@ fn three_managers_on_mesh_addresses_and_a_rerun_changes_nothing() {
     assert_eq!(labels.trim(), "node2");
     // The engine starts after the mesh at boot.
     assert!(exec("node3", "systemctl show docker -p After").contains("wg-quick@wg0.service"));
+    // Connections to a node that lost power are given up within about 100 s
+    // (the failover test below depends on it); a value set by hand is put back.
+    for i in 1..=3 {
+        let live = exec(&format!("node{i}"), "cat /proc/sys/net/ipv4/tcp_retries2");
+        assert_eq!(live.trim(), "8", "node{i}");
+    }
+    exec("node2", "sysctl -q -w net.ipv4.tcp_retries2=15");
+    let fixed = swarm_up();
+    assert!(
+        fixed.stderr.contains(
+            "node2: connections to a node that lost power are given up after about 100 s"
+        ),
+        "{}",
+        fixed.stderr
+    );
+    assert_eq!(
+        exec("node2", "cat /proc/sys/net/ipv4/tcp_retries2").trim(),
+        "8"
+    );
 }
 
 /// A 2 MB image made on each node from its own files: `sleep infinity`.
@@ -129,8 +148,12 @@ fn the_swarm_survives_its_leader_keeps_every_replica_and_rebalance_spreads_them_
         if running == 3 {
             break;
         }
-        // Bounded for a loaded machine; what the survivors saw when it was
-        // not met (seen once in CI, not reproduced).
+        // Bounded for a loaded machine. Before the nodes gave a dead peer's
+        // connections up within 100 s (`net.ipv4.tcp_retries2 = 8`), a
+        // manager's status report to the lost leader could hang for 15
+        // minutes, the new replica `Assigned` all along (twice in CI,
+        // reproduced by hand with the engine's goroutine dump). What the
+        // survivors saw, if it is not met:
         if begin.elapsed() > Duration::from_secs(240) {
             // The nodes' view, and on each survivor its agent's sessions and
             // every TCP connection still open to the lost node, with its
@@ -156,6 +179,12 @@ fn the_swarm_survives_its_leader_keeps_every_replica_and_rebalance_spreads_them_
             )
             .contains(&format!("{old} Ready Reachable"))
         },
+    );
+    // Back from a power cut, the node gives dead peers up as quickly: the
+    // setting is applied at boot, not only by `up`.
+    assert_eq!(
+        exec(&old, "cat /proc/sys/net/ipv4/tcp_retries2").trim(),
+        "8"
     );
     // The replicas stay piled on the survivors until `rebalance` spreads them,
     // never running fewer than 3.
@@ -287,7 +316,7 @@ pub fn web_image() {
 }
 
 #[test]
-fn ports_published_in_host_mode_answer_over_the_mesh_ingress_is_measured() {
+fn ports_published_in_host_mode_answer_over_the_mesh_and_through_ingress_only_with_ipvs() {
     shared();
     let _g = calm();
     swarm_up();
@@ -309,11 +338,41 @@ fn ports_published_in_host_mode_answer_over_the_mesh_ingress_is_measured() {
         Duration::from_secs(60),
         || (1..=3).all(|i| code("node2", &format!("10.0.0.{i}"), 18081) == "200"),
     );
-    // What this kernel (no IPVS) does with the ingress routing mesh: recorded, for the README.
-    let ingress: Vec<String> = (1..=3)
-        .map(|i| code("node2", &format!("10.0.0.{i}"), 18080))
-        .collect();
-    eprintln!("ingress-published port 18080 from node2 to node1..3 over the mesh: {ingress:?} (000 = refused or no answer)");
+    // The ingress routing mesh balances through IPVS: without it (this
+    // sandbox's kernel) the port answers on no node, not even the task's own,
+    // which is why generated stacks publish in host mode (README); with it,
+    // on every node. The task runs before either is judged.
+    wait_for(
+        "the ingress service's task running",
+        Duration::from_secs(60),
+        || {
+            exec(
+            "node1",
+            "docker service ps ck-web-ingress --filter desired-state=running --format '{{.CurrentState}}'",
+        )
+        .starts_with("Running")
+        },
+    );
+    let ipvs = exec("node1", "[ -e /proc/net/ip_vs ] && echo yes || echo no");
+    let want = if ipvs.trim() == "yes" { "200" } else { "000" };
+    // Asked for a while where it works: the routing mesh takes some seconds to program.
+    let mut ingress: Vec<String> = Vec::new();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        ingress = (1..=3)
+            .map(|i| code("node2", &format!("10.0.0.{i}"), 18080))
+            .collect();
+        // Without IPVS nothing will change: one round says it.
+        if want == "000" || ingress.iter().all(|c| c == want) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(
+        ingress.iter().all(|c| c == want),
+        "ingress-published port 18080 from node2 to node1..3 over the mesh (IPVS: {}): {ingress:?}, want {want} everywhere (000 = refused or no answer)",
+        ipvs.trim()
+    );
     exec(
         "node1",
         "docker service rm ck-web-ingress ck-web-host >/dev/null 2>&1",

@@ -89,8 +89,14 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
         }
         let cfg = config.to_str().unwrap();
         // The same no-op run as tools see it: one JSON event per line, a
-        // phase_done for every phase, nothing changed.
-        let events_out = ck(&["up", "--json", "-c", cfg]);
+        // phase_done for every phase, nothing changed; by a clusterkit
+        // installed alone (the nodes keep the userspace binary they run).
+        let events_out = crate::bin::run_program(
+            crate::bin::clusterkit_alone(),
+            None,
+            &["up", "--json", "-c", cfg],
+            &[],
+        );
         assert_eq!(events_out.code, 0, "{}", events_out.stderr);
         let events: Vec<serde_json::Value> = events_out
             .stdout

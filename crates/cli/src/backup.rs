@@ -95,7 +95,7 @@ pub fn restore(
         return Ok(exit::INVALID);
     };
     let options = clusterkit_ops::restore::RestoreOptions {
-        userspace: crate::mesh::userspace_binary(),
+        userspace: clusterkit_wg::local_userspace_binary(),
         clusterkit_exe: std::env::current_exe().ok(),
     };
     let lines = Lines::stderr();
@@ -136,16 +136,7 @@ pub fn list(loaded: &Loaded, from: Option<&str>) -> anyhow::Result<u8> {
         eprintln!("no backup under {}", listing.from);
         return Ok(exit::FAILURE);
     }
-    for f in &listing.found {
-        println!(
-            "{}  {}  {} services, {} secrets  {:.1} MiB",
-            f.at,
-            f.manifest.created,
-            f.manifest.services.len(),
-            f.manifest.secrets.len(),
-            f.bytes as f64 / (1u64 << 20) as f64
-        );
-    }
+    listing.found.iter().for_each(|f| println!("{f}"));
     Ok(exit::OK)
 }
 

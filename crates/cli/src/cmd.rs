@@ -1,12 +1,11 @@
 //! The commands and their arguments.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Parser, Subcommand, ValueEnum};
 use clusterkit_core::plan::{plan, ClusterPlan};
-use clusterkit_core::source::SourceFile;
 use clusterkit_core::spec::{self, Loaded};
 use clusterkit_core::{Problems, SpecError};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
@@ -105,8 +104,8 @@ enum Command {
         #[arg(long, conflicts_with_all = ["config", "inventory"])]
         sandbox: bool,
         /// Run this phase only.
-        #[arg(long, value_enum)]
-        only: Option<crate::up::Phase>,
+        #[arg(long, value_parser = choices(clusterkit_ops::Phase::ALL, |p| (p.name(), p.about())))]
+        only: Option<clusterkit_ops::Phase>,
         /// One JSON object per line on stdout (steps, phase timings, the summary), for tools.
         #[arg(long)]
         json: bool,
@@ -274,8 +273,8 @@ Examples:
         #[command(flatten)]
         input: Input,
         /// The component to roll (default: every one).
-        #[arg(long, value_enum)]
-        component: Option<crate::upgrade::Component>,
+        #[arg(long, value_parser = choices(clusterkit_ops::upgrade::Component::ALL, |c| (c.name(), c.about())))]
+        component: Option<clusterkit_ops::upgrade::Component>,
     },
     /// Back up the swarm's state, Prometheus, Grafana and clusterkit's state (manifest, checksums).
     #[command(
@@ -460,7 +459,16 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             inventory,
             output,
             force,
-        } => init(inventory.as_deref(), &output, force, color),
+        } => match spec::init(inventory.as_deref(), &output, force) {
+            Ok(warnings) => {
+                print_problems(&warnings, color);
+                let o = output.display();
+                println!("wrote {o}: edit it, then run `clusterkit validate -c {o}`");
+                Ok(exit::OK)
+            }
+            Err(SpecError::Invalid(problems)) => Ok(invalid(&problems, color)),
+            Err(e) => Err(e.into()),
+        },
         Command::Sandbox { name, cmd } => crate::sandbox::run(&name, cmd),
         Command::Check { input, json } => crate::remote::check(&loaded!(input), false, json),
         Command::Down { input, purge, yes } => crate::down::run(&loaded!(input), purge, yes),
@@ -470,7 +478,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let loaded = loaded!(input);
             crate::up::run(
                 &loaded,
-                Some(crate::up::Phase::Rebalance),
+                Some(clusterkit_ops::Phase::Rebalance),
                 false,
                 false,
                 crate::up::ProgressMode::Plain,
@@ -595,6 +603,24 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// A parser of one of the library's named choices (`--only`'s phases,
+/// `--component`'s components): each listed in `--help` with its line.
+fn choices<T>(
+    all: impl IntoIterator<Item = T>,
+    named: fn(T) -> (&'static str, &'static str),
+) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Debug,
+{
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let values = all
+        .into_iter()
+        .map(named)
+        .map(|(n, about)| PossibleValue::new(n).help(about));
+    PossibleValuesParser::new(values).map(|s| s.parse().expect("one of the values listed"))
+}
+
 /// Loads the description, printing every problem; `None` when it has errors.
 fn load(input: &Input, color: bool) -> anyhow::Result<Option<Loaded>> {
     let config = match (&input.config, &input.inventory) {
@@ -614,16 +640,22 @@ fn load(input: &Input, color: bool) -> anyhow::Result<Option<Loaded>> {
             Ok(Some(loaded))
         }
         Err(SpecError::Invalid(problems)) => {
-            print_problems(&problems, color);
-            eprintln!(
-                "error: {} error(s), {} warning(s): nothing was changed",
-                problems.errors().count(),
-                problems.warnings().count()
-            );
+            invalid(&problems, color);
             Ok(None)
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Prints a description's problems and the count; exit code 3.
+fn invalid(problems: &Problems, color: bool) -> u8 {
+    print_problems(problems, color);
+    eprintln!(
+        "error: {} error(s), {} warning(s): nothing was changed",
+        problems.errors().count(),
+        problems.warnings().count()
+    );
+    exit::INVALID
 }
 
 fn table(p: &ClusterPlan) -> String {
@@ -684,57 +716,4 @@ fn table(p: &ClusterPlan) -> String {
         out.push_str(&format!("  stack {:<8} {}\n", s.name, s.file));
     }
     out.trim_end().to_string()
-}
-
-fn init(inventory: Option<&Path>, output: &Path, force: bool, color: bool) -> anyhow::Result<u8> {
-    if output.exists() && !force {
-        bail!("{} exists: pass --force to overwrite it", output.display());
-    }
-    let text = match inventory {
-        Some(inv) => {
-            let loaded = load(
-                &Input {
-                    config: None,
-                    inventory: Some(inv.to_path_buf()),
-                },
-                color,
-            )?;
-            if loaded.is_none() {
-                return Ok(exit::INVALID);
-            }
-            let dir = output
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let rel = relative(inv, dir);
-            clusterkit_core::config::starter(Some(&rel), &[])
-        }
-        None => clusterkit_core::config::starter(
-            None,
-            &[
-                ("node1".into(), "node1.example.invalid".into()),
-                ("node2".into(), "node2.example.invalid".into()),
-                ("node3".into(), "node3.example.invalid".into()),
-            ],
-        ),
-    };
-    // The starter must itself validate (placeholders aside): check it parses.
-    let mut problems = Problems::default();
-    let file = SourceFile::new(output.display().to_string(), text.clone());
-    clusterkit_core::config::ConfigFile::parse(&file, &mut problems)
-        .context("internal error: the starter file does not parse")?;
-    std::fs::write(output, text).with_context(|| format!("cannot write {}", output.display()))?;
-    println!(
-        "wrote {}: edit it, then run `clusterkit validate -c {}`",
-        output.display(),
-        output.display()
-    );
-    Ok(exit::OK)
-}
-
-/// `path` relative to `dir` when it lies below it, else absolute.
-fn relative(path: &Path, dir: &Path) -> String {
-    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let (p, d) = (abs(path), abs(dir));
-    p.strip_prefix(&d).unwrap_or(&p).display().to_string()
 }

@@ -6,7 +6,6 @@ mod backup;
 mod cmd;
 mod doctor;
 mod down;
-mod dryrun;
 mod mesh;
 mod monitor;
 mod node;

@@ -57,7 +57,10 @@ pub fn run(loaded: &Loaded, cmd: MonitorCmd) -> anyhow::Result<u8> {
     use clusterkit_ops::monitoring::{self as ops, Password};
     let spec = &loaded.built.spec;
     if let MonitorCmd::Render { out } = &cmd {
-        return render_to(spec, out);
+        for p in render::stack(spec).write_to(out)? {
+            println!("{}", p.display());
+        }
+        return Ok(exit::OK);
     }
     let notices = clusterkit_core::reporters::Notices;
     let session = Session::new(loaded, crate::remote::options(), &notices);
@@ -117,14 +120,4 @@ fn print_endpoints(endpoints: &[clusterkit_monitor::Endpoint]) {
             e.service, e.node, e.address, e.port
         );
     }
-}
-
-fn render_to(spec: &clusterkit_core::ClusterSpec, out: &std::path::Path) -> anyhow::Result<u8> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    for (name, content) in render::stack(spec).all() {
-        let p = out.join(&name);
-        std::fs::write(&p, content).with_context(|| format!("writing {}", p.display()))?;
-        println!("{}", p.display());
-    }
-    Ok(exit::OK)
 }

@@ -1,6 +1,5 @@
 //! `clusterkit sandbox ...`: a local cluster of real Linux hosts in containers.
 
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,7 +17,8 @@ pub enum SandboxCmd {
     #[command(
         after_help = "The first run builds the node image from Debian packages (about a minute, needs\n\
         root and debootstrap); later runs reuse it. Re-running is safe: running nodes are kept.\n\n\
-        Examples:\n  clusterkit sandbox up\n  clusterkit sandbox up --nodes 5 --subnet 172.29.7.0/24"
+        Examples:\n  clusterkit sandbox up\n  clusterkit sandbox up --nodes 5 --subnet 172.29.7.0/24\n  \
+        clusterkit sandbox up --name hundred --sshd-only --nodes 100 --subnet 172.29.8.0/24"
     )]
     Up {
         /// Number of nodes.
@@ -32,8 +32,12 @@ pub enum SandboxCmd {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
         /// Also build the service images (Prometheus, node-exporter, rclone) and load them into the nodes.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sshd_only")]
         images: bool,
+        /// Nodes that run sshd alone (no systemd, no engine; a few MiB each, up to 200):
+        /// for `clusterkit check` and the transport at scale, not for building a cluster.
+        #[arg(long)]
+        sshd_only: bool,
     },
     /// Show every node: container state, address, sshd, dockerd, partition.
     Status,
@@ -98,9 +102,13 @@ pub fn run(name: &str, cmd: SandboxCmd) -> anyhow::Result<u8> {
             subnet,
             dir,
             images,
+            sshd_only,
         } => {
             let mut cfg = sb::SandboxConfig::new(name);
             cfg.nodes = nodes;
+            if sshd_only {
+                cfg.kind = sb::NodeKind::SshdOnly;
+            }
             cfg.subnet = subnet;
             if let Some(d) = dir {
                 cfg.dir = d;
@@ -110,67 +118,27 @@ pub fn run(name: &str, cmd: SandboxCmd) -> anyhow::Result<u8> {
                 let built = sb::build_service_images(&p)?;
                 sb::load_images(name, &built, &p)?;
             }
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "sandbox `{name}` is up: {} node(s), image {}",
+            println!(
+                "sandbox `{name}` is up: {} node(s), image {}\n{s}\nnext:\n  clusterkit plan -c {}\n  \
+                 clusterkit sandbox ssh node1\n  clusterkit sandbox down --name {name}",
                 s.nodes.len(),
-                s.image
-            )?;
-            for n in &s.nodes {
-                writeln!(
-                    out,
-                    "  {:<8} {:<16} container {}",
-                    n.hostname, n.address, n.container
-                )?;
-            }
-            writeln!(
-                out,
-                "\nfiles:\n  {}\n  {}\n  {} (mode 0600)\n  {}",
-                s.config.display(),
-                s.hosts_ini.display(),
-                s.key.display(),
-                s.known_hosts.display()
-            )?;
-            writeln!(
-                out,
-                "\nnext:\n  clusterkit plan -c {}\n  clusterkit sandbox ssh node1\n  clusterkit sandbox down --name {name}",
+                s.image,
                 s.config.display()
-            )?;
+            );
             Ok(exit::OK)
         }
         SandboxCmd::Status => {
             let st = sb::status(name)?;
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "{:<8} {:<16} {:<10} {:<5} {:<7} PARTITIONED",
-                "NODE", "ADDRESS", "STATE", "SSH", "DOCKER"
-            )?;
-            let yn = |b: bool| if b { "yes" } else { "no" };
-            for s in &st {
-                writeln!(
-                    out,
-                    "{:<8} {:<16} {:<10} {:<5} {:<7} {}",
-                    s.node.hostname,
-                    s.node.address,
-                    s.state,
-                    yn(s.ssh),
-                    yn(s.docker),
-                    yn(s.partitioned)
-                )?;
-            }
-            let healthy = st.iter().all(|s| s.ssh && s.docker && !s.partitioned);
-            Ok(if healthy { exit::OK } else { exit::FAILURE })
+            print!("{}", sb::StatusTable(&st));
+            Ok(if sb::StatusTable(&st).healthy() {
+                exit::OK
+            } else {
+                exit::FAILURE
+            })
         }
         SandboxCmd::Down => {
             let r = sb::down(name, None)?;
-            println!(
-                "removed sandbox `{name}`: {} container(s), {} volume(s), {} network(s)",
-                r.containers.len(),
-                r.volumes.len(),
-                r.networks.len()
-            );
+            println!("removed sandbox `{name}`: {r}");
             Ok(exit::OK)
         }
         SandboxCmd::Ssh { node, command } => {

@@ -6,7 +6,6 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use clusterkit_core::engine::Lines;
-use clusterkit_core::schedule::{self as sched, Runner};
 use clusterkit_core::spec::Loaded;
 use clusterkit_ops::Session;
 
@@ -49,20 +48,8 @@ fn log(m: &str) {
 /// `backup run-schedule --runner FILE`: what the service runs, for ever
 /// ([`clusterkit_ops::schedule::serve`]).
 pub fn run(runner: &Path) -> anyhow::Result<u8> {
-    let text = std::fs::read(runner).with_context(|| format!("reading {}", runner.display()))?;
-    let r: Runner = serde_json::from_slice(&text).with_context(|| {
-        format!(
-            "{}: not a runner document of this clusterkit",
-            runner.display()
-        )
-    })?;
+    let (r, seal) = clusterkit_ops::schedule::read_task_files(runner)?;
     let me = std::env::var("CLUSTERKIT_RUNNER_NODE").unwrap_or_default();
-    let seal = std::fs::read_to_string(sched::SEAL_IN_TASK)
-        .with_context(|| format!("reading the backup seal key at {}", sched::SEAL_IN_TASK))
-        .and_then(|t| {
-            clusterkit_core::backup::SealKey::from_hex(&t)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", sched::SEAL_IN_TASK))
-        })?;
     // The service knows its nodes' host keys already (its `known_hosts`).
     let options = clusterkit_ops::Options {
         strict_host_keys: true,

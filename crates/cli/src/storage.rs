@@ -2,13 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Subcommand;
 use clusterkit_core::engine::Lines;
 use clusterkit_core::spec::Loaded;
-use clusterkit_storage::StorageStatus;
 
-use clusterkit_ops::{Session, Unreachable};
+use clusterkit_ops::Session;
 
 use crate::exit;
 
@@ -17,8 +15,9 @@ use crate::exit;
 pub enum StorageCmd {
     /// Deploy the distributed S3 storage and the volume driver on every node.
     #[command(
-        after_help = "Needs the swarm (`clusterkit swarm up`) and the server image on the storage nodes\n\
-        (`clusterkit images push clusterkit/garage:2.5.0`). Garage's RPC secret and admin token\n\
+        after_help = "Needs the swarm (`clusterkit swarm up`). The server image (storage.image, default\n\
+        dxflrs/garage:v2.5.0) is pulled by each storage node that lacks it; nodes that cannot\n\
+        reach a registry get it from this machine: `clusterkit images push IMAGE`. Garage's RPC secret and admin token\n\
         are made on a manager as Swarm secrets and never pass through this machine; the S3 key\n\
         is kept on the nodes (/etc/clusterkit/storage, mode 0600). A re-run changes nothing.\n\n\
         Then, on any node:\n  docker volume create -d clusterkit -o remote=clusterkit:volumes/data data\n\n\
@@ -45,13 +44,6 @@ pub enum StorageCmd {
     },
 }
 
-fn print_status(s: &StorageStatus, unreachable: &[Unreachable]) {
-    print!("{s}");
-    for u in unreachable {
-        println!("{}: not reachable over SSH: {}", u.node, u.error);
-    }
-}
-
 /// Runs a `storage` command.
 pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
     let spec = &loaded.built.spec;
@@ -59,10 +51,7 @@ pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
         let Some(stack) = clusterkit_storage::render::stack(spec) else {
             anyhow::bail!("storage.backend is none: there is nothing to render");
         };
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        for (name, content) in stack.all() {
-            let p = out.join(&name);
-            std::fs::write(&p, content).with_context(|| format!("writing {}", p.display()))?;
+        for p in stack.write_to(out)? {
             println!("{}", p.display());
         }
         return Ok(exit::OK);
@@ -75,7 +64,7 @@ pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
             let session = crate::up::capability_session(loaded, &lines);
             let r = crate::block_on(clusterkit_ops::storage::up(&session))?;
             crate::up::print_capability(&r.up, "storage");
-            print_status(&r.after, &[]);
+            print!("{}", r.after);
             Ok(exit::OK)
         }
         StorageCmd::Status { json } => {
@@ -83,7 +72,7 @@ pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r.status)?);
             } else {
-                print_status(&r.status, &r.unreachable);
+                print!("{r}");
             }
             Ok(if r.healthy() { exit::OK } else { exit::FAILURE })
         }

@@ -5,8 +5,7 @@ use std::io::IsTerminal;
 use clap::Subcommand;
 use clusterkit_core::engine::Lines;
 use clusterkit_core::spec::Loaded;
-use clusterkit_ops::{Session, Unreachable};
-use clusterkit_swarm::SwarmStatus;
+use clusterkit_ops::Session;
 
 use crate::exit;
 
@@ -42,13 +41,6 @@ pub enum SwarmCmd {
     },
 }
 
-fn print_status(s: &SwarmStatus, unreachable: &[Unreachable]) {
-    print!("{s}");
-    for u in unreachable {
-        println!("{}: not reachable over SSH: {}", u.node, u.error);
-    }
-}
-
 /// Runs a `swarm` command through [`clusterkit_ops::swarm`].
 pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
     let notices = clusterkit_core::reporters::Notices;
@@ -59,25 +51,14 @@ pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
             let session = crate::up::capability_session(loaded, &lines);
             let r = crate::block_on(clusterkit_ops::swarm::up(&session))?;
             crate::up::print_capability(&r.up, "swarm");
-            print_status(&r.after, &[]);
+            print!("{}", r.after);
             Ok(exit::OK)
         }
         SwarmCmd::Status { json } => {
             let r = crate::block_on(clusterkit_ops::swarm::status(&session));
-            match &r.status {
-                Ok(s) => {
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(s)?);
-                    } else {
-                        print_status(s, &r.unreachable);
-                    }
-                }
-                Err(e) => {
-                    for u in &r.unreachable {
-                        println!("{}: not reachable over SSH: {}", u.node, u.error);
-                    }
-                    println!("quorum lost: {e}");
-                }
+            match (&r.status, json) {
+                (Ok(s), true) => println!("{}", serde_json::to_string_pretty(s)?),
+                _ => print!("{r}"),
             }
             Ok(if r.healthy() { exit::OK } else { exit::FAILURE })
         }
@@ -107,7 +88,8 @@ pub fn run(loaded: &Loaded, cmd: SwarmCmd) -> anyhow::Result<u8> {
                     r.change.joined.join(", ")
                 }
             );
-            print_status(&r.status, &r.unreachable);
+            print!("{}", r.status);
+            r.unreachable.iter().for_each(|u| println!("{u}"));
             Ok(exit::OK)
         }
     }

@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use clusterkit_core::engine::Lines;
+use clusterkit_core::engine::{ChangeList, Lines};
 use clusterkit_core::spec::Loaded;
 use clusterkit_ops::UpOptions;
 
@@ -12,25 +12,6 @@ use clusterkit_core::reporters::{JsonLines, LiveTable};
 use crate::progress::Progress;
 
 use crate::exit;
-
-/// The phases of `up`, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Phase {
-    /// Docker Engine on every node.
-    Docker,
-    /// The WireGuard mesh and its firewall.
-    Mesh,
-    /// The swarm on the mesh.
-    Swarm,
-    /// Distributed storage and the volume driver.
-    Storage,
-    /// The monitoring stack.
-    Monitoring,
-    /// The application stacks listed under [[stacks]].
-    Stacks,
-    /// Replicated services spread over the ready nodes again.
-    Rebalance,
-}
 
 /// How `up` shows its progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,27 +24,12 @@ pub enum ProgressMode {
     Plain,
 }
 
-impl Phase {
-    /// The library's phase.
-    pub fn to_ops(self) -> clusterkit_ops::Phase {
-        match self {
-            Phase::Docker => clusterkit_ops::Phase::Docker,
-            Phase::Mesh => clusterkit_ops::Phase::Mesh,
-            Phase::Swarm => clusterkit_ops::Phase::Swarm,
-            Phase::Storage => clusterkit_ops::Phase::Storage,
-            Phase::Monitoring => clusterkit_ops::Phase::Monitoring,
-            Phase::Stacks => clusterkit_ops::Phase::Stacks,
-            Phase::Rebalance => clusterkit_ops::Phase::Rebalance,
-        }
-    }
-}
-
 /// Runs every phase (or `only` one) through [`clusterkit_ops::up::up`]
 /// and prints its progress and summary; after a whole run, the scheduled
 /// backup follows the cluster.
 pub fn run(
     loaded: &Loaded,
-    only: Option<Phase>,
+    only: Option<clusterkit_ops::Phase>,
     json: bool,
     dry_run: bool,
     progress: ProgressMode,
@@ -71,10 +37,10 @@ pub fn run(
 ) -> anyhow::Result<u8> {
     let spec = &loaded.built.spec;
     let options = UpOptions {
-        only: only.map(Phase::to_ops),
+        only,
         rebalance,
         dry_run,
-        userspace: crate::mesh::userspace_binary(),
+        userspace: clusterkit_wg::local_userspace_binary(),
         clusterkit_exe: std::env::current_exe().ok(),
     };
     let names: Vec<String> = spec.nodes.iter().map(|n| n.name.to_string()).collect();
@@ -113,7 +79,12 @@ pub fn run(
         Err(e) => return Err(e.into()),
     };
     if dry_run {
-        crate::dryrun::print(&report.changes, json)?;
+        // What the phases' checks found; nothing written. Secrets never
+        // appear: the files compared hold none.
+        match json {
+            true => println!("{}", serde_json::to_string_pretty(&report.changes)?),
+            false => print!("{}", ChangeList(&report.changes)),
+        }
         return Ok(exit::OK);
     }
     match json_out {

@@ -125,7 +125,7 @@ pub struct SwarmSection {
 pub struct StorageSection {
     /// `garage`, `minio` or `none`. Default: `garage`.
     pub backend: Option<Spanned<String>>,
-    /// Server image. Default: `clusterkit/garage:2.5.0` (garage) or `pgsty/minio:latest` (minio).
+    /// Server image. Default: `dxflrs/garage:v2.5.0` (garage) or `pgsty/minio:latest` (minio).
     pub image: Option<Spanned<String>>,
     /// Directory on each node holding its share of the data. Default: `/var/lib/clusterkit/storage`.
     pub data_path: Option<Spanned<String>>,
@@ -292,7 +292,7 @@ pub fn starter(inventory: Option<&str>, nodes: &[(String, String)]) -> String {
          # subnet_size = 24\n# max_managers = 7\n\
          # engine_version = \"20.10.24+dfsg1-1+deb12u1+b6\"  # docker.io, held; unset: the one the nodes run\n\
          \n[storage]                       # distributed S3 behind a Docker volume driver\n\
-         # backend = \"garage\"          # garage | minio | none\n# image = \"clusterkit/garage:2.5.0\"\n\
+         # backend = \"garage\"          # garage | minio | none\n# image = \"dxflrs/garage:v2.5.0\"  # pulled by the nodes; or one copied with `clusterkit images push`\n\
          # data_path = \"/var/lib/clusterkit/storage\"\n# replication = 3\n\
          \n[monitoring]                    # Prometheus, Grafana, node-exporter, cAdvisor\n\
          # enabled = true\n# retention = \"15d\"\n# prometheus_replicas = 2        # each on its own manager\n# grafana_admin_user = \"admin\"   # password generated, kept as a Swarm secret\n\

@@ -68,6 +68,27 @@ pub struct Change {
     pub diff: Option<String>,
 }
 
+/// A dry run's changes as text: a line per change (`PHASE NODE: WHAT`), its
+/// diff indented below, then the count ("nothing would change" when none).
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeList<'a>(pub &'a [Change]);
+
+impl std::fmt::Display for ChangeList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0 {
+            let node = c.node.as_deref().map(|n| format!("{n}: "));
+            writeln!(f, "{:<10} {}{}", c.phase, node.unwrap_or_default(), c.what)?;
+            for l in c.diff.iter().flat_map(|d| d.lines()) {
+                writeln!(f, "           {l}")?;
+            }
+        }
+        match self.0.len() {
+            0 => writeln!(f, "nothing would change"),
+            n => writeln!(f, "{n} change(s) would be made; nothing was changed"),
+        }
+    }
+}
+
 /// What a phase did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Outcome {
@@ -843,6 +864,31 @@ mod tests {
                 (n.to_string(), facts::parse(&text, 0.0, 0.0))
             })
             .collect()
+    }
+
+    #[test]
+    fn a_dry_run_lists_each_change_with_its_diff_then_the_count() {
+        assert_eq!(ChangeList(&[]).to_string(), "nothing would change\n");
+        let changes = [
+            Change {
+                phase: "mesh",
+                node: Some("node1".into()),
+                what: "/etc/wireguard/wg0.conf".into(),
+                diff: Some("-a\n+b\n".into()),
+            },
+            Change {
+                phase: "storage",
+                node: None,
+                what: "layout: 3 node(s)".into(),
+                diff: None,
+            },
+        ];
+        assert_eq!(
+            ChangeList(&changes).to_string(),
+            "mesh       node1: /etc/wireguard/wg0.conf\n           -a\n           +b\n\
+             storage    layout: 3 node(s)\n\
+             2 change(s) would be made; nothing was changed\n"
+        );
     }
 
     #[test]

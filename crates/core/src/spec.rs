@@ -345,8 +345,10 @@ pub mod defaults {
     pub const SUBNET_SIZE: u8 = 24;
     /// Most managers.
     pub const MAX_MANAGERS: usize = 7;
-    /// Garage image built by `clusterkit sandbox` / mirrored with `images push`.
-    pub const GARAGE_IMAGE: &str = "clusterkit/garage:2.5.0";
+    /// Garage's own image, as Garage publishes it (a static `/garage` and
+    /// nothing else): nodes that can reach Docker Hub pull it. The sandbox
+    /// builds the same layout from the crate as `clusterkit/garage:2.5.0`.
+    pub const GARAGE_IMAGE: &str = "dxflrs/garage:v2.5.0";
     /// A maintained MinIO fork's image.
     pub const MINIO_IMAGE: &str = "pgsty/minio:latest";
     /// Storage data directory.
@@ -751,6 +753,49 @@ pub fn example(n: usize) -> ClusterSpec {
     build(None, Some(&inv), &State::default(), &|_| None)
         .expect("a plain inventory of distinct addresses validates")
         .spec
+}
+
+/// `clusterkit init`: writes the commented starter config at `output`, its
+/// nodes taken from `inventory` (checked first, named relative to `output`)
+/// or three placeholders to fill in. An existing `output` is kept unless
+/// `force`. Returns the inventory's warnings.
+pub fn init(inventory: Option<&Path>, output: &Path, force: bool) -> Result<Problems, SpecError> {
+    let write_error = |source| SpecError::Write {
+        path: output.display().to_string(),
+        source,
+    };
+    if output.exists() && !force {
+        return Err(write_error(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "it exists: pass --force to overwrite it",
+        )));
+    }
+    let (text, warnings) = match inventory {
+        Some(inv) => {
+            let warnings = load(None, Some(inv))?.built.warnings;
+            let dir = output
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            let (inv, dir) = (abs(inv), abs(dir));
+            let rel = inv.strip_prefix(&dir).unwrap_or(&inv).display().to_string();
+            (crate::config::starter(Some(&rel), &[]), warnings)
+        }
+        None => {
+            let nodes = (1..=3).map(|i| (format!("node{i}"), format!("node{i}.example.invalid")));
+            let nodes: Vec<_> = nodes.collect();
+            (crate::config::starter(None, &nodes), Problems::default())
+        }
+    };
+    // The starter must itself parse (placeholders aside).
+    let mut problems = Problems::default();
+    let file = SourceFile::new(output.display().to_string(), text.clone());
+    if ConfigFile::parse(&file, &mut problems).is_none() {
+        return Err(SpecError::Invalid(problems));
+    }
+    std::fs::write(output, text).map_err(write_error)?;
+    Ok(warnings)
 }
 
 /// [`load`] of one file: a `.toml` is clusterkit's own config, anything

@@ -15,12 +15,41 @@ pub struct StackFiles {
     pub files: Vec<(String, String)>,
 }
 
+/// A rendered file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("writing {}: {source}", path.display())]
+pub struct WriteError {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
 impl StackFiles {
     /// Every file, the compose file first, named relative to the stack's directory.
     pub fn all(&self) -> Vec<(String, String)> {
         std::iter::once(("docker-compose.yml".to_string(), self.compose.clone()))
             .chain(self.files.iter().cloned())
             .collect()
+    }
+
+    /// Writes every file under `dir` (made when missing) and returns their
+    /// paths, for review or for `docker stack deploy` by hand.
+    pub fn write_to(&self, dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, WriteError> {
+        let mut written = Vec::new();
+        for (name, content) in self.all() {
+            let path = dir.join(&name);
+            let parent = path.parent().unwrap_or(dir);
+            std::fs::create_dir_all(parent)
+                .and_then(|()| std::fs::write(&path, content))
+                .map_err(|source| WriteError {
+                    path: path.clone(),
+                    source,
+                })?;
+            written.push(path);
+        }
+        Ok(written)
     }
 
     /// The file called `name` (not the compose file).

@@ -643,25 +643,46 @@ pub async fn targets(
             .stdout_str(),
     );
     let av = parse(t.exec_raw(&get("/api/v1/alerts"), None).await?.stdout_str());
+    Ok(Some(parse_targets(&tv, &av)))
+}
+
+/// At most `max` characters of `text`, control characters dropped: a
+/// server's words, printed.
+fn printable(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+/// Reads Prometheus's answers to `/api/v1/targets?state=active` and
+/// `/api/v1/alerts` (pure; a missing or malformed answer reads as nothing
+/// found). A target down is named `job/instance: Prometheus's last error`,
+/// the error kept short and printable.
+pub fn parse_targets(tv: &serde_json::Value, av: &serde_json::Value) -> Targets {
     let mut out = Targets::default();
     for target in tv["data"]["activeTargets"].as_array().into_iter().flatten() {
         out.total += 1;
         if target["health"] == "up" {
             out.up += 1;
         } else {
+            // Prometheus's own words on why, kept short and printable.
+            let why = printable(target["lastError"].as_str().unwrap_or(""), 120);
             out.down.push(format!(
-                "{}/{}",
-                target["labels"]["job"].as_str().unwrap_or("?"),
-                target["labels"]["instance"].as_str().unwrap_or("?")
+                "{}/{}{}",
+                printable(target["labels"]["job"].as_str().unwrap_or("?"), 64),
+                printable(target["labels"]["instance"].as_str().unwrap_or("?"), 64),
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {why}")
+                }
             ));
         }
     }
     for alert in av["data"]["alerts"].as_array().into_iter().flatten() {
-        let name = alert["labels"]["alertname"].as_str().unwrap_or("?");
+        let name = &printable(alert["labels"]["alertname"].as_str().unwrap_or("?"), 64);
         if alert["state"] == "firing" && name != "Watchdog" && !out.firing.iter().any(|f| f == name)
         {
             out.firing.push(name.to_string());
         }
     }
-    Ok(Some(out))
+    out
 }

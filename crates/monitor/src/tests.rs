@@ -418,3 +418,35 @@ fn a_roll_changes_the_services_whose_image_differs_from_the_spec() {
     assert!(back.failed() && back.message == "rollback completed");
     assert!(parse_update("state paused|update paused due to failure\n", wanted).failed());
 }
+
+#[test]
+fn prometheus_targets_down_are_named_with_its_own_words_on_why() {
+    // Prometheus's answers as its API gives them (one up, one down, one
+    // whose labels and error a hostile server filled with control bytes).
+    let tv = serde_json::json!({"status": "success", "data": {"activeTargets": [
+        {"labels": {"job": "node", "instance": "10.0.0.1:9100"}, "health": "up", "lastError": ""},
+        {"labels": {"job": "storage", "instance": "10.0.0.2:3903"}, "health": "down",
+         "lastError": "Get \"http://10.0.0.2:3903/metrics\": dial tcp 10.0.0.2:3903: connect: connection refused"},
+        {"labels": {"job": "app\u{1b}[2J", "instance": "x"}, "health": "unknown", "lastError": "a\nb"}
+    ]}});
+    let av = serde_json::json!({"data": {"alerts": [
+        {"labels": {"alertname": "Watchdog"}, "state": "firing"},
+        {"labels": {"alertname": "NodeDown"}, "state": "firing"},
+        {"labels": {"alertname": "NodeDown"}, "state": "firing"},
+        {"labels": {"alertname": "DiskFull"}, "state": "pending"}
+    ]}});
+    let t = crate::parse_targets(&tv, &av);
+    assert_eq!((t.up, t.total), (1, 3));
+    assert_eq!(
+        t.down,
+        [
+            "storage/10.0.0.2:3903: Get \"http://10.0.0.2:3903/metrics\": dial tcp 10.0.0.2:3903: connect: connection refused",
+            "app[2J/x: ab"
+        ]
+    );
+    assert_eq!(t.firing, ["NodeDown"]);
+    assert!(!t.whole());
+    // No answer (Prometheus starting): nothing found, not whole.
+    let none = crate::parse_targets(&serde_json::Value::Null, &serde_json::Value::Null);
+    assert_eq!((none.total, none.whole()), (0, false));
+}

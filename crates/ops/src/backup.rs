@@ -493,6 +493,21 @@ pub struct Found {
     pub bytes: u64,
 }
 
+/// "WHERE  CREATED  N services, N secrets  SIZE MiB".
+impl std::fmt::Display for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}  {}  {} services, {} secrets  {:.1} MiB",
+            self.at,
+            self.manifest.created,
+            self.manifest.services.len(),
+            self.manifest.secrets.len(),
+            self.bytes as f64 / (1u64 << 20) as f64
+        )
+    }
+}
+
 /// What [`list`] and [`find`] read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listing {
@@ -929,6 +944,11 @@ mod tests {
         assert_eq!(l.left_out.len(), 1);
         assert!(l.left_out[0].contains("b-foreign"), "{:?}", l.left_out);
         assert_eq!(l.found[0].bytes, archive.len() as u64);
+        let line = l.found[0].to_string();
+        assert!(
+            line.ends_with("b-old  2026-11-26T04:30:00Z  0 services, 0 secrets  0.0 MiB"),
+            "{line}"
+        );
         // A copy reads the cluster's S3, not a directory: refused at once.
         let e = copy(&s, kept.to_str().unwrap(), tmp.path())
             .await

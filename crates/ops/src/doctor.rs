@@ -281,7 +281,8 @@ pub async fn doctor(session: &Session<'_>) -> DoctorReport {
     }
 
     // Storage and the volume driver.
-    if spec.storage.backend == StorageBackend::Garage {
+    // Garage through its admin API, MinIO through its health endpoints.
+    if spec.storage.backend != StorageBackend::None {
         match clusterkit_storage::status(&nodes, spec).await {
             Ok(st) => {
                 let level = match st.health.as_str() {
@@ -308,6 +309,9 @@ pub async fn doctor(session: &Session<'_>) -> DoctorReport {
                 }
                 if let Some(e) = st.probe_error {
                     add(Level::Fail, "storage", format!("S3 probe: {e}"));
+                }
+                for n in st.notes {
+                    add(Level::Warn, "storage", n);
                 }
             }
             Err(e) => add(

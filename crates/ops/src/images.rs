@@ -38,7 +38,7 @@ impl PushReport {
 pub async fn push(session: &Session<'_>, names: &[String]) -> Result<PushReport, OpsError> {
     let archive = images::save_local(names).map_err(|e| OpsError::Refused(e.to_string()))?;
     let c = session.connect(Reach::Patient).await;
-    let nodes = fan_out(&c.nodes, 4, |t| images::push(t, &archive, names))
+    let nodes = fan_out(&c.nodes, 4, |t| images::push(t, archive.path(), names))
         .await
         .into_iter()
         .map(|(node, r)| Pushed {

@@ -118,6 +118,24 @@ impl From<clusterkit_monitor::MonitorError> for OpsError {
 
 /// What the unit tests of operations share: a description of `n` nodes and
 /// the facts of a ready node.
+/// The one of `all` whose `name` is `s`, else an error listing every name
+/// ("there is no phase `x`: the phases are docker, mesh, ..."): the
+/// `FromStr` of the library's named choices ([`Phase`], [`upgrade::Component`]).
+pub(crate) fn by_name<T: Copy>(
+    all: &[T],
+    name: fn(T) -> &'static str,
+    kind: &str,
+    s: &str,
+) -> Result<T, clusterkit_core::Invalid> {
+    all.iter().copied().find(|c| name(*c) == s).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|c| name(*c)).collect();
+        clusterkit_core::Invalid(format!(
+            "there is no {kind} `{s}`: the {kind}s are {}",
+            names.join(", ")
+        ))
+    })
+}
+
 #[cfg(test)]
 mod testkit {
     use clusterkit_core::inventory::{Format, Inventory};

@@ -175,6 +175,29 @@ pub fn runner_loaded(runner: &Runner, dir: &Path) -> Result<Loaded, OpsError> {
     })
 }
 
+/// What the scheduled backup's task is given: the runner document at
+/// `runner` and the seal key at [`sched::SEAL_IN_TASK`] (its Swarm secret),
+/// each checked.
+pub fn read_task_files(
+    runner: &Path,
+) -> Result<(Runner, clusterkit_core::backup::SealKey), OpsError> {
+    let text =
+        std::fs::read(runner).map_err(OpsError::local(format!("reading {}", runner.display())))?;
+    let r: Runner = serde_json::from_slice(&text).map_err(|e| {
+        OpsError::Refused(format!(
+            "{}: not a runner document of this clusterkit: {e}",
+            runner.display()
+        ))
+    })?;
+    let seal = std::fs::read_to_string(sched::SEAL_IN_TASK).map_err(OpsError::local(format!(
+        "reading the backup seal key at {}",
+        sched::SEAL_IN_TASK
+    )))?;
+    let seal = clusterkit_core::backup::SealKey::from_hex(&seal)
+        .map_err(|e| OpsError::Refused(format!("{}: {e}", sched::SEAL_IN_TASK)))?;
+    Ok((r, seal))
+}
+
 /// What the scheduled backup's service does, for ever (`clusterkit backup
 /// run-schedule`): it lists the backups under the schedule's S3
 /// destinations sealed with `seal`, sleeps until the newest is `every` old
@@ -666,6 +689,23 @@ async fn remove_seal_secrets(mgr: &dyn Transport) -> Result<(), OpsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_given_a_file_that_is_not_a_runner_document_says_which() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("runner.json");
+        let e = read_task_files(&missing).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("reading {}: ", missing.display())),
+            "{e}"
+        );
+        std::fs::write(&missing, "{\"cluster\": 3}").unwrap();
+        let e = read_task_files(&missing).unwrap_err().to_string();
+        assert!(
+            e.contains("runner.json: not a runner document of this clusterkit: "),
+            "{e}"
+        );
+    }
 
     #[tokio::test]
     async fn a_schedule_that_cannot_run_is_refused_before_any_node_is_asked() {

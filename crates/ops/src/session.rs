@@ -59,6 +59,13 @@ pub struct Unreachable {
     pub error: String,
 }
 
+/// "NODE: not reachable over SSH: ERROR".
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: not reachable over SSH: {}", self.node, self.error)
+    }
+}
+
 /// The nodes reached by [`Session::connect`].
 pub struct Connected {
     /// One transport per node reached, in the order they answered.

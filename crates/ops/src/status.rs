@@ -124,7 +124,7 @@ pub async fn status(session: &Session<'_>) -> Status {
             Err(e) => st.notes.push(format!("swarm: {e}")),
         }
         if st.swarm.as_ref().is_some_and(|s| s.has_quorum) {
-            if spec.storage.backend == StorageBackend::Garage {
+            if spec.storage.backend != StorageBackend::None {
                 match clusterkit_storage::status(&nodes, spec).await {
                     Ok(s) => st.storage = Some(s),
                     Err(e) => st.notes.push(format!("storage: {e}")),

@@ -33,6 +33,14 @@ pub struct StatusReport {
     pub unreachable: Vec<Unreachable>,
 }
 
+/// The storage's table, then the nodes that did not answer.
+impl std::fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.status)?;
+        self.unreachable.iter().try_for_each(|u| writeln!(f, "{u}"))
+    }
+}
+
 impl StatusReport {
     /// Every node up, every driver serving, the probe written and read back,
     /// every node answered.

@@ -48,6 +48,17 @@ impl StatusReport {
     }
 }
 
+/// The swarm's table (or "quorum lost: ..."), then the nodes that did not answer.
+impl std::fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.status {
+            Ok(s) => write!(f, "{s}")?,
+            Err(e) => writeln!(f, "quorum lost: {e}")?,
+        }
+        self.unreachable.iter().try_for_each(|u| writeln!(f, "{u}"))
+    }
+}
+
 /// Reads the swarm through the nodes that answer at once. Changes nothing.
 pub async fn status(session: &Session<'_>) -> StatusReport {
     let c = session.connect(Reach::Quick).await;
@@ -119,6 +130,16 @@ mod tests {
             Session::with_transports(&loaded, Options::default(), &lines, transports([&n1]));
         let r = status(&session).await;
         assert!(!r.healthy());
+        let shown = r.to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert!(
+            lines[0].starts_with("quorum lost: ") && lines.len() == 3,
+            "{shown}"
+        );
+        assert!(
+            lines[1].starts_with("node2: not reachable over SSH: "),
+            "{shown}"
+        );
         let e = r.status.unwrap_err();
         assert!(e.contains("needs 2 to decide"), "{e}");
         let missing: Vec<&str> = r.unreachable.iter().map(|u| u.node.as_str()).collect();

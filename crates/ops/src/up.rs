@@ -50,6 +50,19 @@ impl Phase {
         Phase::Rebalance,
     ];
 
+    /// What the phase does, in a line (`--only`'s help).
+    pub fn about(self) -> &'static str {
+        match self {
+            Phase::Docker => "Docker Engine on every node",
+            Phase::Mesh => "The WireGuard mesh and its firewall",
+            Phase::Swarm => "The swarm on the mesh",
+            Phase::Storage => "Distributed storage and the volume driver",
+            Phase::Monitoring => "The monitoring stack",
+            Phase::Stacks => "The application stacks listed under [[stacks]]",
+            Phase::Rebalance => "Replicated services spread over the ready nodes again",
+        }
+    }
+
     /// The engine's name of the phase.
     pub fn name(self) -> &'static str {
         match self {
@@ -73,15 +86,7 @@ impl std::fmt::Display for Phase {
 impl std::str::FromStr for Phase {
     type Err = clusterkit_core::Invalid;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Phase::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                clusterkit_core::Invalid(format!(
-                    "there is no phase `{s}`: the phases are {}",
-                    Phase::ALL.map(Phase::name).join(", ")
-                ))
-            })
+        crate::by_name(&Phase::ALL, Phase::name, "phase", s)
     }
 }
 

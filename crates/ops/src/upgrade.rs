@@ -55,6 +55,41 @@ impl Component {
             Component::Monitoring => "monitoring",
         }
     }
+
+    /// What rolling it replaces, in a line (`--component`'s help).
+    pub fn about(self) -> &'static str {
+        match self {
+            Component::Mesh => "The userspace WireGuard binary (restarts each node's tunnel)",
+            Component::Docker => "Docker Engine (the node is drained and its tasks move)",
+            Component::Storage => "Garage, the storage server, at [storage] image",
+            Component::Monitoring => "The monitoring services' images, one task at a time",
+        }
+    }
+}
+
+impl std::str::FromStr for Component {
+    type Err = clusterkit_core::Invalid;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::by_name(&Component::ALL, Component::name, "component", s)
+    }
+}
+
+/// A line per component rolled ("nothing to upgrade" when none).
+impl std::fmt::Display for UpgradeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.upgraded.is_empty() {
+            return writeln!(f, "nothing to upgrade");
+        }
+        for u in &self.upgraded {
+            let what = match u.component {
+                Component::Monitoring => format!("{} service(s), one task at a time", u.count),
+                _ => format!("{} node(s), one at a time", u.count),
+            };
+            let (name, s) = (u.component.name(), self.seconds);
+            writeln!(f, "{name} upgraded on {what}, in {s:.0} s")?;
+        }
+        Ok(())
+    }
 }
 
 /// What `upgrade` rolls.
@@ -426,6 +461,39 @@ mod tests {
     use super::*;
     use crate::testkit::loaded;
     use crate::Options;
+
+    #[test]
+    fn components_parse_by_name_and_a_report_says_each_roll() {
+        assert_eq!("storage".parse::<Component>().unwrap(), Component::Storage);
+        let e = "garage".parse::<Component>().unwrap_err().to_string();
+        assert!(
+            e.contains("the components are mesh, docker, storage, monitoring"),
+            "{e}"
+        );
+        let none = UpgradeReport {
+            upgraded: vec![],
+            seconds: 1.0,
+        };
+        assert_eq!(none.to_string(), "nothing to upgrade\n");
+        let two = UpgradeReport {
+            upgraded: vec![
+                Upgraded {
+                    component: Component::Docker,
+                    count: 3,
+                },
+                Upgraded {
+                    component: Component::Monitoring,
+                    count: 4,
+                },
+            ],
+            seconds: 61.4,
+        };
+        assert_eq!(
+            two.to_string(),
+            "docker upgraded on 3 node(s), one at a time, in 61 s\n\
+             monitoring upgraded on 4 service(s), one task at a time, in 61 s\n"
+        );
+    }
 
     #[tokio::test]
     async fn an_upgrade_without_a_version_or_with_a_node_missing_asks_nothing() {

@@ -26,9 +26,14 @@ pub fn clusterkit_toml(name: &str) -> String {
          name = \"{name}\"\n\
          inventory = \"hosts.ini\"\n\
          \n\
-         # No registry is assumed: the monitoring images are the ones `clusterkit sandbox\n\
-         # build-images` makes from Debian's packages. Debian has no Grafana or cAdvisor;\n\
-         # push their images (`clusterkit images push`) and turn them on to try them.\n\
+         # No registry is assumed: the images are the ones `clusterkit sandbox build-images`\n\
+         # makes. Garage from its crate, laid out as Garage's own image (dxflrs/garage, the\n\
+         # default where nodes can pull):\n\
+         [storage]\n\
+         image = \"{garage}\"\n\
+         \n\
+         # Monitoring from Debian's packages. Debian has no Grafana or cAdvisor; push their\n\
+         # images (`clusterkit images push`) and turn them on to try them.\n\
          [monitoring]\n\
          prometheus_image = \"{prometheus}\"\n\
          node_exporter_image = \"{node_exporter}\"\n\
@@ -45,6 +50,7 @@ pub fn clusterkit_toml(name: &str) -> String {
         prometheus = crate::image::PROMETHEUS.alias_tag(),
         node_exporter = crate::image::NODE_EXPORTER.alias_tag(),
         alertmanager = crate::image::ALERTMANAGER.alias_tag(),
+        garage = crate::image::GARAGE.alias_tag(),
     )
 }
 

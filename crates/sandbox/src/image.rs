@@ -187,25 +187,25 @@ pub const RCLONE: Recipe = Recipe {
 /// The Garage version clusterkit builds and tests.
 pub const GARAGE_VERSION: &str = "2.5.0";
 
-/// Garage, the storage backend, built from its crate (Garage publishes images,
-/// but none can be pulled here or in an air-gapped cluster). Tagged
-/// `clusterkit/garage:2.5.0`, the spec's default image.
+/// Garage, the storage backend, built from its crate: the spec's default is
+/// Garage's own image (`dxflrs/garage:v2.5.0`), which cannot be pulled here
+/// or in an air-gapped cluster. Tagged `clusterkit/garage:2.5.0` and laid
+/// out as Garage's is: the server at `/garage`, started by `CMD`, no entry
+/// point and no shell (the build links Debian's libc, so the rest of the
+/// system stays): what clusterkit runs in it works in Garage's image too.
 pub const GARAGE: Recipe = Recipe {
     repo: "clusterkit/garage",
     alias: GARAGE_VERSION,
     packages: &["ca-certificates"],
     files: &[],
-    script: "set -e\napt-get clean\nrm -rf /var/lib/apt/lists/*\n",
-    changes: &[
-        "ENTRYPOINT [\"/usr/local/bin/garage\"]",
-        "CMD [\"server\"]",
-        "EXPOSE 3900 3901 3903",
-    ],
+    script: "set -e\napt-get clean\nrm -rf /var/lib/apt/lists/*\n\
+             rm -f /usr/bin/sh /usr/bin/dash /usr/bin/bash /usr/bin/rbash\n",
+    changes: &["CMD [\"/garage\", \"server\"]", "EXPOSE 3900 3901 3903"],
     binaries: &[CargoBinary {
         krate: "garage",
         version: GARAGE_VERSION,
         bin: "garage",
-        dest: "/usr/local/bin/garage",
+        dest: "/garage",
         expect: "about 6 minutes on 2 cores, 1.4 GB of memory",
     }],
 };

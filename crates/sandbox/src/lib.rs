@@ -33,6 +33,7 @@ pub const LABEL: &str = "io.clusterkit.sandbox";
 const LABEL_NODE: &str = "io.clusterkit.node";
 const LABEL_ADDRESS: &str = "io.clusterkit.address";
 const LABEL_DIR: &str = "io.clusterkit.dir";
+const LABEL_KIND: &str = "io.clusterkit.kind";
 const PARTITION_CHAIN: &str = "CLUSTERKIT-PARTITION";
 
 /// How long a node may take to answer on SSH and Docker after it starts.
@@ -107,6 +108,34 @@ pub enum Error {
     Nodes(Vec<(String, Error)>),
 }
 
+/// What a sandbox's nodes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeKind {
+    /// A server: systemd, sshd and its own Docker Engine (up to 50).
+    #[default]
+    Server,
+    /// sshd alone (no init, no engine), a few MiB each: enough for `check`
+    /// and the transport at scale (up to 200), not for building a cluster.
+    SshdOnly,
+}
+
+impl NodeKind {
+    /// The most nodes of this kind a sandbox holds.
+    pub fn max_nodes(self) -> usize {
+        match self {
+            NodeKind::Server => 50,
+            NodeKind::SshdOnly => 200,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            NodeKind::Server => "server",
+            NodeKind::SshdOnly => "sshd",
+        }
+    }
+}
+
 /// What a sandbox looks like.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -118,6 +147,8 @@ pub struct SandboxConfig {
     pub subnet: Ipv4Net,
     /// Where the key, `hosts.ini`, `clusterkit.toml` and `known_hosts` are written.
     pub dir: PathBuf,
+    /// What the nodes run.
+    pub kind: NodeKind,
 }
 
 impl SandboxConfig {
@@ -129,6 +160,7 @@ impl SandboxConfig {
             nodes: 3,
             subnet: "172.29.0.0/24".parse().expect("valid"),
             dir: default_dir(name),
+            kind: NodeKind::Server,
         }
     }
 
@@ -140,6 +172,7 @@ impl SandboxConfig {
                 hostname: format!("node{i}"),
                 container: format!("{}-node{i}", self.name),
                 address: Ipv4Addr::from(u32::from(self.subnet.network()) + 10 + i as u32),
+                kind: self.kind,
             })
             .collect()
     }
@@ -169,6 +202,8 @@ pub struct NodeInfo {
     pub container: String,
     /// Address on the sandbox network.
     pub address: Ipv4Addr,
+    /// What it runs.
+    pub kind: NodeKind,
 }
 
 /// What `up` made.
@@ -186,6 +221,27 @@ pub struct Summary {
     pub config: PathBuf,
     /// The nodes' host keys.
     pub known_hosts: PathBuf,
+}
+
+/// The nodes (name, address, container) and the files written.
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for n in &self.nodes {
+            writeln!(
+                f,
+                "  {:<8} {:<16} container {}",
+                n.hostname, n.address, n.container
+            )?;
+        }
+        writeln!(
+            f,
+            "\nfiles:\n  {}\n  {}\n  {} (mode 0600)\n  {}",
+            self.config.display(),
+            self.hosts_ini.display(),
+            self.key.display(),
+            self.known_hosts.display()
+        )
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -255,9 +311,10 @@ pub fn ipv6_subnet(v4: ipnet::Ipv4Net) -> String {
 /// Idempotent: existing nodes are kept (started if stopped), missing ones are
 /// created, the key is reused. Waits until sshd and dockerd answer on every node.
 pub fn up(cfg: &SandboxConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<Summary, Error> {
-    if cfg.nodes == 0 || cfg.nodes > 50 {
+    let max = cfg.kind.max_nodes();
+    if cfg.nodes == 0 || cfg.nodes > max {
         return Err(Error::Conflict(format!(
-            "a sandbox has 1 to 50 nodes, not {}",
+            "a sandbox of this kind has 1 to {max} nodes, not {}",
             cfg.nodes
         )));
     }
@@ -281,6 +338,14 @@ pub fn up(cfg: &SandboxConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<Summa
             existing.len(),
             cfg.name
         )));
+    }
+    if !existing.is_empty() {
+        if let Some(other) = nodes(&cfg.name)?.iter().find(|n| n.kind != cfg.kind) {
+            return Err(Error::Conflict(format!(
+                "sandbox `{}` has nodes of the other kind ({} among them): run `clusterkit sandbox down --name {}` first",
+                cfg.name, other.hostname, cfg.name
+            )));
+        }
     }
     let image = image::ensure(&image::NODE, progress)?;
 
@@ -334,8 +399,9 @@ pub fn up(cfg: &SandboxConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<Summa
     }
 
     let drop = caps_to_drop();
-    each_node(&wanted, |n| {
-        create_or_start(cfg, n, &image, &dir, &public, &drop, progress)
+    each_node(&wanted, |n| match cfg.kind {
+        NodeKind::Server => create_or_start(cfg, n, &image, &dir, &public, &drop, progress),
+        NodeKind::SshdOnly => create_sshd_only(cfg, n, &image, &dir, &public, progress),
     })?;
     each_node(&wanted, |n| wait_ready(n, progress))?;
 
@@ -566,6 +632,83 @@ fn create_or_start(
     Ok(())
 }
 
+/// What an sshd-only node runs: the authorised key from the environment
+/// (a public key), its own host key made at first start, then sshd alone.
+const SSHD_ONLY: &str = "set -e; mkdir -p /run/sshd /root/.ssh; \
+printf '%s\\n' \"$CLUSTERKIT_KEY\" > /root/.ssh/authorized_keys; chmod 600 /root/.ssh/authorized_keys; \
+[ -e /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key; \
+exec /usr/sbin/sshd -D -e";
+
+/// Creates (or starts) an sshd-only node: the node image with sshd as its
+/// only process, no privileges beyond a container's, no volume.
+fn create_sshd_only(
+    cfg: &SandboxConfig,
+    n: &NodeInfo,
+    image: &str,
+    dir: &Path,
+    public_key: &str,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(), Error> {
+    if exists("container", &n.container) {
+        if inspect("container", &n.container, "{{.State.Running}}")? != "true" {
+            progress(&format!("{}: starting", n.hostname));
+            docker(&["start", &n.container])?;
+        }
+        return Ok(());
+    }
+    let label = format!("{LABEL}={}", cfg.name);
+    let node = format!("{LABEL_NODE}={}", n.hostname);
+    let address = format!("{LABEL_ADDRESS}={}", n.address);
+    let at = format!("{LABEL_DIR}={}", dir.display());
+    let kind = format!("{LABEL_KIND}={}", n.kind.label());
+    let key = format!("CLUSTERKIT_KEY={public_key}");
+    let ip = n.address.to_string();
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &n.container,
+        "--hostname",
+        &n.hostname,
+        "--network",
+        &cfg.network(),
+        "--ip",
+        &ip,
+        "--label",
+        &label,
+        "--label",
+        &node,
+        "--label",
+        &address,
+        "--label",
+        &at,
+        "--label",
+        &kind,
+        "--tmpfs",
+        "/run",
+        "-e",
+        &key,
+        "--entrypoint",
+        "/bin/sh",
+        image,
+        "-c",
+        SSHD_ONLY,
+    ])?;
+    Ok(())
+}
+
+/// Refuses `what` on sshd-only nodes: they have no engine and no firewall.
+fn servers_only(name: &str, nodes: &[NodeInfo], what: &str) -> Result<(), Error> {
+    match nodes.iter().find(|n| n.kind == NodeKind::SshdOnly) {
+        Some(n) => Err(Error::Conflict(format!(
+            "{} of sandbox `{name}` runs sshd only (no engine, no firewall): cannot {what} there; \
+             a sandbox of servers is `clusterkit sandbox up` without --sshd-only",
+            n.hostname
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Whether sshd answers with its banner at `addr:22`.
 fn ssh_answers(addr: Ipv4Addr) -> bool {
     let sock = SocketAddr::from((addr, 22));
@@ -597,16 +740,21 @@ fn docker_answers(container: &str) -> bool {
 /// Waits until sshd and dockerd answer on a node.
 fn wait_ready(n: &NodeInfo, progress: &(dyn Fn(&str) + Sync)) -> Result<(), Error> {
     let start = Instant::now();
-    for (what, check) in [
-        ("sshd", &(|| ssh_answers(n.address)) as &dyn Fn() -> bool),
+    let checks: &[(&str, &dyn Fn() -> bool)] = &[
+        ("sshd", &|| ssh_answers(n.address)),
         ("dockerd", &|| docker_answers(&n.container)),
-    ] {
+    ];
+    let checks = match n.kind {
+        NodeKind::Server => checks,
+        NodeKind::SshdOnly => &checks[..1],
+    };
+    for (what, check) in checks {
         while !check() {
             if start.elapsed() > READY_TIMEOUT {
                 return Err(Error::NotReady {
                     node: n.hostname.clone(),
                     container: n.container.clone(),
-                    what: what.into(),
+                    what: (*what).into(),
                     secs: READY_TIMEOUT.as_secs(),
                 });
             }
@@ -614,8 +762,13 @@ fn wait_ready(n: &NodeInfo, progress: &(dyn Fn(&str) + Sync)) -> Result<(), Erro
         }
     }
     progress(&format!(
-        "{}: ready (sshd, dockerd) in {:.1} s",
+        "{}: ready ({}) in {:.1} s",
         n.hostname,
+        checks
+            .iter()
+            .map(|(what, _)| *what)
+            .collect::<Vec<_>>()
+            .join(", "),
         start.elapsed().as_secs_f64()
     ));
     Ok(())
@@ -632,11 +785,15 @@ pub fn nodes(name: &str) -> Result<Vec<NodeInfo>, Error> {
         let labels = inspect(
             "container",
             &c,
-            &format!("{{{{index .Config.Labels \"{LABEL_NODE}\"}}}} {{{{index .Config.Labels \"{LABEL_ADDRESS}\"}}}}"),
+            &format!("{{{{index .Config.Labels \"{LABEL_NODE}\"}}}} {{{{index .Config.Labels \"{LABEL_ADDRESS}\"}}}} {{{{index .Config.Labels \"{LABEL_KIND}\"}}}}"),
         )?;
         let mut it = labels.split_whitespace();
         let (Some(host), Some(addr)) = (it.next(), it.next()) else {
             continue;
+        };
+        let kind = match it.next() {
+            Some("sshd") => NodeKind::SshdOnly,
+            _ => NodeKind::Server,
         };
         let Ok(address) = addr.parse() else { continue };
         let index = host.trim_start_matches("node").parse().unwrap_or(0);
@@ -645,6 +802,7 @@ pub fn nodes(name: &str) -> Result<Vec<NodeInfo>, Error> {
             hostname: host.to_string(),
             container: c,
             address,
+            kind,
         });
     }
     out.sort_by_key(|n| n.index);
@@ -750,6 +908,59 @@ pub struct NodeStatus {
     pub partitioned: bool,
 }
 
+/// Every node's state as a table: `NODE ADDRESS STATE SSH DOCKER PARTITIONED`.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusTable<'a>(pub &'a [NodeStatus]);
+
+impl StatusTable<'_> {
+    /// Every node answers over SSH and its engine, and none is cut off.
+    pub fn healthy(&self) -> bool {
+        self.0
+            .iter()
+            .all(|s| s.ssh && (s.docker || s.node.kind == NodeKind::SshdOnly) && !s.partitioned)
+    }
+}
+
+impl std::fmt::Display for StatusTable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let row = |f: &mut std::fmt::Formatter<'_>, c: [&str; 6]| {
+            writeln!(
+                f,
+                "{:<8} {:<16} {:<10} {:<5} {:<7} {}",
+                c[0], c[1], c[2], c[3], c[4], c[5]
+            )
+        };
+        row(
+            f,
+            ["NODE", "ADDRESS", "STATE", "SSH", "DOCKER", "PARTITIONED"],
+        )?;
+        let yn = |b: bool| if b { "yes" } else { "no" };
+        for s in self.0 {
+            let address = s.node.address.to_string();
+            let (ssh, cut) = (yn(s.ssh), yn(s.partitioned));
+            let docker = match s.node.kind {
+                NodeKind::Server => yn(s.docker),
+                NodeKind::SshdOnly => "-",
+            };
+            row(f, [&s.node.hostname, &address, &s.state, ssh, docker, cut])?;
+        }
+        Ok(())
+    }
+}
+
+/// "N container(s), N volume(s), N network(s)".
+impl std::fmt::Display for Removed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} container(s), {} volume(s), {} network(s)",
+            self.containers.len(),
+            self.volumes.len(),
+            self.networks.len()
+        )
+    }
+}
+
 /// The state of every node.
 pub fn status(name: &str) -> Result<Vec<NodeStatus>, Error> {
     let all = nodes(name)?;
@@ -759,8 +970,9 @@ pub fn status(name: &str) -> Result<Vec<NodeStatus>, Error> {
         Ok(NodeStatus {
             node: n.clone(),
             ssh: running && ssh_answers(n.address),
-            docker: running && docker_answers(&n.container),
+            docker: running && n.kind == NodeKind::Server && docker_answers(&n.container),
             partitioned: running
+                && n.kind == NodeKind::Server
                 && Command::new("docker")
                     .args(["exec", &n.container, "iptables", "-S", PARTITION_CHAIN])
                     .stdout(Stdio::null())
@@ -790,6 +1002,7 @@ pub fn start(name: &str, node: &str, progress: &(dyn Fn(&str) + Sync)) -> Result
 /// reachable from this machine. Undone by [`heal`] or by a power cycle.
 pub fn partition(name: &str, node: &str) -> Result<(), Error> {
     let (n, all) = find(name, node)?;
+    servers_only(name, std::slice::from_ref(&n), "cut a node off")?;
     let mut script = format!(
         "set -e\niptables -N {PARTITION_CHAIN} 2>/dev/null || iptables -F {PARTITION_CHAIN}\n"
     );
@@ -864,6 +1077,7 @@ pub fn load_images(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(), Error> {
     let all = nodes(name)?;
+    servers_only(name, &all, "load images")?;
     for i in images {
         if !exists("image", i) {
             return Err(Error::Conflict(format!(

@@ -44,3 +44,44 @@ fn recipe_hash_follows_the_recipe() {
     assert_ne!(other.hash(), image::NODE.hash());
     assert!(image::NODE.tag().starts_with("clusterkit/node:"));
 }
+
+#[test]
+fn the_status_table_says_each_node_and_whether_all_are_healthy() {
+    let node = |i: usize| NodeInfo {
+        index: i,
+        hostname: format!("node{i}"),
+        container: format!("x-node{i}"),
+        address: Ipv4Addr::new(172, 29, 0, 10 + i as u8),
+        kind: NodeKind::Server,
+    };
+    let ok = NodeStatus {
+        node: node(1),
+        state: "running".into(),
+        ssh: true,
+        docker: true,
+        partitioned: false,
+    };
+    let cut = NodeStatus {
+        node: node(2),
+        partitioned: true,
+        ..ok.clone()
+    };
+    let all = [ok.clone(), cut];
+    let table = StatusTable(&all).to_string();
+    assert_eq!(
+        table,
+        "NODE     ADDRESS          STATE      SSH   DOCKER  PARTITIONED\n\
+         node1    172.29.0.11      running    yes   yes     no\n\
+         node2    172.29.0.12      running    yes   yes     yes\n"
+    );
+    assert!(!StatusTable(&all).healthy());
+    assert!(StatusTable(&[ok]).healthy());
+    let removed = Removed {
+        containers: vec!["a".into(), "b".into()],
+        ..Removed::default()
+    };
+    assert_eq!(
+        removed.to_string(),
+        "2 container(s), 0 volume(s), 0 network(s)"
+    );
+}

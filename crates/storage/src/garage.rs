@@ -80,8 +80,9 @@ pub fn is_node_id(text: &str) -> bool {
 /// have written its key yet: asked again for up to 30 s.
 pub async fn node_id(t: &dyn Transport) -> Result<String, StorageError> {
     let cmd = Cmd::new(format!(
-        "{}docker exec \"$c\" /usr/local/bin/garage node id -q",
-        container(t.node())
+        "{}docker exec \"$c\" {} node id -q",
+        container(t.node()),
+        crate::GARAGE_IN_CONTAINER
     ));
     let start = Instant::now();
     loop {
@@ -122,8 +123,9 @@ pub async fn api<T: DeserializeOwned>(
     payload: Option<&serde_json::Value>,
 ) -> Result<T, StorageError> {
     let mut script = format!(
-        "{}docker exec -i \"$c\" /usr/local/bin/garage json-api {endpoint}",
-        container(t.node())
+        "{}docker exec -i \"$c\" {} json-api {endpoint}",
+        container(t.node()),
+        crate::GARAGE_IN_CONTAINER
     );
     let body = payload.map(|p| p.to_string());
     if body.is_some() {

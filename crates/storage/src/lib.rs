@@ -28,6 +28,7 @@
 
 #[cfg(feature = "remote")]
 pub mod garage;
+pub mod minio;
 #[cfg(feature = "remote")]
 pub mod phase;
 #[cfg(feature = "remote")]
@@ -44,6 +45,14 @@ pub use render::{DriverConfig, GarageConfig, StackFiles, GARAGE_RPC_TIMEOUT_MS};
 
 /// The Garage version clusterkit deploys and tests.
 pub const GARAGE_VERSION: &str = "2.5.0";
+/// Garage's own binary inside its container, whatever the image calls it:
+/// the container's first process is the server (the stack sets no init), so
+/// its executable is Garage. That is `/garage` in Garage's image and in the
+/// sandbox's, `/usr/local/bin/garage` in the images clusterkit built before
+/// it followed Garage's layout (a running server keeps its image until
+/// `upgrade --component storage`, so both must answer). Run directly, with
+/// no shell: Garage's image has none.
+pub const GARAGE_IN_CONTAINER: &str = "/proc/1/exe";
 /// The stack holding the storage servers.
 pub const STACK: &str = "clusterkit-storage";
 /// Garage's S3 API port (on the mesh address).

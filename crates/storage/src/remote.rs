@@ -20,12 +20,14 @@ pub enum StorageError {
     #[error(transparent)]
     Transport(#[from] TransportError),
     /// The server image is not on a node.
-    #[error("{node}: image {image} is not there and cannot be pulled here: copy it with `clusterkit images push {image}` (the sandbox: `clusterkit sandbox build-images` then `clusterkit sandbox load-image {image}`), or set storage.image")]
+    #[error("{node}: image {image} is not there and the node could not pull it ({reason}): copy it from a machine that has it with `clusterkit images push {image}` (the sandbox builds its own: `clusterkit sandbox build-images`), or set storage.image")]
     ImageMissing {
         /// Node.
         node: String,
         /// Image.
         image: String,
+        /// The pull's last words.
+        reason: String,
     },
     /// The storage servers did not start.
     #[error("storage did not start on {nodes} within {secs} s: look at `docker service ps {stack}_garage-<node> --no-trunc` on a manager")]
@@ -193,13 +195,26 @@ pub async fn up(
             .await?
             .status
             == 0;
-        Ok::<(bool, String), StorageError>((has, image))
+        if has {
+            return Ok::<(Option<String>, String), StorageError>((None, image));
+        }
+        // Pulled where the node reaches a registry (the default is Garage's
+        // own image), as monitoring's images are.
+        let pulled = t
+            .exec_raw(&Cmd::new("docker pull -q ").arg(&image), None)
+            .await?;
+        let failed = (pulled.status != 0).then(|| pulled.tail().replace('\n', "; "));
+        Ok((failed, image))
     })
     .await
     {
-        let (has, image) = r?;
-        if !has {
-            return Err(StorageError::ImageMissing { node: n, image });
+        let (failed, image) = r?;
+        if let Some(reason) = failed {
+            return Err(StorageError::ImageMissing {
+                node: n,
+                image,
+                reason,
+            });
         }
     }
 
@@ -950,6 +965,10 @@ pub struct StorageStatus {
     pub probe_error: Option<String>,
     /// Bytes in the volumes bucket.
     pub volumes_bytes: Option<u64>,
+    /// What else the servers said (MinIO: drives healing, a node it could
+    /// not ask).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl std::fmt::Display for StorageStatus {
@@ -990,6 +1009,9 @@ impl std::fmt::Display for StorageStatus {
         }
         if let Some(b) = s.volumes_bytes {
             writeln!(f, "volumes hold {:.1} MiB", b as f64 / (1u64 << 20) as f64)?;
+        }
+        for n in &s.notes {
+            writeln!(f, "{n}")?;
         }
         Ok(())
     }
@@ -1058,11 +1080,14 @@ pub async fn status(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
 ) -> Result<StorageStatus, StorageError> {
-    if spec.storage.backend != StorageBackend::Garage {
-        return Err(StorageError::Unsupported(format!(
-            "storage status reads Garage's admin API; backend is {:?}",
-            spec.storage.backend
-        )));
+    match spec.storage.backend {
+        StorageBackend::Garage => {}
+        StorageBackend::Minio => return minio_status(nodes, spec).await,
+        StorageBackend::None => {
+            return Err(StorageError::Unsupported(
+                "storage is off (storage.backend = \"none\"): there is no status to read".into(),
+            ))
+        }
     }
     let names: Vec<String> = storage_nodes(spec).map(|n| n.name.to_string()).collect();
     let reachable: Vec<&Arc<dyn Transport>> =
@@ -1108,15 +1133,9 @@ pub async fn status(
     let key = read_key(nodes).await?;
     let (mut probe_ms, mut probe_error, mut volumes_bytes) = (None, None, None);
     if let Some(key) = key {
-        match connect_s3(t, spec, &key).await {
-            Ok((fwd, s3)) => {
-                match s3.probe(INTERNAL_BUCKET, t.node()).await {
-                    Ok(d) => probe_ms = Some(d.as_millis()),
-                    Err(e) => probe_error = Some(e.to_string()),
-                }
-                drop(fwd);
-            }
-            Err(e) => probe_error = Some(e.to_string()),
+        match probe_through(t, spec, &key).await {
+            Ok(ms) => probe_ms = Some(ms),
+            Err(e) => probe_error = Some(e),
         }
         if let Ok(b) = garage::api::<garage::Bucket>(
             t.as_ref(),
@@ -1143,6 +1162,116 @@ pub async fn status(
         probe_ms,
         probe_error,
         volumes_bytes,
+        notes: Vec::new(),
+    })
+}
+
+/// The probe object written and read back through node `t`'s S3 server:
+/// its round trip in milliseconds, or why it failed.
+async fn probe_through(
+    t: &Arc<dyn Transport>,
+    spec: &ClusterSpec,
+    key: &S3Key,
+) -> Result<u128, String> {
+    let (fwd, s3) = connect_s3(t, spec, key).await.map_err(|e| e.to_string())?;
+    let took = s3.probe(INTERNAL_BUCKET, t.node()).await;
+    drop(fwd);
+    took.map(|d| d.as_millis()).map_err(|e| e.to_string())
+}
+
+/// [`status`] for MinIO: each storage node asks its own server's health
+/// endpoints ([`crate::minio`]), the probe object goes through the first
+/// server online.
+async fn minio_status(
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+) -> Result<StorageStatus, StorageError> {
+    let storage: Vec<&Node> = storage_nodes(spec).collect();
+    let mut servers = Vec::new();
+    let mut node_health = Vec::new();
+    let mut notes = Vec::new();
+    let drivers: BTreeMap<String, bool> = fan_out(nodes, 16, driver_active)
+        .await
+        .into_iter()
+        .filter_map(|(n, r)| r.ok().map(|v| (n, v)))
+        .collect();
+    let asked: BTreeMap<String, Result<crate::minio::ServerHealth, StorageError>> = fan_out(
+        &storage
+            .iter()
+            .filter_map(|n| by_name(nodes, n.name.as_str()).cloned())
+            .collect::<Vec<_>>(),
+        16,
+        |t| {
+            let mesh = spec
+                .node(t.node())
+                .map(|n| n.mesh_address.to_string())
+                .unwrap_or_default();
+            async move {
+                let out = t
+                    .exec(&Cmd::new(crate::minio::health_script(&mesh)))
+                    .await?;
+                Ok::<_, StorageError>(crate::minio::parse_health(&out.stdout_str()))
+            }
+        },
+    )
+    .await
+    .into_iter()
+    .collect();
+    for n in &storage {
+        let name = n.name.to_string();
+        let h = match asked.get(&name) {
+            Some(Ok(h)) => h.clone(),
+            Some(Err(e)) => {
+                notes.push(format!("{name}: {e}"));
+                Default::default()
+            }
+            None => {
+                notes.push(format!("{name}: not connected"));
+                Default::default()
+            }
+        };
+        if let Some(why) = &h.unasked {
+            notes.push(format!("{name}: {why}"));
+        }
+        if h.healing_drives > 0 {
+            notes.push(format!("{name}: {} drive(s) healing", h.healing_drives));
+        }
+        node_health.push(NodeHealth {
+            node: name.clone(),
+            up: h.live,
+            available: None,
+            total: None,
+            driver: drivers.get(&name).copied(),
+        });
+        servers.push(h);
+    }
+    let (health, tolerates) = crate::minio::judge(&servers);
+    let (mut probe_ms, mut probe_error) = (None, None);
+    let first_live = storage
+        .iter()
+        .zip(&servers)
+        .find(|(_, h)| h.live)
+        .and_then(|(n, _)| by_name(nodes, n.name.as_str()));
+    match (read_key(nodes).await?, first_live) {
+        (Some(key), Some(t)) => match probe_through(t, spec, &key).await {
+            Ok(ms) => probe_ms = Some(ms),
+            Err(e) => probe_error = Some(e),
+        },
+        (None, _) => {
+            probe_error = Some("no node holds the S3 key: run `clusterkit storage up`".into())
+        }
+        (_, None) => probe_error = Some("no MinIO server is online".into()),
+    }
+    Ok(StorageStatus {
+        backend: spec.storage.backend,
+        health: health.into(),
+        nodes: node_health,
+        replication: spec.storage.replication,
+        tolerates,
+        probe_ms,
+        probe_error,
+        volumes_bytes: None,
+        notes,
     })
 }
 

@@ -183,6 +183,7 @@ pub fn garage_stack_keeping(spec: &ClusterSpec, running: &BTreeMap<String, Strin
         include_str!("templates/garage-stack.yml"),
         minijinja::context! {
             version => crate::GARAGE_VERSION,
+            garage => crate::GARAGE_IN_CONTAINER,
             data_path => spec.storage.data_path,
             nodes => nodes,
             rpc_secret => GARAGE_RPC_SECRET,
@@ -394,13 +395,14 @@ pub fn garage_peers_script(node: &str) -> String {
          \x20 c=$(docker ps -q --filter label=com.docker.swarm.service.name=clusterkit-storage_garage-{node} --filter status=running | head -n1)\n\
          \x20 if [ -n \"$c\" ]; then\n\
          \x20   ok=1\n\
-         \x20   for p in $(cat {peers}); do docker exec \"$c\" /usr/local/bin/garage node connect \"$p\" >/dev/null 2>&1 || ok=0; done\n\
+         \x20   for p in $(cat {peers}); do docker exec \"$c\" {garage} node connect \"$p\" >/dev/null 2>&1 || ok=0; done\n\
          \x20   [ \"$ok\" = 1 ] && exit 0\n\
          \x20 fi\n\
          \x20 sleep 5\n\
          done\n\
          echo 'some Garage peers did not answer within 10 minutes: run clusterkit up --only storage' >&2\n",
         peers = GARAGE_PEERS_PATH,
+        garage = crate::GARAGE_IN_CONTAINER,
     )
 }
 

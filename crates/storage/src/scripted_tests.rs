@@ -51,7 +51,7 @@ fn garages(spec: &ClusterSpec, layout: &str, after: &str) -> Vec<Scripted> {
             s.on("sha256sum", "unchanged\n");
             s.on("df -PB1", "53687091200\n");
             s.on(
-                "garage node id -q",
+                "/proc/1/exe node id -q",
                 &format!("{}@{}:3901\n", id(i + 1), node.mesh_address),
             );
             s.on("json-api GetClusterStatus", &status);
@@ -161,4 +161,167 @@ async fn a_node_gone_keeps_its_place_while_too_few_are_left_for_every_copy() {
         ),
         "{said:?}"
     );
+}
+
+/// Storage nodes without the server image, every other command quiet;
+/// `docker pull` exits with `pull` and says `said`.
+fn lacking_the_image(spec: &ClusterSpec, pull: u32, said: &str) -> Vec<Scripted> {
+    spec.nodes
+        .iter()
+        .map(|node| {
+            let s = Scripted::new(node.name.as_str());
+            s.on("", "");
+            s.on_exit(
+                "docker image inspect -f . ",
+                1,
+                "",
+                "Error: No such image\n",
+            );
+            s.on_exit("docker pull -q ", pull, "", said);
+            s
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_missing_server_image_is_pulled_by_each_node_and_named_with_the_pulls_words_when_it_cannot_be(
+) {
+    let spec = clusterkit_core::spec::example(3);
+    // The default is Garage's own image, which nodes that reach Docker Hub pull.
+    assert_eq!(spec.storage.image, "dxflrs/garage:v2.5.0");
+    let arcs = |nodes: &[Scripted]| -> Vec<Arc<dyn Transport>> {
+        nodes
+            .iter()
+            .map(|n| Arc::new(n.clone()) as Arc<dyn Transport>)
+            .collect()
+    };
+    // No registry: refused before anything is deployed, with the pull's words and the way on.
+    let offline = lacking_the_image(
+        &spec,
+        1,
+        "Error response from daemon: Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host\n",
+    );
+    let e = crate::up(&arcs(&offline), &spec, &|_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("image dxflrs/garage:v2.5.0 is not there and the node could not pull it (Error response from daemon")
+            && e.contains("no such host)")
+            && e.contains("clusterkit images push dxflrs/garage:v2.5.0"),
+        "{e}"
+    );
+    for n in &offline {
+        let asked = n.asked().join("\n");
+        assert!(
+            asked.contains("docker pull -q dxflrs/garage:v2.5.0"),
+            "{asked}"
+        );
+        assert!(!asked.contains("stack deploy"), "{asked}");
+    }
+    // Pulled: each node got it itself and storage went on to its next step
+    // (its stack, which this scripted manager refuses, to end here).
+    let online = lacking_the_image(&spec, 0, "");
+    for n in &online {
+        n.on_exit("docker secret create", 1, "", "next step reached\n");
+        n.on_exit("stack deploy", 1, "", "next step reached\n");
+    }
+    let e = crate::up(&arcs(&online), &spec, &|_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("next step reached"), "{e}");
+    for n in &online {
+        assert!(
+            n.asked()
+                .join("\n")
+                .contains("docker pull -q dxflrs/garage:v2.5.0"),
+            "{:?}",
+            n.asked()
+        );
+    }
+}
+
+#[tokio::test]
+async fn minio_status_reads_each_servers_health_endpoints_on_its_own_node() {
+    use clusterkit_core::spec::StorageBackend;
+    let mut spec = clusterkit_core::spec::example(3);
+    spec.storage.backend = StorageBackend::Minio;
+    // Recorded answers: node1 and node2 online, each seeing write and read
+    // quorum but refusing to go down (412); node3's server does not answer;
+    // node2 heals a drive.
+    let answer = |live: &str, maintenance: &str, healing: &str| {
+        format!(
+            "== live\n{live}== write\nHTTP/1.1 200 OK\r\nX-Minio-Write-Quorum: 2\r\n{healing}\r\ncode=200\n\
+             == read\nHTTP/1.1 200 OK\r\nX-Minio-Read-Quorum: 2\r\n\r\ncode=200\n\
+             == maintenance\n{maintenance}"
+        )
+    };
+    let nodes: Vec<Scripted> = spec
+        .nodes
+        .iter()
+        .map(|n| {
+            let s = Scripted::new(n.name.as_str());
+            s.on("", ""); // no S3 key on the nodes: the probe says so
+            s.on("systemctl is-active --quiet", "");
+            s
+        })
+        .collect();
+    nodes[0].on(
+        "/minio/health/",
+        &answer(
+            "HTTP/1.1 200 OK\r\n\r\ncode=200\n",
+            "HTTP/1.1 412 Precondition Failed\r\n\r\ncode=412\n",
+            "",
+        ),
+    );
+    nodes[1].on(
+        "/minio/health/",
+        &answer(
+            "HTTP/1.1 200 OK\r\n\r\ncode=200\n",
+            "HTTP/1.1 412 Precondition Failed\r\n\r\ncode=412\n",
+            "X-Minio-Healing-Drives: 1\r\n",
+        ),
+    );
+    nodes[2].on(
+        "/minio/health/",
+        "== live\ncode=000\n== write\ncode=000\n== read\ncode=000\n== maintenance\ncode=000\n",
+    );
+    let given: Vec<Arc<dyn Transport>> = nodes
+        .iter()
+        .map(|n| Arc::new(n.clone()) as Arc<dyn Transport>)
+        .collect();
+    let st = crate::status(&given, &spec).await.unwrap();
+    assert_eq!(st.health, "degraded");
+    assert_eq!(st.tolerates, 0);
+    assert_eq!(
+        st.nodes
+            .iter()
+            .map(|n| (n.node.as_str(), n.up))
+            .collect::<Vec<_>>(),
+        [("node1", true), ("node2", true), ("node3", false)]
+    );
+    assert_eq!(st.notes, ["node2: 1 drive(s) healing"]);
+    assert!(
+        st.probe_error
+            .as_deref()
+            .unwrap()
+            .contains("no node holds the S3 key"),
+        "{st:?}"
+    );
+    assert!(!st.whole());
+    // Each node asked its own server, on its own mesh address.
+    for (n, s) in spec.nodes.iter().zip(&nodes) {
+        let asked = s.asked().join("\n");
+        assert!(
+            asked.contains(&format!(
+                "http://{}:9000/minio/health/cluster",
+                n.mesh_address
+            )),
+            "{asked}"
+        );
+    }
+    let shown = st.to_string();
+    assert!(shown.contains("Minio degraded"), "{shown}");
+    assert!(shown.contains("node2: 1 drive(s) healing"), "{shown}");
 }

@@ -141,7 +141,10 @@ fn the_layout_gains_new_nodes_and_loses_stale_identities() {
 fn the_boot_time_reconnect_script_names_the_nodes_garage_and_parses() {
     let s = crate::render::garage_peers_script("node2");
     assert!(s.contains("com.docker.swarm.service.name=clusterkit-storage_garage-node2"));
-    assert!(s.contains("garage node connect"));
+    assert!(
+        s.contains("docker exec \"$c\" /proc/1/exe node connect"),
+        "{s}"
+    );
     let check = std::process::Command::new("sh")
         .args(["-n", "-c", &s])
         .status()
@@ -183,4 +186,117 @@ fn a_garage_node_id_is_checked_before_it_is_written_anywhere() {
     ] {
         assert!(!crate::garage::is_node_id(&bad), "{bad:?}");
     }
+}
+
+#[test]
+fn the_default_image_is_garages_own_at_the_version_tested() {
+    assert_eq!(
+        clusterkit_core::spec::defaults::GARAGE_IMAGE,
+        format!("dxflrs/garage:v{}", crate::GARAGE_VERSION)
+    );
+}
+
+/// MinIO's answers as its documentation records them (HTTP/1.1, headers,
+/// `code=` as the script prints it).
+fn minio_answer(live: u16, write: u16, read: u16, maintenance: u16, extra: &str) -> String {
+    let head = |code: u16, quorum: &str| {
+        let reason = match code {
+            200 => "OK",
+            412 => "Precondition Failed",
+            503 => "Service Unavailable",
+            _ => "",
+        };
+        if code == 0 {
+            "code=000\n".to_string()
+        } else {
+            format!(
+                "HTTP/1.1 {code} {reason}\r\nAccept-Ranges: bytes\r\nContent-Length: 0\r\nServer: MinIO\r\n{quorum}{extra}Vary: Origin\r\nDate: Tue, 21 Jul 2020 00:36:14 GMT\r\n\r\ncode={code}\n"
+            )
+        }
+    };
+    format!(
+        "== live\n{}== write\n{}== read\n{}== maintenance\n{}",
+        head(live, ""),
+        head(write, "X-Minio-Write-Quorum: 3\r\n"),
+        head(read, "X-Minio-Read-Quorum: 2\r\n"),
+        head(maintenance, "X-Minio-Write-Quorum: 3\r\n"),
+    )
+}
+
+#[test]
+fn minio_health_is_read_from_its_endpoints_answers() {
+    use crate::minio::{judge, parse_health, ServerHealth};
+    let ok = parse_health(&minio_answer(200, 200, 200, 200, ""));
+    assert_eq!(
+        ok,
+        ServerHealth {
+            live: true,
+            write: true,
+            read: true,
+            may_go_down: Some(true),
+            write_quorum: Some(3),
+            read_quorum: Some(2),
+            healing_drives: 0,
+            unasked: None,
+        }
+    );
+    // Quorum lost as the server sees it; this one may not go down; drives healing.
+    let short = parse_health(&minio_answer(
+        200,
+        503,
+        200,
+        412,
+        "X-Minio-Healing-Drives: 2\r\n",
+    ));
+    assert!(short.live && !short.write && short.read, "{short:?}");
+    assert_eq!(short.may_go_down, Some(false));
+    assert_eq!(short.healing_drives, 2);
+    // A server that does not answer.
+    let gone = parse_health(&minio_answer(0, 0, 0, 0, ""));
+    assert!(!gone.live && !gone.write && gone.may_go_down.is_none());
+    // No curl on the node: said, with the way on.
+    let unasked = parse_health("nocurl\n");
+    assert!(unasked
+        .unasked
+        .as_deref()
+        .unwrap()
+        .contains("apt-get install curl"));
+    // A hostile answer: unknown sections and garbage numbers are dropped.
+    let odd = parse_health("== live\ncode=200\n== evil\ncode=200\nX-Minio-Write-Quorum: $(reboot)\n== write\nX-Minio-Read-Quorum: 99999999999\ncode=abc\n");
+    assert!(odd.live && !odd.write && odd.write_quorum.is_none() && odd.read_quorum.is_none());
+
+    assert_eq!(judge(&[ok.clone(), ok.clone(), ok.clone()]), ("healthy", 1));
+    // One server down, the others still write: degraded, and the others may
+    // not go down too.
+    let left = parse_health(&minio_answer(200, 200, 200, 412, ""));
+    assert_eq!(
+        judge(&[left.clone(), left.clone(), gone.clone()]),
+        ("degraded", 0)
+    );
+    assert_eq!(
+        judge(&[short.clone(), gone.clone(), gone]),
+        ("unavailable", 0)
+    );
+    assert_eq!(judge(&[]), ("unavailable", 0));
+}
+
+#[test]
+fn minio_health_script_asks_each_endpoint_on_the_mesh_address_and_parses() {
+    let s = crate::minio::health_script("10.0.0.2");
+    for path in [
+        "/minio/health/live",
+        "/minio/health/cluster'",
+        "/minio/health/cluster/read",
+        "/minio/health/cluster?maintenance=true",
+    ] {
+        assert!(
+            s.contains(&format!("http://10.0.0.2:9000{path}")),
+            "{path}: {s}"
+        );
+    }
+    let check = std::process::Command::new("sh")
+        .args(["-n", "-c", &s])
+        .status()
+        .unwrap();
+    assert!(check.success());
 }

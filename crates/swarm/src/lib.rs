@@ -147,6 +147,13 @@ pub struct SwarmChange {
     pub network_created: bool,
     /// Nodes whose engine now starts after the mesh at boot.
     pub boot_order: Vec<String>,
+    /// Nodes that now give up on a dead peer's connections within about
+    /// 100 s ([`DEAD_PEER_SYSCTL`]).
+    pub dead_peers: Vec<String>,
+    /// What an earlier swarm's overlay had left on a node, removed before it
+    /// joined (by node: VXLAN devices and the engine's overlay namespaces,
+    /// [`OVERLAY_LEFTOVERS`]).
+    pub overlay_cleared: BTreeMap<String, Vec<String>>,
 }
 
 impl SwarmChange {
@@ -162,6 +169,39 @@ pub fn boot_order_dropin(interface: &str) -> String {
     format!(
         "# Written by clusterkit: the swarm listens on the mesh address, so the engine starts after the mesh.\n\
          [Unit]\nAfter=wg-quick@{interface}.service\nWants=wg-quick@{interface}.service\n"
+    )
+}
+
+/// Where [`DEAD_PEER_SYSCTL`] is written on each node.
+pub const DEAD_PEER_SYSCTL_PATH: &str = "/etc/sysctl.d/60-clusterkit-swarm.conf";
+
+/// How long a node keeps retransmitting to a peer that stopped answering:
+/// `net.ipv4.tcp_retries2 = 8`, about 100 s (RFC 1122's lower bound), where
+/// Linux's default, 15, is about 15 minutes.
+///
+/// Measured on the sandbox: when the leader loses power, a manager's engine
+/// has a task status report in flight to it (forwarded by its local manager
+/// over the raft connection, with no deadline). The report, and every later
+/// one from that node, waits until the kernel gives that connection up: the
+/// replica started in place of the lost one runs but stays `Assigned` in
+/// `docker service ps` for 15 minutes.
+pub const DEAD_PEER_SYSCTL: &str =
+    "# Written by clusterkit: a connection to a node that lost power is given up after\n\
+# about 100 s of unanswered retransmissions (the kernel default: 15 minutes).\n\
+# Swarm managers forward task status reports over such connections.\n\
+net.ipv4.tcp_retries2 = 8\n";
+
+/// Writes [`DEAD_PEER_SYSCTL`] where it differs (read at boot) and sets the
+/// running value where it differs (a file written by an interrupted run, a
+/// value set by hand; through `/proc/sys`, which needs no `sysctl` binary);
+/// prints `changed` when it did either.
+fn dead_peer_script() -> String {
+    format!(
+        "f={DEAD_PEER_SYSCTL_PATH}\nwant={}\nc=\n\
+         if [ \"$(cat \"$f\" 2>/dev/null)\" != \"$(printf '%s' \"$want\")\" ]; then printf '%s' \"$want\" > \"$f\"; c=1; fi\n\
+         if [ \"$(cat /proc/sys/net/ipv4/tcp_retries2)\" != 8 ]; then echo 8 > /proc/sys/net/ipv4/tcp_retries2; c=1; fi\n\
+         [ -z \"$c\" ] || echo changed",
+        clusterkit_core::transport::quote(DEAD_PEER_SYSCTL)
     )
 }
 
@@ -343,6 +383,40 @@ async fn wait_joined(t: &dyn Transport, patience: std::time::Duration) -> Result
     }
 }
 
+/// Waits until node `id` (`name`), just promoted, is a reachable manager.
+async fn wait_reachable_manager(
+    docker: &bollard::Docker,
+    leader: &str,
+    name: &str,
+    id: &str,
+) -> Result<(), SwarmError> {
+    let deadline = tokio::time::Instant::now() + RETURN_PATIENCE;
+    loop {
+        let node = docker
+            .inspect_node(id)
+            .await
+            .map_err(|e| engine(leader, "node inspect", e))?;
+        let reach = node.manager_status.as_ref().and_then(|m| m.reachability);
+        if reach == Some(Reachability::REACHABLE) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(engine(
+                name,
+                "promotion",
+                format!(
+                    "{name} was made a manager but is not a reachable one after {} s (reachability: {}): \
+                     check the mesh with `clusterkit check` and its engine's journal, then run again \
+                     (`clusterkit swarm status` shows the managers)",
+                    RETURN_PATIENCE.as_secs(),
+                    reach.map_or("none yet".to_string(), |r| r.to_string())
+                ),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// Changes the spec of node `id` as `change` says (`None`: nothing to
 /// change), read fresh from the swarm; when another update came between the
 /// read and the write (the engine answers "update out of sequence", as while
@@ -416,13 +490,18 @@ pub async fn up(
             if written {
                 t.exec(&Cmd::new("systemctl daemon-reload")).await?;
             }
-            Ok::<_, TransportError>(written)
+            let tuned = t.exec(&Cmd::new(dead_peer_script())).await?;
+            Ok::<_, TransportError>((written, tuned.stdout_str().trim() == "changed"))
         }
     })
     .await
     {
-        if r? {
-            change.boot_order.push(node);
+        let (written, tuned) = r?;
+        if written {
+            change.boot_order.push(node.clone());
+        }
+        if tuned {
+            change.dead_peers.push(node);
         }
     }
 
@@ -513,6 +592,12 @@ pub async fn up(
                     SwarmError::NoQuorum("no manager among the reachable nodes".into())
                 })?;
             let t = find(nodes, first.name.as_str()).expect("member");
+            let cleared = clear_overlay_leftovers(t.as_ref()).await?;
+            if !cleared.is_empty() {
+                change
+                    .overlay_cleared
+                    .insert(first.name.to_string(), cleared);
+            }
             let addr = mesh_addr(first);
             let req = SwarmInitRequest {
                 listen_addr: Some(format!("{addr}:2377")),
@@ -618,6 +703,10 @@ pub async fn up(
             // stale manager's leave can time out; seen in CI after a recover).
             t.exec(&Cmd::new(FORCE_LEAVE)).await?;
         }
+        let cleared = clear_overlay_leftovers(t.as_ref()).await?;
+        if !cleared.is_empty() {
+            change.overlay_cleared.insert(n.name.to_string(), cleared);
+        }
         let token = match n.role {
             SwarmRole::Manager => tokens.manager.clone(),
             SwarmRole::Worker => tokens.worker.clone(),
@@ -675,6 +764,7 @@ pub async fn up(
         .list_nodes(None)
         .await
         .map_err(|e| engine(leader_t.node(), "node ls", e))?;
+    let mut promoted = Vec::new();
     for n in &members {
         let Some(node) = listed.iter().find(|x| {
             x.status.as_ref().and_then(|s| s.addr.as_deref()) == Some(mesh_addr(n).as_str())
@@ -704,7 +794,19 @@ pub async fn up(
         let id = node.id.clone().unwrap_or_default();
         if update_node_spec(&docker, leader_t.node(), &id, "node update", wanted).await? {
             change.updated.push(n.name.to_string());
+            let was = node.spec.as_ref().and_then(|s| s.role);
+            if role == NodeSpecRoleEnum::MANAGER && was != Some(NodeSpecRoleEnum::MANAGER) {
+                promoted.push((n.name.to_string(), id));
+            }
         }
+    }
+    // A promoted worker is a manager once it holds a manager's certificate
+    // and has joined the Raft group: seconds, during which the swarm counts
+    // one manager fewer (measured: `node remove` of a manager, the worker
+    // promoted in its place, the status read at once said 2 managers,
+    // tolerating no loss). What follows, and the status, wait for it.
+    for (name, id) in &promoted {
+        wait_reachable_manager(&docker, leader_t.node(), name, id).await?;
     }
 
     // The cluster's own overlay network, its packets fitted inside the mesh's.
@@ -1118,8 +1220,11 @@ pub async fn remove_node(
 /// the engine did not complete (seen under load while every node leaves at
 /// once) is asked again for up to a minute, then named with the engine's answer.
 pub async fn leave(t: &dyn Transport) -> Result<(), SwarmError> {
-    t.exec(&Cmd::new(format!("{FORCE_LEAVE}\n{FORGET_BOOT_ORDER}")))
-        .await?;
+    t.exec(&Cmd::new(format!(
+        "{FORCE_LEAVE}\n{FORGET_BOOT_ORDER}\n{}",
+        forget_dead_peer_script()
+    )))
+    .await?;
     Ok(())
 }
 
@@ -1141,9 +1246,58 @@ if [ -n "$s" ] && [ "$s" != inactive ]; then
   exit 1
 fi"#;
 
+/// Removes what an earlier swarm's overlay left on a node whose engine is in
+/// no swarm, and prints what it removed, one a line.
+///
+/// An engine stopped before it could clean up, then reinstalled (its state
+/// gone, so it never collects them), leaves its overlay namespaces mounted
+/// under `/run/docker/netns` with their VXLAN devices in them (seen in CI:
+/// 4789/udp held, no process). They hold 4789/udp and the network ids a new
+/// swarm hands out again: joined as it is, the node's ingress tasks fail with
+/// "error creating vxlan interface: file exists" (measured on the sandbox;
+/// moby/libnetwork#1765). A `vx-*` device left in the node's own namespace
+/// goes too (the engine removes one with the same id itself, but not one
+/// with another). Nothing is touched while the engine is in a swarm.
+pub const OVERLAY_LEFTOVERS: &str = r#"[ "$(docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = inactive ] || exit 0
+for d in /sys/class/net/vx-*; do
+  [ -e "$d" ] || continue
+  ip link delete "${d##*/}" 2>/dev/null && echo "${d##*/}"
+done
+for n in /run/docker/netns/1-* /run/docker/netns/lb_* /run/docker/netns/ingress_sbox; do
+  [ -e "$n" ] || continue
+  umount -l "$n" 2>/dev/null
+  rm -f "$n" && echo "$n"
+done
+true"#;
+
+/// Runs [`OVERLAY_LEFTOVERS`] on a node and returns what it removed (names
+/// checked: a node's answer is printed).
+async fn clear_overlay_leftovers(t: &dyn Transport) -> Result<Vec<String>, SwarmError> {
+    let out = t.exec(&Cmd::new(OVERLAY_LEFTOVERS)).await?;
+    Ok(out
+        .stdout_str()
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && l.len() <= 96
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c))
+        })
+        .map(str::to_string)
+        .collect())
+}
+
 /// Removes clusterkit's boot-order drop-in of the Docker unit.
 const FORGET_BOOT_ORDER: &str = r#"rm -f /etc/systemd/system/docker.service.d/clusterkit-mesh.conf
 systemctl daemon-reload"#;
+
+/// Removes [`DEAD_PEER_SYSCTL`] and puts the kernel's default back.
+fn forget_dead_peer_script() -> String {
+    format!(
+        "if [ -e {DEAD_PEER_SYSCTL_PATH} ]; then rm -f {DEAD_PEER_SYSCTL_PATH}; echo 15 > /proc/sys/net/ipv4/tcp_retries2; fi"
+    )
+}
 
 #[cfg(test)]
 mod scripted_tests;

@@ -73,6 +73,23 @@ impl Phase for SwarmPhase {
             cx.say_on(n, "the engine now starts after the mesh");
             out.node(n.clone());
         }
+        for n in &c.dead_peers {
+            cx.say_on(
+                n,
+                "connections to a node that lost power are given up after about 100 s (net.ipv4.tcp_retries2 = 8)",
+            );
+            out.node(n.clone());
+        }
+        for (n, removed) in &c.overlay_cleared {
+            cx.say_on(
+                n,
+                &format!(
+                    "removed what an earlier swarm's overlay had left on it before it joined: {}",
+                    removed.join(", ")
+                ),
+            );
+            out.node(n.clone());
+        }
         if c.network_created {
             cx.say("overlay network `clusterkit` created");
             out.cluster = true;

@@ -271,6 +271,7 @@ fn one_manager_and_two_fresh(spec: &ClusterSpec) -> Vec<Scripted> {
         .collect();
     for n in &nodes {
         n.on("clusterkit-mesh.conf", "unchanged\n");
+        n.on("tcp_retries2", "");
         n.on_engine(
             "GET",
             "/info",
@@ -320,6 +321,8 @@ fn one_manager_and_two_fresh(spec: &ClusterSpec) -> Vec<Scripted> {
     );
     for n in &nodes[1..] {
         n.on_engine("POST", "/swarm/join", 200, "");
+        // No earlier swarm's overlay left on them.
+        n.on("/sys/class/net/vx-", "");
     }
     nodes
 }
@@ -337,6 +340,7 @@ async fn fresh_nodes_join_the_leader_on_its_mesh_address_each_with_its_roles_tok
     );
     assert_eq!(change.joined, ["node2", "node3"]);
     assert!(change.network_created);
+    assert!(change.dead_peers.is_empty(), "{:?}", change.dead_peers);
     let leader = format!("{}:2377", spec.nodes[0].mesh_address);
     for (i, token) in [(1, "SWMTKN-manager"), (2, "SWMTKN-worker")] {
         let body: serde_json::Value =
@@ -360,6 +364,62 @@ async fn fresh_nodes_join_the_leader_on_its_mesh_address_each_with_its_roles_tok
         )),
         "{net}"
     );
+}
+
+#[tokio::test]
+async fn a_node_that_keeps_a_dead_peer_for_minutes_is_set_and_reported() {
+    let spec = clusterkit_core::spec::example(3);
+    let scripted = one_manager_and_two_fresh(&spec);
+    // node2's running value differs (set by hand, or a file never applied).
+    scripted[1].on("tcp_retries2", "changed\n");
+    let refs: Vec<&Scripted> = scripted.iter().collect();
+    let change = up(&nodes(&refs), &spec).await.unwrap();
+    assert_eq!(change.dead_peers, ["node2"]);
+    // Every node was asked, with the setting's file and value.
+    for s in &scripted {
+        let asked = s.asked().join("\n");
+        assert!(asked.contains(DEAD_PEER_SYSCTL_PATH), "{asked}");
+        assert!(asked.contains("net.ipv4.tcp_retries2 = 8"), "{asked}");
+    }
+}
+
+#[tokio::test]
+async fn an_earlier_swarms_overlay_left_on_a_node_is_removed_before_it_joins() {
+    let spec = clusterkit_core::spec::example(3);
+    let scripted = one_manager_and_two_fresh(&spec);
+    // node3's engine was reinstalled: its old overlay namespace and a VXLAN
+    // device are still there (one line of its answer is not a name).
+    scripted[2].on(
+        "/sys/class/net/vx-",
+        "vx-001000-abcde\n/run/docker/netns/1-neqgazr0v0\n\x1b[2Jrm -rf /\n",
+    );
+    let refs: Vec<&Scripted> = scripted.iter().collect();
+    let change = up(&nodes(&refs), &spec).await.unwrap();
+    assert_eq!(
+        change.overlay_cleared,
+        BTreeMap::from([(
+            "node3".to_string(),
+            vec![
+                "vx-001000-abcde".to_string(),
+                "/run/docker/netns/1-neqgazr0v0".to_string()
+            ]
+        )])
+    );
+    assert_eq!(change.joined, ["node2", "node3"]);
+    // The script runs only on an engine in no swarm, and removes only the
+    // engine's overlay names.
+    let asked = scripted[2].asked().join("\n");
+    assert!(
+        asked.contains(r#"= inactive ] || exit 0"#)
+            && asked.contains("ip link delete")
+            && asked.contains("/run/docker/netns/1-*"),
+        "{asked}"
+    );
+    // The leader, in the swarm, was not asked.
+    assert!(!scripted[0]
+        .asked()
+        .join("\n")
+        .contains("/sys/class/net/vx-"));
 }
 
 #[tokio::test]

@@ -148,6 +148,21 @@ impl NodeChange {
     }
 }
 
+/// This machine's userspace implementation, to upload: the file named by
+/// `CLUSTERKIT_WG_USERSPACE`, else `clusterkit-wg-userspace` beside the
+/// running executable; `None` when neither is there (nodes that already run
+/// one keep it).
+pub fn local_userspace_binary() -> Option<Vec<u8>> {
+    let path = std::env::var_os("CLUSTERKIT_WG_USERSPACE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.join("clusterkit-wg-userspace")))
+        })?;
+    std::fs::read(path).ok()
+}
+
 /// The userspace binary to upload, and the architecture it was built for.
 #[derive(Debug, Clone, Copy)]
 pub struct UserspaceBinary<'a> {
@@ -205,34 +220,42 @@ pub async fn apply_node(
         WgBackend::Userspace => true,
     };
     if needs_userspace {
-        let bin =
-            binary
-                .filter(|b| b.arch == facts.arch)
-                .ok_or_else(|| WgError::NoUserspaceBinary {
+        let a = match binary.filter(|b| b.arch == facts.arch) {
+            // A node that already has a userspace binary keeps it when this
+            // machine has none to give (a CLI installed alone): replacing it
+            // is `upgrade`'s.
+            None if installed_userspace(t).await?.is_some() => UploadOutcome::Unchanged,
+            None => {
+                return Err(WgError::NoUserspaceBinary {
                     node: t.node().into(),
                     arch: facts.arch.clone(),
-                })?;
-        if !bin.replace_running {
-            let out = t
-                .exec_raw(
-                    &Cmd::new(format!(
-                        "systemctl is-active --quiet {unit} && sha256sum {USERSPACE_PATH}"
-                    )),
-                    None,
-                )
-                .await?;
-            change.userspace_outdated = printed_sha256(&out).is_some_and(|h| h != bin.sha256());
-        }
-        let a = if change.userspace_outdated {
-            UploadOutcome::Unchanged
-        } else {
-            t.upload(&Upload {
-                content: bin.bytes,
-                path: USERSPACE_PATH,
-                mode: 0o755,
-                owner: None,
-            })
-            .await?
+                })
+            }
+            Some(bin) => {
+                if !bin.replace_running {
+                    let out = t
+                        .exec_raw(
+                            &Cmd::new(format!(
+                                "systemctl is-active --quiet {unit} && sha256sum {USERSPACE_PATH}"
+                            )),
+                            None,
+                        )
+                        .await?;
+                    change.userspace_outdated =
+                        printed_sha256(&out).is_some_and(|h| h != bin.sha256());
+                }
+                if change.userspace_outdated {
+                    UploadOutcome::Unchanged
+                } else {
+                    t.upload(&Upload {
+                        content: bin.bytes,
+                        path: USERSPACE_PATH,
+                        mode: 0o755,
+                        owner: None,
+                    })
+                    .await?
+                }
+            }
         };
         let dropin = render::userspace_dropin(USERSPACE_PATH);
         let path = format!("/etc/systemd/system/{unit}.service.d/clusterkit.conf");
@@ -363,6 +386,48 @@ pub struct PairStatus {
     pub handshake_age_s: Option<u64>,
     /// Ping round trip over the mesh in ms; `None`: no answer.
     pub ping_ms: Option<f64>,
+}
+
+/// The mesh's pairs as a table, a line per directed pair:
+/// `FROM TO HANDSHAKE PING`.
+///
+/// ```
+/// # use clusterkit_wg::{PairStatus, PairTable};
+/// let pair = PairStatus { from: "node1".into(), to: "node2".into(), handshake_age_s: Some(4), ping_ms: None };
+/// let table = PairTable(&[pair]).to_string();
+/// assert!(table.lines().nth(1).unwrap().contains("4 s ago  no answer"));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct PairTable<'a>(pub &'a [PairStatus]);
+
+impl PairTable<'_> {
+    /// Every pair answered its ping.
+    pub fn all_answer(&self) -> bool {
+        self.0.iter().all(|p| p.ping_ms.is_some())
+    }
+}
+
+impl std::fmt::Display for PairTable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:<10} {:<10} {:>10} {:>10}",
+            "FROM", "TO", "HANDSHAKE", "PING"
+        )?;
+        for p in self.0 {
+            writeln!(
+                f,
+                "{:<10} {:<10} {:>10} {:>10}",
+                p.from,
+                p.to,
+                p.handshake_age_s
+                    .map_or("never".into(), |s| format!("{s} s ago")),
+                p.ping_ms
+                    .map_or("no answer".into(), |ms| format!("{ms:.2} ms"))
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Shell reporting the backend, handshakes and a ping to each peer, in one round trip.

@@ -168,3 +168,72 @@ fn a_binary_left_running_is_said_but_is_not_a_change() {
     };
     assert!(synced.any());
 }
+
+/// A node's facts: x86_64, no kernel WireGuard.
+#[cfg(feature = "remote")]
+fn userspace_facts() -> clusterkit_core::transport::facts::Facts {
+    clusterkit_core::transport::facts::parse("arch=x86_64\nwg=no\n", 0.0, 0.0)
+}
+
+#[cfg(feature = "remote")]
+#[tokio::test]
+async fn a_node_running_a_userspace_binary_keeps_it_when_none_is_given() {
+    use clusterkit_core::transport::script::Scripted;
+    let meshes = plan(&spec(2), &keys(2));
+    let node = Scripted::new("node1");
+    node.on("", ""); // every file written, every command quiet
+    node.on(
+        &format!("sha256sum {USERSPACE_PATH}"),
+        &format!("{}  {USERSPACE_PATH}\n", "ab".repeat(32)),
+    );
+    let change = apply_node(
+        &node,
+        &meshes[0],
+        &userspace_facts(),
+        clusterkit_core::spec::WgBackend::Auto,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(!change.userspace_outdated);
+    let asked = node.asked();
+    let sent = node.stdins(USERSPACE_PATH);
+    assert!(sent.is_empty(), "no binary is sent: {asked:?}");
+    assert!(
+        asked
+            .iter()
+            .any(|a| a.contains("wg-quick@wg0.service.d/clusterkit.conf")),
+        "the drop-in that runs it is still kept: {asked:?}"
+    );
+
+    // A node without one cannot get its mesh: the error says what to do.
+    let bare = Scripted::new("node2");
+    bare.on("", "");
+    bare.on_exit(
+        &format!("sha256sum {USERSPACE_PATH}"),
+        1,
+        "",
+        "No such file",
+    );
+    let e = apply_node(
+        &bare,
+        &meshes[1],
+        &userspace_facts(),
+        clusterkit_core::spec::WgBackend::Auto,
+        None,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(
+            "node2: its kernel has no WireGuard and no userspace binary is at hand for x86_64"
+        ),
+        "{e}"
+    );
+    assert!(
+        bare.asked().iter().all(|a| !a.contains("wg-quick")),
+        "{:?}",
+        bare.asked()
+    );
+}

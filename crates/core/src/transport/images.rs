@@ -1,6 +1,8 @@
 //! Images sent to nodes over SSH, for clusters that cannot pull (air-gapped,
 //! or the sandbox).
 
+use std::path::Path;
+
 use super::{Cmd, Transport, TransportError};
 
 /// The images of `wanted` the node's engine lacks, asked through its API.
@@ -15,17 +17,20 @@ pub async fn missing(t: &dyn Transport, wanted: &[String]) -> Result<Vec<String>
     Ok(out)
 }
 
-/// Loads a `docker save` archive into the node's engine when it lacks any of
-/// `images`; returns the images that were missing (empty: nothing sent).
+/// How long one node may take to receive and load an archive.
+pub const LOAD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Loads a `docker save` archive (a file on this machine, see
+/// [`save_local`]) into the node's engine when it lacks any of `images`;
+/// returns the images that were missing (empty: nothing sent).
 pub async fn push(
     t: &dyn Transport,
-    archive: &[u8],
+    archive: &Path,
     images: &[String],
 ) -> Result<Vec<String>, TransportError> {
     let lacking = missing(t, images).await?;
     if !lacking.is_empty() {
-        t.exec_with_input(&Cmd::new("docker load -q"), Some(archive))
-            .await?;
+        load(t, archive).await?;
         let still = missing(t, images).await?;
         if !still.is_empty() {
             return Err(TransportError::Docker {
@@ -38,10 +43,90 @@ pub async fn push(
     Ok(lacking)
 }
 
-/// `docker save` of `images` from this machine's engine, as one archive.
-pub fn save_local(images: &[String]) -> Result<Vec<u8>, crate::Invalid> {
+/// The command that loads an archive read on stdin: its output and its exit
+/// status on stdout (a command held open has no exit status of its own).
+const LOAD: &str = "docker load -q 2>&1; echo \"clusterkit-exit=$?\"";
+
+/// Streams the archive at `path` into the node's `docker load`, 256 KiB at a
+/// time: the archive (hundreds of MiB for the monitoring images) is never
+/// held in this machine's memory, whatever the number of nodes.
+pub async fn load(t: &dyn Transport, path: &Path) -> Result<(), TransportError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let failed = |reason: String| TransportError::Docker {
+        node: t.node().to_string(),
+        addr: t.addr(),
+        reason,
+    };
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| failed(format!("reading {}: {e}", path.display())))?;
+    let mut file = tokio::io::BufReader::with_capacity(256 * 1024, file);
+    let cmd = Cmd::new(LOAD);
+    let run = async {
+        let mut node = t.exec_stream(&cmd).await?;
+        let sent = tokio::io::copy_buf(&mut file, &mut node).await;
+        let closed = node.shutdown().await;
+        // What the command said, even when sending failed part way: a full
+        // disk or a stopped engine is named there.
+        let mut out = Vec::new();
+        let read = node.read_to_end(&mut out).await;
+        let said = String::from_utf8_lossy(&out).into_owned();
+        if let Err(e) = sent.and(closed) {
+            return Err(failed(format!(
+                "sending the archive: {e}; docker load said: {}",
+                said.trim()
+            )));
+        }
+        read.map_err(|e| failed(format!("reading what docker load said: {e}")))?;
+        Ok(said)
+    };
+    let said = tokio::time::timeout(LOAD_PATIENCE, run)
+        .await
+        .map_err(|_| {
+            failed(format!(
+                "docker load did not end within {} min",
+                LOAD_PATIENCE.as_secs() / 60
+            ))
+        })??;
+    load_outcome(t, &said)
+}
+
+/// What `docker load` answered through [`LOAD`]: its exit status, and on a
+/// failure what it said.
+fn load_outcome(t: &dyn Transport, said: &str) -> Result<(), TransportError> {
+    match said.trim_end().rsplit_once("clusterkit-exit=") {
+        Some((_, "0")) => Ok(()),
+        Some((before, status)) => Err(TransportError::Failed {
+            node: t.node().to_string(),
+            addr: t.addr(),
+            cmd: "docker load -q".into(),
+            status: status.trim().parse().unwrap_or(1),
+            stderr: before.trim().to_string(),
+        }),
+        None => Err(TransportError::Docker {
+            node: t.node().to_string(),
+            addr: t.addr(),
+            reason: format!(
+                "docker load ended without its exit status (the connection dropped?): {}",
+                said.trim()
+            ),
+        }),
+    }
+}
+
+/// `docker save` of `images` from this machine's engine, as one archive in a
+/// temporary file (mode 0600, removed when the handle is dropped): nodes are
+/// sent it from there, a chunk at a time.
+pub fn save_local(images: &[String]) -> Result<tempfile::NamedTempFile, crate::Invalid> {
+    let file = tempfile::Builder::new()
+        .prefix("clusterkit-images-")
+        .suffix(".tar")
+        .tempfile()
+        .map_err(|e| format!("making a temporary file for the images: {e}"))?;
     let out = std::process::Command::new("docker")
         .arg("save")
+        .arg("-o")
+        .arg(file.path())
         .args(images)
         .output()
         .map_err(|e| format!("running docker save (is the docker CLI installed?): {e}"))?;
@@ -52,7 +137,7 @@ pub fn save_local(images: &[String]) -> Result<Vec<u8>, crate::Invalid> {
             String::from_utf8_lossy(&out.stderr).trim()
         )).into());
     }
-    Ok(out.stdout)
+    Ok(file)
 }
 
 /// Whether this machine's engine holds `image`.
@@ -106,7 +191,7 @@ pub async fn provide(
         addr: "local".into(),
         reason: reason.to_string(),
     })?;
-    let (send, archive) = (&send, &archive);
+    let (send, archive) = (&send, archive.path());
     let mut got = Vec::new();
     for (n, r) in fan_out(&targets, 4, |t| async move {
         let mine: Vec<String> = send
@@ -125,4 +210,27 @@ pub async fn provide(
         }
     }
     Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::script::Scripted;
+
+    #[test]
+    fn what_docker_load_answered_is_its_exit_status_and_words() {
+        let n = Scripted::new("node2");
+        assert!(load_outcome(&n, "Loaded image: a:1\nclusterkit-exit=0\n").is_ok());
+        let e = load_outcome(
+            &n,
+            "write /var/lib/docker/x: no space left on device\nclusterkit-exit=1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("node2"), "{e}");
+        assert!(e.contains("no space left on device"), "{e}");
+        // Cut off before the command could say how it ended.
+        let e = load_outcome(&n, "").unwrap_err().to_string();
+        assert!(e.contains("without its exit status"), "{e}");
+    }
 }

@@ -688,7 +688,6 @@ impl Transport for SshSession {
     }
 }
 
-/// `fut`'s result, or `None` when it takes longer than `bound`.
 /// A command held open ([`Transport::exec_stream`]) with its session slot.
 struct Held {
     stream: russh::ChannelStream<russh::client::Msg>,
@@ -729,17 +728,31 @@ impl tokio::io::AsyncWrite for Held {
     }
 }
 
+/// `fut`'s result, or `None` when it takes longer than `bound`.
 async fn within<T>(bound: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
     tokio::time::timeout(bound, fut).await.ok()
 }
 
-/// Connects to every node at once; each node's result is reported.
+/// How many connections [`connect_all`] opens at once, at most: past it,
+/// nodes wait for a slot (their connect timeout starts with the attempt,
+/// not the wait), so a hundred nodes are not a hundred handshakes and file
+/// descriptors in flight on this machine and on a jump host. A node that
+/// does not answer holds one slot for its timeout; the others go on.
+pub const CONNECTING_AT_ONCE: usize = 32;
+
+/// Connects to every node, [`CONNECTING_AT_ONCE`] at a time; each node's
+/// result is reported, in the order given.
 pub async fn connect_all(
     nodes: &[(String, SshTarget)],
     opts: &SshOptions,
 ) -> Vec<(String, Result<SshSession, TransportError>)> {
-    let futures = nodes.iter().map(|(name, target)| async move {
-        (name.clone(), SshSession::connect(name, target, opts).await)
+    let slots = tokio::sync::Semaphore::new(CONNECTING_AT_ONCE);
+    let futures = nodes.iter().map(|(name, target)| {
+        let slots = &slots;
+        async move {
+            let _slot = slots.acquire().await.expect("semaphore open");
+            (name.clone(), SshSession::connect(name, target, opts).await)
+        }
     });
     futures::future::join_all(futures).await
 }

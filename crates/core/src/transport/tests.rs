@@ -1,4 +1,4 @@
-use super::facts::{parse, problems};
+use super::facts::{parse, problems, FactProblem};
 use super::*;
 
 #[test]
@@ -88,6 +88,60 @@ fn swarm_ports_the_engine_holds_are_not_a_conflict() {
     assert!(problems(&f, "root", false)
         .iter()
         .any(|p| p.blocking && p.message.contains("port 7946 is already in use")));
+}
+
+#[test]
+fn a_vxlan_port_no_process_holds_is_an_earlier_swarms_leftover_or_another_overlays() {
+    // 4789/udp held by the kernel (no process), the engine in no swarm.
+    let held = SAMPLE.replace(
+        "ports=22 51820 ",
+        "ports=22 4789 \nengine_ports=\nkernel_udp_ports=4789 ",
+    );
+    // With an earlier swarm's overlay left on the node: a warning, `swarm up` clears it.
+    let left = format!(
+        "{held}overlay=/sys/class/net/vx-001000-abcde /run/docker/netns/1-neqgazr0v0 /etc/passwd /run/docker/netns/$(reboot) \n"
+    );
+    let f = parse(&left, 1000.0, 1001.0);
+    assert_eq!(f.kernel_udp_ports, vec![4789]);
+    // Only the engine's names are kept from the node's answer.
+    assert_eq!(
+        f.overlay,
+        [
+            "/sys/class/net/vx-001000-abcde",
+            "/run/docker/netns/1-neqgazr0v0"
+        ]
+    );
+    let p = problems(&f, "root", false);
+    let port: Vec<&FactProblem> = p.iter().filter(|p| p.message.contains("4789")).collect();
+    assert_eq!(port.len(), 1, "{p:?}");
+    assert!(!port[0].blocking, "{p:?}");
+    assert!(
+        port[0].message.contains("earlier swarm")
+            && port[0].message.contains("/run/docker/netns/1-neqgazr0v0")
+            && port[0].message.contains("clusterkit swarm up"),
+        "{p:?}"
+    );
+    // Without any: another overlay's VXLAN, which would collide.
+    let f = parse(&held, 1000.0, 1001.0);
+    assert!(f.overlay.is_empty());
+    assert!(problems(&f, "root", false).iter().any(|p| p.blocking
+        && p.message
+            .contains("4789/udp is held by a VXLAN device of another overlay")));
+    // Held by a process: something else.
+    let f = parse(
+        &SAMPLE.replace("ports=22 51820 ", "ports=22 4789 \nkernel_udp_ports=\n"),
+        1000.0,
+        1001.0,
+    );
+    assert!(problems(&f, "root", false)
+        .iter()
+        .any(|p| p.blocking && p.message.contains("port 4789 is already in use")));
+    // In a swarm, the overlay is the swarm's own.
+    let mut active = parse(&left, 1000.0, 1001.0);
+    active.swarm = Some("active".into());
+    assert!(problems(&active, "root", false)
+        .iter()
+        .all(|p| !p.message.contains("4789")));
 }
 
 fn spec_with(mesh: &str) -> crate::spec::ClusterSpec {
@@ -213,4 +267,69 @@ fn the_recorded_key_types_are_offered_first() {
     assert_eq!(rsa.len(), none.len());
     let ed = preferred_algorithms(&[key(ED25519)]);
     assert_eq!(ed[0], Algorithm::Ed25519);
+}
+
+/// Runs `script` with `sh` on this machine and returns its output.
+fn sh(script: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .expect("sh runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn the_facts_script_reads_this_machine_as_the_tools_it_replaced() {
+    // A cluster port in use: the script must see it (ss through awk).
+    let listener = std::net::TcpListener::bind("0.0.0.0:4789")
+        .expect("TCP port 4789 is free on a machine running the unit tests");
+    let text = sh(facts::SCRIPT);
+    let f = parse(&text, 0.0, f64::MAX);
+    for key in [
+        "time=",
+        "os_id=",
+        "arch=",
+        "kernel=",
+        "wg=",
+        "docker=",
+        "docker_package=",
+        "docker_held=",
+        "disk_kib=",
+        "init=",
+        "sudo=",
+        "ports=",
+        "engine_ports=",
+        "kernel_udp_ports=",
+        "mesh=",
+        "overlay=",
+        "pools=",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(key)),
+            "{key} missing:\n{text}"
+        );
+    }
+    assert_eq!(f.kernel, sh("uname -r"));
+    assert_eq!(f.arch, sh("uname -m"));
+    assert_eq!(f.init, sh("cat /proc/1/comm"));
+    assert_eq!(
+        f.docker_package.unwrap_or_default(),
+        sh("dpkg-query -W -f='${Version}' docker.io 2>/dev/null")
+    );
+    assert_eq!(
+        f.docker_held,
+        sh("apt-mark showhold 2>/dev/null")
+            .lines()
+            .any(|l| l == "docker.io")
+    );
+    let df: u64 = sh("df -Pk / | awk 'NR==2 {print $4}'").parse().expect("df");
+    let diff = (f.disk_free_mib as i64 - (df / 1024) as i64).abs();
+    assert!(
+        diff <= 1 + (df / 1024 / 100) as i64,
+        "{} MiB vs df {}",
+        f.disk_free_mib,
+        df / 1024
+    );
+    assert!(f.ports_in_use.contains(&4789), "{text}");
+    drop(listener);
 }
