@@ -383,6 +383,43 @@ async fn wait_joined(t: &dyn Transport, patience: std::time::Duration) -> Result
     }
 }
 
+/// The entries of `listed` that no engine ever registered and no member
+/// holds: a join whose certificate the swarm issued (which makes the entry:
+/// no hostname, state unknown) but whose engine then gave up and asked again
+/// under a new ID. Seen after a restore's `--force-new-cluster` on a loaded
+/// machine; the entry stays unknown, counted as a node, until removed. Each
+/// reachable member is asked its own ID only when there is such an entry, so
+/// that a join still under way is never taken for one.
+async fn never_registered<'a>(
+    listed: &'a [bollard::models::Node],
+    nodes: &[Arc<dyn Transport>],
+) -> Vec<&'a bollard::models::Node> {
+    let nameless: Vec<&bollard::models::Node> = listed
+        .iter()
+        .filter(|x| {
+            let host = x.description.as_ref().and_then(|d| d.hostname.as_deref());
+            let state = x.status.as_ref().and_then(|s| s.state);
+            host.is_none_or(str::is_empty)
+                && matches!(state, None | Some(bollard::models::NodeState::UNKNOWN))
+        })
+        .collect();
+    if nameless.is_empty() {
+        return nameless;
+    }
+    let mut held = Vec::new();
+    for t in nodes {
+        match local(t.as_ref()).await {
+            Ok(l) => held.extend(l.node_id),
+            // A member that does not answer may be the one joining: keep all.
+            Err(_) => return Vec::new(),
+        }
+    }
+    nameless
+        .into_iter()
+        .filter(|x| x.id.as_ref().is_some_and(|id| !held.contains(id)))
+        .collect()
+}
+
 /// Waits until node `id` (`name`), just promoted, is a reachable manager.
 async fn wait_reachable_manager(
     docker: &bollard::Docker,
@@ -757,6 +794,19 @@ pub async fn up(
         change
             .updated
             .push(format!("stale entry of {}", addr_of(stale)));
+    }
+    for ghost in never_registered(&listed, nodes).await {
+        demote_and_delete(
+            &docker,
+            leader_t.node(),
+            ghost,
+            "entry of a join never completed",
+        )
+        .await?;
+        change.updated.push(format!(
+            "entry {} of a join never completed",
+            ghost.id.as_deref().unwrap_or_default()
+        ));
     }
 
     // Roles and labels, as the spec says.

@@ -478,3 +478,107 @@ async fn a_join_left_pending_says_what_the_engine_says() {
         .to_string();
     assert!(e.contains("(node state: pending)"), "{e}");
 }
+
+#[tokio::test]
+async fn an_entry_of_a_join_never_completed_is_removed_and_one_a_member_holds_is_kept() {
+    let spec = clusterkit_core::spec::example(3);
+    let scripted = one_manager_and_two_fresh(&spec);
+    let addr = |i: usize| spec.nodes[i].mesh_address.to_string();
+    // A nameless entry of state unknown: what the swarm keeps of a
+    // certificate it issued to a join whose engine then asked again.
+    let nameless = |id: &str| {
+        format!(
+            r#"{{"ID": "{id}", "Version": {{"Index": 7}}, "Status": {{"State": "unknown"}},
+                "Spec": {{"Role": "manager", "Availability": "active"}}}}"#
+        )
+    };
+    scripted[0].on_engine(
+        "GET",
+        "/nodes",
+        200,
+        &format!(
+            "[{}, {}, {}]",
+            entry("id1", "node1", &addr(0), Some((true, "reachable"))),
+            nameless("ghost1"),
+            nameless("id3"),
+        ),
+    );
+    // (The list's rule matches `/nodes/id1` too: its own answer again.)
+    scripted[0].on_engine(
+        "GET",
+        "/nodes/id1",
+        200,
+        &entry("id1", "node1", &addr(0), Some((true, "reachable"))),
+    );
+    scripted[0].on_engine("DELETE", "/nodes/ghost1", 200, "");
+    // node3 holds id3 once it has joined (its join still registering).
+    scripted[2].on_engine(
+        "GET",
+        "/info",
+        200,
+        r#"{"Swarm": {"NodeID": "id3", "LocalNodeState": "active"}}"#,
+    );
+    scripted[2].on_engine_times(
+        "GET",
+        "/info",
+        1,
+        200,
+        r#"{"Swarm": {"LocalNodeState": "inactive"}}"#,
+    );
+    let refs: Vec<&Scripted> = scripted.iter().collect();
+    let change = up(&nodes(&refs), &spec).await.unwrap();
+    assert_eq!(change.joined, ["node2", "node3"]);
+    assert!(
+        change
+            .updated
+            .contains(&"entry ghost1 of a join never completed".to_string()),
+        "{:?}",
+        change.updated
+    );
+    let asked = scripted[0].asked();
+    let deleted: Vec<&String> = asked.iter().filter(|a| a.starts_with("DELETE")).collect();
+    assert_eq!(deleted.len(), 1, "{asked:?}");
+    assert!(
+        deleted[0].starts_with("DELETE /nodes/ghost1?force=true"),
+        "{deleted:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_nameless_entry_is_kept_while_a_member_does_not_answer() {
+    let spec = clusterkit_core::spec::example(3);
+    let scripted = one_manager_and_two_fresh(&spec);
+    let addr = |i: usize| spec.nodes[i].mesh_address.to_string();
+    scripted[0].on_engine(
+        "GET",
+        "/nodes",
+        200,
+        &format!(
+            r#"[{}, {{"ID": "ghost1", "Status": {{"State": "unknown"}}, "Spec": {{"Role": "worker"}}}}]"#,
+            entry("id1", "node1", &addr(0), Some((true, "reachable"))),
+        ),
+    );
+    scripted[0].on_engine(
+        "GET",
+        "/nodes/id1",
+        200,
+        &entry("id1", "node1", &addr(0), Some((true, "reachable"))),
+    );
+    // node3's engine answers its first question, then no more.
+    scripted[2].on_engine("GET", "/info", 500, r#"{"message": "engine gone"}"#);
+    scripted[2].on_engine_times(
+        "GET",
+        "/info",
+        1,
+        200,
+        r#"{"Swarm": {"LocalNodeState": "inactive"}}"#,
+    );
+    let refs: Vec<&Scripted> = scripted.iter().collect();
+    let change = up(&nodes(&refs), &spec).await.unwrap();
+    assert!(
+        change.updated.iter().all(|u| !u.contains("ghost1")),
+        "{:?}",
+        change.updated
+    );
+    assert!(scripted[0].asked().iter().all(|a| !a.starts_with("DELETE")));
+}
