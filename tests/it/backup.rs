@@ -441,10 +441,79 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
             std::fs::read(dir.join(".clusterkit/state.toml")).unwrap(),
             state_before
         );
-        let r = ck(&["restore", "-c", cfg, "--from", taken.to_str().unwrap()]);
+        // Read from the cluster's own S3 while it runs, every file checked;
+        // then refused on a running swarm.
+        let r = ck(&["restore", "-c", cfg, "--from", &first]);
         assert_ne!(r.code, 0);
+        assert!(r.stderr.contains(" files checked;"), "{}", r.stderr);
         assert!(r.stderr.contains("already in a swarm"), "{}", r.stderr);
         assert!(r.stderr.contains("nothing was changed"), "{}", r.stderr);
+
+        // An S3 off the cluster (a Garage of its own on this machine), where
+        // the scheduled backup is copied to outlive the cluster, and a copy
+        // of it with one byte changed.
+        let offsite = Offsite::start(scratch.path());
+        let name = scheduled_dir.file_name().unwrap().to_str().unwrap();
+        let at = format!("s3://{OFFSITE_BUCKET}/clusterkit/{name}");
+        offsite.put_dir(&scheduled_dir, &format!("clusterkit/{name}"), None);
+        offsite.put_dir(
+            &scheduled_dir,
+            "clusterkit/damaged",
+            Some("prometheus.tar.gz"),
+        );
+        let from_offsite = |from: &str, secret: &str| {
+            crate::bin::run_env(
+                None,
+                &[
+                    "restore",
+                    "-c",
+                    cfg,
+                    "--from",
+                    from,
+                    "--s3-endpoint",
+                    &offsite.endpoint,
+                    "--s3-region",
+                    "garage",
+                ],
+                &[
+                    ("AWS_ACCESS_KEY_ID", offsite.key_id.as_str()),
+                    ("AWS_SECRET_ACCESS_KEY", secret),
+                ],
+            )
+        };
+        let r = from_offsite(
+            &format!("s3://{OFFSITE_BUCKET}/clusterkit/damaged"),
+            &offsite.secret,
+        );
+        assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains("prometheus.tar.gz: SHA-256"),
+            "{}",
+            r.stderr
+        );
+        let r = from_offsite(&at, &"0".repeat(64));
+        assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains(&offsite.endpoint), "{}", r.stderr);
+        let r = ck(&[
+            "restore",
+            "-c",
+            cfg,
+            "--from",
+            &at,
+            "--s3-endpoint",
+            &offsite.endpoint,
+        ]);
+        assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr
+                .contains("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(
+            std::fs::read(dir.join(".clusterkit/state.toml")).unwrap(),
+            state_before
+        );
 
         // Destroyed, made again from nothing: new machines, new host keys,
         // and the state directory gone with them; the operator kept the
@@ -472,16 +541,16 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
         assert!(sh("node1", "docker info -f '{{.Swarm.LocalNodeState}}'").contains("inactive"));
 
         // From the scheduled backup (it went through the cluster's S3, like
-        // the copy checked above), so that the schedule comes back too.
-        let r = ck(&[
-            "restore",
-            "-c",
-            cfg,
-            "--from",
-            scheduled_dir.to_str().unwrap(),
-        ]);
+        // the copy checked above), so that the schedule comes back too; read
+        // from the off-site S3, the cluster's own being gone.
+        let r = from_offsite(&at, &offsite.secret);
         assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-        for secret in [token, password.as_str()] {
+        assert!(
+            r.stderr.contains(&format!("restored from {at}")),
+            "{}",
+            r.stderr
+        );
+        for secret in [token, password.as_str(), offsite.secret.as_str()] {
             assert!(
                 !r.stdout.contains(secret) && !r.stderr.contains(secret),
                 "a secret in the output"
@@ -652,6 +721,155 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
     }
     if let Err(e) = result {
         std::panic::resume_unwind(e);
+    }
+}
+
+/// The off-site S3's bucket.
+const OFFSITE_BUCKET: &str = "offsite";
+
+/// A one-node Garage on this machine's default bridge, outside the sandbox:
+/// the S3 a backup is copied to so that it outlives the cluster. Removed
+/// when dropped.
+struct Offsite {
+    container: String,
+    /// `http://IP:3900`.
+    endpoint: String,
+    key_id: String,
+    secret: String,
+}
+
+impl Offsite {
+    fn start(scratch: &std::path::Path) -> Self {
+        let container = format!("{S}-offsite");
+        docker(&["rm", "-f", &container]);
+        let conf = scratch.join("offsite-garage.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "metadata_dir = \"/var/lib/garage/meta\"\ndata_dir = \"/var/lib/garage/data\"\n\
+                 db_engine = \"sqlite\"\nreplication_factor = 1\n\
+                 rpc_bind_addr = \"[::]:3901\"\nrpc_public_addr = \"127.0.0.1:3901\"\n\
+                 rpc_secret = \"{}\"\n[s3_api]\ns3_region = \"garage\"\n\
+                 api_bind_addr = \"[::]:3900\"\nroot_domain = \".s3.garage.localhost\"\n",
+                "5e".repeat(32)
+            ),
+        )
+        .unwrap();
+        let run = docker(&[
+            "run",
+            "-d",
+            "--name",
+            &container,
+            "--tmpfs",
+            "/var/lib/garage",
+            "-v",
+            &format!("{}:/etc/garage.toml:ro", conf.display()),
+            "clusterkit/garage:2.5.0",
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let api = |endpoint: &str, body: Option<serde_json::Value>| -> serde_json::Value {
+            let mut last = String::new();
+            // Just started: its node key or RPC port may not be there yet.
+            for _ in 0..30 {
+                let mut args = vec!["exec", "-i", &container, "/garage", "json-api", endpoint];
+                if body.is_some() {
+                    args.push("-");
+                }
+                let mut child = std::process::Command::new("docker")
+                    .args(&args)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let text = body.as_ref().map(|b| b.to_string()).unwrap_or_default();
+                std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes())
+                    .unwrap();
+                let out = child.wait_with_output().unwrap();
+                if out.status.success() {
+                    return serde_json::from_slice(&out.stdout).unwrap();
+                }
+                last = String::from_utf8_lossy(&out.stderr).into_owned();
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            panic!("off-site garage: {endpoint}: {last}");
+        };
+        let status = api("GetClusterStatus", None);
+        let id = status["nodes"][0]["id"].as_str().unwrap().to_string();
+        api(
+            "UpdateClusterLayout",
+            Some(
+                serde_json::json!({"roles": [{"id": id, "zone": "dc1", "capacity": 1_000_000_000u64, "tags": []}]}),
+            ),
+        );
+        api(
+            "ApplyClusterLayout",
+            Some(serde_json::json!({"version": 1})),
+        );
+        let (key_id, secret) = (format!("GK{}", "0a".repeat(12)), "c3".repeat(32));
+        api(
+            "ImportKey",
+            Some(
+                serde_json::json!({"accessKeyId": key_id, "secretAccessKey": secret, "name": "offsite"}),
+            ),
+        );
+        let bucket = api(
+            "CreateBucket",
+            Some(serde_json::json!({"globalAlias": OFFSITE_BUCKET})),
+        );
+        api(
+            "AllowBucketKey",
+            Some(
+                serde_json::json!({"bucketId": bucket["id"], "accessKeyId": key_id,
+                "permissions": {"read": true, "write": true, "owner": false}}),
+            ),
+        );
+        let ip = docker(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.IPAddress}}",
+            &container,
+        ]);
+        let ip = String::from_utf8_lossy(&ip.stdout).trim().to_string();
+        assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip:?}");
+        Self {
+            container,
+            endpoint: format!("http://{ip}:3900"),
+            key_id,
+            secret,
+        }
+    }
+
+    /// Puts every file of `dir` under `prefix`, the bytes of `damage` (a
+    /// file name) with their last bit flipped.
+    fn put_dir(&self, dir: &std::path::Path, prefix: &str, damage: Option<&str>) {
+        let key = clusterkit::storage::S3Key {
+            id: self.key_id.clone(),
+            secret: self.secret.clone(),
+        };
+        let s3 = clusterkit::storage::s3::S3::new(&self.endpoint, "garage", &key);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_str().unwrap().to_string();
+            let mut bytes = std::fs::read(e.path()).unwrap();
+            if damage == Some(name.as_str()) {
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+            }
+            rt.block_on(s3.put(OFFSITE_BUCKET, &format!("{prefix}/{name}"), bytes))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}
+
+impl Drop for Offsite {
+    fn drop(&mut self) {
+        docker(&["rm", "-f", &self.container]);
     }
 }
 

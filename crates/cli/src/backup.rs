@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clusterkit_core::backup::SEAL_KEY_FILE;
 use clusterkit_core::engine::Lines;
 use clusterkit_core::spec::Loaded;
-use clusterkit_ops::backup::BackupOptions;
+use clusterkit_ops::backup::{BackupOptions, S3Source};
 use clusterkit_ops::Session;
 
 use crate::exit;
@@ -69,12 +69,37 @@ pub fn backup(loaded: &Loaded, to: &[String]) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// `clusterkit restore --from DIR`: the backup checked, its state put in
-/// place, the description loaded again, then [`clusterkit_ops::restore::apply`].
+/// The S3 server of `restore --s3-endpoint`, its key from the environment
+/// (never from the command line, where `ps` shows it).
+pub fn s3_source(endpoint: &str, region: Option<&str>) -> anyhow::Result<S3Source> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (Some(id), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) else {
+        anyhow::bail!(
+            "--s3-endpoint {endpoint}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a key that may read the bucket"
+        );
+    };
+    let region = region
+        .map(str::to_string)
+        .or_else(|| var("AWS_REGION"))
+        .or_else(|| var("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| "us-east-1".to_string());
+    let source = S3Source::new(endpoint, &region, clusterkit_storage::S3Key { id, secret })?;
+    if source.is_plain_http() {
+        eprintln!(
+            "--s3-endpoint {endpoint}: plain http: the backup (the swarm's secrets among it) crosses the network unencrypted"
+        );
+    }
+    Ok(source)
+}
+
+/// `clusterkit restore --from DIR|s3://…`: the backup checked, its state
+/// put in place, the description loaded again, then
+/// [`clusterkit_ops::restore::apply`].
 pub fn restore(
     loaded: &Loaded,
     reload: &dyn Fn() -> anyhow::Result<Option<Loaded>>,
     from: &str,
+    source: Option<&S3Source>,
     unsealed: bool,
 ) -> anyhow::Result<u8> {
     if unsealed {
@@ -82,7 +107,13 @@ pub fn restore(
             "--unsealed: the backup's seal is not checked (its files, names and archives are)"
         );
     }
-    let checked = clusterkit_ops::restore::check(loaded, from, unsealed)?;
+    let checked = {
+        let lines = Lines::stderr();
+        let session = Session::new(loaded, crate::remote::options(), &lines);
+        crate::block_on(clusterkit_ops::restore::fetch(
+            &session, from, source, unsealed,
+        ))?
+    };
     // clusterkit's state: mesh addresses and the storage's copies as they were.
     if let Some(kept) = clusterkit_ops::restore::put_state(loaded, &checked)? {
         eprintln!(
@@ -112,8 +143,7 @@ pub fn restore(
     eprintln!(
         "restored from {} in {:.0} s: the swarm's services, secrets and configs are back; \
          storage was made afresh (its data was not in the backup)",
-        checked.dir.display(),
-        report.seconds
+        checked.from, report.seconds
     );
     Ok(exit::OK)
 }

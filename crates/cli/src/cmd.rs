@@ -335,14 +335,30 @@ Examples:
         \x20  monitoring (Grafana's password is read back from its restored secret), stacks, and a\n\
         \x20  scheduled backup the swarm held (set again: the new nodes' host keys and key lines).\n\
         Images of stacks deployed with `clusterkit deploy` must be sent again (`deploy` does it).\n\n\
-        Example:\n  clusterkit restore --from /srv/backups/prod-20261126T043000Z"
+        A backup on S3 (copied there to outlive the cluster) is read into memory and checked,\n\
+        never written on this machine: give the server with --s3-endpoint and its key in\n\
+        AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (never on the command line). Without\n\
+        --s3-endpoint, the cluster's own S3 is read, which answers only while the cluster runs.\n\n\
+        Examples:\n  clusterkit restore --from /srv/backups/prod-20261126T043000Z\n  \
+        AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… clusterkit restore \\\n  \
+        \x20   --from s3://offsite/clusterkit/prod-20261126T043000Z --s3-endpoint https://s3.example.net"
     )]
     Restore {
         #[command(flatten)]
         input: Input,
-        /// The backup directory (the one `backup --to DIR` printed).
-        #[arg(long, value_name = "DIR")]
+        /// The backup: the directory `backup --to DIR` printed, or
+        /// s3://BUCKET/PREFIX/CLUSTER-TIME (as `backup list` names it).
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
         from: String,
+        /// The S3 server holding the backup (`https://…`), when it is not the
+        /// cluster's own; its key is read from AWS_ACCESS_KEY_ID and
+        /// AWS_SECRET_ACCESS_KEY.
+        #[arg(long, value_name = "URL")]
+        s3_endpoint: Option<String>,
+        /// The region that server expects (default: AWS_REGION, else
+        /// us-east-1; Garage's own is `garage`).
+        #[arg(long, value_name = "REGION", requires = "s3_endpoint")]
+        s3_region: Option<String>,
         /// Accept a backup without a seal (taken before backups were sealed):
         /// every other check still applies. Anyone who could write where it
         /// was kept could have changed it.
@@ -546,12 +562,23 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Restore {
             input,
             from,
+            s3_endpoint,
+            s3_region,
             unsealed,
         } => {
+            let source = s3_endpoint
+                .map(|e| crate::backup::s3_source(&e, s3_region.as_deref()))
+                .transpose()?;
             let loaded = loaded!(input);
             // The state is written from the backup before any node is reached.
             crate::remote::hold_state_dir(&loaded, "restore")?;
-            crate::backup::restore(&loaded, &|| load(&input, color), &from, unsealed)
+            crate::backup::restore(
+                &loaded,
+                &|| load(&input, color),
+                &from,
+                source.as_ref(),
+                unsealed,
+            )
         }
         Command::Node { input, cmd } => {
             let loaded = loaded!(input);

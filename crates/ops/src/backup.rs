@@ -402,7 +402,7 @@ pub(crate) fn write_dir(
 }
 
 /// An S3 client of the cluster's storage (keep the forward alive while using it).
-async fn cluster_s3(
+pub(crate) async fn cluster_s3(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
     bucket: &str,
@@ -467,19 +467,130 @@ pub(crate) fn read_dir(dir: &Path, key: Option<&SealKey>) -> Result<(Manifest, F
             file: path.display().to_string(),
             why: e.to_string(),
         })?;
-        let in_dir = |e: &dyn std::fmt::Display| refused(format!("{}: {e}", dir.display()));
-        manifest.verify(&f.name, &bytes).map_err(|e| in_dir(&e))?;
-        if f.name.ends_with(".tar.gz") {
-            check_archive(&f.name, &bytes).map_err(|e| in_dir(&e))?;
-        } else if f.name == STATE {
-            let text =
-                std::str::from_utf8(&bytes).map_err(|_| in_dir(&format!("{STATE}: not text")))?;
-            clusterkit_core::state::State::parse(text)
-                .map_err(|e| in_dir(&format!("{STATE}: {e}")))?;
-        }
+        check_file(&dir.display().to_string(), &manifest, &f.name, &bytes)?;
         files.push((f.name.clone(), bytes));
     }
     Ok((manifest, files))
+}
+
+/// Checks one file of a backup read from `at` against its manifest; an
+/// archive is read member by member, the state parsed.
+fn check_file(at: &str, manifest: &Manifest, name: &str, bytes: &[u8]) -> Result<(), OpsError> {
+    let here = |e: &dyn std::fmt::Display| refused(format!("{at}: {e}"));
+    manifest.verify(name, bytes).map_err(|e| here(&e))?;
+    if name.ends_with(".tar.gz") {
+        check_archive(name, bytes).map_err(|e| here(&e))?;
+    } else if name == STATE {
+        let text = std::str::from_utf8(bytes).map_err(|_| here(&format!("{STATE}: not text")))?;
+        clusterkit_core::state::State::parse(text).map_err(|e| here(&format!("{STATE}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A backup read from S3 by [`read_s3`]: its manifest (and the text it was
+/// read from, with its seal) and every file, checked.
+pub(crate) struct FromS3 {
+    pub(crate) manifest: Manifest,
+    pub(crate) text: Vec<u8>,
+    pub(crate) seal: Option<Vec<u8>>,
+    pub(crate) files: Files,
+}
+
+/// Reads the backup at `s3://bucket/prefix` through `s3`: its manifest,
+/// opened with `key` (`None`: not sealed-checked), then every file it lists,
+/// each checked as [`read_dir`] checks a directory's, before anything is
+/// touched.
+pub(crate) async fn read_s3(
+    s3: &clusterkit_storage::s3::S3,
+    bucket: &str,
+    prefix: &str,
+    key: Option<&SealKey>,
+) -> Result<FromS3, OpsError> {
+    let from = format!("s3://{bucket}/{prefix}");
+    let mkey = format!("{prefix}/{MANIFEST}");
+    let text = s3.get(bucket, &mkey).await.map_err(|e| {
+        refused(format!(
+            "{e}\n{from}: no backup there? `clusterkit backup list --from s3://{bucket}/PREFIX` shows them"
+        ))
+    })?;
+    let seal = s3.get(bucket, &format!("{prefix}/{SEAL}")).await.ok();
+    let at = format!("s3://{bucket}/{mkey}");
+    let manifest = match key {
+        Some(key) => Manifest::open(&at, &text, seal.as_deref(), key)?,
+        None => Manifest::parse(&at, &text)?,
+    };
+    let mut files = Vec::new();
+    for f in &manifest.files {
+        let bytes = s3.get(bucket, &format!("{prefix}/{}", f.name)).await?;
+        check_file(&from, &manifest, &f.name, &bytes)?;
+        files.push((f.name.clone(), bytes));
+    }
+    Ok(FromS3 {
+        manifest,
+        text,
+        seal,
+        files,
+    })
+}
+
+/// An S3 server outside the cluster that holds backups (copied there to
+/// survive the cluster): where `restore --from s3://…` reads when the
+/// cluster's own S3 is gone.
+#[derive(Debug, Clone)]
+pub struct S3Source {
+    /// Its URL (`https://s3.example.net`; `http://` only on a network you
+    /// trust: a backup holds the swarm's secrets).
+    pub endpoint: String,
+    /// The region it expects in signatures (`us-east-1` for most; Garage's
+    /// own is `garage`).
+    pub region: String,
+    /// A key that may read the bucket.
+    pub key: clusterkit_storage::S3Key,
+}
+
+impl S3Source {
+    /// Checks the endpoint's URL: `http://` or `https://`, a host, nothing
+    /// that could smuggle credentials (`user@`).
+    pub fn new(
+        endpoint: &str,
+        region: &str,
+        key: clusterkit_storage::S3Key,
+    ) -> Result<Self, OpsError> {
+        let rest = endpoint
+            .strip_prefix("https://")
+            .or_else(|| endpoint.strip_prefix("http://"));
+        let host_ok = rest
+            .map(|r| r.split('/').next().unwrap_or_default())
+            .is_some_and(|h| {
+                !h.is_empty()
+                    && h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+            });
+        if !host_ok {
+            return Err(refused(format!(
+                "{endpoint:?} is not an S3 endpoint: give its URL, e.g. https://s3.example.net or http://10.0.0.5:3900"
+            )));
+        }
+        if region.is_empty()
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(refused(format!(
+                "{region:?} is not an S3 region: letters, digits and `-` (us-east-1, garage)"
+            )));
+        }
+        Ok(Self {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            region: region.to_string(),
+            key,
+        })
+    }
+
+    /// Whether what it sends travels unencrypted.
+    pub fn is_plain_http(&self) -> bool {
+        self.endpoint.starts_with("http://")
+    }
 }
 
 /// One backup found by [`find`].
@@ -630,31 +741,17 @@ pub async fn copy(session: &Session<'_>, from: &str, dir: &Path) -> Result<CopyR
     let key = seal_key(loaded)?;
     let nodes = session.connect(Reach::Patient).await.nodes;
     let (_fwd, s3) = cluster_s3(&nodes, spec, &bucket).await?;
-    let mkey = format!("{prefix}/{MANIFEST}");
-    let text = s3.get(&bucket, &mkey).await.map_err(|e| {
-        refused(format!(
-            "{e}\n{from}: no backup there? `clusterkit backup list` shows them"
-        ))
-    })?;
-    let seal = s3.get(&bucket, &format!("{prefix}/{SEAL}")).await.ok();
-    let manifest = Manifest::open(
-        &format!("s3://{bucket}/{mkey}"),
-        &text,
-        seal.as_deref(),
-        &key,
-    )?;
-    let mut files = Vec::new();
-    for f in &manifest.files {
-        let bytes = s3.get(&bucket, &format!("{prefix}/{}", f.name)).await?;
-        manifest
-            .verify(&f.name, &bytes)
-            .map_err(|e| refused(format!("{from}: {e}")))?;
-        files.push((f.name.as_str(), bytes, f.what.clone()));
-    }
-    let seal = seal.expect("opened with its seal");
+    let read = read_s3(&s3, &bucket, &prefix, Some(&key)).await?;
+    let files: Vec<(&str, Vec<u8>, String)> = read
+        .files
+        .into_iter()
+        .zip(&read.manifest.files)
+        .map(|((_, bytes), f)| (f.name.as_str(), bytes, f.what.clone()))
+        .collect();
+    let seal = read.seal.expect("opened with its seal");
     let name = prefix.rsplit('/').next().unwrap_or("backup");
-    let target = dir.join(format!("{}-{name}", manifest.cluster));
-    write_dir(&target, &files, &text, &seal)?;
+    let target = dir.join(format!("{}-{name}", read.manifest.cluster));
+    write_dir(&target, &files, &read.text, &seal)?;
     Ok(CopyReport {
         dir: target,
         files: files.len(),
@@ -712,6 +809,36 @@ mod tests {
             e.contains("swarm.tar.gz") && e.contains("damaged or incomplete"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_off_site_s3_is_a_url_with_a_host_and_a_region_of_letters() {
+        let key = || clusterkit_storage::S3Key {
+            id: "GK0a".into(),
+            secret: "c3".into(),
+        };
+        let s = S3Source::new("https://s3.example.net/", "us-east-1", key()).unwrap();
+        assert_eq!(s.endpoint, "https://s3.example.net");
+        assert!(!s.is_plain_http());
+        assert!(S3Source::new("http://[fd00::5]:3900", "garage", key())
+            .unwrap()
+            .is_plain_http());
+        for bad in [
+            "s3.example.net",
+            "ftp://s3.example.net",
+            "https://",
+            "https://user:pw@s3.example.net",
+            "https://s3.example.net\nHost: evil",
+        ] {
+            let e = S3Source::new(bad, "us-east-1", key()).unwrap_err().to_string();
+            assert!(e.contains("is not an S3 endpoint"), "{bad}: {e}");
+        }
+        let e = S3Source::new("https://s3.example.net", "us east", key())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not an S3 region"), "{e}");
+        // The key's secret never shows in its debug form.
+        assert!(!format!("{s:?}").contains("c3"), "{s:?}");
     }
 
     /// One entry of the swarm's node list, a manager labelled as clusterkit

@@ -1,6 +1,7 @@
-//! Bringing a cluster back from a backup directory onto nodes outside any
-//! swarm, in two steps around the caller's reload of the description:
-//! [`check`] reads the backup and checks every file of it (nothing touched),
+//! Bringing a cluster back from a backup onto nodes outside any swarm, in
+//! two steps around the caller's reload of the description: [`check`] (a
+//! directory) or [`fetch`] (a directory or S3) reads the backup and checks
+//! every file of it (nothing touched),
 //! [`put_state`] puts its clusterkit state in place; the caller then loads
 //! the description again (the mesh addresses and the storage's copies as
 //! they were) and brings the nodes back with it: [`apply`].
@@ -17,20 +18,23 @@ use clusterkit_core::spec::{Loaded, SwarmRole};
 use clusterkit_core::transport::Cmd;
 use serde::Serialize;
 
-use crate::backup::{read_dir, seal_key, Files};
-use crate::session::Session;
+use clusterkit_core::backup::SealKey;
+
+use crate::backup::{cluster_s3, read_dir, read_s3, seal_key, Files, S3Source};
+use crate::session::{Reach, Session};
 use crate::up::{Phase, UpOptions, UpReport};
 use crate::OpsError;
 
 /// How long a node's engine may take to stop or start around the unpacking.
 const ENGINE_PATIENCE: Duration = Duration::from_secs(120);
 
-/// A backup read from a directory, every file checked against its manifest
-/// (and its seal, unless asked otherwise), archives read member by member.
+/// A backup read from a directory or S3, every file checked against its
+/// manifest (and its seal, unless asked otherwise), archives read member by
+/// member.
 #[derive(Debug, Clone)]
 pub struct Checked {
-    /// The directory it was read from.
-    pub dir: PathBuf,
+    /// Where it was read from: a directory, or `s3://BUCKET/PREFIX`.
+    pub from: String,
     /// Its manifest.
     pub manifest: Manifest,
     files: Files,
@@ -52,42 +56,99 @@ impl Checked {
 pub fn check(loaded: &Loaded, from: &str, unsealed: bool) -> Result<Checked, OpsError> {
     let dir = match Location::parse(from)? {
         Location::Dir(d) => d,
-        Location::S3 { .. } => {
-            return Err(OpsError::Refused(format!(
-                "{from}: restore reads a directory of this machine (the cluster's own S3 is rebuilt after the swarm): \
-                 take backups with `--to DIR` too, or copy one out of the bucket first"
-            )))
-        }
+        Location::S3 { .. } => return Err(OpsError::Refused(format!(
+            "{from}: `check` reads a directory of this machine; a backup on S3 is read by `fetch`"
+        ))),
     };
-    let key = if unsealed {
+    let key = key_unless(loaded, unsealed)?;
+    let (manifest, files) = read_dir(&dir, key.as_ref())?;
+    checked(loaded, dir.display().to_string(), manifest, files)
+}
+
+fn key_unless(loaded: &Loaded, unsealed: bool) -> Result<Option<SealKey>, OpsError> {
+    Ok(if unsealed {
         None
     } else {
         Some(seal_key(loaded)?)
-    };
-    let (manifest, files) = read_dir(&dir, key.as_ref())?;
+    })
+}
+
+/// The backup as read, refused when it is another cluster's or holds no
+/// swarm state.
+fn checked(
+    loaded: &Loaded,
+    from: String,
+    manifest: Manifest,
+    files: Files,
+) -> Result<Checked, OpsError> {
     let spec = &loaded.built.spec;
     if manifest.cluster != spec.name.as_str() {
         return Err(OpsError::Refused(format!(
-            "{}: a backup of cluster `{}`, and this description is of cluster `{}`: restore it with that \
+            "{from}: a backup of cluster `{}`, and this description is of cluster `{}`: restore it with that \
              cluster's description (or set `name = \"{}\"` in clusterkit.toml)",
-            dir.display(),
-            manifest.cluster,
-            spec.name,
-            manifest.cluster
+            manifest.cluster, spec.name, manifest.cluster
         )));
     }
     let checked = Checked {
-        dir,
+        from,
         manifest,
         files,
     };
     if checked.file(SWARM).is_none() {
         return Err(OpsError::Refused(format!(
             "{}: no {SWARM} in this backup",
-            checked.dir.display()
+            checked.from
         )));
     }
     Ok(checked)
+}
+
+/// Reads the backup at `from` as [`check`] does, and also from S3:
+/// `s3://BUCKET/PREFIX` (one backup, as `clusterkit backup list` names it)
+/// is read from `source` when given (an S3 outside the cluster), else from
+/// the cluster's own S3, which answers only while the cluster runs (a
+/// restore's nodes are outside any swarm: its S3 is gone). Every file is
+/// read into memory and checked before anything is touched; nothing is
+/// written on this machine.
+pub async fn fetch(
+    session: &Session<'_>,
+    from: &str,
+    source: Option<&S3Source>,
+    unsealed: bool,
+) -> Result<Checked, OpsError> {
+    let loaded = session.loaded();
+    let (bucket, prefix) = match Location::parse(from)? {
+        Location::Dir(_) => return check(loaded, from, unsealed),
+        Location::S3 { bucket, prefix } => (bucket, prefix),
+    };
+    if prefix.is_empty() {
+        return Err(OpsError::Refused(format!(
+            "{from}: name one backup, s3://{bucket}/PREFIX/CLUSTER-TIME (`clusterkit backup list --from {from}` shows them)"
+        )));
+    }
+    let key = key_unless(loaded, unsealed)?;
+    let read = match source {
+        Some(src) => {
+            let s3 = clusterkit_storage::s3::S3::new(&src.endpoint, &src.region, &src.key);
+            read_s3(&s3, &bucket, &prefix, key.as_ref())
+                .await
+                .map_err(|e| OpsError::Refused(format!("{e}\n(read from {})", src.endpoint)))?
+        }
+        None => {
+            let nodes = session.connect(Reach::Patient).await.nodes;
+            let spec = &loaded.built.spec;
+            let (_fwd, s3) = cluster_s3(&nodes, spec, &bucket).await.map_err(|e| {
+                OpsError::Refused(format!(
+                    "{from}: the cluster's S3 does not answer ({e}).\n\
+                     A restore's nodes are outside any swarm, where the cluster's S3 is gone: name the S3 that \
+                     holds the backup with `--s3-endpoint URL` (its key in AWS_ACCESS_KEY_ID and \
+                     AWS_SECRET_ACCESS_KEY), or copy the backup into a directory first"
+                ))
+            })?;
+            read_s3(&s3, &bucket, &prefix, key.as_ref()).await?
+        }
+    };
+    checked(loaded, from.to_string(), read.manifest, read.files)
 }
 
 /// Puts the backup's clusterkit state (if it holds one) in place of the
@@ -317,7 +378,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let loaded = crate::testkit::loaded(3, tmp.path());
         let backup = Checked {
-            dir: tmp.path().join("c-1"),
+            from: tmp.path().join("c-1").display().to_string(),
             manifest: Manifest::new("clusterkit", "2026-11-26T04:30:00Z", "node2"),
             files: vec![(SWARM.to_string(), b"archive".to_vec())],
         };
