@@ -450,3 +450,20 @@ fn prometheus_targets_down_are_named_with_its_own_words_on_why() {
     let none = crate::parse_targets(&serde_json::Value::Null, &serde_json::Value::Null);
     assert_eq!((none.total, none.whole()), (0, false));
 }
+
+#[test]
+fn ci_checks_the_dashboards_against_the_schema_of_the_default_grafana() {
+    // `.ci/run` pins grafana-foundation-sdk to the Grafana version whose
+    // schema it was generated from: the one the default image runs.
+    let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.ci/run"))
+        .expect(".ci/run");
+    let version = clusterkit_core::spec::defaults::GRAFANA_IMAGE
+        .rsplit(':')
+        .next()
+        .unwrap();
+    assert!(
+        ci.lines()
+            .any(|l| l.contains("grafana-foundation-sdk==") && l.contains(&format!("!{version}\""))),
+        "the SDK pinned in .ci/run is not Grafana {version}'s"
+    );
+}

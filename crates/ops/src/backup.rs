@@ -830,7 +830,9 @@ mod tests {
             "https://user:pw@s3.example.net",
             "https://s3.example.net\nHost: evil",
         ] {
-            let e = S3Source::new(bad, "us-east-1", key()).unwrap_err().to_string();
+            let e = S3Source::new(bad, "us-east-1", key())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("is not an S3 endpoint"), "{bad}: {e}");
         }
         let e = S3Source::new("https://s3.example.net", "us east", key())

@@ -56,9 +56,11 @@ impl Checked {
 pub fn check(loaded: &Loaded, from: &str, unsealed: bool) -> Result<Checked, OpsError> {
     let dir = match Location::parse(from)? {
         Location::Dir(d) => d,
-        Location::S3 { .. } => return Err(OpsError::Refused(format!(
+        Location::S3 { .. } => {
+            return Err(OpsError::Refused(format!(
             "{from}: `check` reads a directory of this machine; a backup on S3 is read by `fetch`"
-        ))),
+        )))
+        }
     };
     let key = key_unless(loaded, unsealed)?;
     let (manifest, files) = read_dir(&dir, key.as_ref())?;
