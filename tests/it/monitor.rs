@@ -218,6 +218,52 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
     let v = api(&prom, "/api/v1/query?query=ck_test_up");
     assert_eq!(v["data"]["result"][0]["value"][1], "1", "{v}");
 
+    // cAdvisor (bullseye's package, 0.38) on every node, an up target each;
+    // the labelled service's container has its series, labelled with the
+    // swarm's own labels only (the stack's --whitelisted_container_labels).
+    let took = wait_for(
+        "every cAdvisor is an up target",
+        Duration::from_secs(120),
+        || {
+            let mut nodes = up_targets(&prom, "cadvisor", "node");
+            nodes.sort();
+            nodes == ["node1", "node2", "node3"]
+        },
+    );
+    eprintln!("3 cAdvisors up in Prometheus after {took:?}");
+    let query = |e: &str| -> Vec<serde_json::Value> {
+        let q = exec(
+            &prom,
+            &format!("curl -s -G -K /etc/clusterkit/monitoring/api.curl localhost:9090/api/v1/query --data-urlencode 'query={e}'"),
+        );
+        let v: serde_json::Value = serde_json::from_str(&q).unwrap_or_default();
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    };
+    let mut series = Vec::new();
+    wait_for(
+        "cAdvisor's series of the labelled service's container",
+        Duration::from_secs(120),
+        || {
+            series = query(
+                "container_memory_usage_bytes{container_label_com_docker_swarm_service_name=\"ck-metrics\"}",
+            );
+            !series.is_empty()
+        },
+    );
+    let allowed = [
+        "container_label_com_docker_swarm_service_name",
+        "container_label_com_docker_swarm_task_name",
+        "container_label_com_docker_stack_namespace",
+    ];
+    for s in &series {
+        for label in s["metric"].as_object().unwrap().keys() {
+            assert!(
+                !label.starts_with("container_label_") || allowed.contains(&label.as_str()),
+                "{label}: {s}"
+            );
+        }
+    }
+
     // An application container on the same overlay can neither read nor
     // delete Prometheus's series (it asks for the monitoring API's password,
     // which clusterkit's own questions above had) nor silence Alertmanager
@@ -352,6 +398,48 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
         scratch.path().join("out").to_str().unwrap(),
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // The Containers dashboard (cAdvisor's series) shows data: its rates need
+    // two samples of each container.
+    let containers: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            scratch
+                .path()
+                .join("out/dashboard-clusterkit-containers.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for panel in containers["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let e = t["expr"].as_str().unwrap();
+            wait_for(
+                &format!("data for the Containers dashboard's {:?}", panel["title"]),
+                Duration::from_secs(180),
+                || {
+                    query(e).iter().any(|s| {
+                        s["metric"]["container_label_com_docker_swarm_service_name"] == "ck-metrics"
+                    })
+                },
+            );
+        }
+    }
+    // What cAdvisor costs a node, as it measures itself (the README's budget).
+    let cadvisor =
+        "container_label_com_docker_swarm_service_name=\"clusterkit-monitoring_cadvisor\"";
+    let worst = |e: &str| {
+        query(e)
+            .iter()
+            .filter_map(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+            .fold(0.0, f64::max)
+    };
+    let memory =
+        worst(&format!("container_memory_working_set_bytes{{{cadvisor}}}")) / (1u64 << 20) as f64;
+    let cpu = worst(&format!(
+        "rate(container_cpu_usage_seconds_total{{{cadvisor}}}[2m])"
+    ));
+    eprintln!("cAdvisor per node, the most of 3: {memory:.0} MiB working set, {cpu:.3} CPU");
+    assert!(memory > 0.0 && memory < 64.0, "{memory} MiB");
+    assert!(cpu < 0.05, "{cpu} CPU");
     let mut dashboards = 0;
     for entry in std::fs::read_dir(scratch.path().join("out")).unwrap() {
         let path = entry.unwrap().path();

@@ -591,8 +591,9 @@ fn service_images_are_built_from_debian_packages_and_serve() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         out.stdout,
-        "clusterkit/prometheus:bookworm\nclusterkit/node-exporter:bookworm\nclusterkit/alertmanager:bookworm\n\
-         clusterkit/example-app:bookworm\nclusterkit/rclone:bookworm\nclusterkit/garage:2.5.0\n"
+        "clusterkit/prometheus:bookworm\nclusterkit/cadvisor:bullseye\nclusterkit/node-exporter:bookworm\n\
+         clusterkit/alertmanager:bookworm\nclusterkit/example-app:bookworm\nclusterkit/rclone:bookworm\n\
+         clusterkit/garage:2.5.0\n"
     );
     let version = |image: &str, arg: &str| {
         let o = docker(&["run", "--rm", image, arg]);
@@ -611,6 +612,7 @@ fn service_images_are_built_from_debian_packages_and_serve() {
         version("clusterkit/prometheus:bookworm", "--version").contains("prometheus, version 2.")
     );
     assert!(version("clusterkit/rclone:bookworm", "version").contains("rclone v1."));
+    assert!(version("clusterkit/cadvisor:bullseye", "--version").contains("cAdvisor version 0.38."));
 
     // node-exporter, loaded into the nodes' engines, serves metrics on a node.
     let out = ck(&[

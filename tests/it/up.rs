@@ -55,7 +55,7 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
         assert!(
             first
                 .stdout
-                .contains(", monitoring (prometheus, node-exporter, alertmanager;"),
+                .contains(", monitoring (prometheus, node-exporter, cadvisor, alertmanager;"),
             "{}",
             first.stdout
         );
@@ -65,7 +65,7 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             "storage    layout version 1 applied: 3 node(s), replication 3",
             "storage    healthy on 3 node(s), tolerates 1 loss(es)",
             "monitoring clusterkit/prometheus:bookworm missing on node1, node2, node3",
-            "monitoring deploying stack clusterkit-monitoring (3 service(s))",
+            "monitoring deploying stack clusterkit-monitoring (4 service(s))",
             "monitoring prometheus on node",
             "monitoring alertmanager on node",
             "stacks     clusterkit/example-app:bookworm missing on node1, node2, node3",
@@ -178,7 +178,8 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             stdout: String::new(),
             stderr: String::new(),
         };
-        // 3 node-exporters, Prometheus, 3 Garage, 2 app replicas: every one up.
+        // 3 node-exporters, 3 cAdvisors, Prometheus, 3 Garage, 2 app
+        // replicas: every one up.
         let took = crate::sandbox::wait_for(
             "status all ok, the app's replicas scraped",
             std::time::Duration::from_secs(150),
@@ -197,15 +198,34 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             "ok   swarm     leader node1, 3 manager(s), quorum 2 held",
             "ok   stack     app: web 2/2",
             "ok   storage   healthy",
-            "ok   monitor   9/9 targets up",
+            // node-exporter, cAdvisor and Garage on 3 nodes, the app's 2, Prometheus.
+            "ok   monitor   12/12 targets up",
         ] {
             assert!(last.contains(line), "{line}: {last}");
         }
+        // cAdvisor has the series of the example app's two containers.
+        let prom = node_sh(
+            "node1",
+            "docker service ps clusterkit-monitoring_prometheus --filter desired-state=running --format '{{.Node}}' | head -n1",
+        );
+        let mut answer = String::new();
+        crate::sandbox::wait_for(
+            "cAdvisor's series of the app's containers",
+            std::time::Duration::from_secs(120),
+            || {
+                answer = node_sh(
+                    prom.trim(),
+                    "curl -s -G -K /etc/clusterkit/monitoring/api.curl localhost:9090/api/v1/query \
+                     --data-urlencode 'query=count(container_memory_usage_bytes{container_label_com_docker_swarm_service_name=\"app_web\"})'",
+                );
+                answer.contains(r#""value":["#) && answer.contains(r#","2"]"#)
+            },
+        );
 
         // The engine's and monitoring's ports answer over the mesh and not on
         // the sandbox's bridge network, including those containers publish
         // (forwarded, not seen by INPUT); the app's own port is the user's.
-        let ports = [2377, 7946, 3900, 3901, 3903, 9100, 9090, 9093];
+        let ports = [2377, 7946, 3900, 3901, 3903, 9100, 8080, 9090, 9093];
         let script = |addr: &str| {
             format!(
                 "for p in {} 8000; do if timeout 2 bash -c \"</dev/tcp/{addr}/$p\" 2>/dev/null; then echo \"$p open\"; else echo \"$p closed\"; fi; done",

@@ -32,15 +32,16 @@ pub fn clusterkit_toml(name: &str) -> String {
          [storage]\n\
          image = \"{garage}\"\n\
          \n\
-         # Monitoring from Debian's packages. Debian has no Grafana or cAdvisor; push their\n\
-         # images (`clusterkit images push`) and turn them on to try them.\n\
+         # Monitoring from Debian's packages (cAdvisor from bullseye's). Debian has no\n\
+         # Grafana; push its image (`clusterkit images push`) and turn it on to try it.\n\
          [monitoring]\n\
          prometheus_image = \"{prometheus}\"\n\
          node_exporter_image = \"{node_exporter}\"\n\
          alertmanager_image = \"{alertmanager}\"\n\
+         cadvisor_image = \"{cadvisor}\"\n\
          alertmanager = true\n\
          grafana = false\n\
-         cadvisor = false\n\
+         cadvisor = true\n\
          \n\
          # clusterkit's example application (image built by `sandbox build-images`),\n\
          # scraped by Prometheus because of its labels.\n\
@@ -50,6 +51,7 @@ pub fn clusterkit_toml(name: &str) -> String {
         prometheus = crate::image::PROMETHEUS.alias_tag(),
         node_exporter = crate::image::NODE_EXPORTER.alias_tag(),
         alertmanager = crate::image::ALERTMANAGER.alias_tag(),
+        cadvisor = crate::image::CADVISOR.alias_tag(),
         garage = crate::image::GARAGE.alias_tag(),
     )
 }

@@ -21,6 +21,9 @@ pub struct Recipe {
     pub repo: &'static str,
     /// A stable tag given besides the hash tag, e.g. `bookworm`; the name stacks use.
     pub alias: &'static str,
+    /// The Debian suite its packages come from ([`SUITE`] unless a package
+    /// is only in another: cAdvisor in bullseye).
+    pub suite: &'static str,
     /// Debian packages to install (dependencies follow; recommends do not).
     pub packages: &'static [&'static str],
     /// Files written into the root filesystem: path, mode, content.
@@ -54,8 +57,8 @@ impl Recipe {
     pub fn hash(&self) -> String {
         let mut h = Sha256::new();
         h.update(format!(
-            "v1\n{SUITE}\n{}\n{:?}\n{:?}\n{}\n{:?}",
-            self.repo, self.packages, self.files, self.script, self.changes
+            "v1\n{}\n{}\n{:?}\n{:?}\n{}\n{:?}",
+            self.suite, self.repo, self.packages, self.files, self.script, self.changes
         ));
         // Recipes without binaries keep the hash they always had.
         for b in self.binaries {
@@ -86,6 +89,7 @@ const HOSTKEYS_UNIT: &str = "[Unit]\nDescription=Generate this node's own SSH ho
 pub const NODE: Recipe = Recipe {
     repo: "clusterkit/node",
     alias: SUITE,
+    suite: SUITE,
     packages: &[
         "systemd", "systemd-sysv", "dbus", "openssh-server", "docker.io", "containerd", "runc",
         "iproute2", "iptables", "nftables", "wireguard-tools", "ca-certificates", "procps",
@@ -115,6 +119,7 @@ pub const NODE: Recipe = Recipe {
 pub const PROMETHEUS: Recipe = Recipe {
     repo: "clusterkit/prometheus",
     alias: SUITE,
+    suite: SUITE,
     packages: &["prometheus", "ca-certificates"],
     files: &[],
     script: "set -e\nmkdir -p /prometheus\napt-get clean\n",
@@ -130,6 +135,7 @@ pub const PROMETHEUS: Recipe = Recipe {
 pub const NODE_EXPORTER: Recipe = Recipe {
     repo: "clusterkit/node-exporter",
     alias: SUITE,
+    suite: SUITE,
     packages: &["prometheus-node-exporter"],
     files: &[],
     script: "set -e\napt-get clean\n",
@@ -144,6 +150,7 @@ pub const NODE_EXPORTER: Recipe = Recipe {
 pub const ALERTMANAGER: Recipe = Recipe {
     repo: "clusterkit/alertmanager",
     alias: SUITE,
+    suite: SUITE,
     packages: &["prometheus-alertmanager"],
     files: &[],
     script: "set -e\nmkdir -p /alertmanager\napt-get clean\n",
@@ -159,6 +166,7 @@ pub const ALERTMANAGER: Recipe = Recipe {
 pub const EXAMPLE_APP: Recipe = Recipe {
     repo: "clusterkit/example-app",
     alias: SUITE,
+    suite: SUITE,
     packages: &["python3"],
     files: &[(
         "/usr/local/bin/example-app",
@@ -177,6 +185,7 @@ pub const EXAMPLE_APP: Recipe = Recipe {
 pub const RCLONE: Recipe = Recipe {
     repo: "clusterkit/rclone",
     alias: SUITE,
+    suite: SUITE,
     packages: &["rclone", "fuse3", "ca-certificates"],
     files: &[],
     script: "set -e\napt-get clean\n",
@@ -196,6 +205,7 @@ pub const GARAGE_VERSION: &str = "2.5.0";
 pub const GARAGE: Recipe = Recipe {
     repo: "clusterkit/garage",
     alias: GARAGE_VERSION,
+    suite: SUITE,
     packages: &["ca-certificates"],
     files: &[],
     script: "set -e\napt-get clean\nrm -rf /var/lib/apt/lists/*\n\
@@ -210,10 +220,24 @@ pub const GARAGE: Recipe = Recipe {
     }],
 };
 
-/// The service images the sandbox can build. Grafana, cAdvisor and MinIO have
-/// no Debian package: see ARCHITECTURE.md.
+/// cAdvisor from Debian's package, which only bullseye has (0.38.7; later
+/// suites dropped it).
+pub const CADVISOR: Recipe = Recipe {
+    repo: "clusterkit/cadvisor",
+    alias: "bullseye",
+    suite: "bullseye",
+    packages: &["cadvisor"],
+    files: &[],
+    script: "set -e\napt-get clean\nrm -rf /var/lib/apt/lists/*\n",
+    changes: &["ENTRYPOINT [\"/usr/bin/cadvisor\"]", "EXPOSE 8080"],
+    binaries: &[],
+};
+
+/// The service images the sandbox can build. Grafana and MinIO have no
+/// Debian package: see ARCHITECTURE.md.
 pub const SERVICES: &[&Recipe] = &[
     &PROMETHEUS,
+    &CADVISOR,
     &NODE_EXPORTER,
     &ALERTMANAGER,
     &EXAMPLE_APP,
@@ -415,11 +439,12 @@ fn build_in(
     let mirror = mirror();
     run(
         Command::new("debootstrap")
-            .args(["--variant=minbase", &cache_arg, &include, SUITE])
+            .args(["--variant=minbase", &cache_arg, &include, recipe.suite])
             .arg(&rootfs)
             .arg(&mirror),
         &format!(
-            "debootstrap --variant=minbase {include} {SUITE} {} {mirror}",
+            "debootstrap --variant=minbase {include} {} {} {mirror}",
+            recipe.suite,
             rootfs.display()
         ),
     )?;
