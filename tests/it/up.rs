@@ -189,7 +189,7 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
                 json = ck(&["status", "--json", "-c", cfg]);
                 let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap_or_default();
                 let t = &v["monitoring"];
-                st.code == 0 && t["total"].as_u64() >= Some(9) && t["up"] == t["total"]
+                st.code == 0 && t["total"].as_u64() >= Some(12) && t["up"] == t["total"]
             },
         );
         eprintln!("status all ok, app scraped, {took:?} after up");

@@ -135,9 +135,15 @@ pub fn restore(
         .map_err(|e| match e {
             // Refused before anything changed, or past the swarm with its own way out.
             clusterkit_ops::OpsError::Refused(_) => anyhow::Error::from(e),
-            e => anyhow::anyhow!(
-                "{e}\nrestore stopped: fix the cause above and run `clusterkit restore --from {from}` again"
-            ),
+            e => {
+                // The same source again (its key stays in the environment).
+                let source = source.map_or(String::new(), |s| {
+                    format!(" --s3-endpoint {} --s3-region {}", s.endpoint, s.region)
+                });
+                anyhow::anyhow!(
+                    "{e}\nrestore stopped: fix the cause above and run `clusterkit restore --from {from}{source}` again"
+                )
+            }
         })?;
     println!("{}", report.up.summary);
     eprintln!(
