@@ -152,7 +152,7 @@ pub struct SwarmChange {
     pub dead_peers: Vec<String>,
     /// What an earlier swarm's overlay had left on a node, removed before it
     /// joined (by node: VXLAN devices and the engine's overlay namespaces,
-    /// [`OVERLAY_LEFTOVERS`]).
+    /// [`overlay_leftovers_script`]).
     pub overlay_cleared: BTreeMap<String, Vec<String>>,
 }
 
@@ -1308,33 +1308,32 @@ fi"#;
 /// moby/libnetwork#1765). A `vx-*` device left in the node's own namespace
 /// goes too (the engine removes one with the same id itself, but not one
 /// with another). Nothing is touched while the engine is in a swarm.
-pub const OVERLAY_LEFTOVERS: &str = r#"[ "$(docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = inactive ] || exit 0
-for d in /sys/class/net/vx-*; do
-  [ -e "$d" ] || continue
-  ip link delete "${d##*/}" 2>/dev/null && echo "${d##*/}"
+pub fn overlay_leftovers_script() -> String {
+    format!(
+        r#"[ "$(docker info -f '{{{{.Swarm.LocalNodeState}}}}' 2>/dev/null)" = inactive ] || exit 0
+for x in {}; do
+  [ -e "$x" ] || continue
+  case "$x" in
+    /sys/class/net/*) ip link delete "${{x##*/}}" 2>/dev/null && echo "$x" ;;
+    *) umount -l "$x" 2>/dev/null; rm -f "$x" && echo "$x" ;;
+  esac
 done
-for n in /run/docker/netns/1-* /run/docker/netns/lb_* /run/docker/netns/ingress_sbox; do
-  [ -e "$n" ] || continue
-  umount -l "$n" 2>/dev/null
-  rm -f "$n" && echo "$n"
-done
-true"#;
+true"#,
+        clusterkit_core::transport::facts::OVERLAY_TRACES
+    )
+}
 
-/// Runs [`OVERLAY_LEFTOVERS`] on a node and returns what it removed (names
-/// checked: a node's answer is printed).
+/// Runs [`overlay_leftovers_script`] on a node and returns what it removed:
+/// the VXLAN devices by name, the namespaces by path (each checked as the
+/// facts check them: a node's answer is printed).
 async fn clear_overlay_leftovers(t: &dyn Transport) -> Result<Vec<String>, SwarmError> {
-    let out = t.exec(&Cmd::new(OVERLAY_LEFTOVERS)).await?;
+    let out = t.exec(&Cmd::new(overlay_leftovers_script())).await?;
     Ok(out
         .stdout_str()
         .lines()
         .map(str::trim)
-        .filter(|l| {
-            !l.is_empty()
-                && l.len() <= 96
-                && l.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c))
-        })
-        .map(str::to_string)
+        .filter(|l| clusterkit_core::transport::facts::overlay_trace(l))
+        .map(|l| l.strip_prefix("/sys/class/net/").unwrap_or(l).to_string())
         .collect())
 }
 

@@ -391,7 +391,7 @@ async fn an_earlier_swarms_overlay_left_on_a_node_is_removed_before_it_joins() {
     // device are still there (one line of its answer is not a name).
     scripted[2].on(
         "/sys/class/net/vx-",
-        "vx-001000-abcde\n/run/docker/netns/1-neqgazr0v0\n\x1b[2Jrm -rf /\n",
+        "/sys/class/net/vx-001000-abcde\n/run/docker/netns/1-neqgazr0v0\n\x1b[2Jrm -rf /\n",
     );
     let refs: Vec<&Scripted> = scripted.iter().collect();
     let change = up(&nodes(&refs), &spec).await.unwrap();

@@ -79,7 +79,8 @@ pub const CLUSTER_PORTS: &[u16] = &[2377, 7946, 4789, 51820];
 /// measured on the sandbox's hosts), so it reads files and shell builtins
 /// where they say the same: 10 processes on a node without an engine, where
 /// the first version started about 30 (120 ms of a node's CPU; 38 ms now).
-pub const SCRIPT: &str = r#"echo "time=$(date +%s.%N)"
+pub const SCRIPT: &str = concat!(
+    r#"echo "time=$(date +%s.%N)"
 . /etc/os-release 2>/dev/null
 echo "os_id=$ID"; echo "os_version=$VERSION_ID"; echo "codename=$VERSION_CODENAME"
 echo "arch=$(uname -m)"; read -r k < /proc/sys/kernel/osrelease; echo "kernel=$k"
@@ -92,9 +93,28 @@ read -r i < /proc/1/comm; echo "init=$i"
 if command -v sudo >/dev/null 2>&1; then echo sudo=yes; else echo sudo=no; fi
 ss -Hlntup 2>/dev/null | awk '{n = split($5, a, ":"); all[a[n]] = 1; if ($0 ~ /"dockerd"/) eng[a[n]] = 1; if ($1 == "udp" && $0 !~ /users:/) kern[a[n]] = 1} END {printf "ports="; for (p in all) printf "%s ", p; print ""; printf "engine_ports="; for (p in eng) printf "%s ", p; print ""; printf "kernel_udp_ports="; for (p in kern) printf "%s ", p; print ""}'
 if [ -e /sys/class/net/wg0 ]; then echo mesh=yes; else echo mesh=no; fi
-o=; for x in /sys/class/net/vx-* /run/docker/netns/1-* /run/docker/netns/lb_* /run/docker/netns/ingress_sbox; do [ -e "$x" ] && o="$o$x "; done; echo "overlay=$o"
+o=; for x in "#,
+    overlay_traces!(),
+    r#"; do [ -e "$x" ] && o="$o$x "; done; echo "overlay=$o"
 ip -4 route show table all 2>/dev/null | awk '$1 != "default" && $1 != "broadcast" && $1 != "local" && $1 != "unreachable" {d=""; for (i = 2; i < NF; i++) if ($i == "dev") d = $(i+1); print "route=" $1 " " d}'
-if [ -r /etc/docker/daemon.json ]; then echo "pools=$(tr -d ' \n\t' < /etc/docker/daemon.json | grep -o '"default-address-pools":\[[^]]*\]' | grep -o '"base":"[^"]*"' | cut -d'"' -f4 | tr '\n' ' ')"; else echo pools=; fi"#;
+if [ -r /etc/docker/daemon.json ]; then echo "pools=$(tr -d ' \n\t' < /etc/docker/daemon.json | grep -o '"default-address-pools":\[[^]]*\]' | grep -o '"base":"[^"]*"' | cut -d'"' -f4 | tr '\n' ' ')"; else echo pools=; fi"#
+);
+
+/// The shell globs of what a swarm's overlay leaves on a node: VXLAN devices
+/// in the node's own namespace and the engine's overlay namespaces. One list
+/// for [`SCRIPT`] (a literal, so a macro) and [`OVERLAY_TRACES`].
+macro_rules! overlay_traces {
+    () => {
+        "/sys/class/net/vx-* /run/docker/netns/1-* /run/docker/netns/lb_* /run/docker/netns/ingress_sbox"
+    };
+}
+use overlay_traces;
+
+/// What a swarm's overlay leaves on a node, as shell globs: VXLAN devices in
+/// the node's own namespace (`/sys/class/net/vx-*`) and the engine's overlay
+/// namespaces under `/run/docker/netns`. [`SCRIPT`] lists those present;
+/// the swarm crate removes them before a join.
+pub const OVERLAY_TRACES: &str = overlay_traces!();
 
 fn now() -> f64 {
     SystemTime::now()
@@ -113,10 +133,10 @@ fn outside(t: f64, before: f64, after: f64) -> f64 {
     }
 }
 
-/// Whether `path` is one the script lists as an overlay's trace, made of
-/// the characters the engine names them with (a node's answer is checked
-/// before it is printed).
-fn overlay_trace(path: &str) -> bool {
+/// Whether `path` is one of [`OVERLAY_TRACES`], made of the characters the
+/// engine names them with (a node's answer is checked before it is printed
+/// or acted on).
+pub fn overlay_trace(path: &str) -> bool {
     let name = ["/sys/class/net/vx-", "/run/docker/netns/"]
         .iter()
         .find_map(|prefix| path.strip_prefix(prefix));
