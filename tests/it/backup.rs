@@ -86,7 +86,7 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
             &config,
             text.replace(
                 "grafana = false",
-                "grafana = true\ngrafana_image = \"clusterkit/prometheus:bookworm\"",
+                "grafana = true\ngrafana_image = \"clusterkit/prometheus:sid\"",
             ),
         )
         .unwrap();
@@ -300,7 +300,7 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
             "--to",
             "s3://clusterkit/scheduled",
             "--image",
-            "clusterkit/prometheus:bookworm",
+            "clusterkit/prometheus:sid",
             "-c",
             cfg,
         ];

@@ -31,31 +31,38 @@ fn generated_config_and_rules_pass_promtool() {
     );
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let mount = |f: &str| format!("{}:/etc/prometheus/{f}:ro", out_dir.join(f).display());
-    let check = docker(&[
-        "run",
-        "--rm",
-        "--entrypoint",
-        "promtool",
-        "-v",
-        &mount("prometheus.yml"),
-        "-v",
-        &mount("rules.yml"),
+    // Prometheus 3 (the sandbox's and the default image's family) and the
+    // previous 2.42 a rolling upgrade starts from both take them.
+    for image in [
+        "clusterkit/prometheus:sid",
         "clusterkit/prometheus:bookworm",
-        "check",
-        "config",
-        "/etc/prometheus/prometheus.yml",
-    ]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    assert!(check.status.success(), "{text}");
-    assert!(
-        text.contains("is valid prometheus config file syntax"),
-        "{text}"
-    );
-    assert!(text.contains("SUCCESS: 9 rules found"), "{text}");
+    ] {
+        let check = docker(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "promtool",
+            "-v",
+            &mount("prometheus.yml"),
+            "-v",
+            &mount("rules.yml"),
+            image,
+            "check",
+            "config",
+            "/etc/prometheus/prometheus.yml",
+        ]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(check.status.success(), "{image}: {text}");
+        assert!(
+            text.contains("is valid prometheus config file syntax"),
+            "{image}: {text}"
+        );
+        assert!(text.contains("SUCCESS: 9 rules found"), "{image}: {text}");
+    }
 
     // Alertmanager's configuration, with its own checker.
     std::fs::write(
@@ -86,7 +93,7 @@ fn generated_config_and_rules_pass_promtool() {
             "{}:/etc/alertmanager.yml:ro",
             am_dir.join("alertmanager.yml").display()
         ),
-        "clusterkit/alertmanager:bookworm",
+        "clusterkit/alertmanager:trixie",
         "check-config",
         "/etc/alertmanager.yml",
     ]);
@@ -196,13 +203,16 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
     }
 
     // A service with the scrape labels is found with no change to the config.
+    // Served as `text/plain` (a `.txt` file): Prometheus 3 refuses a scrape
+    // whose Content-Type is no metrics format, which Prometheus 2 took
+    // (python's server says `application/octet-stream` of a bare name).
     crate::swarm::web_image();
     let _ = exec("node1", "docker service rm ck-metrics >/dev/null 2>&1");
     let created = exec(
         "node1",
         "docker service create -d --name ck-metrics --network clusterkit \
-         --label prometheus.io/scrape=true --label prometheus.io/port=8000 --label prometheus.io/path=/metrics \
-         ck/py:1 sh -c 'mkdir -p /srv && printf \"ck_test_up 1\\n\" > /srv/metrics && cd /srv && exec python3 -m http.server 8000' && echo created",
+         --label prometheus.io/scrape=true --label prometheus.io/port=8000 --label prometheus.io/path=/metrics.txt \
+         ck/py:1 sh -c 'mkdir -p /srv && printf \"ck_test_up 1\\n\" > /srv/metrics.txt && cd /srv && exec python3 -m http.server 8000' && echo created",
     );
     assert!(created.contains("created"), "{created}");
     let took = wait_for(
@@ -548,15 +558,16 @@ fn prometheus_discovers_every_node_and_a_labelled_service() {
     monitoring_roll();
 }
 
-/// Another image for Prometheus, rolled by `upgrade --component monitoring`:
-/// Swarm replaces its two replicas one at a time, so a client that tries
-/// each node keeps getting answers to its queries; an image whose task does
-/// not run is stopped by Swarm's rollback and named; the original image is
-/// rolled back to at the end (the shared sandbox is left as found).
+/// A real rolling upgrade of Prometheus from 2 to 3 by `upgrade --component
+/// monitoring`: Prometheus 2.42 (bookworm's) runs on fresh volumes and
+/// scrapes a while, then Swarm replaces its two replicas one at a time with
+/// the sandbox's Prometheus 3; a client that tries each node keeps getting
+/// answers, and each new replica on a node that held a 2.42 replica answers
+/// the samples 2.42 wrote (the TSDB is kept). An image whose task does not
+/// run is stopped by Swarm's rollback and named. The sandbox is left on its
+/// own image, as found.
 fn monitoring_roll() {
-    // Second builds of the same Prometheus: another image (a label), and
-    // one whose program exits at once.
-    let original = {
+    let current = {
         let text = std::fs::read_to_string(config()).unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix("prometheus_image = \""))
@@ -564,43 +575,68 @@ fn monitoring_roll() {
             .expect("the sandbox config pins prometheus_image")
             .to_string()
     };
-    let v2 = format!("{original}-ck2");
-    let broken = format!("{original}-broken");
-    for (tag, change) in [
-        (&v2, "LABEL org.clusterkit.test=ck2"),
-        (&broken, "ENTRYPOINT [\"/bin/false\"]"),
-    ] {
-        let _ = docker(&["rm", "-f", "ck-prom-build"]);
-        assert!(docker(&["create", "--name", "ck-prom-build", &original])
-            .status
-            .success());
-        let made = docker(&["commit", "--change", change, "ck-prom-build", tag]);
-        let _ = docker(&["rm", "-f", "ck-prom-build"]);
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-    }
+    let previous = "clusterkit/prometheus:bookworm".to_string();
+    let broken = format!("{current}-broken");
+    let _ = docker(&["rm", "-f", "ck-prom-build"]);
+    assert!(docker(&["create", "--name", "ck-prom-build", &current])
+        .status
+        .success());
+    let made = docker(&[
+        "commit",
+        "--change",
+        "ENTRYPOINT [\"/bin/false\"]",
+        "ck-prom-build",
+        &broken,
+    ]);
+    let _ = docker(&["rm", "-f", "ck-prom-build"]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let with_image = |image: &str| {
         let text = std::fs::read_to_string(config()).unwrap().replace(
-            &format!("prometheus_image = \"{original}\""),
+            &format!("prometheus_image = \"{current}\""),
             &format!("prometheus_image = \"{image}\""),
         );
         let path = std::path::Path::new(&config()).with_file_name("clusterkit-roll.toml");
         std::fs::write(&path, text).unwrap();
         path.to_str().unwrap().to_string()
     };
-    let running_images = || {
-        let mut v: Vec<String> = exec(
+    // `image node` of each running replica.
+    let replicas = || {
+        let mut v: Vec<(String, String)> = exec(
             "node1",
-            "docker service ps clusterkit-monitoring_prometheus --filter desired-state=running --format '{{.Image}} {{.CurrentState}}' | grep Running | cut -d' ' -f1",
+            "docker service ps clusterkit-monitoring_prometheus --filter desired-state=running --format '{{.Image}} {{.Node}} {{.CurrentState}}' | grep Running | cut -d' ' -f1,2",
         )
         .lines()
-        .map(str::to_string)
+        .filter_map(|l| l.split_once(' '))
+        .map(|(i, n)| (i.to_string(), n.to_string()))
         .collect();
         v.sort();
         v
+    };
+    let running_images = || replicas().into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+    // One instant query on the Prometheus of `node`: the first result's value.
+    let value = |node: &str, query: &str| -> Option<f64> {
+        let body = exec(
+            node,
+            &format!(
+                "curl -sf -m 5 -G -K /etc/clusterkit/monitoring/api.curl --data-urlencode 'query={query}' http://localhost:9090/api/v1/query"
+            ),
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let version = |node: &str| {
+        let body = exec(
+            node,
+            "curl -sf -m 5 -K /etc/clusterkit/monitoring/api.curl http://localhost:9090/api/v1/status/buildinfo",
+        );
+        serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()["data"]["version"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     };
     // A client asking every 100 ms, trying each node in turn.
     let queried = |f: &dyn Fn() -> crate::bin::Output| {
@@ -618,6 +654,61 @@ fn monitoring_roll() {
             f,
         )
     };
+
+    // Prometheus 2.42 on fresh volumes: a storage Prometheus 3 wrote cannot
+    // be read by a Prometheus 2 older than 2.55 (Prometheus's migration
+    // guide), so the sandbox's 3 does not roll back to it.
+    let rm = exec(
+        "node1",
+        "docker service rm clusterkit-monitoring_prometheus >/dev/null && echo removed",
+    );
+    assert_eq!(rm.trim(), "removed");
+    for n in ["node1", "node2", "node3"] {
+        wait_for(
+            &format!("Prometheus's volume gone from {n}"),
+            Duration::from_secs(90),
+            || {
+                exec(
+                    n,
+                    "docker volume rm clusterkit-monitoring_prometheus-data >/dev/null 2>&1; \
+                     docker volume inspect clusterkit-monitoring_prometheus-data >/dev/null 2>&1 || echo gone",
+                )
+                .trim()
+                    == "gone"
+            },
+        );
+    }
+    let old = ck(&["monitor", "up", "-c", &with_image(&previous)]);
+    assert_eq!(old.code, 0, "{}{}", old.stdout, old.stderr);
+    wait_for(
+        "two Prometheus 2.42 replicas answering",
+        Duration::from_secs(240),
+        || {
+            let r = replicas();
+            r.len() == 2
+                && r.iter()
+                    .all(|(i, n)| *i == previous && version(n).starts_with("2.42."))
+        },
+    );
+    // History: every replica has scraped itself a few times.
+    const OLD_SAMPLES: &str = "count_over_time(prometheus_build_info{version=~\"2[.].*\"}[1h])";
+    let mut before = Vec::new();
+    wait_for(
+        "three samples on each Prometheus 2.42",
+        Duration::from_secs(180),
+        || {
+            before = replicas()
+                .into_iter()
+                .map(|(_, n)| {
+                    let c = value(&n, OLD_SAMPLES).unwrap_or(0.0);
+                    (n, c)
+                })
+                .collect();
+            before.len() == 2 && before.iter().all(|(_, c)| *c >= 3.0)
+        },
+    );
+
+    // The roll, 2 → 3, under counted queries.
     let roll_to = |from: &str, image: &str| {
         let cfg = with_image(image);
         let (roll, ok, failed) =
@@ -654,7 +745,29 @@ fn monitoring_roll() {
             again.stderr
         );
     };
-    roll_to(&original, &v2);
+    roll_to(&previous, &current);
+
+    // Prometheus 3 everywhere; where a 2.42 replica ran (at least one of the
+    // two new replicas: 3 managers, 2 of them held one), its samples are
+    // answered by Prometheus 3.
+    let after = replicas();
+    let mut kept = 0;
+    for (_, n) in &after {
+        let v = version(n);
+        assert!(v.starts_with("3."), "{n}: Prometheus {v}");
+        if let Some((_, c)) = before.iter().find(|(b, _)| b == n) {
+            let now = value(n, OLD_SAMPLES).unwrap_or(0.0);
+            assert!(
+                now >= *c,
+                "{n}: {now} samples of Prometheus 2.42 after the roll, {c} before"
+            );
+            kept += 1;
+        }
+    }
+    assert!(kept >= 1, "before {before:?}, after {after:?}");
+    eprintln!(
+        "Prometheus 2 → 3: samples of 2.42 before {before:?}, answered by 3 on {kept} node(s)"
+    );
 
     // Swarm rolls a task that does not run back: the upgrade stops and says so.
     let cfg = with_image(&broken);
@@ -672,11 +785,8 @@ fn monitoring_roll() {
     wait_for(
         "Prometheus back on the image before",
         Duration::from_secs(180),
-        || running_images() == vec![v2.clone(), v2.clone()],
+        || running_images() == vec![current.clone(), current.clone()],
     );
-
-    // Back to the sandbox's own image.
-    roll_to(&v2, &original);
     let up = ck(&["monitor", "up", "-c", &config()]);
     assert_eq!(up.code, 0, "{}", up.stderr);
 }
@@ -689,7 +799,7 @@ fn monitoring_roll() {
 fn grafana_plumbing() {
     let with = std::fs::read_to_string(config()).unwrap().replace(
         "grafana = false",
-        "grafana = true\ngrafana_image = \"clusterkit/prometheus:bookworm\"",
+        "grafana = true\ngrafana_image = \"clusterkit/prometheus:sid\"",
     );
     let path = std::path::Path::new(&config()).with_file_name("clusterkit-grafana.toml");
     std::fs::write(&path, with).unwrap();

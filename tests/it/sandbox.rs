@@ -591,9 +591,9 @@ fn service_images_are_built_from_debian_packages_and_serve() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         out.stdout,
-        "clusterkit/prometheus:bookworm\nclusterkit/cadvisor:bullseye\nclusterkit/node-exporter:bookworm\n\
-         clusterkit/alertmanager:bookworm\nclusterkit/example-app:bookworm\nclusterkit/rclone:bookworm\n\
-         clusterkit/garage:2.5.0\n"
+        "clusterkit/prometheus:sid\nclusterkit/prometheus:bookworm\nclusterkit/cadvisor:bullseye\n\
+         clusterkit/node-exporter:trixie\nclusterkit/alertmanager:trixie\nclusterkit/example-app:bookworm\n\
+         clusterkit/rclone:bookworm\nclusterkit/garage:2.5.0\n"
     );
     let version = |image: &str, arg: &str| {
         let o = docker(&["run", "--rm", image, arg]);
@@ -608,8 +608,37 @@ fn service_images_are_built_from_debian_packages_and_serve() {
             String::from_utf8_lossy(&o.stderr)
         )
     };
+    // The default images' families (Prometheus 3, node-exporter 1.9+,
+    // Alertmanager 0.28+), and the previous Prometheus a roll starts from.
+    let prometheus = version("clusterkit/prometheus:sid", "--version");
     assert!(
-        version("clusterkit/prometheus:bookworm", "--version").contains("prometheus, version 2.")
+        prometheus.contains("prometheus, version 3."),
+        "{prometheus}"
+    );
+    let previous = version("clusterkit/prometheus:bookworm", "--version");
+    assert!(previous.contains("prometheus, version 2.42."), "{previous}");
+    let at_least = |text: &str, prefix: &str, major: u32, minor: u32| {
+        let v = text
+            .split(prefix)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no `{prefix}` in {text}"));
+        let mut n = v
+            .split(['.', ' ', '+', '-'])
+            .map(|x| x.parse::<u32>().unwrap_or(0));
+        let (a, b) = (n.next().unwrap_or(0), n.next().unwrap_or(0));
+        assert!((a, b) >= (major, minor), "{text}");
+    };
+    at_least(
+        &version("clusterkit/node-exporter:trixie", "--version"),
+        "node_exporter, version ",
+        1,
+        9,
+    );
+    at_least(
+        &version("clusterkit/alertmanager:trixie", "--version"),
+        "alertmanager, version ",
+        0,
+        28,
     );
     assert!(version("clusterkit/rclone:bookworm", "version").contains("rclone v1."));
     assert!(version("clusterkit/cadvisor:bullseye", "--version").contains("cAdvisor version 0.38."));
@@ -620,14 +649,14 @@ fn service_images_are_built_from_debian_packages_and_serve() {
         "load-image",
         "--name",
         NAME,
-        "clusterkit/node-exporter:bookworm",
+        "clusterkit/node-exporter:trixie",
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let out = ssh(
         "node1",
         // On a port of its own: the cluster's node-exporter may hold the
         // node's mesh address's 9100 (and then no other may take them all).
-        "docker rm -f ne >/dev/null 2>&1; docker run -d --name ne --network host clusterkit/node-exporter:bookworm --web.listen-address=127.0.0.1:19100 >/dev/null \
+        "docker rm -f ne >/dev/null 2>&1; docker run -d --name ne --network host clusterkit/node-exporter:trixie --web.listen-address=127.0.0.1:19100 >/dev/null \
          && for i in $(seq 50); do curl -sf localhost:19100/metrics && break; sleep 0.2; done | grep -c '^node_uname_info'; docker rm -f ne >/dev/null",
     );
     assert_eq!(out.stdout.trim(), "1", "{}{}", out.stdout, out.stderr);
@@ -644,7 +673,7 @@ fn service_images_are_built_from_debian_packages_and_serve() {
         &format!("{NAME}-net"),
         "--ip",
         "172.29.250.200",
-        "clusterkit/prometheus:bookworm",
+        "clusterkit/prometheus:sid",
     ]);
     assert!(
         run.status.success(),

@@ -75,9 +75,7 @@ pub enum SandboxCmd {
         node: String,
     },
     /// Copy images from this machine's engine into every node's engine.
-    #[command(
-        after_help = "Example:\n  clusterkit sandbox load-image clusterkit/prometheus:bookworm"
-    )]
+    #[command(after_help = "Example:\n  clusterkit sandbox load-image clusterkit/prometheus:sid")]
     LoadImage {
         /// Images (name:tag).
         #[arg(required = true)]

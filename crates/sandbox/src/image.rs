@@ -115,8 +115,28 @@ pub const NODE: Recipe = Recipe {
     binaries: &[],
 };
 
-/// Prometheus from Debian's package, for the monitoring stack.
+/// Prometheus 3 from Debian sid's package (3.5 when written), the family
+/// of the default image (`prom/prometheus:v3.x`): the version the sandbox
+/// runs, so the generated configuration, rules and flags are proven on it.
 pub const PROMETHEUS: Recipe = Recipe {
+    repo: "clusterkit/prometheus",
+    alias: "sid",
+    suite: "sid",
+    packages: &["prometheus", "ca-certificates"],
+    files: &[],
+    script: "set -e\nmkdir -p /prometheus\napt-get clean\nrm -rf /var/lib/apt/lists/*\n",
+    changes: &[
+        "ENTRYPOINT [\"/usr/bin/prometheus\"]",
+        "CMD [\"--config.file=/etc/prometheus/prometheus.yml\", \"--storage.tsdb.path=/prometheus\"]",
+        "EXPOSE 9090",
+    ],
+    binaries: &[],
+};
+
+/// Prometheus 2.42 from bookworm's package: the previous major version, the
+/// one a rolling upgrade to [`PROMETHEUS`] starts from in the tests. Its
+/// recipe is the one the sandbox ran before Prometheus 3 (same hash).
+pub const PROMETHEUS_PREVIOUS: Recipe = Recipe {
     repo: "clusterkit/prometheus",
     alias: SUITE,
     suite: SUITE,
@@ -131,14 +151,15 @@ pub const PROMETHEUS: Recipe = Recipe {
     binaries: &[],
 };
 
-/// prometheus-node-exporter from Debian's package.
+/// prometheus-node-exporter 1.9 from trixie's package (sid's is 1.11; the
+/// default image is 1.9.x).
 pub const NODE_EXPORTER: Recipe = Recipe {
     repo: "clusterkit/node-exporter",
-    alias: SUITE,
-    suite: SUITE,
+    alias: "trixie",
+    suite: "trixie",
     packages: &["prometheus-node-exporter"],
     files: &[],
-    script: "set -e\napt-get clean\n",
+    script: "set -e\napt-get clean\nrm -rf /var/lib/apt/lists/*\n",
     changes: &[
         "ENTRYPOINT [\"/usr/bin/prometheus-node-exporter\"]",
         "EXPOSE 9100",
@@ -146,14 +167,15 @@ pub const NODE_EXPORTER: Recipe = Recipe {
     binaries: &[],
 };
 
-/// prometheus-alertmanager from Debian's package.
+/// prometheus-alertmanager 0.28 from trixie's package, the default image's
+/// version (sid's is 0.33).
 pub const ALERTMANAGER: Recipe = Recipe {
     repo: "clusterkit/alertmanager",
-    alias: SUITE,
-    suite: SUITE,
+    alias: "trixie",
+    suite: "trixie",
     packages: &["prometheus-alertmanager"],
     files: &[],
-    script: "set -e\nmkdir -p /alertmanager\napt-get clean\n",
+    script: "set -e\nmkdir -p /alertmanager\napt-get clean\nrm -rf /var/lib/apt/lists/*\n",
     changes: &[
         "ENTRYPOINT [\"/usr/bin/prometheus-alertmanager\"]",
         "EXPOSE 9093",
@@ -237,6 +259,7 @@ pub const CADVISOR: Recipe = Recipe {
 /// Debian package: see ARCHITECTURE.md.
 pub const SERVICES: &[&Recipe] = &[
     &PROMETHEUS,
+    &PROMETHEUS_PREVIOUS,
     &CADVISOR,
     &NODE_EXPORTER,
     &ALERTMANAGER,

@@ -1119,7 +1119,7 @@ pub fn load_images(
 }
 
 /// Builds the service images (Prometheus, node-exporter, rclone) unless
-/// cached; returns their stable names (`clusterkit/prometheus:bookworm`...).
+/// cached; returns their stable names (`clusterkit/prometheus:sid`...).
 pub fn build_service_images(progress: &(dyn Fn(&str) + Sync)) -> Result<Vec<String>, Error> {
     docker::check_engine()?;
     image::SERVICES
