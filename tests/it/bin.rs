@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 pub fn clusterkit() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        // The userspace WireGuard binary is found beside `clusterkit`.
-        escargot::CargoBuild::new()
-            .package("clusterkit-wg-userspace")
-            .bin("clusterkit-wg-userspace")
-            .run()
-            .expect("building clusterkit-wg-userspace");
+        // The userspace WireGuard binary and the volume driver's front are
+        // found beside `clusterkit`.
+        for helper in ["clusterkit-wg-userspace", "clusterkit-volumes"] {
+            escargot::CargoBuild::new()
+                .package(helper)
+                .bin(helper)
+                .run()
+                .unwrap_or_else(|e| panic!("building {helper}: {e}"));
+        }
         escargot::CargoBuild::new()
             .package("clusterkit-cli")
             .bin("clusterkit")
@@ -26,7 +29,8 @@ pub fn clusterkit() -> &'static Path {
 }
 
 /// A copy of `clusterkit` alone in a directory of its own, as a user who
-/// installed only the CLI has it: no userspace WireGuard binary beside it.
+/// installed only the CLI has it: no userspace WireGuard binary and no
+/// volume driver front (`clusterkit-volumes`) beside it.
 pub fn clusterkit_alone() -> &'static Path {
     static BIN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     let (_dir, path) = BIN.get_or_init(|| {

@@ -139,13 +139,17 @@ fn a_volume_follows_its_service_to_another_node_when_its_node_dies() {
         status.stdout
     );
 
+    plain_volumes();
+
+    // The service names the driver alone, as users of every other driver
+    // write it: the volume's remote comes from its name.
     let svc = "ck-volume";
     let _ = exec("node1", &format!("docker service rm {svc}"));
     let o = exec(
         "node1",
         &format!(
             "docker service create -d --name {svc} --restart-condition any \
-             --mount type=volume,source=ck-data,target=/data,volume-driver=clusterkit,volume-opt=remote=clusterkit:volumes/ck-data \
+             --mount type=volume,source=ck-data,target=/data,volume-driver=clusterkit \
              ck/tools:1 sh -c 'test -f /data/blob.sha || {{ head -c 1048576 /dev/urandom > /data/blob && cd /data && sha256sum blob > blob.sha; }}; sleep 100000'"
         ),
     );
@@ -287,7 +291,7 @@ fn a_volume_follows_its_service_to_another_node_when_its_node_dies() {
     );
     let o = exec(
         &from,
-        "docker run --rm --mount type=volume,source=ck-data,target=/data,volume-driver=clusterkit,volume-opt=remote=clusterkit:volumes/ck-data \
+        "docker run --rm --mount type=volume,source=ck-data,target=/data,volume-driver=clusterkit \
          ck/tools:1 sh -c 'cd /data && sha256sum -c blob.sha >/dev/null && cat blob.sha'",
     );
     assert!(
@@ -296,6 +300,62 @@ fn a_volume_follows_its_service_to_another_node_when_its_node_dies() {
         out(&o)
     );
     let _ = exec(alive, &format!("docker service rm {svc}"));
+}
+
+/// `driver: clusterkit` alone in a compose file, and `docker volume create
+/// -d clusterkit NAME` with no option, as every other driver is called
+/// (rclone alone refuses a volume with no remote): a stack writes a file in
+/// its volume on one node, the file is in the cluster's S3 under the
+/// volume's name, and another node's plain volume of that name reads it.
+fn plain_volumes() {
+    let stack = "version: \"3.8\"\nservices:\n  w:\n    image: ck/tools:1\n    command: [\"sh\", \"-c\", \"echo written-by-a-stack > /d/hello; sleep 100000\"]\n    volumes: [\"data:/d\"]\n    deploy:\n      placement:\n        constraints: [node.hostname == node2]\nvolumes:\n  data:\n    driver: clusterkit\n";
+    let o = exec(
+        "node1",
+        &format!(
+            "docker stack rm ckplain >/dev/null 2>&1; mkdir -p /tmp/ckplain && printf '%s' '{stack}' > /tmp/ckplain/stack.yml \
+             && docker stack deploy --resolve-image never -c /tmp/ckplain/stack.yml ckplain"
+        ),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let rclone = "rclone --config /etc/clusterkit/storage/rclone.conf";
+    wait_for(
+        "the stack's file in S3 under its volume's name",
+        Duration::from_secs(90),
+        || {
+            String::from_utf8_lossy(
+                &exec(
+                    "node1",
+                    &format!("{rclone} cat clusterkit:volumes/ckplain_data/hello"),
+                )
+                .stdout,
+            )
+            .contains("written-by-a-stack")
+        },
+    );
+    let o = exec(
+        "node3",
+        "docker volume rm ckplain_data >/dev/null 2>&1; docker volume create -d clusterkit ckplain_data \
+         && docker run --rm -v ckplain_data:/d ck/tools:1 cat /d/hello",
+    );
+    assert!(out(&o).contains("written-by-a-stack"), "{}", out(&o));
+    let o = exec(
+        "node1",
+        "docker stack rm ckplain; for i in $(seq 60); do [ -z \"$(docker service ls -q --filter label=com.docker.stack.namespace=ckplain)\" ] && break; sleep 1; done",
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    for n in ["node2", "node3"] {
+        wait_for(
+            &format!("the plain volume released on {n}"),
+            Duration::from_secs(60),
+            || {
+                exec(n, "docker volume rm ckplain_data >/dev/null 2>&1; ! docker volume inspect ckplain_data >/dev/null 2>&1").status.success()
+            },
+        );
+    }
+    let _ = exec(
+        "node1",
+        &format!("{rclone} purge clusterkit:volumes/ckplain_data"),
+    );
 }
 
 #[test]

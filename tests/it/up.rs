@@ -64,7 +64,7 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             "storage    clusterkit/garage:2.5.0 missing on node1, node2, node3",
             "storage    layout version 1 applied: 3 node(s), replication 3",
             "storage    healthy on 3 node(s), tolerates 1 loss(es)",
-            "monitoring clusterkit/prometheus:bookworm missing on node1, node2, node3",
+            "monitoring clusterkit/prometheus:sid missing on node1, node2, node3",
             "monitoring deploying stack clusterkit-monitoring (4 service(s))",
             "monitoring prometheus on node",
             "monitoring alertmanager on node",
@@ -90,7 +90,8 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
         let cfg = config.to_str().unwrap();
         // The same no-op run as tools see it: one JSON event per line, a
         // phase_done for every phase, nothing changed; by a clusterkit
-        // installed alone (the nodes keep the userspace binary they run).
+        // installed alone (the nodes keep the userspace binary and the volume
+        // driver front they run).
         let events_out = crate::bin::run_program(
             crate::bin::clusterkit_alone(),
             None,

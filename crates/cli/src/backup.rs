@@ -127,6 +127,7 @@ pub fn restore(
     };
     let options = clusterkit_ops::restore::RestoreOptions {
         userspace: clusterkit_wg::local_userspace_binary(),
+        volumes: clusterkit_storage::phase::local_front_binary(),
         clusterkit_exe: std::env::current_exe().ok(),
     };
     let lines = Lines::stderr();

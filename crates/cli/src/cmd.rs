@@ -95,6 +95,10 @@ enum Command {
         after_help = "Every phase is idempotent: a re-run on a converged cluster changes nothing and says so;\n\
         a run stopped at any point is completed by the next one. Phases run in order; --only runs\n\
         one of them (facts are always gathered), for a cluster already built up to it.\n\n\
+        Two helper programs go onto the nodes that lack them: the userspace WireGuard\n\
+        (clusterkit-wg-userspace, where the kernel has none) and the volume driver's front\n\
+        (clusterkit-volumes), each found beside this clusterkit or named by\n\
+        $CLUSTERKIT_WG_USERSPACE / $CLUSTERKIT_VOLUMES; nodes that run them keep theirs.\n\n\
         Examples:\n  clusterkit up -i hosts.ini\n  clusterkit up --dry-run      # what would change, as diffs; nothing is changed\n  clusterkit up --sandbox      # a local 3-node sandbox, then the cluster on it\n  clusterkit up --only monitoring"
     )]
     Up {
@@ -432,7 +436,7 @@ Examples:
 enum ImagesCmd {
     /// Copy images from this machine's engine to every node that lacks them.
     #[command(
-        after_help = "The images are saved once (`docker save`) and loaded over each node's SSH\nconnection; nodes that already have them get nothing.\n\nExample:\n  clusterkit images push -i hosts.ini clusterkit/prometheus:bookworm"
+        after_help = "The images are saved once (`docker save`) and loaded over each node's SSH\nconnection; nodes that already have them get nothing.\n\nExample:\n  clusterkit images push -i hosts.ini clusterkit/prometheus:sid"
     )]
     Push {
         /// Images (name:tag).

@@ -62,7 +62,10 @@ pub fn run(loaded: &Loaded, cmd: StorageCmd) -> anyhow::Result<u8> {
         StorageCmd::Up => {
             let lines = Lines::stderr();
             let session = crate::up::capability_session(loaded, &lines);
-            let r = crate::block_on(clusterkit_ops::storage::up(&session))?;
+            let r = crate::block_on(clusterkit_ops::storage::up(
+                &session,
+                clusterkit_storage::phase::local_front_binary(),
+            ))?;
             crate::up::print_capability(&r.up, "storage");
             print!("{}", r.after);
             Ok(exit::OK)

@@ -41,6 +41,7 @@ pub fn run(
         rebalance,
         dry_run,
         userspace: clusterkit_wg::local_userspace_binary(),
+        volumes: clusterkit_storage::phase::local_front_binary(),
         clusterkit_exe: std::env::current_exe().ok(),
     };
     let names: Vec<String> = spec.nodes.iter().map(|n| n.name.to_string()).collect();

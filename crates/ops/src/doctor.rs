@@ -302,7 +302,7 @@ pub async fn doctor(session: &Session<'_>) -> DoctorReport {
                 );
                 for n in st.drivers_down() {
                     add(Level::Fail, "storage", format!(
-                        "{}: the `{}` volume driver is not running (`systemctl restart clusterkit-volumes` there, or `clusterkit up --only storage`)",
+                        "{}: the `{}` volume driver is not running (`systemctl restart clusterkit-volumes clusterkit-volumes-front` there, or `clusterkit up --only storage`)",
                         n,
                         clusterkit_storage::DRIVER
                     ));

@@ -188,6 +188,8 @@ fn put_state_file(path: &Path, state: &[u8]) -> Result<Option<PathBuf>, OpsError
 pub struct RestoreOptions {
     /// As [`UpOptions::userspace`].
     pub userspace: Option<Vec<u8>>,
+    /// As [`UpOptions::volumes`].
+    pub volumes: Option<Vec<u8>>,
     /// As [`UpOptions::clusterkit_exe`]: a scheduled backup in the backup
     /// runs again.
     pub clusterkit_exe: Option<PathBuf>,
@@ -315,7 +317,7 @@ pub async fn apply(
     // images they run go first, or their first tasks are rejected on fresh
     // nodes ("No such image") until `up` sends them.
     let cx = Context::new(&nodes, spec, session.reporter());
-    let needs = crate::up::engine(false, None).images(&cx).await?;
+    let needs = crate::up::engine(false, None, None).images(&cx).await?;
     clusterkit_core::transport::images::provide(&needs, &|m: &str| say(m.to_string())).await?;
     let t = nodes
         .iter()
@@ -350,6 +352,7 @@ pub async fn apply(
     let all = UpOptions {
         rebalance: true,
         userspace: options.userspace.clone(),
+        volumes: options.volumes.clone(),
         clusterkit_exe: options.clusterkit_exe.clone(),
         ..UpOptions::default()
     };

@@ -205,7 +205,7 @@ impl std::fmt::Display for Status {
             match s.drivers_down() {
                 d if d.is_empty() => String::new(),
                 d => format!(
-                    "; volume driver not serving on {} (`systemctl restart clusterkit-volumes` there, or `clusterkit up --only storage`)",
+                    "; volume driver not serving on {} (`systemctl restart clusterkit-volumes clusterkit-volumes-front` there, or `clusterkit up --only storage`)",
                     d.join(", ")
                 ),
             }

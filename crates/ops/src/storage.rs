@@ -9,16 +9,24 @@ use crate::up::{CapabilityReport, Phase, UpOptions};
 use crate::{OpsError, Unreachable};
 
 /// Sends the storage image where it is missing, deploys the S3 servers
-/// and the volume driver on every node (each must answer). The engine's
+/// and the volume driver on every node (each must answer), `volumes` the
+/// driver's front to install ([`UpOptions::volumes`]). The engine's
 /// `storage` phase after the facts, as `up --only storage`; its steps are
 /// reported as the engine's events.
-pub async fn up(session: &Session<'_>) -> Result<CapabilityReport<StorageStatus>, OpsError> {
+pub async fn up(
+    session: &Session<'_>,
+    volumes: Option<Vec<u8>>,
+) -> Result<CapabilityReport<StorageStatus>, OpsError> {
     if session.loaded().built.spec.storage.backend == clusterkit_core::spec::StorageBackend::None {
         return Err(OpsError::Refused(
             "storage is off in this cluster's config ([storage] backend = \"none\")".into(),
         ));
     }
-    let up = crate::up::run(session, &UpOptions::only(Phase::Storage), "storage").await?;
+    let only = UpOptions {
+        volumes,
+        ..UpOptions::only(Phase::Storage)
+    };
+    let up = crate::up::run(session, &only, "storage").await?;
     let nodes = session.connect_all().await?;
     let after = clusterkit_storage::status(&nodes, &session.loaded().built.spec).await?;
     Ok(CapabilityReport { up, after })
@@ -85,7 +93,7 @@ mod tests {
         let lines = Lines::to_string();
         let given = vec![Arc::new(n1.clone()) as Arc<dyn Transport>];
         let session = Session::with_transports(&loaded, Options::default(), &lines, given);
-        let e = up(&session).await.unwrap_err().to_string();
+        let e = up(&session, None).await.unwrap_err().to_string();
         assert!(e.contains("backend = \"none\""), "{e}");
         assert!(n1.asked().is_empty());
     }
@@ -98,7 +106,7 @@ mod tests {
         let lines = Lines::to_string();
         let given = vec![Arc::new(n1.clone()) as Arc<dyn Transport>];
         let session = Session::with_transports(&loaded, Options::default(), &lines, given);
-        let e = up(&session).await.unwrap_err();
+        let e = up(&session, None).await.unwrap_err();
         assert!(
             matches!(&e, OpsError::Unreachable(u) if u.len() == 2),
             "{e}"

@@ -102,6 +102,11 @@ pub struct UpOptions {
     /// The userspace WireGuard executable to install where the kernel has
     /// none (`None`: such nodes fail with the way out).
     pub userspace: Option<Vec<u8>>,
+    /// The volume driver's front (`clusterkit-volumes`) to install where a
+    /// node's differs (`None`: nodes keep theirs, a node with none fails
+    /// with the way out); [`clusterkit_storage::phase::local_front_binary`]
+    /// finds the one beside the running executable.
+    pub volumes: Option<Vec<u8>>,
     /// clusterkit's executable, which the scheduled backup's service runs:
     /// after a whole run, a schedule the swarm runs is set again with it so
     /// that it follows the cluster ([`crate::schedule::refresh`]). `None`:
@@ -156,7 +161,7 @@ pub struct CapabilityReport<S> {
 }
 
 /// Every phase `up` knows, in order (rebalancing last, if asked for).
-pub fn engine(rebalance: bool, userspace: Option<Vec<u8>>) -> Engine {
+pub fn engine(rebalance: bool, userspace: Option<Vec<u8>>, volumes: Option<Vec<u8>>) -> Engine {
     let mut phases: Vec<Box<dyn clusterkit_core::engine::Phase>> = vec![
         Box::new(FactsPhase),
         Box::new(DockerPhase),
@@ -165,7 +170,9 @@ pub fn engine(rebalance: bool, userspace: Option<Vec<u8>>) -> Engine {
             arch: std::env::consts::ARCH,
         }),
         Box::new(SwarmPhase),
-        Box::new(StoragePhase),
+        Box::new(StoragePhase {
+            front: volumes.map(std::sync::Arc::new),
+        }),
         Box::new(MonitoringPhase),
         Box::new(StacksPhase),
     ];
@@ -180,6 +187,7 @@ pub fn phase_names(options: &UpOptions) -> Vec<&'static str> {
     let only = options.only.map(Phase::name);
     engine(
         options.rebalance || options.only == Some(Phase::Rebalance),
+        None,
         None,
     )
     .names()
@@ -211,6 +219,7 @@ pub(crate) async fn run(
     let engine = engine(
         options.rebalance || options.only == Some(Phase::Rebalance),
         options.userspace.clone(),
+        options.volumes.clone(),
     );
     let nodes = session.connect_all().await?;
     let cx = Context::new(&nodes, spec, session.reporter());
@@ -408,7 +417,7 @@ mod tests {
                 Session::with_transports(&loaded, Options::default(), &lines, transports(&nodes));
             let e = match which {
                 "swarm" => crate::swarm::up(&session).await.map(|_| ()),
-                "storage" => crate::storage::up(&session).await.map(|_| ()),
+                "storage" => crate::storage::up(&session, None).await.map(|_| ()),
                 _ => crate::mesh::up(&session, None).await.map(|_| ()),
             }
             .unwrap_err();

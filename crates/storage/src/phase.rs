@@ -10,7 +10,29 @@ use clusterkit_core::transport::{images, Transport};
 
 /// The storage stack, its layout, key and buckets, and the volume driver on
 /// every node.
-pub struct StoragePhase;
+#[derive(Debug, Clone, Default)]
+pub struct StoragePhase {
+    /// The volume driver's front (`clusterkit-volumes`) to install where it
+    /// differs; `None`: nodes keep theirs, a node with none is refused
+    /// ([`crate::install_driver`]). [`local_front_binary`] finds the one
+    /// beside the running executable.
+    pub front: Option<Arc<Vec<u8>>>,
+}
+
+/// The volume driver's front executable this machine would upload:
+/// `CLUSTERKIT_VOLUMES`, else `clusterkit-volumes` beside the running
+/// executable; `None` when neither is there (nodes that already run one
+/// keep it).
+pub fn local_front_binary() -> Option<Vec<u8>> {
+    let path = std::env::var_os("CLUSTERKIT_VOLUMES")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.join("clusterkit-volumes")))
+        })?;
+    std::fs::read(path).ok()
+}
 
 #[async_trait::async_trait]
 impl Phase for StoragePhase {
@@ -56,7 +78,13 @@ impl Phase for StoragePhase {
         let mut out = Outcome::default();
         out.nodes
             .extend(images::provide(&self.images(cx).await?, &say).await?);
-        let c = crate::up(cx.nodes, spec, &say).await?;
+        let c = crate::up(
+            cx.nodes,
+            spec,
+            self.front.as_deref().map(Vec::as_slice),
+            &say,
+        )
+        .await?;
         out.nodes.extend(c.driver_changed.iter().cloned());
         out.nodes.extend(c.layout_added.iter().cloned());
         out.cluster |= c.any();

@@ -155,10 +155,13 @@ pub async fn read_key(nodes: &[Arc<dyn Transport>]) -> Result<Option<S3Key>, Sto
 }
 
 /// Deploys storage (see the crate's documentation); idempotent: a re-run on a
-/// converged cluster changes nothing and says so. `progress` gets one line per step.
+/// converged cluster changes nothing and says so. `front` is the volume
+/// driver's front executable (`clusterkit-volumes`) to install, see
+/// [`install_driver`]. `progress` gets one line per step.
 pub async fn up(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
+    front: Option<&[u8]>,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<StorageChange, StorageError> {
     let mut change = StorageChange::default();
@@ -307,7 +310,7 @@ pub async fn up(
                     .unwrap_or(0);
                 storage_mesh[i % storage_mesh.len().max(1)]
             };
-            install_driver(t, &DriverConfig::for_node(spec, mesh), key_ref).await
+            install_driver(t, &DriverConfig::for_node(spec, mesh), key_ref, front).await
         }
     })
     .await
@@ -752,13 +755,15 @@ async fn install_peers_unit(t: &dyn Transport, peers: &str) -> Result<(), Storag
     Ok(())
 }
 
-/// Whether the volume driver runs on the node and serves its socket (a
-/// driver stuck before serving, as rclone 1.60 was on stale mounts, is not
-/// running).
+/// Whether the volume driver runs on the node and serves its sockets,
+/// rclone's and the front's Docker finds (a driver stuck before serving, as
+/// rclone 1.60 was on stale mounts, is not running).
 pub async fn driver_active(t: &dyn Transport) -> Result<bool, StorageError> {
     let cmd = Cmd::new(format!(
-        "systemctl is-active --quiet {} && [ -S {} ]",
+        "systemctl is-active --quiet {} {} && [ -S {} ] && [ -S {} ]",
         DriverConfig::UNIT,
+        DriverConfig::FRONT_UNIT,
+        DriverConfig::RCLONE_SOCKET,
         DriverConfig::socket_of(DRIVER),
     ));
     Ok(t.exec_raw(&cmd, None).await?.status == 0)
@@ -792,79 +797,141 @@ pub fn layout_diff(layout: &garage::Layout, wanted: &[(String, String)]) -> Layo
 }
 
 /// Installs the volume driver on a node: the key (0600), rclone's
-/// configuration (0600), the unit, the engine drop-in. The driver is
-/// restarted only when its unit or configuration changed (or it was not
-/// running); a restart cuts the FUSE mounts of running containers, so the
-/// containers using its volumes on the node are restarted too, and remount.
-/// Returns whether anything changed.
+/// configuration (0600), its unit, the engine drop-in, and the driver's
+/// front (`clusterkit-volumes`, `front`: its executable, uploaded where it
+/// differs; `None` keeps the node's own, and a node with none is refused
+/// with the way out). rclone is restarted only when its unit or
+/// configuration changed (or it was not running); a restart cuts the FUSE
+/// mounts of running containers, so the containers using its volumes on the
+/// node are restarted too, and remount. The front holds no mount: it is
+/// restarted whenever it changed. Returns whether anything changed.
 pub async fn install_driver(
     t: &dyn Transport,
     cfg: &DriverConfig,
     key: &S3Key,
+    front: Option<&[u8]>,
 ) -> Result<bool, StorageError> {
     let key_file = key.to_file();
     let conf = render::rclone_conf(cfg, key);
     let unit = cfg.unit();
+    let front_unit = cfg.front_unit();
     let dropin = cfg.docker_dropin();
-    // The four files at once, each on its own channel.
-    let written = t
-        .upload_all(&[
-            Upload {
-                content: key_file.as_bytes(),
-                path: KEY_PATH,
-                mode: 0o600,
-                owner: None,
-            },
-            Upload {
-                content: conf.as_bytes(),
-                path: DriverConfig::CONF_PATH,
-                mode: 0o600,
-                owner: None,
-            },
-            Upload {
-                content: unit.as_bytes(),
-                path: DriverConfig::UNIT_PATH,
-                mode: 0o644,
-                owner: None,
-            },
-            Upload {
-                content: dropin.as_bytes(),
-                path: DriverConfig::DOCKER_DROPIN_PATH,
-                mode: 0o644,
-                owner: None,
-            },
-        ])
-        .await?;
+    let mut files = vec![
+        Upload {
+            content: key_file.as_bytes(),
+            path: KEY_PATH,
+            mode: 0o600,
+            owner: None,
+        },
+        Upload {
+            content: conf.as_bytes(),
+            path: DriverConfig::CONF_PATH,
+            mode: 0o600,
+            owner: None,
+        },
+        Upload {
+            content: unit.as_bytes(),
+            path: DriverConfig::UNIT_PATH,
+            mode: 0o644,
+            owner: None,
+        },
+        Upload {
+            content: front_unit.as_bytes(),
+            path: DriverConfig::FRONT_UNIT_PATH,
+            mode: 0o644,
+            owner: None,
+        },
+        Upload {
+            content: dropin.as_bytes(),
+            path: DriverConfig::DOCKER_DROPIN_PATH,
+            mode: 0o644,
+            owner: None,
+        },
+    ];
+    match front {
+        Some(bytes) => files.push(Upload {
+            content: bytes,
+            path: DriverConfig::FRONT_PATH,
+            mode: 0o755,
+            owner: None,
+        }),
+        None => {
+            let has = t
+                .exec_raw(&Cmd::new("test -x ").arg(DriverConfig::FRONT_PATH), None)
+                .await?;
+            if has.status != 0 {
+                return Err(StorageError::NotReady(format!(
+                    "{}: the volume driver's front ({}) is not installed and no clusterkit-volumes is at hand to upload: \
+                     build it beside clusterkit (`cargo build --release --bins`) or set CLUSTERKIT_VOLUMES to it",
+                    t.node(),
+                    DriverConfig::FRONT_PATH
+                )));
+            }
+        }
+    }
+    // Every file at once, each on its own channel.
+    let written = t.upload_all(&files).await?;
     let wrote = |p: &str| written.iter().any(|w| w == p);
-    if wrote(DriverConfig::UNIT_PATH) || wrote(DriverConfig::DOCKER_DROPIN_PATH) {
+    if wrote(DriverConfig::UNIT_PATH)
+        || wrote(DriverConfig::FRONT_UNIT_PATH)
+        || wrote(DriverConfig::DOCKER_DROPIN_PATH)
+    {
         t.exec(&Cmd::new("systemctl daemon-reload")).await?;
     }
-    let restart = !driver_active(t).await?
-        || wrote(DriverConfig::UNIT_PATH)
-        || wrote(DriverConfig::CONF_PATH);
+    let rclone_active = t
+        .exec_raw(
+            &Cmd::new(format!(
+                "systemctl is-active --quiet {} && [ -S {} ]",
+                DriverConfig::UNIT,
+                DriverConfig::RCLONE_SOCKET
+            )),
+            None,
+        )
+        .await?
+        .status
+        == 0;
+    let restart =
+        !rclone_active || wrote(DriverConfig::UNIT_PATH) || wrote(DriverConfig::CONF_PATH);
+    let restart_front = restart
+        || wrote(DriverConfig::FRONT_UNIT_PATH)
+        || wrote(DriverConfig::FRONT_PATH)
+        || !driver_active(t).await?;
     if restart {
+        // rclone first: an rclone of before the front served Docker's
+        // socket itself and removes it as it stops.
         t.exec(&Cmd::new(format!(
             "command -v rclone >/dev/null || {{ echo 'rclone is not installed: apt-get install rclone fuse3' >&2; exit 1; }}; \
              systemctl enable {u} >/dev/null 2>&1; systemctl restart {u}",
             u = DriverConfig::UNIT
         )))
         .await?;
-        // Docker finds the driver by its socket; looking it up makes the
-        // engine announce it to the swarm (see `DriverConfig::docker_dropin`).
+    }
+    if restart_front {
+        // Docker finds the driver by the front's socket; looking it up makes
+        // the engine announce it to the swarm (see `DriverConfig::docker_dropin`).
+        t.exec(&Cmd::new(format!(
+            "systemctl enable {f} >/dev/null 2>&1; systemctl restart {f}; \
+             for i in $(seq 1 100); do [ -S {r} ] && [ -S {s} ] && docker volume ls >/dev/null && break; sleep 0.1; done; \
+             if ! [ -S {r} ]; then echo 'the volume driver (rclone) did not open {r}:' >&2; journalctl -u {u} -n 5 --no-pager >&2; exit 1; fi; \
+             if ! [ -S {s} ]; then echo 'the volume driver front did not open {s}:' >&2; journalctl -u {f} -n 5 --no-pager >&2; exit 1; fi",
+            s = cfg.socket(),
+            r = DriverConfig::RCLONE_SOCKET,
+            u = DriverConfig::UNIT,
+            f = DriverConfig::FRONT_UNIT,
+        )))
+        .await?;
+    }
+    if restart {
         // Containers that had its volumes mounted lost them: restart them.
         t.exec(&Cmd::new(format!(
-            "for i in $(seq 1 100); do [ -S {s} ] && docker volume ls >/dev/null && break; sleep 0.1; done; \
-             if ! [ -S {s} ]; then echo 'the volume driver did not open {s}:' >&2; journalctl -u {u} -n 5 --no-pager >&2; exit 1; fi; \
-             for c in $(docker ps -q); do \
+            "for c in $(docker ps -q); do \
                docker inspect $c --format '{{{{range .Mounts}}}}{{{{.Driver}}}} {{{{end}}}}' | grep -qw {d} && docker restart $c >/dev/null; \
              done; true",
-            s = cfg.socket(),
-            u = DriverConfig::UNIT,
             d = cfg.driver,
         )))
         .await?;
     }
-    Ok(!written.is_empty() || restart)
+    Ok(!written.is_empty() || restart || restart_front)
 }
 
 /// The nodes whose description, as the swarm sees it, lacks the driver.
@@ -1281,13 +1348,17 @@ async fn minio_status(
 /// Idempotent; the storage stack itself goes with the swarm's stacks.
 pub async fn down(t: &dyn Transport, spec: &ClusterSpec, purge: bool) -> Result<(), StorageError> {
     let mut script = format!(
-        "systemctl disable --now {unit} {peers} >/dev/null 2>&1 || true\n\
-         systemctl reset-failed {unit} >/dev/null 2>&1 || true\n\
-         rm -f {unit_path} {dropin} {peers_path}\n\
+        "systemctl disable --now {front} {unit} {peers} >/dev/null 2>&1 || true\n\
+         systemctl reset-failed {front} {unit} >/dev/null 2>&1 || true\n\
+         rm -f {front_path} {front_exe} {unit_path} {dropin} {peers_path} {socket}\n\
          systemctl daemon-reload\n\
          for m in $(awk '$2 ~ \"^{base}/\" {{print $2}}' /proc/mounts); do umount -l \"$m\" 2>/dev/null || true; done\n",
         unit = render::DriverConfig::UNIT,
         unit_path = render::DriverConfig::UNIT_PATH,
+        front = render::DriverConfig::FRONT_UNIT,
+        front_path = render::DriverConfig::FRONT_UNIT_PATH,
+        front_exe = render::DriverConfig::FRONT_PATH,
+        socket = render::DriverConfig::socket_of(DRIVER),
         dropin = render::DriverConfig::DOCKER_DROPIN_PATH,
         base = VOLUMES_BASE,
         peers = render::GARAGE_PEERS_UNIT,

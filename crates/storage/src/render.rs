@@ -296,6 +296,45 @@ impl DriverConfig {
         )
     }
 
+    /// Where rclone serves Docker's volume plugin protocol: clusterkit's
+    /// front ([`DriverConfig::front_unit`]) passes Docker's requests on to it.
+    pub const RCLONE_SOCKET: &'static str = "/run/clusterkit/volumes-rclone.sock";
+    /// The front's executable on a node (`clusterkit-volumes`, uploaded).
+    pub const FRONT_PATH: &'static str = "/usr/local/bin/clusterkit-volumes";
+    /// The front's systemd unit's name.
+    pub const FRONT_UNIT: &'static str = "clusterkit-volumes-front.service";
+    /// The front's unit's path.
+    pub const FRONT_UNIT_PATH: &'static str =
+        "/etc/systemd/system/clusterkit-volumes-front.service";
+
+    /// The systemd unit of the driver's front, `clusterkit-volumes`: it
+    /// serves the socket Docker finds the driver on and passes every request
+    /// on to rclone, giving a volume created with no remote its own prefix
+    /// ([`DriverConfig::remote`]): rclone refuses such a volume.
+    pub fn front_unit(&self) -> String {
+        format!(
+            "# clusterkit volume driver `{driver}`: the socket Docker finds it on. Requests go on\n\
+             # to rclone ({rclone}); a volume created with no remote gets {prefix}NAME.\n\
+             [Unit]\n\
+             Description=clusterkit volume driver ({driver}): Docker's socket, in front of rclone\n\
+             After={rclone_unit}\n\
+             Wants={rclone_unit}\n\
+             Before=docker.service\n\n\
+             [Service]\n\
+             ExecStart={exe} --listen {socket} --upstream {rclone} --remote-prefix {prefix}\n\
+             Restart=always\n\
+             RestartSec=1\n\n\
+             [Install]\n\
+             WantedBy=multi-user.target\n",
+            driver = self.driver,
+            rclone = Self::RCLONE_SOCKET,
+            rclone_unit = Self::UNIT,
+            prefix = self.remote(""),
+            exe = Self::FRONT_PATH,
+            socket = self.socket(),
+        )
+    }
+
     /// The socket Docker finds the driver on.
     pub fn socket(&self) -> String {
         Self::socket_of(&self.driver)
@@ -311,20 +350,21 @@ impl DriverConfig {
     pub fn unit(&self) -> String {
         format!(
             "# clusterkit volume driver `{driver}`: Docker's volume plugin protocol served by\n\
-             # rclone on {socket}, volumes kept in the cluster's S3 (bucket {bucket}).\n\
+             # rclone on {rclone} (Docker reaches it through clusterkit-volumes-front), volumes\n\
+             # kept in the cluster's S3 (bucket {bucket}).\n\
              [Unit]\n\
              Description=clusterkit volume driver ({driver}) on the cluster's S3\n\
              Wants=network-online.target\n\
              After=network-online.target wg-quick@wg0.service\n\
              Before=docker.service\n\n\
              [Service]\n\
-             ExecStartPre=/bin/mkdir -p /run/docker/plugins {base} {cache}\n\
+             ExecStartPre=/bin/mkdir -p /run/clusterkit {base} {cache}\n\
              # Mounts of an earlier run are dead (their process is gone): rclone 1.60 hangs for ever\n\
              # remounting those listed in its state, so they are unmounted and forgotten first;\n\
              # Docker mounts again what its containers use.\n\
              ExecStartPre=-/bin/sh -c 'grep \" fuse.rclone \" /proc/mounts | cut -d\" \" -f2 | grep \"^{base}/\" | xargs -r -n1 umount -l'\n\
              ExecStartPre=-/bin/sed -i 's/\"mounts\":[[][^]]*[]]/\"mounts\":[]/g' {cache}/docker-plugin.state\n\
-             ExecStart=/usr/bin/rclone serve docker --config {conf} --socket-addr {socket} \
+             ExecStart=/usr/bin/rclone serve docker --config {conf} --socket-addr {rclone} \
              --base-dir {base} --cache-dir {cache} --vfs-cache-mode {mode} --vfs-write-back {wb} \
              --dir-cache-time {dct} --timeout 30s --contimeout 10s --allow-other --log-level INFO\n\
              Restart=always\n\
@@ -332,7 +372,7 @@ impl DriverConfig {
              [Install]\n\
              WantedBy=multi-user.target\n",
             driver = self.driver,
-            socket = self.socket(),
+            rclone = Self::RCLONE_SOCKET,
             bucket = self.bucket,
             base = self.base_dir,
             cache = self.cache_dir,

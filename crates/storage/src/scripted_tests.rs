@@ -201,7 +201,7 @@ async fn a_missing_server_image_is_pulled_by_each_node_and_named_with_the_pulls_
         1,
         "Error response from daemon: Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host\n",
     );
-    let e = crate::up(&arcs(&offline), &spec, &|_| {})
+    let e = crate::up(&arcs(&offline), &spec, None, &|_| {})
         .await
         .unwrap_err()
         .to_string();
@@ -226,7 +226,7 @@ async fn a_missing_server_image_is_pulled_by_each_node_and_named_with_the_pulls_
         n.on_exit("docker secret create", 1, "", "next step reached\n");
         n.on_exit("stack deploy", 1, "", "next step reached\n");
     }
-    let e = crate::up(&arcs(&online), &spec, &|_| {})
+    let e = crate::up(&arcs(&online), &spec, None, &|_| {})
         .await
         .unwrap_err()
         .to_string();
@@ -324,4 +324,96 @@ async fn minio_status_reads_each_servers_health_endpoints_on_its_own_node() {
     let shown = st.to_string();
     assert!(shown.contains("Minio degraded"), "{shown}");
     assert!(shown.contains("node2: 1 drive(s) healing"), "{shown}");
+}
+
+/// A node for the volume driver: every upload answers `uploads`
+/// (`written` or `unchanged`), both units `active` or not, the front
+/// installed or not.
+fn driver_node(uploads: &str, active: bool, front_installed: bool) -> Scripted {
+    let s = Scripted::new("node2");
+    s.on("mktemp", &format!("{uploads}\n"));
+    s.on_exit("systemctl is-active", if active { 0 } else { 3 }, "", "");
+    s.on_exit("test -x", if front_installed { 0 } else { 1 }, "", "");
+    s.on("systemctl daemon-reload", "");
+    s.on("systemctl restart clusterkit-volumes.service", "");
+    s.on("systemctl restart clusterkit-volumes-front.service", "");
+    s.on("for c in $(docker ps -q)", "");
+    s
+}
+
+fn driver_config() -> crate::DriverConfig {
+    let spec = clusterkit_core::spec::example(3);
+    crate::DriverConfig::for_node(&spec, spec.nodes[1].mesh_address)
+}
+
+#[tokio::test]
+async fn the_driver_front_is_uploaded_and_started_after_rclone() {
+    let node = driver_node("written", false, false);
+    let front = b"\x7fELF the front".to_vec();
+    let changed = crate::install_driver(&node, &driver_config(), &key(), Some(&front))
+        .await
+        .unwrap();
+    assert!(changed);
+    let asked = node.asked();
+    let at = |what: &str| {
+        asked
+            .iter()
+            .position(|c| c.contains(what))
+            .unwrap_or_else(|| panic!("{what}: {asked:#?}"))
+    };
+    // The executable, as given, executable; rclone before the front (an
+    // rclone of before served Docker's socket and removes it as it stops);
+    // the containers using the driver restarted after rclone was.
+    let sent = node.stdins(crate::DriverConfig::FRONT_PATH);
+    assert_eq!(sent, vec![front], "{asked:#?}");
+    assert!(asked[at(crate::DriverConfig::FRONT_PATH)].contains("chmod 755"));
+    assert!(
+        at("systemctl restart clusterkit-volumes.service")
+            < at("systemctl restart clusterkit-volumes-front.service")
+    );
+    assert!(
+        at("systemctl restart clusterkit-volumes-front.service") < at("for c in $(docker ps -q)")
+    );
+}
+
+#[tokio::test]
+async fn a_converged_driver_is_left_running_and_a_front_of_its_own_kept() {
+    let node = driver_node("unchanged", true, true);
+    let changed = crate::install_driver(&node, &driver_config(), &key(), None)
+        .await
+        .unwrap();
+    assert!(!changed);
+    let asked = node.asked();
+    assert!(
+        !asked
+            .iter()
+            .any(|c| c.contains("systemctl restart") || c.contains("docker ps -q")),
+        "{asked:#?}"
+    );
+    assert!(node.stdins(crate::DriverConfig::FRONT_PATH).is_empty());
+}
+
+#[tokio::test]
+async fn a_node_without_a_front_and_none_at_hand_is_refused_with_the_way_out() {
+    let node = driver_node("written", false, false);
+    let e = crate::install_driver(&node, &driver_config(), &key(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    for part in [
+        "node2",
+        crate::DriverConfig::FRONT_PATH,
+        "cargo build --release --bins",
+        "CLUSTERKIT_VOLUMES",
+    ] {
+        assert!(e.contains(part), "{part}: {e}");
+    }
+    // Nothing written, nothing restarted.
+    let asked = node.asked();
+    assert!(
+        !asked
+            .iter()
+            .any(|c| c.contains("mktemp") || c.contains("systemctl restart")),
+        "{asked:#?}"
+    );
 }

@@ -95,6 +95,17 @@ fn the_driver_uploads_on_close_and_keeps_its_key_out_of_the_unit() {
     insta::assert_json_snapshot!("driver_config", cfg);
     assert_eq!(cfg.remote("app_data"), "clusterkit:volumes/app_data");
     insta::assert_snapshot!("docker_dropin", cfg.docker_dropin());
+    // Docker reaches rclone through the front, which gives a volume created
+    // with no remote the prefix clusterkit's own stacks name.
+    let front = cfg.front_unit();
+    insta::assert_snapshot!("driver_front_unit", front);
+    assert!(front.contains(&format!(
+        "--listen {} --upstream {} --remote-prefix clusterkit:volumes/\n",
+        cfg.socket(),
+        DriverConfig::RCLONE_SOCKET
+    )));
+    assert!(unit.contains(&format!("--socket-addr {} ", DriverConfig::RCLONE_SOCKET)));
+    assert!(!unit.contains(&cfg.socket()));
 }
 
 #[test]
