@@ -863,3 +863,126 @@ fn the_exporters_read_the_address_file_the_mesh_writes() {
         clusterkit::monitor::render::MESH_ADDRESS_FILE
     );
 }
+
+/// What clusterkit's own services cost a node in memory, with storage and
+/// monitoring up on the shared sandbox: each swarm task as its engine counts
+/// it (`docker stats`: the cgroup's usage less its page cache), each host
+/// process by its resident set (rclone, the volume driver's front, the
+/// userspace WireGuard). Every one stays within the README's budget, and so
+/// does each node's sum; the firewall and the keepers hold no process.
+#[test]
+fn clusterkit_services_stay_within_their_memory_budget() {
+    shared();
+    let _g = calm();
+    crate::storage::storage_up();
+    let up = ck(&["monitor", "up", "-c", &config()]);
+    assert_eq!(up.code, 0, "{}{}", up.stdout, up.stderr);
+    // The component a task or process belongs to, and its budget in MiB.
+    const BUDGETS: [(&str, f64); 9] = [
+        ("garage", 128.0),
+        ("prometheus", 256.0),
+        ("alertmanager", 64.0),
+        ("node-exporter", 32.0),
+        ("cadvisor", 64.0),
+        ("rclone", 96.0),
+        ("volumes-front", 16.0),
+        ("wg-userspace", 32.0),
+        ("grafana", 256.0),
+    ];
+    // A node's sum, and the same without the stack's services that run on
+    // some managers only (Prometheus, Alertmanager, Grafana): the README's.
+    const NODE_BUDGET: f64 = 300.0;
+    const EVERY_NODE_BUDGET: f64 = 150.0;
+    const SOME_MANAGERS: [&str; 3] = ["prometheus", "alertmanager", "grafana"];
+    let component = |name: &str| -> Option<&'static str> {
+        let service = name.split('.').next().unwrap_or(name);
+        BUDGETS.iter().map(|(c, _)| *c).find(|c| match *c {
+            "garage" => service.starts_with("clusterkit-storage_garage"),
+            "rclone" => name.contains("rclone serve docker"),
+            "volumes-front" => name.contains("/usr/local/bin/clusterkit-volumes "),
+            "wg-userspace" => name.contains("clusterkit-wg-userspace"),
+            c => service == format!("clusterkit-monitoring_{c}"),
+        })
+    };
+    let mib = |v: &str| -> Option<f64> {
+        let v = v.trim();
+        let at = v.find(|c: char| c.is_ascii_alphabetic())?;
+        let n: f64 = v[..at].parse().ok()?;
+        Some(match &v[at..] {
+            "B" => n / 1048576.0,
+            "KiB" | "kB" => n / 1024.0,
+            "MiB" | "MB" => n,
+            "GiB" | "GB" => n * 1024.0,
+            _ => return None,
+        })
+    };
+    let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+    for node in ["node1", "node2", "node3"] {
+        let text = exec(
+            node,
+            "docker stats --no-stream --format '{{.Name}}\t{{.MemUsage}}'; echo ---; ps -eo rss=,args=",
+        );
+        let (tasks, processes) = text.split_once("---\n").expect("both listings");
+        let mut costs: Vec<(&str, f64)> = Vec::new();
+        for l in tasks.lines() {
+            let (name, usage) = l.split_once('\t').unwrap_or((l, ""));
+            if let Some(c) = component(name) {
+                let m = mib(usage.split('/').next().unwrap_or(""))
+                    .unwrap_or_else(|| panic!("{node}: {l}"));
+                costs.push((c, m));
+            }
+        }
+        for l in processes.lines() {
+            let l = l.trim();
+            let (rss, args) = l.split_once(' ').unwrap_or((l, ""));
+            if let Some(c) = component(&format!("{args} ")) {
+                costs.push((c, rss.parse::<f64>().unwrap_or(0.0) / 1024.0));
+            }
+        }
+        let total: f64 = costs.iter().map(|(_, m)| m).sum();
+        eprintln!(
+            "{node}: {total:.0} MiB: {}",
+            costs
+                .iter()
+                .map(|(c, m)| format!("{c} {m:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (c, m) in &costs {
+            *seen.entry(c).or_default() += 1;
+            let budget = BUDGETS.iter().find(|(b, _)| b == c).unwrap().1;
+            assert!(
+                *m > 0.0 && *m <= budget,
+                "{node}: {c} {m:.1} MiB, budget {budget}"
+            );
+        }
+        assert!(
+            total <= NODE_BUDGET,
+            "{node}: {total:.0} MiB, budget {NODE_BUDGET}"
+        );
+        let everywhere: f64 = costs
+            .iter()
+            .filter(|(c, _)| !SOME_MANAGERS.contains(c))
+            .map(|(_, m)| m)
+            .sum();
+        assert!(
+            everywhere <= EVERY_NODE_BUDGET,
+            "{node}: {everywhere:.0} MiB on every node, budget {EVERY_NODE_BUDGET}"
+        );
+    }
+    // Everything measured was found: Garage, the exporters, rclone, the
+    // front and the mesh on every node; Prometheus's two replicas, and the
+    // two Alertmanagers.
+    for (c, n) in [
+        ("garage", 3),
+        ("node-exporter", 3),
+        ("cadvisor", 3),
+        ("rclone", 3),
+        ("volumes-front", 3),
+        ("wg-userspace", 3),
+        ("prometheus", 2),
+        ("alertmanager", 2),
+    ] {
+        assert_eq!(seen.get(c).copied().unwrap_or(0), n, "{c}: {seen:?}");
+    }
+}

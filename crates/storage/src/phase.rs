@@ -24,14 +24,7 @@ pub struct StoragePhase {
 /// executable; `None` when neither is there (nodes that already run one
 /// keep it).
 pub fn local_front_binary() -> Option<Vec<u8>> {
-    let path = std::env::var_os("CLUSTERKIT_VOLUMES")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|e| e.parent().map(|d| d.join("clusterkit-volumes")))
-        })?;
-    std::fs::read(path).ok()
+    clusterkit_core::transport::local_helper("CLUSTERKIT_VOLUMES", "clusterkit-volumes")
 }
 
 #[async_trait::async_trait]

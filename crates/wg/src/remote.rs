@@ -153,14 +153,7 @@ impl NodeChange {
 /// running executable; `None` when neither is there (nodes that already run
 /// one keep it).
 pub fn local_userspace_binary() -> Option<Vec<u8>> {
-    let path = std::env::var_os("CLUSTERKIT_WG_USERSPACE")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|e| e.parent().map(|d| d.join("clusterkit-wg-userspace")))
-        })?;
-    std::fs::read(path).ok()
+    clusterkit_core::transport::local_helper("CLUSTERKIT_WG_USERSPACE", "clusterkit-wg-userspace")
 }
 
 /// The userspace binary to upload, and the architecture it was built for.

@@ -449,6 +449,21 @@ pub trait Transport: Send + Sync {
     }
 }
 
+/// A helper program this machine uploads to the nodes (the userspace
+/// WireGuard, the volume driver's front): the file `env_var` names, else the
+/// one called `name` beside the running executable; `None` when neither can
+/// be read (nodes that already run the helper keep theirs).
+pub fn local_helper(env_var: &str, name: &str) -> Option<Vec<u8>> {
+    let path = std::env::var_os(env_var)
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.join(name)))
+        })?;
+    std::fs::read(path).ok()
+}
+
 /// Runs `step` on every node at once, at most `limit` at a time, and returns
 /// every node's result in the order given: one failure hides nothing.
 pub async fn fan_out<'a, T, E, F, Fut>(
