@@ -65,6 +65,41 @@ fn series_at(at: u64) -> Vec<usize> {
         .collect()
 }
 
+/// What tells why a restored Prometheus answers no old sample: the backed-up
+/// snapshot's files, each manager's volume, and the replicas' own words.
+fn prometheus_evidence(archive: &std::path::Path) -> String {
+    let listing = std::process::Command::new("tar")
+        .arg("tzvf")
+        .arg(archive)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|e| e.to_string());
+    let mut out = format!("the backup's prometheus.tar.gz:\n{listing}");
+    for n in ["node1", "node2", "node3"] {
+        out.push_str(&format!(
+            "{n}'s volume:\n{}",
+            sh(
+                n,
+                "d=$(docker volume inspect -f '{{.Mountpoint}}' clusterkit-monitoring_prometheus-data) && ls -la \"$d\" \"$d\"/*/ 2>&1 | head -n 60"
+            )
+        ));
+    }
+    for n in ["node1", "node2", "node3"] {
+        out.push_str(&format!(
+            "{n}'s answer to `up`: {}\n",
+            sh(
+                n,
+                "curl -s -G -K /etc/clusterkit/monitoring/api.curl localhost:9090/api/v1/query --data-urlencode 'query=up' 2>&1 | head -c 600"
+            )
+        ));
+    }
+    out.push_str(&sh(
+        "node1",
+        "docker service ps --no-trunc clusterkit-monitoring_prometheus 2>&1; docker service logs --tail 40 clusterkit-monitoring_prometheus 2>&1",
+    ));
+    out
+}
+
 #[test]
 fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
     let _one = crate::sandbox::own_cluster();
@@ -601,18 +636,24 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
         // loaded machine once took more than 2 (CI, not reproduced); what each
         // replica answers is printed as it changes, for the next time.
         let mut last = Vec::new();
-        wait_for(
-            "prometheus answers with old samples",
-            Duration::from_secs(240),
-            || {
-                let s = series_at(sampled);
-                if s != last {
-                    eprintln!("series of before the backup, per running replica: {s:?}");
-                    last = s.clone();
-                }
-                s.len() == 2 && s.iter().all(|n| *n > 0)
-            },
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(240);
+        loop {
+            let s = series_at(sampled);
+            if s != last {
+                eprintln!("series of before the backup, per running replica: {s:?}");
+                last = s.clone();
+            }
+            if s.len() == 2 && s.iter().all(|n| *n > 0) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "prometheus answers no sample of {sampled} after the restore: {s:?}\n{}",
+                    prometheus_evidence(&taken.join("prometheus.tar.gz"))
+                );
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
         // The application stack runs again (published in host mode: it
         // answers where its tasks run).
         wait_for("the example app answers", Duration::from_secs(120), || {
