@@ -4,6 +4,7 @@
 //! This umbrella crate re-exports the workspace's crates; each is usable alone.
 
 pub use clusterkit_core as core;
+pub use clusterkit_ingress as ingress;
 pub use clusterkit_monitor as monitor;
 pub use clusterkit_ops as ops;
 pub use clusterkit_storage as storage;

@@ -8,6 +8,7 @@ mod day2;
 mod doctor;
 mod examples;
 mod hundred;
+mod ingress;
 mod inventory_errors;
 mod layout;
 mod lock;

@@ -183,6 +183,50 @@ pub const ALERTMANAGER: Recipe = Recipe {
     binaries: &[],
 };
 
+/// Caddy 2 from Debian sid's package (2.11 when written), the family of the
+/// ingress's default image (`caddy:2`): the edges and the issuer of the
+/// HTTPS ingress. It reads its configuration (JSON) from
+/// `/etc/caddy/caddy.json`.
+pub const CADDY: Recipe = Recipe {
+    repo: "clusterkit/caddy",
+    alias: "sid",
+    suite: "sid",
+    packages: &["caddy", "ca-certificates"],
+    files: &[],
+    script: "set -e\nmkdir -p /data /etc/caddy\napt-get clean\nrm -rf /var/lib/apt/lists/*\n",
+    changes: &[
+        "ENTRYPOINT [\"/usr/bin/caddy\"]",
+        "CMD [\"run\", \"--config\", \"/etc/caddy/caddy.json\"]",
+        "ENV XDG_DATA_HOME=/data XDG_CONFIG_HOME=/config",
+        "EXPOSE 80 443",
+    ],
+    binaries: &[],
+};
+
+/// Pebble (Let's Encrypt's test CA) from Debian sid's package (2.10 when
+/// written): the sandbox's ACME CA, validating for real. Its API's key is
+/// made at first start (`assets/pebble-start.sh`); the root to trust for
+/// that API is `/var/lib/pebble/api-root.pem`, the root of what it issues is
+/// on its management port (`https://HOST:15000/roots/0`).
+pub const PEBBLE: Recipe = Recipe {
+    repo: "clusterkit/pebble",
+    alias: "sid",
+    suite: "sid",
+    packages: &["pebble", "openssl"],
+    files: &[(
+        "/usr/local/bin/pebble-start",
+        0o755,
+        include_str!("../assets/pebble-start.sh"),
+    )],
+    script: "set -e\napt-get clean\nrm -rf /var/lib/apt/lists/*\n",
+    changes: &[
+        "ENTRYPOINT [\"/usr/local/bin/pebble-start\"]",
+        "ENV PEBBLE_WFE_NONCEREJECT=0",
+        "EXPOSE 14000 15000",
+    ],
+    binaries: &[],
+};
+
 /// clusterkit's example application (`assets/example-app.py`: a web service
 /// with a `/metrics` endpoint) on Debian's python3.
 pub const EXAMPLE_APP: Recipe = Recipe {
@@ -264,6 +308,8 @@ pub const SERVICES: &[&Recipe] = &[
     &NODE_EXPORTER,
     &ALERTMANAGER,
     &EXAMPLE_APP,
+    &CADDY,
+    &PEBBLE,
     &RCLONE,
     &GARAGE,
 ];
