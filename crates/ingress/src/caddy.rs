@@ -273,7 +273,7 @@ pub fn issuer(hosts: &[&str], tls: &Tls, storage_root: &str) -> Value {
             }
         });
     }
-    json!({
+    let mut config = json!({
         "storage": storage(storage_root),
         "apps": {
             "http": {
@@ -288,7 +288,14 @@ pub fn issuer(hosts: &[&str], tls: &Tls, storage_root: &str) -> Value {
             },
             "tls": tls_app
         }
-    })
+    });
+    if *tls == Tls::Internal {
+        // Its root goes to the clients the operator chooses, not into the
+        // container's own trust store (Caddy tries by default, and warns).
+        config["apps"]["pki"] =
+            json!({ "certificate_authorities": { "local": { "install_trust": false } } });
+    }
+    config
 }
 
 #[cfg(test)]
@@ -409,6 +416,10 @@ mod tests {
         assert_eq!(
             internal["apps"]["tls"]["automation"]["policies"][0]["issuers"][0]["module"],
             "internal"
+        );
+        assert_eq!(
+            internal["apps"]["pki"]["certificate_authorities"]["local"]["install_trust"],
+            false
         );
         assert_eq!(
             issuer(&[], &Tls::Internal, "/data")["apps"]["tls"],
