@@ -593,7 +593,7 @@ fn service_images_are_built_from_debian_packages_and_serve() {
         out.stdout,
         "clusterkit/prometheus:sid\nclusterkit/prometheus:bookworm\nclusterkit/cadvisor:bullseye\n\
          clusterkit/node-exporter:trixie\nclusterkit/alertmanager:trixie\nclusterkit/example-app:bookworm\n\
-         clusterkit/rclone:bookworm\nclusterkit/garage:2.5.0\n"
+         clusterkit/caddy:sid\nclusterkit/pebble:sid\nclusterkit/rclone:bookworm\nclusterkit/garage:2.5.0\n"
     );
     let version = |image: &str, arg: &str| {
         let o = docker(&["run", "--rm", image, arg]);
@@ -640,6 +640,15 @@ fn service_images_are_built_from_debian_packages_and_serve() {
         0,
         28,
     );
+    // Caddy of the default image's family (caddy:2, 2.10 and later).
+    // (Debian's build prints `2.11.4`, upstream's `v2.11.4 h1:…`.)
+    let caddy = format!(
+        "caddy {}",
+        version("clusterkit/caddy:sid", "version")
+            .trim()
+            .trim_start_matches('v')
+    );
+    at_least(&caddy, "caddy ", 2, 10);
     assert!(version("clusterkit/rclone:bookworm", "version").contains("rclone v1."));
     assert!(version("clusterkit/cadvisor:bullseye", "--version").contains("cAdvisor version 0.38."));
 
