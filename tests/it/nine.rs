@@ -149,6 +149,18 @@ fn tools_image(nodes: &[String]) {
     });
 }
 
+/// A service of `replicas` tasks that only sleep, on the nodes of `role`.
+fn sleepers(name: &str, replicas: u8, role: &str) {
+    let (ok, out) = sh(
+        "node1",
+        &format!(
+            "docker service create -d --name {name} --replicas {replicas} \
+             --constraint node.role=={role} ck/tools:1 sleep 100000 >/dev/null"
+        ),
+    );
+    assert!(ok, "{name}: {out}");
+}
+
 #[test]
 fn nine_nodes_seven_managers_and_two_workers_survive_the_leader_and_a_worker() {
     let _one = crate::sandbox::own_cluster();
@@ -239,23 +251,13 @@ fn nine_nodes_seven_managers_and_two_workers_survive_the_leader_and_a_worker() {
         .to_string();
     assert_eq!(sum.len(), 64, "{out}");
     // Two replicas on the workers, one each (the swarm spreads them).
-    let (ok, out) = sh(
-        "node1",
-        "docker service create -d --name keeper --replicas 2 --constraint node.role==worker \
-         ck/tools:1 sleep 100000 >/dev/null",
-    );
-    assert!(ok, "{out}");
+    sleepers("keeper", 2, "worker");
     wait_for("keeper on both workers", Duration::from_secs(90), || {
         running_on("node1", "keeper") == ["node8", "node9"]
     });
     // And one replica on every manager, the leader's node included: the
     // power cut takes one of them for sure.
-    let (ok, out) = sh(
-        "node1",
-        "docker service create -d --name spread --replicas 7 --constraint node.role==manager \
-         ck/tools:1 sleep 100000 >/dev/null",
-    );
-    assert!(ok, "{out}");
+    sleepers("spread", 7, "manager");
     wait_for("spread on all 7 managers", Duration::from_secs(90), || {
         let on = running_on("node1", "spread");
         let mut distinct = on.clone();

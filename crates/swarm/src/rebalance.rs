@@ -8,6 +8,7 @@
 //! back (swarmkit removes a task from the node with the most copies).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clusterkit_core::transport::{Cmd, Transport};
@@ -162,6 +163,44 @@ async fn scale(mgr: &dyn Transport, service: &str, n: usize) -> Result<(), Swarm
         });
     }
     Ok(())
+}
+
+/// The first of `managers` whose engine lists the swarm's nodes: a manager
+/// that has just come back may not know the leader yet ("The swarm does
+/// not have a leader") while the others do. Asked round the managers for
+/// up to `patience` (an election in progress), then the last refusal.
+pub async fn answering_manager<'a>(
+    managers: &[&'a Arc<dyn Transport>],
+    patience: Duration,
+) -> Result<&'a Arc<dyn Transport>, SwarmError> {
+    let started = std::time::Instant::now();
+    loop {
+        let mut last = None;
+        for m in managers {
+            let docker = match m.docker().await {
+                Ok(d) => d,
+                Err(e) => {
+                    last = Some(SwarmError::from(e));
+                    continue;
+                }
+            };
+            match docker.list_nodes(None).await {
+                Ok(_) => return Ok(*m),
+                Err(e) => {
+                    last = Some(SwarmError::Engine {
+                        node: m.node().to_string(),
+                        what: "listing nodes".into(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        match last {
+            Some(e) if started.elapsed() >= patience => return Err(e),
+            Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            None => return Err(SwarmError::NoQuorum("no manager is connected".into())),
+        }
+    }
 }
 
 /// Spreads every uneven, unpinned replicated service over the ready nodes,

@@ -582,3 +582,34 @@ async fn a_nameless_entry_is_kept_while_a_member_does_not_answer() {
     );
     assert!(scripted[0].asked().iter().all(|a| !a.starts_with("DELETE")));
 }
+
+#[tokio::test]
+async fn rebalance_asks_a_manager_that_knows_the_leader() {
+    // node1 has just come back and does not know the leader yet; node2 does.
+    let (n1, n2) = (Scripted::new("node1"), Scripted::new("node2"));
+    n1.on_engine(
+        "GET",
+        "/nodes",
+        500,
+        r#"{"message": "rpc error: code = Unknown desc = The swarm does not have a leader."}"#,
+    );
+    n2.on_engine("GET", "/nodes", 200, &three_managers("reachable"));
+    let all = nodes(&[&n1, &n2]);
+    let managers: Vec<&Arc<dyn Transport>> = all.iter().collect();
+    let m = crate::rebalance::answering_manager(&managers, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(m.node(), "node2");
+    // None answers: the last refusal, named, once the patience is spent.
+    let alone: Vec<&Arc<dyn Transport>> = all.iter().take(1).collect();
+    let Err(e) =
+        crate::rebalance::answering_manager(&alone, std::time::Duration::from_millis(600)).await
+    else {
+        panic!("node1 alone does not answer")
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("node1") && e.contains("does not have a leader"),
+        "{e}"
+    );
+}
