@@ -6,8 +6,9 @@
 //! node's memory by program (clusterkit's services and the engine's own).
 //! Ends with the ratios of the largest size to the smallest.
 //!
-//! `cargo bench -p clusterkit-cli --bench up` (root, a Docker Engine,
-//! debootstrap; about 25 minutes on 2 cores). `CK_BENCH_NODES=3` (a list,
+//! `cargo build --release -p clusterkit-wg-userspace -p clusterkit-volumes`
+//! first (the helpers `up` sends), then `cargo bench -p clusterkit-cli --bench
+//! up` (root, a Docker Engine, debootstrap; about 25 minutes on 2 cores). `CK_BENCH_NODES=3` (a list,
 //! `3,9`) picks the sizes; `CK_BENCH_RUNS` the re-runs of each no-op
 //! (default 5). Each sandbox `ck-bench-N` is removed after its size.
 
@@ -237,6 +238,19 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
+    // The helpers `up` sends to the nodes are found beside the binary: a
+    // release build of the bench alone does not make them.
+    let missing: Vec<&str> = ["clusterkit-wg-userspace", "clusterkit-volumes"]
+        .into_iter()
+        .filter(|h| !std::path::Path::new(BIN).with_file_name(h).exists())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "{} not beside {BIN}: build them first with\n  cargo build --release -p clusterkit-wg-userspace -p clusterkit-volumes",
+            missing.join(" and ")
+        );
+        std::process::exit(1);
+    }
     let built = Command::new(BIN)
         .args(["sandbox", "build-images"])
         .output()
