@@ -165,40 +165,31 @@ async fn scale(mgr: &dyn Transport, service: &str, n: usize) -> Result<(), Swarm
     Ok(())
 }
 
-/// The first of `managers` whose engine lists the swarm's nodes: a manager
-/// that has just come back may not know the leader yet ("The swarm does
-/// not have a leader") while the others do. Asked round the managers for
-/// up to `patience` (an election in progress), then the last refusal.
+/// The first of `managers` whose engine lists the swarm's nodes, found by
+/// [`crate::status`] (which asks them in turn): a manager that has just come
+/// back may not know the leader yet ("The swarm does not have a leader")
+/// while the others do. Asked again for up to `patience` (an election in
+/// progress), then status's refusal, naming the last manager asked.
 pub async fn answering_manager<'a>(
     managers: &[&'a Arc<dyn Transport>],
     patience: Duration,
 ) -> Result<&'a Arc<dyn Transport>, SwarmError> {
+    let owned: Vec<Arc<dyn Transport>> = managers.iter().map(|m| Arc::clone(m)).collect();
     let started = std::time::Instant::now();
     loop {
-        let mut last = None;
-        for m in managers {
-            let docker = match m.docker().await {
-                Ok(d) => d,
-                Err(e) => {
-                    last = Some(SwarmError::from(e));
-                    continue;
-                }
-            };
-            match docker.list_nodes(None).await {
-                Ok(_) => return Ok(*m),
-                Err(e) => {
-                    last = Some(SwarmError::Engine {
-                        node: m.node().to_string(),
-                        what: "listing nodes".into(),
-                        reason: e.to_string(),
-                    })
-                }
+        match crate::status(&owned).await {
+            Ok(st) => {
+                let by = st.answered_by.unwrap_or_default();
+                return managers
+                    .iter()
+                    .find(|m| m.node() == by)
+                    .copied()
+                    .ok_or_else(|| {
+                        SwarmError::NoQuorum(format!("{by} answered, but is no manager given"))
+                    });
             }
-        }
-        match last {
-            Some(e) if started.elapsed() >= patience => return Err(e),
-            Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-            None => return Err(SwarmError::NoQuorum("no manager is connected".into())),
+            Err(e) if started.elapsed() >= patience => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
 }
