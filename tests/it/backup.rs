@@ -636,24 +636,19 @@ fn a_backup_brings_the_swarm_back_on_fresh_nodes() {
         // loaded machine once took more than 2 (CI, not reproduced); what each
         // replica answers is printed as it changes, for the next time.
         let mut last = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(240);
-        loop {
-            let s = series_at(sampled);
-            if s != last {
-                eprintln!("series of before the backup, per running replica: {s:?}");
-                last = s.clone();
-            }
-            if s.len() == 2 && s.iter().all(|n| *n > 0) {
-                break;
-            }
-            if std::time::Instant::now() > deadline {
-                panic!(
-                    "prometheus answers no sample of {sampled} after the restore: {s:?}\n{}",
-                    prometheus_evidence(&taken.join("prometheus.tar.gz"))
-                );
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        }
+        crate::sandbox::wait_for_else(
+            &format!("prometheus answers samples of {sampled} after the restore"),
+            Duration::from_secs(240),
+            || {
+                let s = series_at(sampled);
+                if s != last {
+                    eprintln!("series of before the backup, per running replica: {s:?}");
+                    last = s.clone();
+                }
+                s.len() == 2 && s.iter().all(|n| *n > 0)
+            },
+            || prometheus_evidence(&taken.join("prometheus.tar.gz")),
+        );
         // The application stack runs again (published in host mode: it
         // answers where its tasks run).
         wait_for("the example app answers", Duration::from_secs(120), || {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use clusterkit::ingress::caddy::{self, certificate_files, CertificateFiles, EdgeOptions, Tls};
 use clusterkit::ingress::route::{routes, Routes, Service, HOST_LABEL, PORT_LABEL};
 
-use crate::sandbox::{docker, wait_for};
+use crate::sandbox::{docker, wait_for, wait_for_else};
 
 const HOST: &str = "app.clusterkit.test";
 const CADDY_IMAGE: &str = "clusterkit/caddy:sid";
@@ -166,28 +166,23 @@ impl Bed {
     }
 
     /// Waits until the issuer has stored `files` (key and certificate).
-    fn wait_stored(&self, files: &CertificateFiles, within: Duration, why: impl Fn() -> String) {
-        let begin = std::time::Instant::now();
-        while !(self
-            .exec("issuer", &["test", "-s", &format!("/data/{}", files.key)])
-            .status
-            .success()
-            && self
-                .exec(
-                    "issuer",
-                    &["test", "-s", &format!("/data/{}", files.certificate)],
-                )
+    fn wait_stored(
+        &self,
+        files: &CertificateFiles,
+        within: Duration,
+        why: impl FnOnce() -> String,
+    ) {
+        let stored = |path: &str| {
+            self.exec("issuer", &["test", "-s", &format!("/data/{path}")])
                 .status
-                .success())
-        {
-            assert!(
-                begin.elapsed() < within,
-                "the issuer did not store {}'s certificate within {within:?}:\n{}",
-                files.host,
-                why()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+                .success()
+        };
+        wait_for_else(
+            &format!("the issuer stored {}'s certificate", files.host),
+            within,
+            || stored(&files.key) && stored(&files.certificate),
+            why,
+        );
     }
 
     /// The serial of the certificate stored in `files`.

@@ -135,11 +135,24 @@ pub fn config() -> String {
 pub fn wait_for(
     what: &str,
     limit: std::time::Duration,
+    f: impl FnMut() -> bool,
+) -> std::time::Duration {
+    wait_for_else(what, limit, f, String::new)
+}
+
+/// [`wait_for`], and when `limit` passes, `evidence` (what tells why) in the
+/// failure's message.
+pub fn wait_for_else(
+    what: &str,
+    limit: std::time::Duration,
     mut f: impl FnMut() -> bool,
+    evidence: impl FnOnce() -> String,
 ) -> std::time::Duration {
     let start = std::time::Instant::now();
     while !f() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        if start.elapsed() >= limit {
+            panic!("{what}: not within {limit:?}\n{}", evidence());
+        }
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     start.elapsed()
