@@ -46,17 +46,6 @@ fn swarm_status(config: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {}{}", out.stdout, out.stderr))
 }
 
-/// Powers a node back on when dropped, if it is off.
-struct Back(Vec<String>);
-
-impl Drop for Back {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = ck(&["sandbox", "start", "--name", S, n]);
-        }
-    }
-}
-
 /// The replicated services with fewer tasks running on nodes other than
 /// `lost` than they want, seen from `from` (`NAME: have of want`). The
 /// swarm's own count would still hold the lost node's tasks until it is
@@ -265,7 +254,7 @@ fn nine_nodes_seven_managers_and_two_workers_survive_the_leader_and_a_worker() {
         on.len() == 7 && distinct.len() == 7
     });
 
-    let back = Back(vec![leader.clone(), "node8".into()]);
+    let back = crate::sandbox::PowerBack::of(S, [leader.as_str(), "node8"]);
     assert_eq!(ck(&["sandbox", "stop", "--name", S, &leader]).code, 0);
     let alive = if leader == "node1" { "node2" } else { "node1" };
     let took = wait_for("a new leader", Duration::from_secs(120), || {

@@ -44,7 +44,7 @@ fn the_whole_cluster_comes_back_by_itself_after_every_node_lost_power() {
     assert!(ok, "{out}");
 
     let all = ["node1", "node2", "node3"];
-    let _back = PowerBack(all.to_vec());
+    let _back = PowerBack::shared(all);
     for n in all {
         assert_eq!(ck(&["sandbox", "stop", "--name", NAME, n]).code, 0);
     }

@@ -92,21 +92,39 @@ pub fn shared() -> &'static Shared {
     })
 }
 
-/// Powers nodes back on when dropped, so that a failing disruptive test does
-/// not leave the shared sandbox broken for the others.
-pub struct PowerBack(pub Vec<&'static str>);
+/// Powers nodes back on when dropped (those that are off), so that a
+/// failing disruptive test does not leave a sandbox broken for the others.
+pub struct PowerBack {
+    sandbox: &'static str,
+    nodes: Vec<String>,
+}
+
+impl PowerBack {
+    /// For nodes of the shared sandbox.
+    pub fn shared(nodes: impl IntoIterator<Item = impl ToString>) -> PowerBack {
+        PowerBack::of(NAME, nodes)
+    }
+
+    /// For nodes of the sandbox `sandbox`.
+    pub fn of(sandbox: &'static str, nodes: impl IntoIterator<Item = impl ToString>) -> PowerBack {
+        PowerBack {
+            sandbox,
+            nodes: nodes.into_iter().map(|n| n.to_string()).collect(),
+        }
+    }
+}
 
 impl Drop for PowerBack {
     fn drop(&mut self) {
-        for n in &self.0 {
+        for n in &self.nodes {
             let running = docker(&[
                 "inspect",
                 "--format",
                 "{{.State.Running}}",
-                &format!("{NAME}-{n}"),
+                &format!("{}-{n}", self.sandbox),
             ]);
             if String::from_utf8_lossy(&running.stdout).trim() != "true" {
-                let _ = ck(&["sandbox", "start", "--name", NAME, n]);
+                let _ = ck(&["sandbox", "start", "--name", self.sandbox, n]);
             }
         }
     }

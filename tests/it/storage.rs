@@ -175,11 +175,7 @@ fn a_volume_follows_its_service_to_another_node_when_its_node_dies() {
         l.contains("1048576 blob") && l.contains("blob.sha")
     });
 
-    let _power = PowerBack(vec![match from.as_str() {
-        "node1" => "node1",
-        "node2" => "node2",
-        _ => "node3",
-    }]);
+    let _power = PowerBack::shared([&from]);
     let stop = ck(&["sandbox", "stop", "--name", NAME, &from]);
     assert_eq!(stop.code, 0, "{}", stop.stderr);
     let alive = if from == "node1" { "node2" } else { "node1" };

@@ -126,7 +126,7 @@ fn the_swarm_survives_its_leader_keeps_every_replica_and_rebalance_spreads_them_
         running("-") == 3
     });
     let old = leader().expect("a leader");
-    let _back = crate::sandbox::PowerBack(vec!["node1", "node2", "node3"]);
+    let _back = crate::sandbox::PowerBack::shared(["node1", "node2", "node3"]);
     assert_eq!(ck(&["sandbox", "stop", "--name", NAME, &old]).code, 0);
     let took = wait_for("a new leader", Duration::from_secs(90), || {
         leader().is_some_and(|l| l != old)
@@ -215,7 +215,7 @@ fn losing_the_majority_is_reported_and_recover_brings_the_swarm_back() {
     swarm_up();
     // node2 survives: the first node in the file is not the one recovered
     // onto, so `up` has to find which swarm speaks for the cluster.
-    let _back = crate::sandbox::PowerBack(vec!["node1", "node3"]);
+    let _back = crate::sandbox::PowerBack::shared(["node1", "node3"]);
     for n in ["node1", "node3"] {
         assert_eq!(ck(&["sandbox", "stop", "--name", NAME, n]).code, 0);
     }
