@@ -22,6 +22,7 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             "172.29.253.0/24",
             "--dir",
             dir.to_str().unwrap(),
+            "--ca",
         ]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         let config = dir.join("clusterkit.toml");
@@ -70,9 +71,18 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             "monitoring alertmanager on node",
             "stacks     clusterkit/example-app:bookworm missing on node1, node2, node3",
             "stacks     app: 1 service(s) running",
+            "ingress    deploying stack clusterkit-ingress (3 service(s))",
         ] {
             assert!(first.stderr.contains(step), "{step}: {}", first.stderr);
         }
+        assert!(
+            first.stdout.contains(
+                "HTTPS ingress on every node (1 route(s), 1 of 1 host(s) with a certificate)"
+            ),
+            "{}",
+            first.stdout
+        );
+        crate::up::https_everywhere(S, &dir);
         let again = ck(&["up", "-c", config.to_str().unwrap()]);
         assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
         assert!(again.stdout.contains("nothing changed"), "{}", again.stdout);
@@ -84,6 +94,7 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             "monitoring unchanged in",
             "stacks     app unchanged",
             "stacks     unchanged in",
+            "ingress    unchanged in",
         ] {
             assert!(again.stderr.contains(phase), "{phase}: {}", again.stderr);
         }
@@ -119,6 +130,7 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
                 "storage",
                 "monitoring",
                 "stacks",
+                "ingress",
                 "rebalance"
             ]
         );
@@ -381,4 +393,119 @@ fn node_sh(node: &str, script: &str) -> String {
 
 fn node_file(node: &str, path: &str) -> String {
     node_sh(node, &format!("cat {path}")).trim().to_string()
+}
+
+/// The README's promise for `up --sandbox`: `https://app.clusterkit.test`
+/// through **each** node, from this machine, with the same certificate
+/// issued by the sandbox's Pebble (trusted through its root, nothing
+/// skipped), HSTS on, plain HTTP redirected; Pebble saw one order.
+pub fn https_everywhere(sandbox: &str, dir: &std::path::Path) {
+    let ca = crate::sandbox::docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &format!("{sandbox}-ca"),
+    ]);
+    let ca = String::from_utf8_lossy(&ca.stdout).trim().to_string();
+    assert!(!ca.is_empty(), "the sandbox's CA runs");
+    // Pebble's issuing root, from its management port (its API's own root
+    // is the sandbox's file: nothing is fetched unchecked).
+    let roots = dir.join("pebble-roots.pem");
+    let got = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(dir.join("pebble-api-root.pem"))
+        .arg(format!("https://{ca}:15000/roots/0"))
+        .output()
+        .unwrap();
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    std::fs::write(&roots, &got.stdout).unwrap();
+    let nodes: Vec<String> = (1..=3).map(|i| format!("172.29.253.{}", 10 + i)).collect();
+    let mut serials = Vec::new();
+    for ip in &nodes {
+        // The edges pull their configuration every few seconds: the one
+        // with the certificate may be a moment behind `up`'s last word.
+        let mut last = String::new();
+        let mut served = None;
+        for _ in 0..20 {
+            let o = std::process::Command::new("curl")
+                .args(["-sS", "-i", "--max-time", "5", "--cacert"])
+                .arg(&roots)
+                .args(["--resolve", &format!("app.clusterkit.test:443:{ip}")])
+                .arg("https://app.clusterkit.test/")
+                .output()
+                .unwrap();
+            last = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            if o.status.success()
+                && (last.starts_with("HTTP/2 200") || last.starts_with("HTTP/1.1 200"))
+            {
+                served = Some(last.clone());
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        let served =
+            served.unwrap_or_else(|| panic!("https://app.clusterkit.test through {ip}: {last}"));
+        assert!(
+            served
+                .to_lowercase()
+                .contains("strict-transport-security: max-age=31536000"),
+            "{served}"
+        );
+        assert!(served.contains("hello from "), "{served}");
+        // The certificate served: its serial and issuer.
+        let cert = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl s_client -connect {ip}:443 -servername app.clusterkit.test </dev/null 2>/dev/null \
+                 | openssl x509 -noout -serial -issuer"
+            ))
+            .output()
+            .unwrap();
+        let cert = String::from_utf8_lossy(&cert.stdout).to_string();
+        assert!(cert.contains("serial="), "{cert}");
+        assert!(cert.to_lowercase().contains("pebble"), "{cert}");
+        serials.push(cert.lines().next().unwrap().to_string());
+        // Plain HTTP: a permanent redirect to the same URL over HTTPS.
+        let http = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+            ])
+            .args(["--resolve", &format!("app.clusterkit.test:80:{ip}")])
+            .arg("http://app.clusterkit.test/a/b?c=d")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&http.stdout),
+            "308 https://app.clusterkit.test/a/b?c=d"
+        );
+    }
+    serials.dedup();
+    assert_eq!(
+        serials.len(),
+        1,
+        "one certificate on every node: {serials:?}"
+    );
+    let log = crate::sandbox::docker(&["logs", &format!("{sandbox}-ca")]);
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&log.stdout),
+        String::from_utf8_lossy(&log.stderr)
+    );
+    assert_eq!(
+        log.matches("Issued certificate serial").count(),
+        1,
+        "one order for the cluster: {log}"
+    );
 }

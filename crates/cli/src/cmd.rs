@@ -404,6 +404,13 @@ Examples:
         #[command(subcommand)]
         cmd: crate::monitor::MonitorCmd,
     },
+    /// The HTTPS ingress: applications reached by name, certificates once for the cluster.
+    Ingress {
+        #[command(flatten)]
+        input: Input,
+        #[command(subcommand)]
+        cmd: crate::ingress::IngressCmd,
+    },
     /// Send images to the nodes (for clusters that cannot pull).
     Images {
         #[command(flatten)]
@@ -518,12 +525,16 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             no_rebalance,
         } => {
             let input = if sandbox {
-                let cfg = clusterkit_sandbox::SandboxConfig::new("clusterkit");
+                let mut cfg = clusterkit_sandbox::SandboxConfig::new("clusterkit");
+                // The ACME CA beside the nodes, the ingress on: the example
+                // app ends served at https://app.clusterkit.test.
+                cfg.ca = true;
                 let p = |m: &str| eprintln!("[sandbox] {m}");
-                let summary = clusterkit_sandbox::up(&cfg, &p)?;
-                // The storage and monitoring images: built here from Debian's
-                // packages (cached), sent to the nodes that lack them by `up`.
+                // The storage, monitoring, ingress and CA images: built here
+                // from Debian's packages (cached), sent to the nodes that lack
+                // them by `up`; the CA starts with the nodes.
                 clusterkit_sandbox::build_service_images(&p)?;
+                let summary = clusterkit_sandbox::up(&cfg, &p)?;
                 Input {
                     config: Some(summary.config),
                     inventory: None,
@@ -592,6 +603,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Swarm { input, cmd } => crate::swarm::run(&loaded!(input), cmd),
         Command::Monitor { input, cmd } => crate::monitor::run(&loaded!(input), cmd),
+        Command::Ingress {
+            cmd: crate::ingress::IngressCmd::Serve { options },
+            ..
+        } => crate::ingress::serve(&options),
+        Command::Ingress { input, cmd } => crate::ingress::run(&loaded!(input), cmd),
         Command::Storage { input, cmd } => crate::storage::run(&loaded!(input), cmd),
         Command::Wg { input, cmd } => crate::mesh::run(&loaded!(input), cmd),
         Command::Images {

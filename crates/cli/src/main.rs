@@ -6,6 +6,7 @@ mod backup;
 mod cmd;
 mod doctor;
 mod down;
+mod ingress;
 mod mesh;
 mod monitor;
 mod node;

@@ -38,6 +38,11 @@ pub enum SandboxCmd {
         /// for `clusterkit check` and the transport at scale, not for building a cluster.
         #[arg(long)]
         sshd_only: bool,
+        /// Also run the sandbox's ACME CA (Pebble, validating for real, its resolver answering
+        /// *.clusterkit.test with every node) and turn the HTTPS ingress on in clusterkit.toml.
+        /// Needs the service images (`sandbox build-images`, or --images).
+        #[arg(long, conflicts_with = "sshd_only")]
+        ca: bool,
     },
     /// Show every node: container state, address, sshd, dockerd, partition.
     Status,
@@ -101,9 +106,15 @@ pub fn run(name: &str, cmd: SandboxCmd) -> anyhow::Result<u8> {
             dir,
             images,
             sshd_only,
+            ca,
         } => {
             let mut cfg = sb::SandboxConfig::new(name);
             cfg.nodes = nodes;
+            cfg.ca = ca;
+            if ca && images {
+                // The CA's image first: it starts with the nodes.
+                sb::build_service_images(&p)?;
+            }
             if sshd_only {
                 cfg.kind = sb::NodeKind::SshdOnly;
             }

@@ -38,6 +38,9 @@ pub struct ConfigFile {
     /// Prometheus, Grafana and the exporters.
     #[serde(default)]
     pub monitoring: MonitoringSection,
+    /// HTTPS ingress: applications reached by name.
+    #[serde(default)]
+    pub ingress: IngressSection,
     /// Application stacks to deploy: `[[stacks]]` tables.
     #[serde(default)]
     pub stacks: Vec<StackEntry>,
@@ -166,6 +169,30 @@ pub struct MonitoringSection {
     pub grafana_image: Option<Spanned<String>>,
     /// Alertmanager image. Default: `prom/alertmanager:v0.28.1`.
     pub alertmanager_image: Option<Spanned<String>>,
+}
+
+/// `[ingress]`: HTTPS on every node for the services that ask for a route
+/// (`clusterkit.ingress.host` in their `deploy.labels`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressSection {
+    /// Run the ingress (needs storage: the certificates live on it). Default: false.
+    pub enabled: Option<Spanned<bool>>,
+    /// Who issues the certificates: `acme` (an ACME CA, Let's Encrypt by default) or
+    /// `internal` (Caddy's own CA, for private clusters). Default: `acme`.
+    pub tls: Option<Spanned<String>>,
+    /// The ACME CA's directory URL (https). Default: Let's Encrypt's production directory.
+    pub acme_ca: Option<Spanned<String>>,
+    /// The ACME account's contact address. Default: none.
+    pub acme_email: Option<Spanned<String>>,
+    /// A PEM file of roots to trust for the ACME CA's own API (a private CA), relative to
+    /// this file. Default: the system's roots.
+    pub acme_ca_root: Option<Spanned<String>>,
+    /// Caddy's image (edges and issuer). Default: `caddy:2.10.2`.
+    pub image: Option<Spanned<String>>,
+    /// The image the route watcher runs in: clusterkit itself is mounted into it, so it
+    /// needs the C library clusterkit was built against. Default: `debian:bookworm-slim`.
+    pub routes_image: Option<Spanned<String>>,
 }
 
 /// One application stack.
@@ -301,6 +328,15 @@ pub fn starter(inventory: Option<&str>, nodes: &[(String, String)]) -> String {
          # prometheus_image = \"prom/prometheus:v3.5.0\"\n# node_exporter_image = \"prom/node-exporter:v1.9.1\"\n\
          # cadvisor_image = \"gcr.io/cadvisor/cadvisor:v0.49.1\"\n# grafana_image = \"grafana/grafana:11.6.0\"\n\
          # alertmanager_image = \"prom/alertmanager:v0.28.1\"\n\
+         \n[ingress]                       # HTTPS on every node, routes from services' labels\n\
+         # enabled = false              # needs storage: certificates are kept on it\n\
+         # tls = \"acme\"                 # acme | internal (Caddy's own CA, private clusters)\n\
+         # acme_ca = \"https://acme-v02.api.letsencrypt.org/directory\"\n\
+         # acme_email = \"ops@example.com\"\n\
+         # acme_ca_root = \"ca-root.pem\"   # a private CA's root, trusted for its API\n\
+         # image = \"caddy:2.10.2\"\n# routes_image = \"debian:bookworm-slim\"\n\
+         # A service is routed by its labels:  deploy: { labels: { clusterkit.ingress.host: app.example.com,\n\
+         #                                     clusterkit.ingress.port: \"8000\", clusterkit.ingress.path: /api } }\n\
          \n[ssh]                           # how clusterkit reaches the nodes\n\
          # strict_host_keys = false     # true: refuse a node whose host key is not recorded yet\n\
          \n# [[stacks]]                    # application stacks deployed onto the swarm\n\

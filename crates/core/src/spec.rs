@@ -270,6 +270,50 @@ pub struct MonitoringImages {
     pub alertmanager: String,
 }
 
+/// Who issues the ingress's certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngressTls {
+    /// An ACME CA, validated by HTTP-01 through any ingress node.
+    Acme,
+    /// Caddy's internal CA (private clusters).
+    Internal,
+}
+
+/// The HTTPS ingress (`[ingress]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressSpec {
+    /// Whether it runs.
+    pub enabled: bool,
+    /// Who issues the certificates.
+    pub tls: IngressTls,
+    /// The ACME CA's directory URL.
+    pub acme_ca: String,
+    /// The ACME account's contact.
+    pub acme_email: Option<String>,
+    /// A PEM file of roots trusted for the CA's API, resolved against the
+    /// config's directory.
+    pub acme_ca_root: Option<PathBuf>,
+    /// Caddy's image.
+    pub image: String,
+    /// The route watcher's image (clusterkit is mounted into it).
+    pub routes_image: String,
+}
+
+impl Default for IngressSpec {
+    fn default() -> Self {
+        IngressSpec {
+            enabled: false,
+            tls: IngressTls::Acme,
+            acme_ca: defaults::ACME_CA.into(),
+            acme_email: None,
+            acme_ca_root: None,
+            image: defaults::CADDY_IMAGE.into(),
+            routes_image: defaults::ROUTES_IMAGE.into(),
+        }
+    }
+}
+
 /// An application stack.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackSpec {
@@ -294,6 +338,9 @@ pub struct ClusterSpec {
     pub storage: StorageSpec,
     /// Monitoring.
     pub monitoring: MonitoringSpec,
+    /// The HTTPS ingress.
+    #[serde(default)]
+    pub ingress: IngressSpec,
     /// Application stacks.
     pub stacks: Vec<StackSpec>,
     /// How the nodes are reached.
@@ -365,6 +412,13 @@ pub mod defaults {
     pub const GRAFANA_IMAGE: &str = "grafana/grafana:11.6.0";
     /// Alertmanager image.
     pub const ALERTMANAGER_IMAGE: &str = "prom/alertmanager:v0.28.1";
+    /// The ingress's ACME CA: Let's Encrypt's production directory.
+    pub const ACME_CA: &str = "https://acme-v02.api.letsencrypt.org/directory";
+    /// Caddy's image for the ingress.
+    pub const CADDY_IMAGE: &str = "caddy:2.10.2";
+    /// The ingress's route watcher's image: only the C library clusterkit
+    /// was built against is needed (Debian 12's or newer).
+    pub const ROUTES_IMAGE: &str = "debian:bookworm-slim";
 }
 
 /// What [`build`] produces: the spec, the warnings, and the state to record.
@@ -566,6 +620,13 @@ pub fn build(
         mut monitoring,
     } = sections::monitoring(file, cfg.monitoring, storage_backend, &mut problems);
     let stacks = sections::stacks(file, cfg.stacks, stack_exists, &mut problems);
+    let ingress = sections::ingress(
+        file,
+        cfg.ingress,
+        storage_backend,
+        stack_exists,
+        &mut problems,
+    );
 
     let nodes = sections::nodes(&inputs, mesh_cidr, &mesh_cidr_v, &mut problems);
 
@@ -694,6 +755,7 @@ pub fn build(
             replication,
         },
         monitoring,
+        ingress,
         stacks,
         ssh: SshSpec {
             strict_host_keys: o!(cfg.ssh.strict_host_keys).is_some_and(|s| s.value),

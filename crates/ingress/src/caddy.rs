@@ -35,7 +35,8 @@ pub const HSTS_MAX_AGE: u32 = 31_536_000;
 pub const RESOLVE_EVERY: &str = "5s";
 
 /// Who issues the certificates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "issuer", rename_all = "lowercase")]
 pub enum Tls {
     /// An ACME CA (Let's Encrypt by default), validated by HTTP-01.
     Acme {
@@ -103,6 +104,11 @@ pub struct CertificateFiles {
     pub certificate: String,
     /// Its private key (PEM).
     pub key: String,
+    /// The stored certificate's SHA-256, once read: carried as a tag in the
+    /// edges' configuration, so that a renewed certificate changes it and
+    /// the edges load the new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// Where the issuer stores `host`'s certificate and key.
@@ -113,7 +119,27 @@ pub fn certificate_files(tls: &Tls, host: &str) -> CertificateFiles {
         host: host.to_string(),
         certificate: format!("{dir}/{site}.crt"),
         key: format!("{dir}/{site}.key"),
+        fingerprint: None,
     }
+}
+
+/// Caddy's `admin` section for a Caddy that pulls its configuration from
+/// `url` (`admin.config.load`, Caddy's HTTP config loader): asked again
+/// `every` (a Go duration) after each load; an unchanged answer changes
+/// nothing, a changed one is applied as a reload (listeners kept, open
+/// connections finish), an unanswered one keeps the running configuration.
+/// The admin API itself listens on a Unix socket inside the container only,
+/// and nothing is persisted. Every configuration served to such a Caddy
+/// carries this section again, or it would stop pulling.
+pub fn pulling(url: &str, every: &str) -> Value {
+    json!({
+        "listen": "unix//tmp/caddy-admin.sock",
+        "config": {
+            "persist": false,
+            "load": { "module": "http", "url": url, "timeout": "10s" },
+            "load_delay": every
+        }
+    })
 }
 
 /// Where the shared storage is, as each container sees it.
@@ -208,7 +234,11 @@ pub fn edge(routes: &Routes, o: &EdgeOptions) -> Value {
     let pairs: Vec<Value> = o
         .certificates
         .iter()
-        .map(|c| json!({ "certificate": c.certificate, "key": c.key, "tags": ["clusterkit"] }))
+        .map(|c| {
+            let mut tags = vec!["clusterkit".to_string()];
+            tags.extend(c.fingerprint.iter().map(|f| format!("sha256:{f}")));
+            json!({ "certificate": c.certificate, "key": c.key, "tags": tags })
+        })
         .collect();
     let mut tls = json!({});
     if !pairs.is_empty() {
@@ -347,6 +377,7 @@ mod tests {
                 host: "app.clusterkit.test".into(),
                 certificate: "certificates/pebble.clusterkit.test-14000-dir/app.clusterkit.test/app.clusterkit.test.crt".into(),
                 key: "certificates/pebble.clusterkit.test-14000-dir/app.clusterkit.test/app.clusterkit.test.key".into(),
+                fingerprint: None,
             }
         );
         assert_eq!(

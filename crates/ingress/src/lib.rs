@@ -34,4 +34,8 @@
 //! ```
 
 pub mod caddy;
+#[cfg(feature = "remote")]
+pub mod phase;
 pub mod route;
+pub mod serve;
+pub mod stack;

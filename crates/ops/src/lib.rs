@@ -28,13 +28,14 @@
 //! [`doctor`](doctor::doctor), [`down`](down::down), [`node`] (add and remove),
 //! [`upgrade`](upgrade::upgrade), [`backup`] (take, list, copy), [`restore`],
 //! [`schedule`] (the scheduled backup), [`images`] (push), and each capability alone:
-//! [`mesh`], [`swarm`], [`storage`], [`monitoring`].
+//! [`mesh`], [`swarm`], [`storage`], [`monitoring`], [`ingress`].
 
 pub mod backup;
 pub mod check;
 pub mod doctor;
 pub mod down;
 pub mod images;
+pub mod ingress;
 pub mod mesh;
 pub mod monitoring;
 pub mod node;
@@ -86,6 +87,9 @@ pub enum OpsError {
     /// Monitoring failed.
     #[error(transparent)]
     Monitoring(Box<clusterkit_monitor::MonitorError>),
+    /// The ingress failed.
+    #[error(transparent)]
+    Ingress(#[from] clusterkit_ingress::phase::IngressError),
     /// A file of this machine could not be read or written.
     #[error("{what}: {source}")]
     Local {

@@ -317,7 +317,9 @@ pub async fn apply(
     // images they run go first, or their first tasks are rejected on fresh
     // nodes ("No such image") until `up` sends them.
     let cx = Context::new(&nodes, spec, session.reporter());
-    let needs = crate::up::engine(false, None, None).images(&cx).await?;
+    let needs = crate::up::engine(false, None, None, None)
+        .images(&cx)
+        .await?;
     clusterkit_core::transport::images::provide(&needs, &|m: &str| say(m.to_string())).await?;
     let t = nodes
         .iter()

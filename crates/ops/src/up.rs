@@ -9,6 +9,7 @@ use clusterkit_core::engine::{
     FactsPhase, Outcome,
 };
 use clusterkit_core::state::State;
+use clusterkit_ingress::phase::IngressPhase;
 use clusterkit_monitor::phase::MonitoringPhase;
 use clusterkit_storage::phase::StoragePhase;
 use clusterkit_swarm::phase::{RebalancePhase, StacksPhase, SwarmPhase};
@@ -34,19 +35,22 @@ pub enum Phase {
     Monitoring,
     /// The application stacks listed under `[[stacks]]`.
     Stacks,
+    /// The HTTPS ingress (`[ingress]`).
+    Ingress,
     /// Replicated services spread over the ready nodes again.
     Rebalance,
 }
 
 impl Phase {
     /// Every phase, in order.
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::Docker,
         Phase::Mesh,
         Phase::Swarm,
         Phase::Storage,
         Phase::Monitoring,
         Phase::Stacks,
+        Phase::Ingress,
         Phase::Rebalance,
     ];
 
@@ -59,6 +63,9 @@ impl Phase {
             Phase::Storage => "Distributed storage and the volume driver",
             Phase::Monitoring => "The monitoring stack",
             Phase::Stacks => "The application stacks listed under [[stacks]]",
+            Phase::Ingress => {
+                "The HTTPS ingress: Caddy on every node, certificates once for the cluster"
+            }
             Phase::Rebalance => "Replicated services spread over the ready nodes again",
         }
     }
@@ -72,6 +79,7 @@ impl Phase {
             Phase::Storage => "storage",
             Phase::Monitoring => "monitoring",
             Phase::Stacks => "stacks",
+            Phase::Ingress => "ingress",
             Phase::Rebalance => "rebalance",
         }
     }
@@ -107,7 +115,9 @@ pub struct UpOptions {
     /// with the way out); [`clusterkit_storage::phase::local_front_binary`]
     /// finds the one beside the running executable.
     pub volumes: Option<Vec<u8>>,
-    /// clusterkit's executable, which the scheduled backup's service runs:
+    /// clusterkit's executable, which the ingress's route watcher and the
+    /// scheduled backup's service run (`None`: a cluster with `[ingress]`
+    /// on is refused at that phase, with the way out). The scheduled backup:
     /// after a whole run, a schedule the swarm runs is set again with it so
     /// that it follows the cluster ([`crate::schedule::refresh`]). `None`:
     /// a schedule is left as it is.
@@ -161,7 +171,12 @@ pub struct CapabilityReport<S> {
 }
 
 /// Every phase `up` knows, in order (rebalancing last, if asked for).
-pub fn engine(rebalance: bool, userspace: Option<Vec<u8>>, volumes: Option<Vec<u8>>) -> Engine {
+pub fn engine(
+    rebalance: bool,
+    userspace: Option<Vec<u8>>,
+    volumes: Option<Vec<u8>>,
+    clusterkit: Option<std::path::PathBuf>,
+) -> Engine {
     let mut phases: Vec<Box<dyn clusterkit_core::engine::Phase>> = vec![
         Box::new(FactsPhase),
         Box::new(DockerPhase),
@@ -175,6 +190,7 @@ pub fn engine(rebalance: bool, userspace: Option<Vec<u8>>, volumes: Option<Vec<u
         }),
         Box::new(MonitoringPhase),
         Box::new(StacksPhase),
+        Box::new(IngressPhase { clusterkit }),
     ];
     if rebalance {
         phases.push(Box::new(RebalancePhase));
@@ -187,6 +203,7 @@ pub fn phase_names(options: &UpOptions) -> Vec<&'static str> {
     let only = options.only.map(Phase::name);
     engine(
         options.rebalance || options.only == Some(Phase::Rebalance),
+        None,
         None,
         None,
     )
@@ -220,6 +237,7 @@ pub(crate) async fn run(
         options.rebalance || options.only == Some(Phase::Rebalance),
         options.userspace.clone(),
         options.volumes.clone(),
+        options.clusterkit_exe.clone(),
     );
     let nodes = session.connect_all().await?;
     let cx = Context::new(&nodes, spec, session.reporter());

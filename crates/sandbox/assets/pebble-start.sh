@@ -13,7 +13,10 @@ if [ ! -s "$d/key.pem" ]; then
     -subj /CN=clusterkit-sandbox-pebble-api-root -keyout api-root.key -out api-root.pem 2>/dev/null
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=pebble \
     -keyout key.pem -out api.csr 2>/dev/null
-  printf 'subjectAltName=DNS:pebble,DNS:localhost,IP:127.0.0.1\n' > api.ext
+  # CLUSTERKIT_PEBBLE_ADDRESS: the address clients are given for its API.
+  san="DNS:pebble,DNS:localhost,IP:127.0.0.1"
+  [ -n "$CLUSTERKIT_PEBBLE_ADDRESS" ] && san="$san,IP:$CLUSTERKIT_PEBBLE_ADDRESS"
+  printf 'subjectAltName=%s\n' "$san" > api.ext
   openssl x509 -req -in api.csr -CA api-root.pem -CAkey api-root.key -CAcreateserial \
     -days 30 -extfile api.ext -out cert.pem 2>/dev/null
   rm -f api-root.key api.csr api.ext
@@ -36,4 +39,16 @@ cat > /etc/pebble.json <<JSON
   }
 }
 JSON
+# The sandbox's names: with CLUSTERKIT_TEST_DOMAIN and CLUSTERKIT_TEST_ADDRESSES
+# set, dnsmasq answers every name under that domain with those addresses (the
+# ingress nodes, as round-robin DNS would) and Pebble resolves through it.
+if [ -n "$CLUSTERKIT_TEST_DOMAIN" ] && [ -n "$CLUSTERKIT_TEST_ADDRESSES" ]; then
+  : > /etc/dnsmasq-clusterkit.conf
+  for a in $CLUSTERKIT_TEST_ADDRESSES; do
+    echo "address=/$CLUSTERKIT_TEST_DOMAIN/$a" >> /etc/dnsmasq-clusterkit.conf
+  done
+  dnsmasq --conf-file=/etc/dnsmasq-clusterkit.conf --no-resolv --no-hosts \
+    --listen-address=127.0.0.1 --bind-interfaces --user=root
+  set -- -dnsserver 127.0.0.1:53 "$@"
+fi
 exec /usr/bin/pebble -config /etc/pebble.json "$@"

@@ -18,8 +18,28 @@ pub fn hosts_ini(name: &str, subnet: &str, key: &str, nodes: &[NodeInfo]) -> Str
     out
 }
 
-/// `clusterkit.toml` for the sandbox: the inventory beside it, everything else at its default.
-pub fn clusterkit_toml(name: &str) -> String {
+/// `clusterkit.toml` for the sandbox: the inventory beside it, everything
+/// else at its default; with the sandbox's CA, the ingress on and trusting
+/// it.
+pub fn clusterkit_toml(name: &str, ca: Option<&crate::Ca>) -> String {
+    let ingress = match ca {
+        Some(ca) => format!(
+            "\n\
+             # HTTPS on every node: the example app at https://app.{domain}, its certificate\n\
+             # ordered once for the cluster from the sandbox's ACME CA (Pebble, validating\n\
+             # through any node: its resolver answers *.{domain} with every node).\n\
+             [ingress]\n\
+             enabled = true\n\
+             acme_ca = \"{directory}\"\n\
+             acme_ca_root = \"pebble-api-root.pem\"\n\
+             image = \"{caddy}\"\n\
+             routes_image = \"{caddy}\"\n",
+            domain = crate::CA_DOMAIN,
+            directory = ca.directory,
+            caddy = crate::image::CADDY.alias_tag(),
+        ),
+        None => String::new(),
+    };
     format!(
         "# clusterkit sandbox `{name}`, written by `clusterkit sandbox up`.\n\
          # Try: clusterkit validate -c THIS_FILE ; clusterkit plan -c THIS_FILE\n\
@@ -47,7 +67,8 @@ pub fn clusterkit_toml(name: &str) -> String {
          # scraped by Prometheus because of its labels.\n\
          [[stacks]]\n\
          name = \"app\"\n\
-         file = \"app.yml\"\n",
+         file = \"app.yml\"\n\
+         {ingress}",
         prometheus = crate::image::PROMETHEUS.alias_tag(),
         node_exporter = crate::image::NODE_EXPORTER.alias_tag(),
         alertmanager = crate::image::ALERTMANAGER.alias_tag(),

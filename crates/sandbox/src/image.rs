@@ -212,7 +212,7 @@ pub const PEBBLE: Recipe = Recipe {
     repo: "clusterkit/pebble",
     alias: "sid",
     suite: "sid",
-    packages: &["pebble", "openssl"],
+    packages: &["pebble", "openssl", "dnsmasq-base"],
     files: &[(
         "/usr/local/bin/pebble-start",
         0o755,

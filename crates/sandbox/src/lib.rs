@@ -149,6 +149,9 @@ pub struct SandboxConfig {
     pub dir: PathBuf,
     /// What the nodes run.
     pub kind: NodeKind,
+    /// Run the sandbox's ACME CA beside the nodes ([`ca_up`]) and turn the
+    /// ingress on in its `clusterkit.toml` (needs the service images).
+    pub ca: bool,
 }
 
 impl SandboxConfig {
@@ -161,6 +164,7 @@ impl SandboxConfig {
             subnet: "172.29.0.0/24".parse().expect("valid"),
             dir: default_dir(name),
             kind: NodeKind::Server,
+            ca: false,
         }
     }
 
@@ -438,8 +442,17 @@ pub fn up(cfg: &SandboxConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<Summa
         0o644,
     )?;
     write(&dir.join("app.yml"), files::EXAMPLE_STACK, 0o644)?;
+    let ca = if cfg.ca {
+        Some(ca_up(cfg, &dir, progress)?)
+    } else {
+        None
+    };
     let config = dir.join("clusterkit.toml");
-    write(&config, &files::clusterkit_toml(&cfg.name), 0o644)?;
+    write(
+        &config,
+        &files::clusterkit_toml(&cfg.name, ca.as_ref()),
+        0o644,
+    )?;
     // The files must describe a valid cluster: check them with clusterkit's own validation.
     if let Err(e) = clusterkit_core::spec::load(Some(&config), None) {
         return Err(Error::Conflict(format!(
@@ -774,6 +787,120 @@ fn wait_ready(n: &NodeInfo, progress: &(dyn Fn(&str) + Sync)) -> Result<(), Erro
     Ok(())
 }
 
+/// The sandbox's ACME CA, as [`ca_up`] started it.
+#[derive(Debug, Clone)]
+pub struct Ca {
+    /// Its ACME directory (`https://ADDRESS:14000/dir`).
+    pub directory: String,
+    /// The root of its API's certificate, copied beside the config
+    /// (`pebble-api-root.pem`): what the issuer trusts to talk to it.
+    pub api_root: PathBuf,
+    /// Where the root of what it issues is served (`https://ADDRESS:15000/roots/0`;
+    /// a new one at each start of the CA).
+    pub roots: String,
+    /// Its address on the sandbox network.
+    pub address: Ipv4Addr,
+}
+
+/// The domain the sandbox's resolver answers for: every name under it is
+/// every node's address.
+pub const CA_DOMAIN: &str = "clusterkit.test";
+
+/// Marks the CA's container (not a node: `up`'s node count ignores it).
+const LABEL_CA: &str = "io.clusterkit.sandbox-ca";
+
+/// Starts (or keeps) the sandbox's ACME CA: Pebble, validating for real
+/// (HTTP-01 on port 80 of the name's addresses), resolving every name
+/// under [`CA_DOMAIN`] to every node through dnsmasq, at address .250 of
+/// the sandbox network. Copies its API's root beside the config.
+pub fn ca_up(
+    cfg: &SandboxConfig,
+    dir: &Path,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Ca, Error> {
+    let image = crate::image::PEBBLE.alias_tag();
+    if !exists("image", &image) {
+        return Err(Error::Conflict(format!(
+            "the sandbox's ACME CA needs the image {image}: run `clusterkit sandbox build-images` first"
+        )));
+    }
+    let container = format!("{}-ca", cfg.name);
+    let address = Ipv4Addr::from(u32::from(cfg.subnet.network()) + 250);
+    let addresses = cfg
+        .node_infos()
+        .iter()
+        .map(|n| n.address.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let wanted_env = format!("CLUSTERKIT_TEST_ADDRESSES={addresses}");
+    if exists("container", &container) {
+        let env = inspect("container", &container, "{{json .Config.Env}}")?;
+        if !env.contains(&wanted_env) {
+            // Another node count: its resolver must answer the new set.
+            docker(&["rm", "-f", &container])?;
+        }
+    }
+    if !exists("container", &container) {
+        progress(&format!(
+            "starting the sandbox's ACME CA (Pebble) at {address}, resolving *.{CA_DOMAIN} to the nodes"
+        ));
+        let ip = address.to_string();
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &container,
+            "--network",
+            &cfg.network(),
+            "--ip",
+            &ip,
+            "--label",
+            &format!("{LABEL_CA}={}", cfg.name),
+            "-e",
+            &format!("CLUSTERKIT_TEST_DOMAIN={CA_DOMAIN}"),
+            "-e",
+            &wanted_env,
+            "-e",
+            &format!("CLUSTERKIT_PEBBLE_ADDRESS={ip}"),
+            // Validate at once (Pebble waits up to 15 s by default).
+            "-e",
+            "PEBBLE_VA_NOSLEEP=1",
+            &image,
+        ])?;
+    } else if inspect("container", &container, "{{.State.Running}}")? != "true" {
+        docker(&["start", &container])?;
+    }
+    let started = std::time::Instant::now();
+    let root = loop {
+        match docker(&["exec", &container, "cat", "/var/lib/pebble/api-root.pem"]) {
+            Ok(pem) if pem.contains("BEGIN CERTIFICATE") => break pem,
+            _ if started.elapsed() > std::time::Duration::from_secs(30) => {
+                let logs = docker(&["logs", "--tail", "20", &container]).unwrap_or_default();
+                return Err(Error::Conflict(format!(
+                    "the sandbox's ACME CA ({container}) made no API root in 30 s: {logs}"
+                )));
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(300)),
+        }
+    };
+    let api_root = dir.join("pebble-api-root.pem");
+    write(
+        &api_root,
+        &format!(
+            "{}
+",
+            root.trim()
+        ),
+        0o644,
+    )?;
+    Ok(Ca {
+        directory: format!("https://{address}:14000/dir"),
+        api_root,
+        roots: format!("https://{address}:15000/roots/0"),
+        address,
+    })
+}
+
 /// The nodes of an existing sandbox, from the engine's labels.
 pub fn nodes(name: &str) -> Result<Vec<NodeInfo>, Error> {
     let containers = labelled("container", LABEL, name)?;
@@ -843,6 +970,12 @@ pub struct Removed {
 /// `up` wrote in `dir`. Removing a sandbox that does not exist does nothing.
 pub fn down(name: &str, dir: Option<&Path>) -> Result<Removed, Error> {
     docker::check_engine()?;
+    let ca = labelled("container", LABEL_CA, name)?;
+    if !ca.is_empty() {
+        let mut args = vec!["rm", "-f", "-v"];
+        args.extend(ca.iter().map(String::as_str));
+        docker(&args)?;
+    }
     let containers = labelled("container", LABEL, name)?;
     let dir = dir.map(Path::to_path_buf).or_else(|| {
         containers

@@ -262,9 +262,99 @@ pub fn login(s: &str) -> Result<String, crate::Invalid> {
     }
 }
 
+/// An https URL written into the ingress's configuration (an ACME CA's
+/// directory): `https://`, a host, then only URL characters (no quote,
+/// space, backslash or control character), at most 2048 characters.
+pub fn https_url(s: &str) -> Result<(), crate::Invalid> {
+    let bad = |why: &str| Err(format!("URL `{}` {why}", shown(s)).into());
+    let Some(rest) = s.strip_prefix("https://") else {
+        return bad("does not start with https:// (the CA is reached over TLS only)");
+    };
+    if s.len() > 2048 {
+        return bad("is longer than 2048 characters");
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return bad("has no host");
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&()*+,;=%".contains(*c)))
+    {
+        return bad(&format!("contains {}", char_name(c)));
+    }
+    Ok(())
+}
+
+/// A contact address written into the ingress's configuration: one `@`,
+/// a local part of letters, digits and `.!#$%&'*+/=?^_`{|}~-`, a domain of
+/// DNS labels; at most 254 characters.
+pub fn email(s: &str) -> Result<(), crate::Invalid> {
+    let bad = |why: &str| Err(format!("address `{}` {why}", shown(s)).into());
+    if s.len() > 254 {
+        return bad("is longer than 254 characters");
+    }
+    let Some((local, domain)) = s.split_once('@') else {
+        return bad("has no `@`");
+    };
+    if local.is_empty() || domain.is_empty() {
+        return bad("needs a name before and a domain after `@`");
+    }
+    if let Some(c) = local
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || ".!#$%&'*+/=?^_`{|}~-".contains(*c)))
+    {
+        return bad(&format!("contains {} before `@`", char_name(c)));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if !domain.contains('.') || !domain.split('.').all(label_ok) {
+        return bad("has a domain that is not a DNS name (letters, digits, `-`, dotted)");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ca_urls_are_https_and_plain() {
+        assert!(https_url("https://acme-v02.api.letsencrypt.org/directory").is_ok());
+        assert!(https_url("https://172.29.253.250:14000/dir").is_ok());
+        for (bad, why) in [
+            ("http://ca.example/dir", "does not start with https://"),
+            ("https:///dir", "has no host"),
+            ("https://ca.example/dir\"", "contains"),
+            ("https://ca.example/ dir", "contains"),
+            ("https://ca.example/\ndir", "contains"),
+        ] {
+            let e = https_url(bad).unwrap_err().0;
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn contacts_are_addresses() {
+        assert!(email("ops@example.com").is_ok());
+        assert!(email("a.b+c@mail.example.org").is_ok());
+        for bad in [
+            "ops",
+            "@example.com",
+            "ops@",
+            "ops@localhost",
+            "o\"ps@example.com",
+            "ops@exa mple.com",
+            "ops@-x.example",
+        ] {
+            assert!(email(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn names_are_dns_labels() {

@@ -12,12 +12,13 @@ use ipnet::Ipv4Net;
 
 use super::{
     check, checks, defaults, image_of, in_range, is_duration, package_version, parse_cidr, Checked,
-    Jump, MonitoringImages, MonitoringSpec, NodeInput, SshTarget, StackSpec, StorageBackend,
-    SwarmRole, WgBackend,
+    IngressSpec, IngressTls, Jump, MonitoringImages, MonitoringSpec, NodeInput, SshTarget,
+    StackSpec, StorageBackend, SwarmRole, WgBackend,
 };
 use crate::alloc::{self, allocate};
 use crate::config::{
-    located, opt, MeshSection, MonitoringSection, StackEntry, StorageSection, SwarmSection,
+    located, opt, IngressSection, MeshSection, MonitoringSection, StackEntry, StorageSection,
+    SwarmSection,
 };
 use crate::diag::{did_you_mean, Problem, Problems};
 use crate::names::{check_address, NodeName, Port};
@@ -404,6 +405,86 @@ pub(super) fn monitoring(
         prometheus_replicas_v,
         prometheus_replicas,
         monitoring,
+    }
+}
+
+/// Checks `[ingress]`: it needs storage (the certificates live there); the
+/// CA's URL is https, the contact an address, the root file exists.
+pub(super) fn ingress(
+    file: &Arc<SourceFile>,
+    c: IngressSection,
+    storage_backend: StorageBackend,
+    file_exists: &dyn Fn(&str) -> Option<PathBuf>,
+    problems: &mut Problems,
+) -> IngressSpec {
+    let d = IngressSpec::default();
+    let enabled_v = opt(file, c.enabled);
+    let enabled = enabled_v.as_ref().is_some_and(|e| e.value);
+    if enabled && storage_backend == StorageBackend::None {
+        problems.push(
+            Problem::error("the ingress needs storage, but storage.backend is `none`")
+                .at(enabled_v.as_ref().and_then(|e| e.loc.as_ref()), "turned on here")
+                .help("its certificates and ACME account are kept on the cluster's storage: set storage.backend to garage or minio, or leave the ingress off"),
+        );
+    }
+    let tls = opt(file, c.tls)
+        .and_then(|t| {
+            check(
+                &t,
+                problems,
+                "unknown issuer",
+                "choose acme (Let's Encrypt or the CA of acme_ca) or internal (Caddy's own CA)",
+                |s: &String| match s.as_str() {
+                    "acme" => Ok(IngressTls::Acme),
+                    "internal" => Ok(IngressTls::Internal),
+                    other => Err(format!("ingress.tls `{other}` is not acme or internal")),
+                },
+            )
+        })
+        .unwrap_or(d.tls);
+    let acme_ca = opt(file, c.acme_ca)
+        .and_then(|u| {
+            check(
+                &u,
+                problems,
+                "bad CA URL",
+                "write the ACME directory's https URL, such as https://acme-v02.api.letsencrypt.org/directory",
+                |s: &String| checks::https_url(s).map(|()| s.clone()),
+            )
+        })
+        .unwrap_or(d.acme_ca);
+    let acme_email = opt(file, c.acme_email).and_then(|e| {
+        check(
+            &e,
+            problems,
+            "bad address",
+            "write the address the CA may write to, such as ops@example.com",
+            |s: &String| checks::email(s).map(|()| s.clone()),
+        )
+    });
+    let acme_ca_root = opt(file, c.acme_ca_root).and_then(|r| match file_exists(&r.value) {
+        Some(p) => Some(p),
+        None => {
+            problems.push(
+                Problem::error(format!("CA root file `{}` does not exist", r.value))
+                    .at(r.loc.as_ref(), "not found")
+                    .help("paths are relative to the directory of clusterkit.toml"),
+            );
+            None
+        }
+    });
+    IngressSpec {
+        enabled,
+        tls,
+        acme_ca,
+        acme_email,
+        acme_ca_root,
+        image: opt(file, c.image)
+            .and_then(|i| image_of(&i, problems))
+            .unwrap_or(d.image),
+        routes_image: opt(file, c.routes_image)
+            .and_then(|i| image_of(&i, problems))
+            .unwrap_or(d.routes_image),
     }
 }
 

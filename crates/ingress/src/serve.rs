@@ -1,0 +1,490 @@
+//! The route watcher: what the edges and the issuer load, kept current.
+//!
+//! One task on a manager (the swarm's API answers there only) reads every
+//! service's labels, turns them into routes ([`crate::route::routes`]), looks
+//! in the shared storage for the certificates the issuer stored, and serves
+//! the two Caddy configurations over the ingress stack's own overlay:
+//!
+//! - `GET /edge`: what every edge runs ([`crate::caddy::edge`]), the stored
+//!   certificates' fingerprints in it, so that a certificate obtained or
+//!   renewed changes the configuration and the edges load it;
+//! - `GET /issuer`: what the issuer runs ([`crate::caddy::issuer`]);
+//! - `GET /status`: the routes, the services refused and why, and which
+//!   routed host has a certificate stored ([`Status`]).
+//!
+//! Every Caddy pulls its configuration ([`crate::caddy::pulling`]): a
+//! service deployed with `clusterkit deploy` or a plain `docker stack
+//! deploy` is routed within [`WATCH_EVERY`] plus the edges' pull period, a
+//! removed one goes, and an unchanged configuration is not reloaded. When
+//! this task is away (its node lost, until the swarm starts it elsewhere),
+//! the Caddies keep the configuration they run.
+//!
+//! [`render`] is pure (tested on hostile labels and missing files); [`run`]
+//! (feature `serve`) is the task itself.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::caddy::{self, certificate_files, CertificateFiles, EdgeOptions, Tls};
+use crate::route::{routes, Refused, Route, Service};
+
+/// The port the route watcher serves on, on the ingress stack's overlay.
+pub const PORT: u16 = 9390;
+
+/// How often the swarm's services are read again.
+pub const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What the route watcher is told (a file the ingress stack mounts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServeOptions {
+    /// Who issues the certificates.
+    pub tls: Tls,
+    /// The shared storage's root, in this task and in the Caddies alike.
+    pub storage_root: String,
+    /// The issuer's address on the overlay (`tasks.SERVICE:80`).
+    pub issuer: String,
+    /// The URL the Caddies pull from, without the path
+    /// (`http://tasks.SERVICE:9390`).
+    pub url: String,
+    /// How often the Caddies pull (a Go duration).
+    pub pull_every: String,
+    /// The address this task listens on.
+    #[serde(default = "any_address")]
+    pub listen: String,
+}
+
+fn any_address() -> String {
+    format!("0.0.0.0:{PORT}")
+}
+
+/// A routed host and its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// The host.
+    pub host: String,
+    /// The stored certificate's SHA-256 (hex); `None` while the issuer has
+    /// not stored one.
+    pub certificate: Option<String>,
+}
+
+/// What `GET /status` answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The routes served.
+    pub routes: Vec<RouteStatus>,
+    /// The routed hosts and their certificates.
+    pub hosts: Vec<HostStatus>,
+    /// The services whose labels asked for a route that was not made.
+    pub refused: Vec<RefusedStatus>,
+}
+
+/// A route, as `GET /status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    /// The host.
+    pub host: String,
+    /// The path prefix, if any.
+    pub path: Option<String>,
+    /// The service.
+    pub service: String,
+    /// Its port.
+    pub port: u16,
+}
+
+/// A refused service, as `GET /status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedStatus {
+    /// The service.
+    pub service: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl From<&Route> for RouteStatus {
+    fn from(r: &Route) -> Self {
+        RouteStatus {
+            host: r.host.clone(),
+            path: r.path.clone(),
+            service: r.service.clone(),
+            port: r.port,
+        }
+    }
+}
+
+impl From<&Refused> for RefusedStatus {
+    fn from(r: &Refused) -> Self {
+        RefusedStatus {
+            service: r.service.clone(),
+            reason: r.reason.clone(),
+        }
+    }
+}
+
+/// What the route watcher serves, rendered from one reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    /// The edges' configuration.
+    pub edge: Value,
+    /// The issuer's configuration.
+    pub issuer: Value,
+    /// The status.
+    pub status: Status,
+}
+
+/// The storage as the route watcher reads it: a file's content by its key
+/// (relative to the root), `None` when it is not there.
+pub trait Storage {
+    /// The file's content.
+    fn read(&self, key: &str) -> Option<Vec<u8>>;
+}
+
+/// A directory: the shared storage mounted in the task.
+pub struct Directory(pub std::path::PathBuf);
+
+impl Storage for Directory {
+    fn read(&self, key: &str) -> Option<Vec<u8>> {
+        // Keys come from `certificate_files`: made safe, no `..`, relative.
+        std::fs::read(self.0.join(key)).ok()
+    }
+}
+
+/// Renders what is served from the services' labels and the storage.
+///
+/// A routed host's certificate is loaded by the edges only when both its
+/// certificate and its key are stored (a missing file would fail the whole
+/// configuration): until then it is listed without one and the edges refuse
+/// its handshakes, while the issuer obtains it.
+pub fn render(o: &ServeOptions, services: &[Service], storage: &dyn Storage) -> Served {
+    let found = routes(services);
+    let mut certificates: Vec<CertificateFiles> = Vec::new();
+    let mut hosts = Vec::new();
+    for host in found.hosts() {
+        let mut files = certificate_files(&o.tls, host);
+        let stored = match (storage.read(&files.certificate), storage.read(&files.key)) {
+            (Some(cert), Some(key)) if looks_pem(&cert) && looks_pem(&key) => {
+                use sha2::{Digest, Sha256};
+                Some(hex::encode(Sha256::digest(&cert)))
+            }
+            _ => None,
+        };
+        if let Some(f) = &stored {
+            files.fingerprint = Some(f.clone());
+            certificates.push(files);
+        }
+        hosts.push(HostStatus {
+            host: host.to_string(),
+            certificate: stored,
+        });
+    }
+    let admin = |path: &str| caddy::pulling(&format!("{}/{path}", o.url), &o.pull_every);
+    let mut edge = caddy::edge(
+        &found,
+        &EdgeOptions {
+            storage_root: o.storage_root.clone(),
+            issuer: o.issuer.clone(),
+            certificates,
+        },
+    );
+    edge["admin"] = admin("edge");
+    let mut issuer = caddy::issuer(&found.hosts(), &o.tls, &o.storage_root);
+    issuer["admin"] = admin("issuer");
+    Served {
+        edge,
+        issuer,
+        status: Status {
+            routes: found.routes.iter().map(RouteStatus::from).collect(),
+            hosts,
+            refused: found.refused.iter().map(RefusedStatus::from).collect(),
+        },
+    }
+}
+
+/// A file the issuer wrote is PEM, not a half-written or foreign file.
+fn looks_pem(b: &[u8]) -> bool {
+    b.starts_with(b"-----BEGIN ")
+}
+
+/// What a Caddy runs before its first pull: nothing but the pulling.
+pub fn bootstrap(url: &str, every: &str) -> Value {
+    serde_json::json!({ "admin": caddy::pulling(url, every) })
+}
+
+#[cfg(feature = "serve")]
+pub use task::{run, ServeError};
+
+#[cfg(feature = "serve")]
+mod task {
+    use std::collections::BTreeMap;
+    use std::convert::Infallible;
+    use std::sync::{Arc, RwLock};
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::{Request, Response, StatusCode};
+
+    use super::{render, Directory, ServeOptions, Served, WATCH_EVERY};
+    use crate::route::Service;
+
+    /// The route watcher could not start.
+    #[derive(Debug, thiserror::Error)]
+    pub enum ServeError {
+        /// The engine's socket could not be opened.
+        #[error("the Docker Engine's socket: {0}")]
+        Docker(#[from] bollard::errors::Error),
+        /// The port could not be bound.
+        #[error("listening on {0}: {1}")]
+        Listen(String, std::io::Error),
+    }
+
+    type Shared = Arc<RwLock<Option<(Bytes, Bytes, Bytes)>>>;
+
+    /// Runs the route watcher until the process ends: reads the services
+    /// every [`WATCH_EVERY`], serves the last rendering. `say` receives a
+    /// line for each change of routes, certificates or refusals (never a
+    /// key or a certificate).
+    pub async fn run(o: ServeOptions, say: impl Fn(&str) + Send + Sync) -> Result<(), ServeError> {
+        let docker = bollard::Docker::connect_with_socket_defaults()?;
+        let listener = tokio::net::TcpListener::bind(&o.listen)
+            .await
+            .map_err(|e| ServeError::Listen(o.listen.clone(), e))?;
+        say(&format!(
+            "serving the ingress's configurations on {}",
+            o.listen
+        ));
+        let shared: Shared = Arc::new(RwLock::new(None));
+        let server = serve(listener, Arc::clone(&shared));
+        let watch = async {
+            let storage = Directory(o.storage_root.clone().into());
+            let mut last_status = None;
+            loop {
+                match services(&docker).await {
+                    Ok(svcs) => {
+                        let Served {
+                            edge,
+                            issuer,
+                            status,
+                        } = render(&o, &svcs, &storage);
+                        if last_status.as_ref() != Some(&status) {
+                            say(&format!(
+                                "routes: {}",
+                                serde_json::to_string(&status).unwrap_or_default()
+                            ));
+                            last_status = Some(status.clone());
+                        }
+                        let bytes = |v: &serde_json::Value| {
+                            Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+                        };
+                        *shared.write().unwrap_or_else(|e| e.into_inner()) = Some((
+                            bytes(&edge),
+                            bytes(&issuer),
+                            bytes(&serde_json::json!(status)),
+                        ));
+                    }
+                    // The last rendering stays served: a Caddy pulling now
+                    // gets what it runs, not an empty configuration.
+                    Err(e) => say(&format!("reading the services: {e} (will retry)")),
+                }
+                tokio::time::sleep(WATCH_EVERY).await;
+            }
+        };
+        tokio::select! {
+            r = server => r,
+            () = watch => Ok(()),
+        }
+    }
+
+    async fn services(docker: &bollard::Docker) -> Result<Vec<Service>, bollard::errors::Error> {
+        let list = docker.list_services(None).await?;
+        Ok(list
+            .into_iter()
+            .filter_map(|s| {
+                let spec = s.spec?;
+                Some(Service {
+                    name: spec.name?,
+                    labels: spec
+                        .labels
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect::<BTreeMap<_, _>>(),
+                })
+            })
+            .collect())
+    }
+
+    async fn serve(listener: tokio::net::TcpListener, shared: Shared) -> Result<(), ServeError> {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(_) => continue,
+            };
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let shared = Arc::clone(&shared);
+                    async move { Ok::<_, Infallible>(answer(&req, &shared)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    }
+
+    fn answer(req: &Request<hyper::body::Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+        let reply = |code: StatusCode, body: Bytes, kind: &str| {
+            Response::builder()
+                .status(code)
+                .header("content-type", kind)
+                .body(Full::new(body))
+                .expect("a static response")
+        };
+        if req.method() != hyper::Method::GET {
+            return reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Bytes::from_static(b"GET only\n"),
+                "text/plain",
+            );
+        }
+        let now = shared.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some((edge, issuer, status)) = now else {
+            // Not read yet: a Caddy keeps what it runs and asks again.
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from_static(b"the services are not read yet\n"),
+                "text/plain",
+            );
+        };
+        match req.uri().path() {
+            "/edge" => reply(StatusCode::OK, edge, "application/json"),
+            "/issuer" => reply(StatusCode::OK, issuer, "application/json"),
+            "/status" => reply(StatusCode::OK, status, "application/json"),
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                Bytes::from_static(b"/edge, /issuer or /status\n"),
+                "text/plain",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use super::*;
+    use crate::route::{HOST_LABEL, PORT_LABEL};
+
+    struct Files(HashMap<String, Vec<u8>>);
+    impl Storage for Files {
+        fn read(&self, key: &str) -> Option<Vec<u8>> {
+            self.0.get(key).cloned()
+        }
+    }
+
+    fn options() -> ServeOptions {
+        ServeOptions {
+            tls: Tls::Internal,
+            storage_root: "/certs".into(),
+            issuer: "tasks.clusterkit-ingress_issuer:80".into(),
+            url: "http://tasks.clusterkit-ingress_routes:9390".into(),
+            pull_every: "3s".into(),
+            listen: any_address(),
+        }
+    }
+
+    fn svc(name: &str, labels: &[(&str, &str)]) -> Service {
+        Service {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn a_host_is_loaded_by_the_edges_once_its_certificate_and_key_are_stored() {
+        let o = options();
+        let services = [
+            svc(
+                "app_web",
+                &[(HOST_LABEL, "app.clusterkit.test"), (PORT_LABEL, "8000")],
+            ),
+            svc("evil_x", &[(HOST_LABEL, "\"}],\"apps\":{")]),
+        ];
+        let files = certificate_files(&o.tls, "app.clusterkit.test");
+        let none = render(&o, &services, &Files(HashMap::new()));
+        assert_eq!(none.status.hosts[0].certificate, None);
+        assert_eq!(none.edge["apps"]["tls"], serde_json::json!({}));
+        assert_eq!(none.status.refused.len(), 1, "{:?}", none.status.refused);
+        // Half written (the key not there yet), or not PEM: not loaded.
+        let half = Files(HashMap::from([(
+            files.certificate.clone(),
+            b"-----BEGIN CERTIFICATE-----\n".to_vec(),
+        )]));
+        assert_eq!(
+            render(&o, &services, &half).status.hosts[0].certificate,
+            None
+        );
+        let garbage = Files(HashMap::from([
+            (files.certificate.clone(), b"<html>".to_vec()),
+            (
+                files.key.clone(),
+                b"-----BEGIN EC PRIVATE KEY-----\n".to_vec(),
+            ),
+        ]));
+        assert_eq!(
+            render(&o, &services, &garbage).status.hosts[0].certificate,
+            None
+        );
+        let stored = |cert: &[u8]| {
+            Files(HashMap::from([
+                (files.certificate.clone(), cert.to_vec()),
+                (
+                    files.key.clone(),
+                    b"-----BEGIN EC PRIVATE KEY-----\n".to_vec(),
+                ),
+            ]))
+        };
+        let first = render(&o, &services, &stored(b"-----BEGIN CERTIFICATE-----\nA\n"));
+        let fp = first.status.hosts[0].certificate.clone().unwrap();
+        let pairs = &first.edge["apps"]["tls"]["certificates"]["load_storage"]["pairs"];
+        assert_eq!(pairs[0]["certificate"], files.certificate);
+        assert_eq!(pairs[0]["tags"][1], format!("sha256:{fp}"));
+        // A renewal changes what the edges load; the same files, nothing.
+        let renewed = render(&o, &services, &stored(b"-----BEGIN CERTIFICATE-----\nB\n"));
+        assert_ne!(renewed.edge, first.edge);
+        let again = render(&o, &services, &stored(b"-----BEGIN CERTIFICATE-----\nA\n"));
+        assert_eq!(again.edge, first.edge);
+        // Both keep pulling, each from its own path.
+        assert_eq!(
+            first.edge["admin"]["config"]["load"]["url"],
+            "http://tasks.clusterkit-ingress_routes:9390/edge"
+        );
+        assert_eq!(
+            first.issuer["admin"]["config"]["load"]["url"],
+            "http://tasks.clusterkit-ingress_routes:9390/issuer"
+        );
+        assert_eq!(
+            first.issuer["apps"]["tls"]["certificates"]["automate"][0],
+            "app.clusterkit.test"
+        );
+        // No key's content is ever in what is served or shown.
+        let text = serde_json::to_string(&(first.edge, first.issuer, first.status)).unwrap();
+        assert!(!text.contains("PRIVATE KEY"), "{text}");
+    }
+
+    #[test]
+    fn options_read_back_as_written() {
+        let o = ServeOptions {
+            tls: Tls::Acme {
+                ca: "https://ca.example/dir".into(),
+                email: Some("ops@example.com".into()),
+                trusted_roots: Some("/etc/clusterkit/acme-ca-root.pem".into()),
+            },
+            ..options()
+        };
+        let json = serde_json::to_string(&o).unwrap();
+        assert_eq!(serde_json::from_str::<ServeOptions>(&json).unwrap(), o);
+    }
+}
