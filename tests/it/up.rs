@@ -142,7 +142,9 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
         assert_eq!(live.code, 0, "{}", live.stderr);
         let frame = live.stderr.rsplit("\x1b[J").next().unwrap();
         assert!(
-            frame.contains("node  facts docker mesh swarm storage monitoring stacks rebalance"),
+            frame.contains(
+                "node  facts docker mesh swarm storage monitoring stacks ingress rebalance"
+            ),
             "{frame}"
         );
         for n in ["node1", "node2", "node3"] {
@@ -150,7 +152,7 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
                 .lines()
                 .find(|l| l.starts_with(n))
                 .unwrap_or_else(|| panic!("no row for {n}: {frame}"));
-            assert_eq!(row.matches('✓').count(), 8, "{row}");
+            assert_eq!(row.matches('✓').count(), 9, "{row}");
         }
         let dry = ck(&["up", "--dry-run", "-c", cfg]);
         assert_eq!(dry.stdout.trim(), "nothing would change", "{}", dry.stderr);
@@ -213,6 +215,7 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             "ok   storage   healthy",
             // node-exporter, cAdvisor and Garage on 3 nodes, the app's 2, Prometheus.
             "ok   monitor   12/12 targets up",
+            "ok   ingress   https://app.clusterkit.test -> app_web:8000",
         ] {
             assert!(last.contains(line), "{line}: {last}");
         }
@@ -272,6 +275,9 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             "each port answers over the mesh somewhere: {open_on_mesh:?}"
         );
 
+        // HTTPS through the loss of the node that obtained the certificate.
+        crate::up::ingress_survives_the_issuers_node(S, &dir);
+
         // A stack file `deploy` cannot use is explained before anything runs.
         let bad = dir.join("bad.yml");
         std::fs::write(&bad, "services:\n  web:\n    build: .\n").unwrap();
@@ -299,8 +305,19 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             r.stdout
         );
 
-        // No secret in anything printed.
+        // No secret in anything printed: the mesh's keys, the S3 key, the
+        // certificate's private key (read where the issuer keeps it).
+        let issuer_on = node_sh(
+            "node1",
+            "docker service ps clusterkit-ingress_issuer --filter desired-state=running --format '{{.Node}}' | head -n1",
+        );
+        let cert_key = node_sh(
+            issuer_on.trim(),
+            "docker exec $(docker ps -q -f label=com.docker.swarm.service.name=clusterkit-ingress_issuer) \
+             sh -c 'cat $(find /certs/certificates -name \"*.key\" | head -n 1)' | sed -n 2p",
+        );
         let secrets = [
+            cert_key.trim().to_string(),
             node_file("node1", "/etc/wireguard/wg0.key"),
             node_file("node2", "/etc/wireguard/wg0.key"),
             node_file("node1", "/etc/clusterkit/storage/s3-key")
@@ -332,8 +349,9 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
         let down = ck(&["down", "--yes", "-c", cfg]);
         assert_eq!(down.code, 0, "{}{}", down.stdout, down.stderr);
         assert!(
-            down.stderr
-                .contains("removed app, clusterkit-monitoring, clusterkit-storage"),
+            down.stderr.contains(
+                "removed app, clusterkit-ingress, clusterkit-monitoring, clusterkit-storage"
+            ),
             "{}",
             down.stderr
         );
@@ -507,5 +525,115 @@ pub fn https_everywhere(sandbox: &str, dir: &std::path::Path) {
         log.matches("Issued certificate serial").count(),
         1,
         "one order for the cluster: {log}"
+    );
+}
+
+/// The node running the ingress's issuer (the one that obtained the
+/// certificate) is powered off while a client sends a request every 50 ms
+/// to `https://app.clusterkit.test`, resolving it to every node in turn as
+/// round-robin DNS would (curl tries the next address when one does not
+/// answer): at least 99 % are answered, counted. Meanwhile a stack deployed
+/// with a plain `docker stack deploy` asks for a new name: it is routed and
+/// gets its certificate from the issuer the swarm started elsewhere. The
+/// node is powered back on and the extra stack removed before returning.
+pub fn ingress_survives_the_issuers_node(sandbox: &'static str, dir: &std::path::Path) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let roots = dir.join("pebble-roots.pem");
+    let nodes: Vec<String> = (1..=3).map(|i| format!("172.29.253.{}", 10 + i)).collect();
+    let issuer_on = node_sh(
+        "node1",
+        "docker service ps clusterkit-ingress_issuer --filter desired-state=running --format '{{.Node}}' | head -n1",
+    )
+    .trim()
+    .to_string();
+    assert!(
+        issuer_on.starts_with("node"),
+        "the issuer runs: {issuer_on}"
+    );
+    let survivor = if issuer_on == "node1" {
+        "node2"
+    } else {
+        "node1"
+    };
+    let survivor_ip = format!("172.29.253.{}", 10 + survivor[4..].parse::<u8>().unwrap());
+    let get = |host: &str, order: &[String]| -> bool {
+        let o = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--connect-timeout",
+                "3",
+                "--max-time",
+                "8",
+                "--cacert",
+            ])
+            .arg(&roots)
+            .args(["--resolve", &format!("{host}:443:{}", order.join(","))])
+            .arg(format!("https://{host}/"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout) == "200"
+    };
+    let stop = AtomicBool::new(false);
+    let (answered, asked) = std::thread::scope(|s| {
+        let client = s.spawn(|| {
+            let (mut answered, mut asked) = (0usize, 0usize);
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let mut order = nodes.clone();
+                order.rotate_left(i % nodes.len());
+                i += 1;
+                asked += 1;
+                answered += usize::from(get("app.clusterkit.test", &order));
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            (answered, asked)
+        });
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let _back = crate::sandbox::PowerBack::of(sandbox, [issuer_on.clone()]);
+        let off = crate::sandbox::ck(&["sandbox", "stop", "--name", sandbox, &issuer_on]);
+        assert_eq!(off.code, 0, "{}", off.stderr);
+        // A new route, deployed the plain way while the node is off.
+        node_sh(
+            survivor,
+            "sed -e 's/app.clusterkit.test/new.clusterkit.test/' -e 's/published: 8000/published: 8001/' \
+             /etc/clusterkit/stacks/apps/app/docker-compose.yml > /tmp/app2.yml \
+             && docker stack deploy --resolve-image never -c /tmp/app2.yml app2 >/dev/null",
+        );
+        let took = crate::sandbox::wait_for(
+            "https://new.clusterkit.test with its certificate, the issuer's node off",
+            std::time::Duration::from_secs(240),
+            || get("new.clusterkit.test", std::slice::from_ref(&survivor_ip)),
+        );
+        eprintln!("a new route served over HTTPS {took:?} after its deploy, the issuer's node off");
+        // At least 30 s of the client with the node off.
+        std::thread::sleep(std::time::Duration::from_secs(
+            30u64.saturating_sub(took.as_secs()),
+        ));
+        stop.store(true, Ordering::Relaxed);
+        let counted = client.join().unwrap();
+        let on = crate::sandbox::ck(&["sandbox", "start", "--name", sandbox, &issuer_on]);
+        assert_eq!(on.code, 0, "{}", on.stderr);
+        counted
+    });
+    eprintln!(
+        "{answered} of {asked} requests answered while {issuer_on} (the issuer's node) was off"
+    );
+    assert!(asked >= 100, "the client asked {asked} times");
+    assert!(
+        answered * 100 >= asked * 99,
+        "{answered} of {asked} answered: fewer than 99 %"
+    );
+    node_sh(survivor, "docker stack rm app2 >/dev/null");
+    crate::sandbox::wait_for(
+        "every node Ready again",
+        std::time::Duration::from_secs(180),
+        || {
+            let ls = node_sh(survivor, "docker node ls --format '{{.Status}}'");
+            ls.lines().filter(|l| l.trim() == "Ready").count() == 3
+        },
     );
 }

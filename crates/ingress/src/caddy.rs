@@ -171,7 +171,14 @@ fn dynamic_upstream(upstream: &str) -> Value {
             "port": port,
             "refresh": RESOLVE_EVERY,
             "versions": { "ipv4": true }
-        }
+        },
+        // A task on a lost node stays in the swarm's DNS until the swarm
+        // notices: a request that cannot reach one task is tried on
+        // another (for up to 5 s), and a task that failed is left alone
+        // for 30 s.
+        "load_balancing": { "try_duration": "5s", "try_interval": "250ms" },
+        "health_checks": { "passive": { "fail_duration": "30s" } },
+        "transport": { "protocol": "http", "dial_timeout": "2s" }
     })
 }
 

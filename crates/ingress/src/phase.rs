@@ -177,14 +177,11 @@ impl Phase for IngressPhase {
             .map(|h| h.host.as_str())
             .collect();
         for r in &status.refused {
-            cx.say(&format!(
-                "ingress: service {} not routed: {}",
-                r.service, r.reason
-            ));
+            cx.say(&format!("service {} not routed: {}", r.service, r.reason));
         }
         if !missing.is_empty() {
             cx.say(&format!(
-                "ingress: no certificate yet for {}: the issuer keeps asking; check that each name's DNS points at the ingress nodes (`clusterkit doctor`)",
+                "no certificate yet for {}: the issuer keeps asking; check that each name's DNS points at the ingress nodes (`clusterkit doctor`)",
                 missing.join(", ")
             ));
         }
@@ -241,9 +238,7 @@ impl IngressPhase {
         .await
         {
             if r? == UploadOutcome::Written {
-                cx.say(&format!(
-                    "ingress: {n}: clusterkit's executable copied to {BINARY}"
-                ));
+                cx.say(&format!("{n}: clusterkit's executable copied to {BINARY}"));
                 changed.push(n);
             }
         }
@@ -323,7 +318,7 @@ pub async fn wait_certificates(
         if !said {
             if let Some(s) = &st {
                 say(&format!(
-                    "ingress: waiting for the certificates of {} (the issuer orders each once for the cluster)",
+                    "waiting for the certificates of {} (the issuer orders each once for the cluster)",
                     s.hosts
                         .iter()
                         .filter(|h| h.certificate.is_none())

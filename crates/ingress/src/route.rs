@@ -454,3 +454,67 @@ mod tests {
         );
     }
 }
+
+/// What is wrong with a routed host's DNS, as seen from where it was
+/// resolved: `None` when it points at an ingress node (at least one of
+/// `resolved` is one of `nodes`). `resolved` is `Err` with the resolver's
+/// reason when it does not resolve.
+pub fn dns_problem(
+    host: &str,
+    resolved: &Result<Vec<std::net::IpAddr>, String>,
+    nodes: &[std::net::IpAddr],
+) -> Option<String> {
+    let list = |a: &[std::net::IpAddr]| {
+        a.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match resolved {
+        Err(why) => Some(format!(
+            "{host} does not resolve here ({why}): the CA cannot validate it and clients cannot reach it; give it A records for the nodes ({})",
+            list(nodes)
+        )),
+        Ok(found) if found.iter().any(|a| nodes.contains(a)) => None,
+        Ok(found) => Some(format!(
+            "{host} resolves to {}, none of them a node: point its A records at the nodes ({})",
+            list(found),
+            list(nodes)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod dns_tests {
+    use super::*;
+
+    #[test]
+    fn a_name_must_point_at_a_node() {
+        let nodes: Vec<std::net::IpAddr> =
+            vec!["192.0.2.11".parse().unwrap(), "192.0.2.12".parse().unwrap()];
+        assert_eq!(
+            dns_problem(
+                "a.example.com",
+                &Ok(vec!["192.0.2.12".parse().unwrap()]),
+                &nodes
+            ),
+            None
+        );
+        let elsewhere = dns_problem(
+            "a.example.com",
+            &Ok(vec!["198.51.100.7".parse().unwrap()]),
+            &nodes,
+        )
+        .unwrap();
+        assert!(
+            elsewhere.contains("resolves to 198.51.100.7, none of them a node")
+                && elsewhere.contains("192.0.2.11, 192.0.2.12"),
+            "{elsewhere}"
+        );
+        let missing = dns_problem("a.example.com", &Err("no such host".into()), &nodes).unwrap();
+        assert!(
+            missing.contains("does not resolve here (no such host)"),
+            "{missing}"
+        );
+    }
+}

@@ -243,7 +243,16 @@ mod task {
     /// line for each change of routes, certificates or refusals (never a
     /// key or a certificate).
     pub async fn run(o: ServeOptions, say: impl Fn(&str) + Send + Sync) -> Result<(), ServeError> {
-        let docker = bollard::Docker::connect_with_socket_defaults()?;
+        // API 1.41 is Docker 20.10's, the oldest engine clusterkit accepts;
+        // newer engines serve it too.
+        let docker = bollard::Docker::connect_with_socket(
+            "/var/run/docker.sock",
+            30,
+            &bollard::ClientVersion {
+                major_version: 1,
+                minor_version: 41,
+            },
+        )?;
         let listener = tokio::net::TcpListener::bind(&o.listen)
             .await
             .map_err(|e| ServeError::Listen(o.listen.clone(), e))?;
@@ -256,9 +265,11 @@ mod task {
         let watch = async {
             let storage = Directory(o.storage_root.clone().into());
             let mut last_status = None;
+            let mut last_error = None;
             loop {
                 match services(&docker).await {
                     Ok(svcs) => {
+                        last_error = None;
                         let Served {
                             edge,
                             issuer,
@@ -282,7 +293,14 @@ mod task {
                     }
                     // The last rendering stays served: a Caddy pulling now
                     // gets what it runs, not an empty configuration.
-                    Err(e) => say(&format!("reading the services: {e} (will retry)")),
+                    // Said once, not every 3 s.
+                    Err(e) => {
+                        let e = e.to_string();
+                        if last_error.as_ref() != Some(&e) {
+                            say(&format!("reading the services: {e} (will retry)"));
+                            last_error = Some(e);
+                        }
+                    }
                 }
                 tokio::time::sleep(WATCH_EVERY).await;
             }

@@ -322,10 +322,84 @@ pub async fn doctor(session: &Session<'_>) -> DoctorReport {
         }
     }
 
+    if spec.ingress.enabled {
+        ingress(&nodes, spec, &mut add).await;
+    }
+
     DoctorReport {
         cluster: spec.name.to_string(),
         healthy: !out.iter().any(|f| f.level == Level::Fail),
         checks: out,
+    }
+}
+
+/// The ingress: the route watcher answers, every routed host has its
+/// certificate and points at the nodes (resolved from this machine), no
+/// service's route is refused.
+async fn ingress(
+    nodes: &[std::sync::Arc<dyn clusterkit_core::transport::Transport>],
+    spec: &clusterkit_core::spec::ClusterSpec,
+    add: &mut impl FnMut(Level, &'static str, String),
+) {
+    let st = match clusterkit_ingress::phase::status(nodes, spec).await {
+        Ok(Some(st)) => st,
+        Ok(None) => {
+            add(
+                Level::Fail,
+                "ingress",
+                "the route watcher does not answer: `clusterkit up --only ingress`".into(),
+            );
+            return;
+        }
+        Err(e) => {
+            add(Level::Fail, "ingress", e.to_string());
+            return;
+        }
+    };
+    add(
+        Level::Ok,
+        "ingress",
+        format!(
+            "{} route(s), {} of {} host(s) with a certificate",
+            st.routes.len(),
+            st.hosts.iter().filter(|h| h.certificate.is_some()).count(),
+            st.hosts.len()
+        ),
+    );
+    let mut node_addrs = Vec::new();
+    for n in &spec.nodes {
+        if let Ok(found) = tokio::net::lookup_host((n.ssh.host.as_str(), 443)).await {
+            node_addrs.extend(found.map(|a| a.ip()));
+        }
+    }
+    for h in &st.hosts {
+        if h.certificate.is_none() {
+            add(
+                Level::Warn,
+                "ingress",
+                format!("{}: no certificate yet (the issuer keeps asking)", h.host),
+            );
+        }
+        let resolved = match tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::net::lookup_host((h.host.as_str(), 443)),
+        )
+        .await
+        {
+            Ok(Ok(found)) => Ok(found.map(|a| a.ip()).collect()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer in 5 s".to_string()),
+        };
+        if let Some(p) = clusterkit_ingress::route::dns_problem(&h.host, &resolved, &node_addrs) {
+            add(Level::Warn, "ingress", p);
+        }
+    }
+    for r in &st.refused {
+        add(
+            Level::Warn,
+            "ingress",
+            format!("service {} not routed: {}", r.service, r.reason),
+        );
     }
 }
 

@@ -43,6 +43,10 @@ pub struct DownReport {
 const PURGE: &str = "docker volume ls -q --filter label=com.docker.stack.namespace | xargs -r docker volume rm -f >/dev/null\n\
                      rm -rf /etc/clusterkit /var/lib/clusterkit /var/cache/clusterkit";
 
+/// The volumes of clusterkit's volume driver, removed before the driver.
+const PURGE_DRIVER_VOLUMES: &str =
+    "docker volume ls -q --filter driver=clusterkit | xargs -r docker volume rm -f >/dev/null";
+
 /// Takes the cluster apart on every node that answers (the others are left
 /// as they are and reported). Idempotent. With `purge` and every node
 /// reached, the state forgets the storage's number of copies.
@@ -95,6 +99,12 @@ pub async fn down(session: &Session<'_>, options: DownOptions) -> Result<DownRep
     }
     for (n, r) in fan_out(&nodes, 16, |t| async move {
         clusterkit_monitor::keeper::remove(t).await?;
+        if purge {
+            // Volumes of the storage's driver (the ingress's certificates),
+            // while the driver still answers: without it the engine keeps
+            // listing them.
+            t.exec(&Cmd::new(PURGE_DRIVER_VOLUMES)).await?;
+        }
         clusterkit_storage::down(t, spec, purge).await?;
         clusterkit_swarm::leave(t).await?;
         if purge {

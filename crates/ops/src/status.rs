@@ -44,6 +44,10 @@ pub struct Status {
     pub monitoring: Option<clusterkit_monitor::Targets>,
     /// Application stacks.
     pub stacks: Vec<StackLine>,
+    /// The ingress's routes and certificates, where it is on and its route
+    /// watcher answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<clusterkit_ingress::serve::Status>,
     /// What could not be read, by part (`mesh: ...`).
     pub notes: Vec<String>,
     /// Every node reachable, every pair up, quorum held, storage whole,
@@ -108,6 +112,7 @@ pub async fn status(session: &Session<'_>) -> Status {
         storage: None,
         monitoring: None,
         stacks: Vec::new(),
+        ingress: None,
         notes: Vec::new(),
         healthy: false,
     };
@@ -145,6 +150,16 @@ pub async fn status(session: &Session<'_>) -> Status {
                     Err(e) => st.notes.push(format!("stacks: {e}")),
                 }
             }
+            if spec.ingress.enabled {
+                match clusterkit_ingress::phase::status(&nodes, spec).await {
+                    Ok(Some(i)) => st.ingress = Some(i),
+                    Ok(None) => st.notes.push(
+                        "ingress: the route watcher does not answer (`clusterkit up --only ingress`)"
+                            .into(),
+                    ),
+                    Err(e) => st.notes.push(format!("ingress: {e}")),
+                }
+            }
         }
     }
     st.healthy = st.unreachable.is_empty()
@@ -153,7 +168,12 @@ pub async fn status(session: &Session<'_>) -> Status {
         && st.swarm.as_ref().is_some_and(|s| s.has_quorum)
         && st.storage.as_ref().is_none_or(|s| s.whole())
         && st.monitoring.as_ref().is_none_or(|m| m.whole())
-        && st.stacks.iter().all(StackLine::converged);
+        && st.stacks.iter().all(StackLine::converged)
+        && (!spec.ingress.enabled
+            || st
+                .ingress
+                .as_ref()
+                .is_some_and(|i| i.hosts.iter().all(|h| h.certificate.is_some())));
     st
 }
 
@@ -248,6 +268,29 @@ impl std::fmt::Display for Status {
                     .collect::<Vec<_>>()
                     .join(", ")
             )?;
+        }
+        if let Some(i) = &st.ingress {
+            for r in &i.routes {
+                let cert = i.hosts.iter().find(|h| h.host == r.host);
+                let ok = cert.is_some_and(|h| h.certificate.is_some());
+                writeln!(
+                    f,
+                    "{} ingress   https://{}{} -> {}:{}{}",
+                    mark(ok),
+                    r.host,
+                    r.path.as_deref().unwrap_or(""),
+                    r.service,
+                    r.port,
+                    if ok {
+                        ""
+                    } else {
+                        " (no certificate yet: `clusterkit doctor` checks its DNS)"
+                    }
+                )?;
+            }
+            for r in &i.refused {
+                writeln!(f, "FAIL ingress   {} not routed: {}", r.service, r.reason)?;
+            }
         }
         for n in &st.notes {
             writeln!(f, "FAIL {n}")?;
