@@ -152,10 +152,11 @@ impl Phase for IngressPhase {
         }
         out.nodes
             .extend(images::provide(&image_targets(cx.nodes, cx.spec), &say).await?);
-        out.nodes.extend(self.install_executable(cx).await?);
+        let new_exe = self.install_executable(cx).await?;
+        out.nodes.extend(new_exe.iter().cloned());
         let mgr = cx.manager().ok_or(IngressError::NoManager)?;
         let st = stack::stack(cx.spec, root.as_deref());
-        out.cluster |= deploy(
+        let deployed = deploy(
             mgr.as_ref(),
             &StackDeploy {
                 name: STACK,
@@ -166,6 +167,18 @@ impl Phase for IngressPhase {
             &say,
         )
         .await?;
+        out.cluster |= deployed;
+        if !deployed && !new_exe.is_empty() {
+            // A running route watcher keeps the executable it started with.
+            cx.say("restarting the route watcher on the new clusterkit executable");
+            mgr.exec(
+                &Cmd::new("docker service update --force --detach --quiet ")
+                    .arg(&format!("{STACK}_routes"))
+                    .push(" >/dev/null"),
+            )
+            .await?;
+            out.cluster = true;
+        }
         if let Some(why) = wait_running(mgr.as_ref(), STACK, RUN_PATIENCE, &say).await? {
             return Err(IngressError::NotRunning(why).into());
         }

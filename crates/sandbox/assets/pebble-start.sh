@@ -42,13 +42,12 @@ JSON
 # The sandbox's names: with CLUSTERKIT_TEST_DOMAIN and CLUSTERKIT_TEST_ADDRESSES
 # set, dnsmasq answers every name under that domain with those addresses (the
 # ingress nodes, as round-robin DNS would) and Pebble resolves through it.
+# `sandbox-dns ADDRESS...` changes the set while it runs (`sandbox stop` leaves
+# a powered-off node out, as a health-checked DNS would).
 if [ -n "$CLUSTERKIT_TEST_DOMAIN" ] && [ -n "$CLUSTERKIT_TEST_ADDRESSES" ]; then
-  : > /etc/dnsmasq-clusterkit.conf
-  for a in $CLUSTERKIT_TEST_ADDRESSES; do
-    echo "address=/$CLUSTERKIT_TEST_DOMAIN/$a" >> /etc/dnsmasq-clusterkit.conf
-  done
-  dnsmasq --conf-file=/etc/dnsmasq-clusterkit.conf --no-resolv --no-hosts \
-    --listen-address=127.0.0.1 --bind-interfaces --user=root
+  echo "$CLUSTERKIT_TEST_DOMAIN" > /etc/sandbox-dns-domain
+  # shellcheck disable=SC2086
+  /usr/local/bin/sandbox-dns $CLUSTERKIT_TEST_ADDRESSES
   set -- -dnsserver 127.0.0.1:53 "$@"
 fi
 exec /usr/bin/pebble -config /etc/pebble.json "$@"

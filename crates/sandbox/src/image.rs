@@ -213,11 +213,18 @@ pub const PEBBLE: Recipe = Recipe {
     alias: "sid",
     suite: "sid",
     packages: &["pebble", "openssl", "dnsmasq-base"],
-    files: &[(
-        "/usr/local/bin/pebble-start",
-        0o755,
-        include_str!("../assets/pebble-start.sh"),
-    )],
+    files: &[
+        (
+            "/usr/local/bin/pebble-start",
+            0o755,
+            include_str!("../assets/pebble-start.sh"),
+        ),
+        (
+            "/usr/local/bin/sandbox-dns",
+            0o755,
+            include_str!("../assets/sandbox-dns.sh"),
+        ),
+    ],
     script: "set -e\napt-get clean\nrm -rf /var/lib/apt/lists/*\n",
     changes: &[
         "ENTRYPOINT [\"/usr/local/bin/pebble-start\"]",

@@ -1121,6 +1121,24 @@ pub fn status(name: &str) -> Result<Vec<NodeStatus>, Error> {
 pub fn stop(name: &str, node: &str) -> Result<(), Error> {
     let (n, _) = find(name, node)?;
     docker(&["kill", "--signal", "KILL", &n.container])?;
+    refresh_dns(name)
+}
+
+/// The sandbox's resolver (with its CA) answers the nodes that run: a
+/// powered-off node leaves its names, as a health-checked DNS would.
+fn refresh_dns(name: &str) -> Result<(), Error> {
+    let ca = format!("{name}-ca");
+    if !exists("container", &ca) || inspect("container", &ca, "{{.State.Running}}")? != "true" {
+        return Ok(());
+    }
+    let mut args = vec!["exec".to_string(), ca, "sandbox-dns".to_string()];
+    for n in nodes(name)? {
+        if inspect("container", &n.container, "{{.State.Running}}")? == "true" {
+            args.push(n.address.to_string());
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker(&args)?;
     Ok(())
 }
 
@@ -1128,7 +1146,8 @@ pub fn stop(name: &str, node: &str) -> Result<(), Error> {
 pub fn start(name: &str, node: &str, progress: &(dyn Fn(&str) + Sync)) -> Result<(), Error> {
     let (n, _) = find(name, node)?;
     docker(&["start", &n.container])?;
-    wait_ready(&n, progress)
+    wait_ready(&n, progress)?;
+    refresh_dns(name)
 }
 
 /// Cuts a node off from the other nodes (both directions), keeping it

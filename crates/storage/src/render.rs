@@ -285,14 +285,19 @@ impl DriverConfig {
     /// in the node description it gives the swarm only once something has
     /// looked the driver up, and the scheduler places a task with a volume of
     /// this driver only on nodes that list it ("missing plugin on N nodes"):
-    /// `docker volume ls` looks every driver up.
+    /// `docker volume ls` looks every driver up. At a boot, rclone may open
+    /// its socket well after the engine started (it waits for the cluster's
+    /// S3, which runs in the engine), and a lookup before then fails and is
+    /// not tried again by the engine: so the lookup is repeated, in the
+    /// background (the engine's start is not held), every 2 s until the
+    /// engine lists the driver, for up to 10 minutes.
     pub fn docker_dropin(&self) -> String {
         format!(
-            "# clusterkit: announce the `{}` volume driver to the swarm once the engine runs.\n\
+            "# clusterkit: announce the `{d}` volume driver to the swarm once the engine runs.\n\
              [Service]\n\
-             ExecStartPost=-/bin/sh -c 'for i in $(seq 1 100); do [ -S {} ] && break; sleep 0.1; done; docker volume ls >/dev/null 2>&1'\n",
-            self.driver,
-            self.socket()
+             ExecStartPost=-/bin/sh -c '(for i in $(seq 1 300); do docker info --format \"{{{{range .Plugins.Volume}}}}{{{{println .}}}}{{{{end}}}}\" 2>/dev/null | grep -qx {d} && exit 0; [ -S {r} ] && docker volume ls >/dev/null 2>&1; sleep 2; done) </dev/null >/dev/null 2>&1 &'\n",
+            d = self.driver,
+            r = Self::RCLONE_SOCKET,
         )
     }
 
