@@ -41,11 +41,17 @@ pub struct DownReport {
 /// The stacks' volumes (labelled with their stack) and everything
 /// clusterkit wrote on a node.
 const PURGE: &str = "docker volume ls -q --filter label=com.docker.stack.namespace | xargs -r docker volume rm -f >/dev/null\n\
+                     docker volume ls -q --filter driver=clusterkit | xargs -r docker volume rm -f >/dev/null 2>&1 || true\n\
                      rm -rf /etc/clusterkit /var/lib/clusterkit /var/cache/clusterkit";
 
-/// The volumes of clusterkit's volume driver, removed before the driver.
-const PURGE_DRIVER_VOLUMES: &str =
-    "docker volume ls -q --filter driver=clusterkit | xargs -r docker volume rm -f >/dev/null";
+/// The volumes of clusterkit's volume driver, removed before the driver,
+/// with any container left holding one (the stacks are gone by then: what
+/// is left is an exited task's container the engine has not reaped yet);
+/// asked again for up to 20 s. What is left then is left to [`PURGE`].
+const PURGE_DRIVER_VOLUMES: &str = "for i in $(seq 1 20); do \
+     v=$(docker volume ls -q --filter driver=clusterkit); [ -z \"$v\" ] && break; \
+     for n in $v; do docker ps -aq --filter volume=\"$n\" | xargs -r docker rm -f >/dev/null 2>&1; \
+     docker volume rm -f \"$n\" >/dev/null 2>&1; done; sleep 1; done; true";
 
 /// Takes the cluster apart on every node that answers (the others are left
 /// as they are and reported). Idempotent. With `purge` and every node
