@@ -27,6 +27,9 @@ use http_body_util::{BodyExt, Empty};
 const NET: &str = "ck-bench-ingress";
 const SUBNET: &str = "172.29.229.0/24";
 const HOST: &str = "app.bench.test";
+/// A backend that keeps connections open and answers at once (Caddy's
+/// static response): what is left is the proxy's own cost.
+const STATIC: &str = "static.bench.test";
 const CADDY: &str = "clusterkit/caddy:sid";
 const APP: &str = "clusterkit/example-app:bookworm";
 
@@ -42,7 +45,7 @@ fn docker(args: &[&str]) -> String {
 }
 
 fn clean() {
-    for c in ["app", "issuer", "edge"] {
+    for c in ["app", "static", "issuer", "edge"] {
         let _ = Command::new("docker")
             .args(["rm", "-f", &format!("{NET}-{c}")])
             .output();
@@ -81,9 +84,48 @@ fn start(c: &str, aliases: &[&str], image: &str, config: Option<&serde_json::Val
     ])
 }
 
-/// One round: `conns` connections asking for `secs`; every answer's latency.
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// A connection ready to send, over TLS when `tls` is given.
+async fn connect(
+    addr: std::net::SocketAddr,
+    host: &'static str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Sender {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).ok();
+    match tls {
+        Some(cfg) => {
+            let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+            let stream = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+                .expect("TLS handshake");
+            let (s, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .expect("HTTP handshake");
+            tokio::spawn(conn);
+            s
+        }
+        None => {
+            let (s, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .expect("HTTP handshake");
+            tokio::spawn(conn);
+            s
+        }
+    }
+}
+
+/// One round: `conns` connections asking for `secs`; every answer's
+/// latency, a new connection counted in it when the server closed the last
+/// (the example app, Python's `http.server`, closes after each answer;
+/// Caddy keeps the client's connection).
 async fn round(
     addr: std::net::SocketAddr,
+    host: &'static str,
     tls: Option<Arc<rustls::ClientConfig>>,
     conns: usize,
     secs: u64,
@@ -93,44 +135,24 @@ async fn round(
     for _ in 0..conns {
         let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            tcp.set_nodelay(true).ok();
-            let mut sender = match tls {
-                Some(cfg) => {
-                    let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
-                    let stream = tokio_rustls::TlsConnector::from(cfg)
-                        .connect(name, tcp)
-                        .await
-                        .expect("TLS handshake");
-                    let (s, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(
-                        hyper_util::rt::TokioIo::new(stream),
-                    )
-                    .await
-                    .expect("HTTP handshake");
-                    tokio::spawn(conn);
-                    s
-                }
-                None => {
-                    let (s, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(
-                        hyper_util::rt::TokioIo::new(tcp),
-                    )
-                    .await
-                    .expect("HTTP handshake");
-                    tokio::spawn(conn);
-                    s
-                }
-            };
+            let mut sender = connect(addr, host, tls.clone()).await;
             let mut times = Vec::new();
-            while Instant::now() < deadline {
+            loop {
+                let t = Instant::now();
+                if sender.ready().await.is_err() {
+                    sender = connect(addr, host, tls.clone()).await;
+                }
                 let req = hyper::Request::get("/")
-                    .header("host", HOST)
+                    .header("host", host)
                     .body(Empty::new())
                     .unwrap();
-                let t = Instant::now();
                 let res = sender.send_request(req).await.expect("request");
                 assert_eq!(res.status(), 200);
                 res.into_body().collect().await.expect("body");
                 times.push(t.elapsed());
+                if Instant::now() >= deadline {
+                    break;
+                }
             }
             times
         }));
@@ -165,35 +187,38 @@ fn main() {
     clean();
     docker(&["network", "create", "--subnet", SUBNET, NET]);
     let app = start("app", &["tasks.app_web"], APP, None);
-    let found = routes(&[Service {
-        name: "app_web".into(),
+    let backend = serde_json::json!({ "apps": { "http": { "servers": { "s": {
+        "listen": [":8000"],
+        "routes": [{ "handle": [{ "handler": "static_response", "body": "hello\n" }] }]
+    }}}}});
+    let fixed = start("static", &["tasks.static_web"], CADDY, Some(&backend));
+    let service = |name: &str, host: &str| Service {
+        name: name.into(),
         labels: [
-            (HOST_LABEL.to_string(), HOST.to_string()),
+            (HOST_LABEL.to_string(), host.to_string()),
             (PORT_LABEL.to_string(), "8000".to_string()),
         ]
         .into(),
-    }]);
+    };
+    let found = routes(&[service("app_web", HOST), service("static_web", STATIC)]);
     start(
         "issuer",
         &["tasks.ck-issuer"],
         CADDY,
         Some(&caddy::issuer(&found.hosts(), &Tls::Internal, "/data")),
     );
-    let files = certificate_files(&Tls::Internal, HOST);
+    let files = vec![
+        certificate_files(&Tls::Internal, HOST),
+        certificate_files(&Tls::Internal, STATIC),
+    ];
     let issuer = format!("{NET}-issuer");
     let waited = Instant::now();
-    while Command::new("docker")
-        .args([
-            "exec",
-            &issuer,
-            "test",
-            "-s",
-            &format!("/data/{}", files.key),
-        ])
-        .status()
-        .map(|s| !s.success())
-        .unwrap_or(true)
-    {
+    while !files.iter().all(|f| {
+        Command::new("docker")
+            .args(["exec", &issuer, "test", "-s", &format!("/data/{}", f.key)])
+            .status()
+            .is_ok_and(|s| s.success())
+    }) {
         assert!(
             waited.elapsed() < Duration::from_secs(60),
             "the issuer stored no certificate"
@@ -209,7 +234,7 @@ fn main() {
             &EdgeOptions {
                 storage_root: "/data".into(),
                 issuer: "tasks.ck-issuer:80".into(),
-                certificates: vec![files],
+                certificates: files,
             },
         )),
     );
@@ -238,6 +263,7 @@ fn main() {
         .build()
         .unwrap();
     let direct: std::net::SocketAddr = format!("{app}:8000").parse().unwrap();
+    let direct_static: std::net::SocketAddr = format!("{fixed}:8000").parse().unwrap();
     let through: std::net::SocketAddr = format!("{edge}:443").parse().unwrap();
     // The edge answers (its certificate loaded) before anything is counted.
     let ready = Instant::now();
@@ -245,7 +271,7 @@ fn main() {
         let ok = rt.block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(3),
-                round(through, Some(Arc::clone(&tls)), 1, 0),
+                round(through, STATIC, Some(Arc::clone(&tls)), 1, 0),
             )
             .await
             .is_ok()
@@ -258,53 +284,63 @@ fn main() {
             "the edge does not answer"
         );
     }
-    println!(
-        "{conns} connection(s), {secs} s a round, {runs} round(s) each, alternating; the example app (Python) behind both"
-    );
-    let (mut rps_d, mut rps_t, mut p50_d, mut p50_t, mut p99_d, mut p99_t) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for r in 1..=runs {
-        for (what, addr, tls) in [
-            ("direct (HTTP)", direct, None),
-            ("ingress (HTTPS)", through, Some(Arc::clone(&tls))),
-        ] {
-            let mut t = rt.block_on(round(addr, tls.clone(), conns, secs));
-            t.sort();
-            let rps = t.len() as f64 / secs as f64;
-            let (p50, p99) = (quantile(&t, 0.5), quantile(&t, 0.99));
-            println!(
-                "round {r} {what:<16} {rps:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
-                p50.as_secs_f64() * 1e3,
-                p99.as_secs_f64() * 1e3
-            );
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            if tls.is_some() {
-                rps_t.push(rps);
-                p50_t.push(ms(p50));
-                p99_t.push(ms(p99));
-            } else {
-                rps_d.push(rps);
-                p50_d.push(ms(p50));
-                p99_d.push(ms(p99));
+    println!("{conns} connection(s), {secs} s a round, {runs} round(s) each, alternating");
+    for (backend, host, direct) in [
+        ("a static answer (Caddy, keep-alive)", STATIC, direct_static),
+        (
+            "the example app (Python, a connection per answer)",
+            HOST,
+            direct,
+        ),
+    ] {
+        println!("backend: {backend}");
+        let (mut rps_d, mut rps_t, mut p50_d, mut p50_t, mut p99_d, mut p99_t) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for r in 1..=runs {
+            for (what, addr, tls) in [
+                ("direct (HTTP)", direct, None),
+                ("ingress (HTTPS)", through, Some(Arc::clone(&tls))),
+            ] {
+                let mut t = rt.block_on(round(addr, host, tls.clone(), conns, secs));
+                t.sort();
+                let rps = t.len() as f64 / secs as f64;
+                let (p50, p99) = (quantile(&t, 0.5), quantile(&t, 0.99));
+                let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                println!(
+                    "  round {r} {what:<16} {rps:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+                    ms(p50),
+                    ms(p99)
+                );
+                if tls.is_some() {
+                    rps_t.push(rps);
+                    p50_t.push(ms(p50));
+                    p99_t.push(ms(p99));
+                } else {
+                    rps_d.push(rps);
+                    p50_d.push(ms(p50));
+                    p99_d.push(ms(p99));
+                }
+                // Connections closed by the last round settle.
+                std::thread::sleep(Duration::from_secs(2));
             }
         }
+        let (rd, rt_, d50, t50, d99, t99) = (
+            median(rps_d),
+            median(rps_t),
+            median(p50_d),
+            median(p50_t),
+            median(p99_d),
+            median(p99_t),
+        );
+        println!(
+            "  medians: direct {rd:.0} req/s, p50 {d50:.2} ms, p99 {d99:.2} ms; ingress {rt_:.0} req/s, p50 {t50:.2} ms, p99 {t99:.2} ms"
+        );
+        println!(
+            "  ratios (ingress / direct): throughput {:.2}, p50 {:.2}, p99 {:.2}",
+            rt_ / rd,
+            t50 / d50,
+            t99 / d99
+        );
     }
-    let (rd, rt_, d50, t50, d99, t99) = (
-        median(rps_d),
-        median(rps_t),
-        median(p50_d),
-        median(p50_t),
-        median(p99_d),
-        median(p99_t),
-    );
-    println!(
-        "medians: direct {rd:.0} req/s, p50 {d50:.2} ms, p99 {d99:.2} ms; ingress {rt_:.0} req/s, p50 {t50:.2} ms, p99 {t99:.2} ms"
-    );
-    println!(
-        "ratios (ingress / direct): throughput {:.2}, p50 {:.2}, p99 {:.2}",
-        rt_ / rd,
-        t50 / d50,
-        t99 / d99
-    );
     clean();
 }
