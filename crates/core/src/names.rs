@@ -178,18 +178,22 @@ impl fmt::Display for MeshAddr {
     }
 }
 
+/// One label of a DNS host name (RFC 1123): 1 to 63 letters, digits and
+/// `-`, not starting or ending with `-`.
+pub(crate) fn host_label_ok(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 63
+        && !l.starts_with('-')
+        && !l.ends_with('-')
+        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
 /// Checks that `host` is an IP address or a DNS host name, as an SSH target must be.
 pub fn check_address(host: &str) -> Result<(), crate::Invalid> {
     if host.parse::<std::net::IpAddr>().is_ok() {
         return Ok(());
     }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    };
+    let label_ok = host_label_ok;
     // All digits and dots: meant as an IPv4 address, and not one (999.1.1.1);
     // a host name's last label is never all digits (RFC 1123, 3696).
     if host.chars().all(|c| c.is_ascii_digit() || c == '.')

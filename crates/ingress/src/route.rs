@@ -285,10 +285,11 @@ fn check_path(p: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn svc(name: &str, labels: &[(&str, &str)]) -> Service {
+    /// A service with these labels.
+    pub(crate) fn svc(name: &str, labels: &[(&str, &str)]) -> Service {
         Service {
             name: name.into(),
             labels: labels

@@ -387,9 +387,10 @@ mod task {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::HashMap;
 
     use super::*;
+    use crate::route::tests::svc;
     use crate::route::{HOST_LABEL, PORT_LABEL};
 
     struct Files(HashMap<String, Vec<u8>>);
@@ -407,16 +408,6 @@ mod tests {
             url: "http://tasks.clusterkit-ingress_routes:9390".into(),
             pull_every: "3s".into(),
             listen: any_address(),
-        }
-    }
-
-    fn svc(name: &str, labels: &[(&str, &str)]) -> Service {
-        Service {
-            name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
         }
     }
 

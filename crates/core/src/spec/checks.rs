@@ -306,14 +306,7 @@ pub fn email(s: &str) -> Result<(), crate::Invalid> {
     {
         return bad(&format!("contains {} before `@`", char_name(c)));
     }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    };
-    if !domain.contains('.') || !domain.split('.').all(label_ok) {
+    if !domain.contains('.') || !domain.split('.').all(crate::names::host_label_ok) {
         return bad("has a domain that is not a DNS name (letters, digits, `-`, dotted)");
     }
     Ok(())
