@@ -215,7 +215,7 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             "ok   storage   healthy",
             // node-exporter, cAdvisor and Garage on 3 nodes, the app's 2, Prometheus.
             "ok   monitor   12/12 targets up",
-            "ok   ingress   https://app.clusterkit.test -> app_web:8000",
+            "ok   ingress   https://app.clusterkit.test -> app_web:8000 (certificate until 20",
         ] {
             assert!(last.contains(line), "{line}: {last}");
         }

@@ -65,6 +65,27 @@ pub struct HostStatus {
     /// The stored certificate's SHA-256 (hex); `None` while the issuer has
     /// not stored one.
     pub certificate: Option<String>,
+    /// Who issued it (its issuer's name, RFC 4514).
+    #[serde(default)]
+    pub issued_by: Option<String>,
+    /// When it expires (RFC 3339, UTC); the issuer renews it before.
+    #[serde(default)]
+    pub expires: Option<String>,
+}
+
+/// A PEM certificate chain's first certificate: its issuer and expiry.
+/// `None` when it does not parse (a foreign file is not trusted to say).
+pub fn certificate_facts(pem: &[u8]) -> Option<(String, String)> {
+    use x509_cert::der::DecodePem;
+    let text = std::str::from_utf8(pem).ok()?;
+    let end = text.find("-----END CERTIFICATE-----")? + "-----END CERTIFICATE-----".len();
+    let cert = x509_cert::Certificate::from_pem(&text[..end]).ok()?;
+    let tbs = &cert.tbs_certificate;
+    let until = std::time::UNIX_EPOCH + tbs.validity.not_after.to_unix_duration();
+    Some((
+        tbs.issuer.to_string(),
+        humantime::format_rfc3339_seconds(until).to_string(),
+    ))
 }
 
 /// What `GET /status` answers.
@@ -160,20 +181,26 @@ pub fn render(o: &ServeOptions, services: &[Service], storage: &dyn Storage) -> 
     let mut hosts = Vec::new();
     for host in found.hosts() {
         let mut files = certificate_files(&o.tls, host);
-        let stored = match (storage.read(&files.certificate), storage.read(&files.key)) {
-            (Some(cert), Some(key)) if looks_pem(&cert) && looks_pem(&key) => {
+        let (mut stored, mut facts) = (None, None);
+        if let (Some(cert), Some(key)) =
+            (storage.read(&files.certificate), storage.read(&files.key))
+        {
+            if looks_pem(&cert) && looks_pem(&key) {
                 use sha2::{Digest, Sha256};
-                Some(hex::encode(Sha256::digest(&cert)))
+                stored = Some(hex::encode(Sha256::digest(&cert)));
+                facts = certificate_facts(&cert);
             }
-            _ => None,
-        };
+        }
         if let Some(f) = &stored {
             files.fingerprint = Some(f.clone());
             certificates.push(files);
         }
+        let (issued_by, expires) = facts.unzip();
         hosts.push(HostStatus {
             host: host.to_string(),
             certificate: stored,
+            issued_by,
+            expires,
         });
     }
     let admin = |path: &str| caddy::pulling(&format!("{}/{path}", o.url), &o.pull_every);
@@ -481,6 +508,43 @@ mod tests {
         // No key's content is ever in what is served or shown.
         let text = serde_json::to_string(&(first.edge, first.issuer, first.status)).unwrap();
         assert!(!text.contains("PRIVATE KEY"), "{text}");
+    }
+
+    /// A self-signed certificate made with openssl for this test (no key:
+    /// only its facts are read).
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBfDCCASKgAwIBAgIBBzAKBggqhkjOPQQDAjAdMRswGQYDVQQDDBJjbHVzdGVy\na2l0IHRlc3QgQ0EwHhcNMjYxMjA3MDc0NTUwWhcNMjcwMzA3MDc0NTUwWjAdMRsw\nGQYDVQQDDBJjbHVzdGVya2l0IHRlc3QgQ0EwWTATBgcqhkjOPQIBBggqhkjOPQMB\nBwNCAAQYShoY4M/oW5Zuf8uhW2UlaDM3q8LCzt07Aip8ax8CILXtF0yn38TSx69t\npxN1MTuzmlToN2Y1UjZ8knG6+tb7o1MwUTAdBgNVHQ4EFgQUujJfDwTvH2rCuZkD\ngoQaVgJxWQgwHwYDVR0jBBgwFoAUujJfDwTvH2rCuZkDgoQaVgJxWQgwDwYDVR0T\nAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiEA5C8tEMVz3r1rpLXuUoVWLagD\nfDE/23xUPeMxpUFpo9oCICROxiPrrXb/6iJuOMZNuIMH6u/sPvRL0UU0q55xLLYO\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn a_stored_certificate_says_who_issued_it_and_until_when() {
+        assert_eq!(
+            certificate_facts(CERT.as_bytes()),
+            Some((
+                "CN=clusterkit test CA".to_string(),
+                "2027-03-07T07:45:50Z".to_string()
+            ))
+        );
+        assert_eq!(
+            certificate_facts(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+            None
+        );
+        assert_eq!(certificate_facts(b"\xff\xfe"), None);
+        let o = options();
+        let files = certificate_files(&o.tls, "app.clusterkit.test");
+        let stored = Files(HashMap::from([
+            (files.certificate.clone(), CERT.as_bytes().to_vec()),
+            (files.key, b"-----BEGIN EC PRIVATE KEY-----\n".to_vec()),
+        ]));
+        let st = render(
+            &o,
+            &[svc("app_web", &[(HOST_LABEL, "app.clusterkit.test")])],
+            &stored,
+        )
+        .status;
+        assert_eq!(st.hosts[0].expires.as_deref(), Some("2027-03-07T07:45:50Z"));
+        assert_eq!(
+            st.hosts[0].issued_by.as_deref(),
+            Some("CN=clusterkit test CA")
+        );
     }
 
     #[test]

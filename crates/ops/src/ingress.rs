@@ -68,7 +68,15 @@ impl std::fmt::Display for IngressStatus {
         }
         for h in &s.hosts {
             match &h.certificate {
-                Some(fp) => writeln!(f, "{}: certificate stored (sha256 {})", h.host, &fp[..16.min(fp.len())])?,
+                Some(fp) => writeln!(
+                    f,
+                    "{}: certificate stored (sha256 {}), issued by {}, expires {}",
+                    h.host,
+                    &fp[..16.min(fp.len())],
+                    h.issued_by.as_deref().unwrap_or("an issuer it does not name"),
+                    h.expires.as_deref().unwrap_or("at a date it does not say")
+                )?,
+
                 None => writeln!(
                     f,
                     "{}: no certificate yet (the issuer keeps asking; its DNS must point at the ingress nodes)",

@@ -281,10 +281,11 @@ impl std::fmt::Display for Status {
                     r.path.as_deref().unwrap_or(""),
                     r.service,
                     r.port,
-                    if ok {
-                        ""
-                    } else {
-                        " (no certificate yet: `clusterkit doctor` checks its DNS)"
+                    match cert.and_then(|h| h.expires.as_deref()) {
+                        Some(until) if ok => format!(" (certificate until {until})"),
+                        _ if ok => String::new(),
+                        _ =>
+                            " (no certificate yet: `clusterkit doctor` checks its DNS)".to_string(),
                     }
                 )?;
             }
