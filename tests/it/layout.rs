@@ -43,6 +43,7 @@ fn the_model_and_renderers_build_without_ssh_docker_http_or_tokio() {
         "clusterkit-wg",
         "clusterkit-storage",
         "clusterkit-monitor",
+        "clusterkit-ingress",
     ] {
         let deps = tree(package, false);
         assert!(deps.iter().any(|d| d == package), "{package}: {deps:?}");
