@@ -8,9 +8,12 @@ use std::time::Duration;
 use clusterkit_core::engine::{
     compare_files, BoxError, Change, Context, ImageNeed, Outcome, Phase,
 };
-use clusterkit_core::spec::{ClusterSpec, SwarmRole};
-use clusterkit_core::stack::{deploy, managers, wait_running, StackDeploy};
-use clusterkit_core::transport::{fan_out, images, Cmd, Transport, Upload, UploadOutcome};
+use clusterkit_core::spec::ClusterSpec;
+use clusterkit_core::stack::{
+    check_arch, deploy, install_executable, managers, wait_running, without_volume_driver,
+    StackDeploy,
+};
+use clusterkit_core::transport::{images, Cmd, Transport};
 
 use crate::serve::{Status, PORT};
 use crate::stack::{self, BINARY, DIR, SERVICES, STACK};
@@ -36,18 +39,6 @@ pub enum IngressError {
     /// The CA root file is not PEM.
     #[error("{} is not a PEM file of certificates (no `-----BEGIN CERTIFICATE-----`): give [ingress] acme_ca_root the CA's root certificate", .0.display())]
     NotPem(PathBuf),
-    /// A node is not the machine clusterkit was built for.
-    #[error("{node} is a Linux {arch} machine and this clusterkit was built for {os} {built}: the route watcher runs this very executable on the managers; run `up` from a clusterkit built for Linux {arch}")]
-    Arch {
-        /// The node.
-        node: String,
-        /// Its architecture.
-        arch: String,
-        /// This machine's OS.
-        os: &'static str,
-        /// This build's architecture.
-        built: &'static str,
-    },
     /// The volume driver does not answer on a node.
     #[error("the storage's volume driver does not answer on {0} (no /run/docker/plugins/clusterkit.sock): the certificates live on it; run `clusterkit up` (storage phase) first, or `clusterkit doctor`")]
     NoVolumeDriver(String),
@@ -93,14 +84,7 @@ pub struct IngressPhase {
 /// The images the stack runs and where: Caddy everywhere, the route
 /// watcher's image on the managers.
 pub fn image_targets(nodes: &[Arc<dyn Transport>], spec: &ClusterSpec) -> Vec<ImageNeed> {
-    let mgrs: Vec<Arc<dyn Transport>> = nodes
-        .iter()
-        .filter(|t| {
-            spec.node(t.node())
-                .is_some_and(|n| n.role == SwarmRole::Manager)
-        })
-        .cloned()
-        .collect();
+    let mgrs: Vec<Arc<dyn Transport>> = managers(nodes, spec).into_iter().cloned().collect();
     let mut out = vec![(spec.ingress.image.clone(), nodes.to_vec())];
     if spec.ingress.routes_image != spec.ingress.image {
         out.push((spec.ingress.routes_image.clone(), mgrs));
@@ -136,23 +120,12 @@ impl Phase for IngressPhase {
         let root = ca_root(cx.spec)?;
         // The certificates live on a `clusterkit` volume: the driver must
         // answer wherever an edge or the issuer may run.
-        for (n, r) in fan_out(cx.nodes, 16, |t| async move {
-            t.exec_raw(
-                &Cmd::new("test -S /run/docker/plugins/clusterkit.sock"),
-                None,
-            )
-            .await
-            .map(|o| o.status == 0)
-        })
-        .await
-        {
-            if !r? {
-                return Err(IngressError::NoVolumeDriver(n).into());
-            }
+        if let Some(n) = without_volume_driver(cx.nodes, "clusterkit").await? {
+            return Err(IngressError::NoVolumeDriver(n).into());
         }
         out.nodes
             .extend(images::provide(&image_targets(cx.nodes, cx.spec), &say).await?);
-        let new_exe = self.install_executable(cx).await?;
+        let new_exe = self.put_executable(cx).await?;
         out.nodes.extend(new_exe.iter().cloned());
         let mgr = cx.manager().ok_or(IngressError::NoManager)?;
         let st = stack::stack(cx.spec, root.as_deref());
@@ -183,12 +156,7 @@ impl Phase for IngressPhase {
             return Err(IngressError::NotRunning(why).into());
         }
         let status = wait_certificates(cx.nodes, cx.spec, CERTIFICATE_PATIENCE, &say).await?;
-        let missing: Vec<&str> = status
-            .hosts
-            .iter()
-            .filter(|h| h.certificate.is_none())
-            .map(|h| h.host.as_str())
-            .collect();
+        let missing = status.missing_certificates();
         for r in &status.refused {
             cx.say(&format!("service {} not routed: {}", r.service, r.reason));
         }
@@ -211,51 +179,16 @@ impl Phase for IngressPhase {
 impl IngressPhase {
     /// clusterkit's executable on every manager (where the route watcher
     /// may run), written only where it differs.
-    async fn install_executable(&self, cx: &Context<'_>) -> Result<Vec<String>, BoxError> {
+    async fn put_executable(&self, cx: &Context<'_>) -> Result<Vec<String>, BoxError> {
         let mgrs: Vec<Arc<dyn Transport>> =
             managers(cx.nodes, cx.spec).into_iter().cloned().collect();
-        for (n, r) in fan_out(
-            &mgrs,
-            16,
-            |t| async move { t.exec(&Cmd::new("uname -m")).await },
-        )
-        .await
-        {
-            let arch = r?.stdout_str().trim().to_string();
-            if std::env::consts::OS != "linux" || arch != std::env::consts::ARCH {
-                return Err(IngressError::Arch {
-                    node: n,
-                    arch,
-                    os: std::env::consts::OS,
-                    built: std::env::consts::ARCH,
-                }
-                .into());
-            }
-        }
+        check_arch(&mgrs, "the route watcher", "up").await?;
         let exe = self.clusterkit.as_ref().ok_or(IngressError::NoExecutable)?;
-        let bytes = std::fs::read(exe).map_err(|source| IngressError::Local {
-            path: exe.clone(),
-            source,
-        })?;
-        let bytes = &bytes;
-        let mut changed = Vec::new();
-        for (n, r) in fan_out(&mgrs, 4, |t| async move {
-            t.upload(&Upload {
-                content: bytes,
-                path: BINARY,
-                mode: 0o755,
-                owner: None,
-            })
-            .await
-        })
-        .await
-        {
-            if r? == UploadOutcome::Written {
-                cx.say(&format!("{n}: clusterkit's executable copied to {BINARY}"));
-                changed.push(n);
-            }
+        let written = install_executable(&mgrs, exe).await?;
+        for n in &written {
+            cx.say(&format!("{n}: clusterkit's executable copied to {BINARY}"));
         }
-        Ok(changed)
+        Ok(written)
     }
 }
 
@@ -324,7 +257,7 @@ pub async fn wait_certificates(
         let st = status(nodes, spec).await?;
         let done = st
             .as_ref()
-            .is_some_and(|s| s.hosts.iter().all(|h| h.certificate.is_some()));
+            .is_some_and(|s| s.missing_certificates().is_empty());
         if done || tokio::time::Instant::now() >= deadline {
             return Ok(st.unwrap_or_default());
         }
@@ -332,12 +265,7 @@ pub async fn wait_certificates(
             if let Some(s) = &st {
                 say(&format!(
                     "waiting for the certificates of {} (the issuer orders each once for the cluster)",
-                    s.hosts
-                        .iter()
-                        .filter(|h| h.certificate.is_none())
-                        .map(|h| h.host.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    s.missing_certificates().join(", ")
                 ));
                 said = true;
             }

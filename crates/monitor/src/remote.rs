@@ -379,22 +379,12 @@ pub async fn up(
     if driver != "local" {
         // Data volumes on the storage's driver: it must answer on the managers
         // (where the stateful services run), or their tasks would never start.
-        for (n, r) in fan_out(
-            &mgrs.iter().map(|t| Arc::clone(t)).collect::<Vec<_>>(),
-            16,
-            |t| {
-                let probe = Cmd::new(format!("test -S /run/docker/plugins/{driver}.sock"));
-                async move { t.exec_raw(&probe, None).await.map(|o| o.status == 0) }
-            },
-        )
-        .await
-        {
-            if !r? {
-                return Err(MonitorError::NoVolumeDriver {
-                    driver: driver.clone(),
-                    node: n,
-                });
-            }
+        let on: Vec<Arc<dyn Transport>> = mgrs.iter().map(|t| Arc::clone(t)).collect();
+        if let Some(n) = clusterkit_core::stack::without_volume_driver(&on, driver).await? {
+            return Err(MonitorError::NoVolumeDriver {
+                driver: driver.clone(),
+                node: n,
+            });
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use clusterkit_core::schedule::{self as sched, labels, Runner, Schedule};
 use clusterkit_core::spec::{Loaded, StorageBackend};
 use clusterkit_core::stack::{self, SecretValue, StackDeploy};
-use clusterkit_core::transport::{fan_out, Cmd, Transport, Upload};
+use clusterkit_core::transport::{fan_out, Cmd, Transport};
 use serde::Serialize;
 
 use crate::session::Session;
@@ -449,48 +449,27 @@ async fn apply(
     }
 
     // clusterkit itself on every manager, mounted into the task: it must run there.
-    for (n, r) in fan_out(
-        nodes,
-        16,
-        |t| async move { t.exec(&Cmd::new("uname -m")).await },
-    )
-    .await
-    {
-        let arch = r?.stdout_str().trim().to_string();
-        if std::env::consts::OS != "linux" || arch != std::env::consts::ARCH {
-            return Err(refused(format!(
-                "{n} is a Linux {arch} machine and this clusterkit was built for {} {}: the service runs \
-                 this very executable on the managers. Run `backup --schedule` from a clusterkit built \
-                 for Linux {arch}",
-                std::env::consts::OS,
-                std::env::consts::ARCH
-            )));
-        }
-    }
-    let bytes = std::fs::read(exe).map_err(OpsError::local(format!(
-        "reading clusterkit's executable {}",
-        exe.display()
-    )))?;
+    let executable = |e: stack::ExecutableError| match e {
+        stack::ExecutableError::Transport(t) => OpsError::from(t),
+        stack::ExecutableError::Read { path, source } => OpsError::local(format!(
+            "reading clusterkit's executable {}",
+            path.display()
+        ))(source),
+        arch => refused(arch.to_string()),
+    };
+    stack::check_arch(nodes, "the backup service", "backup --schedule")
+        .await
+        .map_err(executable)?;
     let managers: Vec<Arc<dyn Transport>> =
         stack::managers(nodes, spec).into_iter().cloned().collect();
-    let bytes = &bytes;
-    for (n, r) in fan_out(&managers, 4, |t| async move {
-        t.upload(&Upload {
-            content: bytes,
-            path: sched::BINARY,
-            mode: 0o755,
-            owner: None,
-        })
+    for n in stack::install_executable(&managers, exe)
         .await
-    })
-    .await
+        .map_err(executable)?
     {
-        if r? == clusterkit_core::transport::UploadOutcome::Written {
-            say(&format!(
-                "backup: {n}: clusterkit's executable copied to {}",
-                sched::BINARY
-            ));
-        }
+        say(&format!(
+            "backup: {n}: clusterkit's executable copied to {}",
+            sched::BINARY
+        ));
     }
     clusterkit_core::transport::images::provide(&[(schedule.image.clone(), managers.clone())], say)
         .await?;

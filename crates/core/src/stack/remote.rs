@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::spec::ClusterSpec;
-use crate::transport::{Cmd, Transport, TransportError, Upload};
+use crate::transport::{fan_out, Cmd, Transport, TransportError, Upload};
 
 /// The connected managers, in inventory order: stacks, secrets and the
 /// swarm's view go through them.
@@ -15,6 +15,119 @@ pub fn managers<'a>(
     spec.managers()
         .filter_map(|n| nodes.iter().find(|t| t.node() == n.name.as_str()))
         .collect()
+}
+
+/// clusterkit's own executable could not be put where a task runs it.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutableError {
+    /// A node is not the machine this clusterkit was built for.
+    #[error("{node} is a Linux {arch} machine and this clusterkit was built for {os} {built}: {runs} runs this very executable on the managers; run `{command}` from a clusterkit built for Linux {arch}")]
+    Arch {
+        /// The node.
+        node: String,
+        /// Its architecture (`uname -m`).
+        arch: String,
+        /// This build's OS.
+        os: &'static str,
+        /// This build's architecture.
+        built: &'static str,
+        /// What runs the executable there (`the route watcher`).
+        runs: &'static str,
+        /// The command that puts it there (`up`).
+        command: &'static str,
+    },
+    /// The executable could not be read here.
+    #[error("reading clusterkit's executable {}: {source}", path.display())]
+    Read {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A node's answer.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Refuses when a node of `nodes` is not a Linux machine of this build's
+/// architecture: a task there would run this very executable ([`install_executable`]).
+/// `runs` and `command` name what runs it and what puts it there, for the message.
+pub async fn check_arch(
+    nodes: &[Arc<dyn Transport>],
+    runs: &'static str,
+    command: &'static str,
+) -> Result<(), ExecutableError> {
+    for (n, r) in fan_out(
+        nodes,
+        16,
+        |t| async move { t.exec(&Cmd::new("uname -m")).await },
+    )
+    .await
+    {
+        let arch = r?.stdout_str().trim().to_string();
+        if std::env::consts::OS != "linux" || arch != std::env::consts::ARCH {
+            return Err(ExecutableError::Arch {
+                node: n,
+                arch,
+                os: std::env::consts::OS,
+                built: std::env::consts::ARCH,
+                runs,
+                command,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// clusterkit's executable `exe` at [`crate::schedule::BINARY`] on every node of
+/// `nodes` (mounted from there into the tasks that run it), written only
+/// where it differs. Returns the nodes it was written on.
+pub async fn install_executable(
+    nodes: &[Arc<dyn Transport>],
+    exe: &std::path::Path,
+) -> Result<Vec<String>, ExecutableError> {
+    let bytes = std::fs::read(exe).map_err(|source| ExecutableError::Read {
+        path: exe.to_path_buf(),
+        source,
+    })?;
+    let bytes = &bytes;
+    let mut written = Vec::new();
+    for (n, r) in fan_out(nodes, 4, |t| async move {
+        t.upload(&Upload {
+            content: bytes,
+            path: crate::schedule::BINARY,
+            mode: 0o755,
+            owner: None,
+        })
+        .await
+    })
+    .await
+    {
+        if r? == crate::transport::UploadOutcome::Written {
+            written.push(n);
+        }
+    }
+    Ok(written)
+}
+
+/// The first node of `nodes` where volume driver `driver` does not answer
+/// (no `/run/docker/plugins/DRIVER.sock`), if any: a task with a volume of
+/// that driver would never start there.
+pub async fn without_volume_driver(
+    nodes: &[Arc<dyn Transport>],
+    driver: &str,
+) -> Result<Option<String>, TransportError> {
+    for (n, r) in fan_out(nodes, 16, |t| {
+        let probe = Cmd::new(format!("test -S /run/docker/plugins/{driver}.sock"));
+        async move { t.exec_raw(&probe, None).await.map(|o| o.status == 0) }
+    })
+    .await
+    {
+        if !r? {
+            return Ok(Some(n));
+        }
+    }
+    Ok(None)
 }
 
 /// Where a secret's value comes from.
@@ -497,5 +610,78 @@ mod wait_tests {
             --\nnode1 Ready\nnode2 Ready\n";
         assert_eq!(pending(two).len(), 1);
         assert_eq!(pending(two)[0].0, "app_web-admin");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::script::Scripted;
+
+    fn nodes(n: &[&Scripted]) -> Vec<Arc<dyn Transport>> {
+        n.iter()
+            .map(|s| Arc::new((*s).clone()) as Arc<dyn Transport>)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_node_of_another_architecture_is_named_with_what_runs_the_executable() {
+        let (a, b) = (Scripted::new("node1"), Scripted::new("node2"));
+        a.on("uname -m", &format!("{}\n", std::env::consts::ARCH));
+        b.on("uname -m", "riscv64\n");
+        assert!(check_arch(&nodes(&[&a]), "the route watcher", "up")
+            .await
+            .is_ok());
+        let e = check_arch(&nodes(&[&a, &b]), "the route watcher", "up")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("node2 is a Linux riscv64 machine")
+                && e.contains("the route watcher runs this very executable")
+                && e.contains("run `up` from a clusterkit built for Linux riscv64"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_executable_is_written_where_it_differs_and_a_missing_one_is_named() {
+        let exe = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(exe.path(), b"\x7fELF clusterkit").unwrap();
+        let (a, b) = (Scripted::new("node1"), Scripted::new("node2"));
+        a.on(crate::schedule::BINARY, "written\n");
+        b.on(crate::schedule::BINARY, "unchanged\n");
+        assert_eq!(
+            install_executable(&nodes(&[&a, &b]), exe.path())
+                .await
+                .unwrap(),
+            ["node1"]
+        );
+        let gone = exe.path().with_extension("gone");
+        let e = install_executable(&nodes(&[&a]), &gone)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("reading clusterkit's executable"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_first_node_without_the_volume_driver_is_named() {
+        let (a, b) = (Scripted::new("node1"), Scripted::new("node2"));
+        a.on("test -S /run/docker/plugins/clusterkit.sock", "");
+        b.on_exit("test -S /run/docker/plugins/clusterkit.sock", 1, "", "");
+        assert_eq!(
+            without_volume_driver(&nodes(&[&a]), "clusterkit")
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            without_volume_driver(&nodes(&[&a, &b]), "clusterkit")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("node2")
+        );
     }
 }
