@@ -307,12 +307,8 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
 
         // No secret in anything printed: the mesh's keys, the S3 key, the
         // certificate's private key (read where the issuer keeps it).
-        let issuer_on = node_sh(
-            "node1",
-            "docker service ps clusterkit-ingress_issuer --filter desired-state=running --format '{{.Node}}' | head -n1",
-        );
         let cert_key = node_sh(
-            issuer_on.trim(),
+            &issuer_node(),
             "docker exec $(docker ps -q -f label=com.docker.swarm.service.name=clusterkit-ingress_issuer) \
              sh -c 'cat $(find /certs/certificates -name \"*.key\" | head -n 1)' | sed -n 2p",
         );
@@ -409,6 +405,22 @@ fn node_sh(node: &str, script: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// A node's address on the test's sandbox network (node N at .10+N).
+fn node_ip(node: &str) -> String {
+    let n: u8 = node.trim_start_matches("node").parse().expect("nodeN");
+    format!("172.29.253.{}", 10 + n)
+}
+
+/// The node running the ingress's issuer, as the swarm says.
+fn issuer_node() -> String {
+    node_sh(
+        "node1",
+        "docker service ps clusterkit-ingress_issuer --filter desired-state=running --format '{{.Node}}' | head -n1",
+    )
+    .trim()
+    .to_string()
+}
+
 fn node_file(node: &str, path: &str) -> String {
     node_sh(node, &format!("cat {path}")).trim().to_string()
 }
@@ -441,7 +453,7 @@ pub fn https_everywhere(sandbox: &str, dir: &std::path::Path) {
         String::from_utf8_lossy(&got.stderr)
     );
     std::fs::write(&roots, &got.stdout).unwrap();
-    let nodes: Vec<String> = (1..=3).map(|i| format!("172.29.253.{}", 10 + i)).collect();
+    let nodes = ["node1", "node2", "node3"].map(node_ip);
     let mut serials = Vec::new();
     for ip in &nodes {
         // The edges pull their configuration every few seconds: the one
@@ -539,13 +551,8 @@ pub fn https_everywhere(sandbox: &str, dir: &std::path::Path) {
 pub fn ingress_survives_the_issuers_node(sandbox: &'static str, dir: &std::path::Path) {
     use std::sync::atomic::{AtomicBool, Ordering};
     let roots = dir.join("pebble-roots.pem");
-    let nodes: Vec<String> = (1..=3).map(|i| format!("172.29.253.{}", 10 + i)).collect();
-    let issuer_on = node_sh(
-        "node1",
-        "docker service ps clusterkit-ingress_issuer --filter desired-state=running --format '{{.Node}}' | head -n1",
-    )
-    .trim()
-    .to_string();
+    let nodes: Vec<String> = ["node1", "node2", "node3"].map(node_ip).to_vec();
+    let issuer_on = issuer_node();
     assert!(
         issuer_on.starts_with("node"),
         "the issuer runs: {issuer_on}"
@@ -555,7 +562,7 @@ pub fn ingress_survives_the_issuers_node(sandbox: &'static str, dir: &std::path:
     } else {
         "node1"
     };
-    let survivor_ip = format!("172.29.253.{}", 10 + survivor[4..].parse::<u8>().unwrap());
+    let survivor_ip = node_ip(survivor);
     // One request: its time when answered 200, else what happened.
     let get = |host: &str, order: &[String]| -> Result<f64, String> {
         let o = std::process::Command::new("curl")
@@ -662,16 +669,7 @@ pub fn ingress_survives_the_issuers_node(sandbox: &'static str, dir: &std::path:
         crate::sandbox::wait_for(
             "the edge serving again on the node back",
             std::time::Duration::from_secs(120),
-            || {
-                get(
-                    "app.clusterkit.test",
-                    &[format!(
-                        "172.29.253.{}",
-                        10 + issuer_on[4..].parse::<u8>().unwrap()
-                    )],
-                )
-                .is_ok()
-            },
+            || get("app.clusterkit.test", &[node_ip(&issuer_on)]).is_ok(),
         );
         drop(stopping);
         client.join().unwrap()

@@ -99,6 +99,17 @@ pub struct Status {
     pub refused: Vec<RefusedStatus>,
 }
 
+impl Status {
+    /// The routed hosts without a certificate stored yet.
+    pub fn missing_certificates(&self) -> Vec<&str> {
+        self.hosts
+            .iter()
+            .filter(|h| h.certificate.is_none())
+            .map(|h| h.host.as_str())
+            .collect()
+    }
+}
+
 /// A route, as `GET /status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteStatus {

@@ -362,7 +362,7 @@ async fn ingress(
         format!(
             "{} route(s), {} of {} host(s) with a certificate",
             st.routes.len(),
-            st.hosts.iter().filter(|h| h.certificate.is_some()).count(),
+            st.hosts.len() - st.missing_certificates().len(),
             st.hosts.len()
         ),
     );

@@ -38,7 +38,7 @@ impl IngressStatus {
     pub fn healthy(&self) -> bool {
         self.watcher
             .as_ref()
-            .is_some_and(|s| s.hosts.iter().all(|h| h.certificate.is_some()))
+            .is_some_and(|s| s.missing_certificates().is_empty())
     }
 }
 

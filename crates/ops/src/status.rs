@@ -173,7 +173,7 @@ pub async fn status(session: &Session<'_>) -> Status {
             || st
                 .ingress
                 .as_ref()
-                .is_some_and(|i| i.hosts.iter().all(|h| h.certificate.is_some())));
+                .is_some_and(|i| i.missing_certificates().is_empty()));
     st
 }
 

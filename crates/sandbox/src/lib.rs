@@ -884,15 +884,7 @@ pub fn ca_up(
         }
     };
     let api_root = dir.join("pebble-api-root.pem");
-    write(
-        &api_root,
-        &format!(
-            "{}
-",
-            root.trim()
-        ),
-        0o644,
-    )?;
+    write(&api_root, &format!("{}\n", root.trim()), 0o644)?;
     Ok(Ca {
         directory: format!("https://{address}:14000/dir"),
         api_root,
