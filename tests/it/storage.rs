@@ -112,7 +112,23 @@ fn converge() {
         let _one = crate::sandbox::cluster_change();
         for cmd in ["swarm", "storage"] {
             let o = ck(&[cmd, "up", "-c", &config()]);
-            assert_eq!(o.code, 0, "{cmd} up:\n{}\n{}", o.stdout, o.stderr);
+            if o.code != 0 {
+                // What each manager saw (a manager that knew no leader after
+                // a power cut was seen in CI, not reproduced here).
+                let seen: String = ["node1", "node2", "node3"]
+                    .iter()
+                    .map(|n| {
+                        format!(
+                            "--- {n}\n{}",
+                            out(&exec(
+                                n,
+                                "docker node ls; journalctl -u docker --no-pager -n 400 | grep -i raft | tail -n 15; wg show wg0 latest-handshakes",
+                            ))
+                        )
+                    })
+                    .collect();
+                panic!("{cmd} up:\n{}\n{}\n{seen}", o.stdout, o.stderr);
+            }
         }
     }
     wait_for("storage is healthy", Duration::from_secs(120), || {
@@ -395,6 +411,13 @@ fn the_minio_stack_is_accepted_by_the_engine() {
         );
         assert!(o.status.success(), "{n}: {}", out(&o));
     }
+    // node1 may be back from a disruptive test's power cut, not knowing the
+    // leader yet: as an operator would, wait until it answers for the swarm.
+    wait_for(
+        "node1 to know the swarm's leader",
+        Duration::from_secs(120),
+        || exec("node1", "docker node ls -q").status.success(),
+    );
     let o = exec(
         "node1",
         "for s in clusterkit-minio-user clusterkit-minio-password; do docker secret inspect $s >/dev/null 2>&1 || head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' | docker secret create $s - >/dev/null; done; \

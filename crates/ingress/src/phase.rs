@@ -127,7 +127,13 @@ impl Phase for IngressPhase {
             .extend(images::provide(&image_targets(cx.nodes, cx.spec), &say).await?);
         let new_exe = self.put_executable(cx).await?;
         out.nodes.extend(new_exe.iter().cloned());
-        let mgr = cx.manager().ok_or(IngressError::NoManager)?;
+        let mgr = clusterkit_core::stack::answering_manager(
+            cx.nodes,
+            cx.spec,
+            clusterkit_core::stack::LEADER_PATIENCE,
+        )
+        .await?
+        .ok_or(IngressError::NoManager)?;
         let st = stack::stack(cx.spec, root.as_deref());
         let deployed = deploy(
             mgr.as_ref(),
@@ -199,8 +205,8 @@ pub async fn status(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
 ) -> Result<Option<Status>, IngressError> {
-    let mgr = *managers(nodes, spec)
-        .first()
+    let mgr = clusterkit_core::stack::answering_manager(nodes, spec, std::time::Duration::ZERO)
+        .await?
         .ok_or(IngressError::NoManager)?;
     let on = mgr
         .exec(

@@ -374,7 +374,13 @@ pub async fn up(
     let mut change = MonitorChange::default();
     ensure_images(nodes, spec, progress).await?;
     let mgrs = managers(nodes, spec);
-    let mgr = *mgrs.first().ok_or(MonitorError::NoManager)?;
+    let mgr = clusterkit_core::stack::answering_manager(
+        nodes,
+        spec,
+        clusterkit_core::stack::LEADER_PATIENCE,
+    )
+    .await?
+    .ok_or(MonitorError::NoManager)?;
     let driver = &spec.monitoring.volume_driver;
     if driver != "local" {
         // Data volumes on the storage's driver: it must answer on the managers
@@ -538,8 +544,8 @@ pub async fn endpoints(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
 ) -> Result<Vec<Endpoint>, MonitorError> {
-    let mgr = *managers(nodes, spec)
-        .first()
+    let mgr = clusterkit_core::stack::answering_manager(nodes, spec, std::time::Duration::ZERO)
+        .await?
         .ok_or(MonitorError::NoManager)?;
     let wanted: Vec<(&'static str, u16)> = [
         ("prometheus", 9090),

@@ -88,7 +88,7 @@ pub async fn set(
         image: options.image.clone(),
     };
     let nodes = connect_every(session).await?;
-    let known = current(manager(&nodes, loaded)?.as_ref())
+    let known = current(manager(&nodes, loaded).await?.as_ref())
         .await?
         .map(|(_, k, _)| (k, None));
     let changed = apply(session, &nodes, &schedule, known, &options.exe).await?;
@@ -112,7 +112,7 @@ pub async fn off(session: &Session<'_>) -> Result<OffReport, OpsError> {
     let loaded = session.loaded();
     let spec = &loaded.built.spec;
     let nodes = connect_every(session).await?;
-    let mgr = manager(&nodes, loaded)?;
+    let mgr = manager(&nodes, loaded).await?;
     remove_stack(mgr.as_ref()).await?;
     remove_key_secret(mgr.as_ref()).await?;
     remove_seal_secrets(mgr.as_ref()).await?;
@@ -135,7 +135,7 @@ pub async fn refresh(
     nodes: &[Arc<dyn Transport>],
     exe: &Path,
 ) -> Result<bool, OpsError> {
-    let Ok(mgr) = manager(nodes, session.loaded()) else {
+    let Ok(mgr) = manager(nodes, session.loaded()).await else {
         return Ok(false);
     };
     match current(mgr.as_ref()).await? {
@@ -316,14 +316,13 @@ impl clusterkit_core::engine::Reporter for LogLines<'_> {
     }
 }
 
-/// The first connected manager.
-fn manager<'a>(
+/// A connected manager that answers for the swarm.
+async fn manager<'a>(
     nodes: &'a [Arc<dyn Transport>],
     loaded: &Loaded,
 ) -> Result<&'a Arc<dyn Transport>, OpsError> {
-    stack::managers(nodes, &loaded.built.spec)
-        .into_iter()
-        .next()
+    stack::answering_manager(nodes, &loaded.built.spec, stack::LEADER_PATIENCE)
+        .await?
         .ok_or_else(|| refused("no manager is connected"))
 }
 
@@ -384,7 +383,7 @@ async fn apply(
     };
     let say = &say;
     let (known_key, known_seal) = known.map_or((None, None), |(k, s)| (Some(k), s));
-    let mgr = manager(nodes, loaded)?;
+    let mgr = manager(nodes, loaded).await?;
     let dir = session.state_dir();
     let local = clusterkit_core::backup::SealKey::load(&dir)?;
     let seal_secret = match (local, known_seal) {

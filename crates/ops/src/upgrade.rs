@@ -255,14 +255,13 @@ async fn mesh(
 }
 
 /// A connected manager, through which `what` is rolled.
-fn a_manager(
+async fn a_manager(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
     what: &str,
 ) -> Result<Arc<dyn Transport>, OpsError> {
-    clusterkit_core::stack::managers(nodes, spec)
-        .into_iter()
-        .next()
+    clusterkit_core::stack::answering_manager(nodes, spec, clusterkit_core::stack::LEADER_PATIENCE)
+        .await?
         .map(Arc::clone)
         .ok_or_else(|| {
             OpsError::Refused(format!(
@@ -373,7 +372,7 @@ async fn storage(
         StorageBackend::None => return Ok(0),
     }
     let image = spec.storage.image.as_str();
-    let mgr = a_manager(nodes, spec, "storage")?;
+    let mgr = a_manager(nodes, spec, "storage").await?;
     let running = roll::running_images(mgr.as_ref(), spec).await?;
     let behind = roll::behind(spec, &running);
     if behind.is_empty() {
@@ -434,7 +433,7 @@ async fn monitoring(
     if !spec.monitoring.enabled {
         return Ok(0);
     }
-    let mgr = a_manager(nodes, spec, "monitoring")?;
+    let mgr = a_manager(nodes, spec, "monitoring").await?;
     let behind = roll::behind(mgr.as_ref(), spec).await?;
     if behind.is_empty() {
         say("monitoring: every service runs the image under [monitoring]: nothing to upgrade");

@@ -127,13 +127,14 @@ fn storage_transports<'a>(
         .collect()
 }
 
-fn manager<'a>(
+/// A manager that answers for the swarm (see
+/// [`clusterkit_core::stack::answering_manager`]).
+async fn manager<'a>(
     nodes: &'a [Arc<dyn Transport>],
     spec: &ClusterSpec,
 ) -> Result<&'a Arc<dyn Transport>, StorageError> {
-    clusterkit_core::stack::managers(nodes, spec)
-        .into_iter()
-        .next()
+    clusterkit_core::stack::answering_manager(nodes, spec, clusterkit_core::stack::LEADER_PATIENCE)
+        .await?
         .ok_or_else(|| {
             StorageError::NotReady(
                 "no manager is connected: storage is deployed through the swarm".into(),
@@ -169,7 +170,7 @@ pub async fn up(
         return Ok(change);
     }
     let storage = storage_transports(nodes, spec)?;
-    let mgr = manager(nodes, spec)?;
+    let mgr = manager(nodes, spec).await?;
     // Running Garage servers keep their image: see [`roll`].
     let running = roll::running_images(mgr.as_ref(), spec).await?;
     change.image_behind = roll::behind(spec, &running);

@@ -890,7 +890,47 @@ pub async fn up(
             .map_err(|e| engine(leader_t.node(), "network create", e))?;
         change.network_created = true;
     }
+
+    // Every manager answers for the swarm before the phases after this one
+    // ask one of them: a manager back from a restart may not know the
+    // leader yet while the others do (seen in CI: the first manager, back
+    // from a power cut, refused a secret with "The swarm does not have a
+    // leader" three times in a row after this phase had converged).
+    for n in members.iter().filter(|n| n.role == SwarmRole::Manager) {
+        let t = find(nodes, n.name.as_str()).expect("member");
+        wait_knows_leader(t.as_ref(), ELECTION_PATIENCE).await?;
+    }
     Ok(change)
+}
+
+/// Waits until manager `t`'s engine lists the swarm's nodes (it knows the
+/// leader), asking every 2 s for up to `patience`.
+async fn wait_knows_leader(
+    t: &dyn Transport,
+    patience: std::time::Duration,
+) -> Result<(), SwarmError> {
+    let docker = t.docker().await?;
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let e = match docker.list_nodes(None).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(engine(
+                t.node(),
+                "node ls",
+                format!(
+                    "{e}: {node} is a manager but has not known the swarm's leader for {} s while another manager does; \
+                     look at `journalctl -u docker | grep -i raft` on {node}, and restart its engine \
+                     (`systemctl restart docker`) to make it ask the others again, then run again",
+                    patience.as_secs(),
+                    node = t.node()
+                ),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 /// One manager, as the swarm sees it.

@@ -255,10 +255,13 @@ impl Phase for RebalancePhase {
     async fn apply(&self, cx: &Context<'_>) -> Result<Outcome, BoxError> {
         // Not merely the first manager: one that just came back (its power
         // restored) may not know the leader for a while.
-        let managers = clusterkit_core::stack::managers(cx.nodes, cx.spec);
-        let mgr =
-            crate::rebalance::answering_manager(&managers, std::time::Duration::from_secs(60))
-                .await?;
+        let mgr = clusterkit_core::stack::answering_manager(
+            cx.nodes,
+            cx.spec,
+            clusterkit_core::stack::LEADER_PATIENCE,
+        )
+        .await?
+        .ok_or_else(|| crate::SwarmError::NoQuorum("no manager is connected".into()))?;
         let say = |m: &str| cx.say(m);
         let moved = crate::rebalance::rebalance(mgr.as_ref(), &say).await?;
         let mut out = Outcome::default();

@@ -8,7 +8,6 @@
 //! back (swarmkit removes a task from the node with the most copies).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clusterkit_core::transport::{Cmd, Transport};
@@ -186,35 +185,6 @@ fn leadership_moved(answer: &str) -> bool {
     ]
     .iter()
     .any(|m| answer.contains(m))
-}
-
-/// The first of `managers` whose engine lists the swarm's nodes, found by
-/// [`crate::status`] (which asks them in turn): a manager that has just come
-/// back may not know the leader yet ("The swarm does not have a leader")
-/// while the others do. Asked again for up to `patience` (an election in
-/// progress), then status's refusal, naming the last manager asked.
-pub async fn answering_manager<'a>(
-    managers: &[&'a Arc<dyn Transport>],
-    patience: Duration,
-) -> Result<&'a Arc<dyn Transport>, SwarmError> {
-    let owned: Vec<Arc<dyn Transport>> = managers.iter().map(|m| Arc::clone(m)).collect();
-    let started = std::time::Instant::now();
-    loop {
-        match crate::status(&owned).await {
-            Ok(st) => {
-                let by = st.answered_by.unwrap_or_default();
-                return managers
-                    .iter()
-                    .find(|m| m.node() == by)
-                    .copied()
-                    .ok_or_else(|| {
-                        SwarmError::NoQuorum(format!("{by} answered, but is no manager given"))
-                    });
-            }
-            Err(e) if started.elapsed() >= patience => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
 }
 
 /// Spreads every uneven, unpinned replicated service over the ready nodes,

@@ -279,6 +279,10 @@ fn one_manager_and_two_fresh(spec: &ClusterSpec) -> Vec<Scripted> {
             r#"{"Swarm": {"LocalNodeState": "inactive"}}"#,
         );
     }
+    // Once joined, a manager knows the leader.
+    for n in &nodes[1..] {
+        n.on_engine("GET", "/nodes", 200, "[]");
+    }
     let n1 = &nodes[0];
     n1.on_engine(
         "GET",
@@ -583,33 +587,32 @@ async fn a_nameless_entry_is_kept_while_a_member_does_not_answer() {
     assert!(scripted[0].asked().iter().all(|a| !a.starts_with("DELETE")));
 }
 
-#[tokio::test]
-async fn rebalance_asks_a_manager_that_knows_the_leader() {
-    // node1 has just come back and does not know the leader yet; node2 does.
-    let (n1, n2) = (Scripted::new("node1"), Scripted::new("node2"));
-    n1.on_engine(
-        "GET",
-        "/nodes",
-        500,
-        r#"{"message": "rpc error: code = Unknown desc = The swarm does not have a leader."}"#,
-    );
-    n2.on_engine("GET", "/nodes", 200, &three_managers("reachable"));
-    let all = nodes(&[&n1, &n2]);
-    let managers: Vec<&Arc<dyn Transport>> = all.iter().collect();
-    let m = crate::rebalance::answering_manager(&managers, std::time::Duration::ZERO)
-        .await
-        .unwrap();
-    assert_eq!(m.node(), "node2");
-    // None answers: the last refusal, named, once the patience is spent.
-    let alone: Vec<&Arc<dyn Transport>> = all.iter().take(1).collect();
-    let Err(e) =
-        crate::rebalance::answering_manager(&alone, std::time::Duration::from_millis(600)).await
-    else {
-        panic!("node1 alone does not answer")
-    };
-    let e = e.to_string();
+#[tokio::test(start_paused = true)]
+async fn up_waits_for_every_manager_to_know_the_leader_and_names_one_that_never_does() {
+    let spec = clusterkit_core::spec::example(3);
+    let no_leader =
+        r#"{"message": "rpc error: code = Unknown desc = The swarm does not have a leader."}"#;
+    // node2 has just joined (or come back) and learns the leader on the third asking.
+    let scripted = one_manager_and_two_fresh(&spec);
+    scripted[1].on_engine_times("GET", "/nodes", 2, 500, no_leader);
+    let refs: Vec<&Scripted> = scripted.iter().collect();
+    up(&nodes(&refs), &spec).await.unwrap();
+    let asked = scripted[1]
+        .asked()
+        .iter()
+        .filter(|a| a.starts_with("GET") && a.contains("/nodes"))
+        .count();
+    assert_eq!(asked, 3, "{:?}", scripted[1].asked());
+    // node3 never does: named, with where to look and the way out.
+    let scripted = one_manager_and_two_fresh(&spec);
+    scripted[2].on_engine("GET", "/nodes", 500, no_leader);
+    let refs: Vec<&Scripted> = scripted.iter().collect();
+    let e = up(&nodes(&refs), &spec).await.unwrap_err().to_string();
     assert!(
-        e.contains("node1") && e.contains("does not have a leader"),
+        e.starts_with("node3")
+            && e.contains("does not have a leader")
+            && e.contains("has not known the swarm's leader for 120 s")
+            && e.contains("systemctl restart docker"),
         "{e}"
     );
 }

@@ -187,9 +187,13 @@ pub async fn deploy(
     stack: &AppStack,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<bool, SwarmError> {
-    let mgr = *clusterkit_core::stack::managers(nodes, spec)
-        .first()
-        .ok_or_else(|| SwarmError::NoQuorum("no manager is connected".into()))?;
+    let mgr = clusterkit_core::stack::answering_manager(
+        nodes,
+        spec,
+        clusterkit_core::stack::LEADER_PATIENCE,
+    )
+    .await?
+    .ok_or_else(|| SwarmError::NoQuorum("no manager is connected".into()))?;
     let dir = stack_dir(&stack.name);
     let deployed = deploy_files(
         mgr.as_ref(),

@@ -17,6 +17,40 @@ pub fn managers<'a>(
         .collect()
 }
 
+/// The first of the connected managers (in inventory order) whose engine
+/// answers for the swarm: `docker node ls` needs a leader it knows. A
+/// manager back from a restart may not know the leader yet while the others
+/// do, and an election takes seconds. Asked again every second for up to
+/// `patience`; then the last refusal, naming its manager. `Ok(None)`: no
+/// manager is connected.
+pub async fn answering_manager<'a>(
+    nodes: &'a [Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    patience: std::time::Duration,
+) -> Result<Option<&'a Arc<dyn Transport>>, TransportError> {
+    let mgrs = managers(nodes, spec);
+    let started = std::time::Instant::now();
+    loop {
+        let mut last = None;
+        for t in &mgrs {
+            match t.exec(&Cmd::new("docker node ls -q >/dev/null")).await {
+                Ok(_) => return Ok(Some(*t)),
+                Err(e) => last = Some(e),
+            }
+        }
+        match last {
+            None => return Ok(None),
+            Some(e) if started.elapsed() >= patience => return Err(e),
+            Some(_) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// How long a stack's phase waits for a manager that answers for the swarm
+/// ([`answering_manager`]): an election after a manager's restart, on a
+/// loaded machine.
+pub const LEADER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// clusterkit's own executable could not be put where a task runs it.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutableError {
@@ -150,13 +184,25 @@ impl std::fmt::Debug for SecretValue<'_> {
 }
 
 /// Whether the swarm holds the secret `name`, asked through manager `t`.
+/// Only the engine's "no such secret" is an answer of absence: any other
+/// refusal (no leader, say) is an error, not a reason to create it again.
 pub async fn secret_exists(t: &dyn Transport, name: &str) -> Result<bool, TransportError> {
-    Ok(
-        t.exec_raw(&Cmd::new("docker secret inspect ").arg(name), None)
-            .await?
-            .status
-            == 0,
-    )
+    let cmd = Cmd::new("docker secret inspect --format . ").arg(name);
+    let out = t.exec_raw(&cmd, None).await?;
+    if out.status == 0 {
+        return Ok(true);
+    }
+    let said = out.tail();
+    if said.contains("No such secret") || said.contains("not found") {
+        return Ok(false);
+    }
+    Err(TransportError::Failed {
+        node: t.node().to_string(),
+        addr: t.addr(),
+        cmd: cmd.redacted(),
+        status: out.status,
+        stderr: said,
+    })
 }
 
 /// Creates the Swarm secret `name` on manager `t` unless it exists.
@@ -682,6 +728,87 @@ mod tests {
                 .unwrap()
                 .as_deref(),
             Some("node2")
+        );
+    }
+
+    fn two_managers() -> ClusterSpec {
+        let inv = crate::inventory::Inventory::parse(
+            crate::source::SourceFile::new(
+                "h.ini",
+                "[s]\nnode1 ansible_host=192.0.2.1\nnode2 ansible_host=192.0.2.2\n",
+            ),
+            crate::inventory::Format::Ini,
+            &mut Default::default(),
+        );
+        crate::spec::build(None, Some(&inv), &Default::default(), &|_| None)
+            .unwrap()
+            .spec
+    }
+
+    const NO_LEADER: &str = "Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader.";
+
+    #[tokio::test]
+    async fn a_manager_that_knows_no_leader_is_passed_over_for_one_that_answers() {
+        let spec = two_managers();
+        let (a, b) = (Scripted::new("node1"), Scripted::new("node2"));
+        a.on_exit("docker node ls", 1, "", NO_LEADER);
+        b.on("docker node ls", "");
+        let all = nodes(&[&a, &b]);
+        let m = answering_manager(&all, &spec, std::time::Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.node(), "node2");
+        // None answers: the last refusal, once the patience is spent.
+        let (a, b) = (Scripted::new("node1"), Scripted::new("node2"));
+        a.on_exit("docker node ls", 1, "", NO_LEADER);
+        b.on_exit("docker node ls", 1, "", NO_LEADER);
+        let all = nodes(&[&a, &b]);
+        let Err(e) = answering_manager(&all, &spec, std::time::Duration::from_millis(1500)).await
+        else {
+            panic!("no manager answers, yet one was chosen");
+        };
+        let e = e.to_string();
+        assert!(
+            e.starts_with("node2") && e.contains("does not have a leader"),
+            "{e}"
+        );
+        assert!(a.asked().len() >= 2, "asked again: {:?}", a.asked());
+        // No manager connected.
+        assert!(answering_manager(&[], &spec, std::time::Duration::ZERO)
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn only_no_such_secret_means_absent() {
+        let a = Scripted::new("node1");
+        a.on("docker secret inspect --format . here", ".\n");
+        a.on_exit(
+            "docker secret inspect --format . gone",
+            1,
+            "",
+            "Error response from daemon: secret gone not found\n",
+        );
+        a.on_exit("docker secret inspect --format . unsure", 1, "", NO_LEADER);
+        assert!(secret_exists(&a, "here").await.unwrap());
+        assert!(!secret_exists(&a, "gone").await.unwrap());
+        let e = secret_exists(&a, "unsure").await.unwrap_err().to_string();
+        assert!(
+            e.starts_with("node1") && e.contains("does not have a leader"),
+            "{e}"
+        );
+        // An unsure answer never leads to a second secret of the same name.
+        let e = ensure_secret(&a, "unsure", SecretValue::RandomHex(32))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not have a leader"), "{e}");
+        assert!(
+            !a.asked().iter().any(|c| c.contains("secret create")),
+            "{:?}",
+            a.asked()
         );
     }
 }
