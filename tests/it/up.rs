@@ -77,7 +77,7 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
         }
         assert!(
             first.stdout.contains(
-                "HTTPS ingress on every node (1 route(s), 1 of 1 host(s) with a certificate)"
+                "HTTPS ingress on every node (3 route(s), 3 of 3 host(s) with a certificate)"
             ),
             "{}",
             first.stdout
@@ -208,6 +208,16 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             },
         );
         eprintln!("status all ok, app scraped, {took:?} after up");
+        // Each certificate, asked of every edge in a handshake by the route
+        // watcher (every 10 s), is the stored one on all 3.
+        crate::sandbox::wait_for(
+            "every edge shows every stored certificate",
+            std::time::Duration::from_secs(60),
+            || {
+                last = ck(&["status", "-c", cfg]).stdout;
+                last.matches(", on 3 of 3 edges)").count() == 3
+            },
+        );
         for line in [
             "ok   mesh      6/6 pairs answer",
             "ok   swarm     leader node1, 3 manager(s), quorum 2 held",
@@ -216,6 +226,8 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
             // node-exporter, cAdvisor and Garage on 3 nodes, the app's 2, Prometheus.
             "ok   monitor   12/12 targets up",
             "ok   ingress   https://app.clusterkit.test -> app_web:8000 (certificate until 20",
+            "ok   ingress   https://prometheus.clusterkit.test -> clusterkit-monitoring_prometheus:9090 (certificate until 20",
+            "ok   ingress   https://alertmanager.clusterkit.test -> clusterkit-monitoring_alertmanager:9093 (certificate until 20",
         ] {
             assert!(last.contains(line), "{line}: {last}");
         }
@@ -277,6 +289,8 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
 
         // HTTPS through the loss of the node that obtained the certificate.
         crate::up::ingress_survives_the_issuers_node(S, &dir);
+        // Caddy upgraded node by node, not one request lost.
+        crate::up::ingress_upgrade_drops_no_request(&dir);
 
         // A stack file `deploy` cannot use is explained before anything runs.
         let bad = dir.join("bad.yml");
@@ -533,67 +547,154 @@ pub fn https_everywhere(sandbox: &str, dir: &std::path::Path) {
         String::from_utf8_lossy(&log.stdout),
         String::from_utf8_lossy(&log.stderr)
     );
+    // One order per name for the cluster: the app, Prometheus, Alertmanager.
     assert_eq!(
         log.matches("Issued certificate serial").count(),
-        1,
-        "one order for the cluster: {log}"
+        3,
+        "one order per name for the cluster: {log}"
     );
+    monitoring_by_name(&roots, &nodes, dir);
 }
 
-/// The node running the ingress's issuer (the one that obtained the
-/// certificate) is powered off while a client sends a request every 50 ms
-/// to `https://app.clusterkit.test`, resolving it to every node in turn as
-/// round-robin DNS would (curl tries the next address when one does not
-/// answer): at least 99 % are answered, counted. Meanwhile a stack deployed
-/// with a plain `docker stack deploy` asks for a new name: it is routed and
-/// gets its certificate from the issuer the swarm started elsewhere. The
-/// node is powered back on and the extra stack removed before returning.
-pub fn ingress_survives_the_issuers_node(sandbox: &'static str, dir: &std::path::Path) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let roots = dir.join("pebble-roots.pem");
-    let nodes: Vec<String> = ["node1", "node2", "node3"].map(node_ip).to_vec();
-    let issuer_on = issuer_node();
-    assert!(
-        issuer_on.starts_with("node"),
-        "the issuer runs: {issuer_on}"
-    );
-    let survivor = if issuer_on == "node1" {
-        "node2"
-    } else {
-        "node1"
-    };
-    let survivor_ip = node_ip(survivor);
-    // One request: its time when answered 200, else what happened.
-    let get = |host: &str, order: &[String]| -> Result<f64, String> {
-        let o = std::process::Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{remote_ip} %{time_total}s",
-            ])
-            // A dead node's address stalls a connection for about 3 s (the
-            // kernel's ARP retries) before the client tries the next one.
-            .args(["--connect-timeout", "10", "--max-time", "15", "--cacert"])
-            .arg(&roots)
-            .args(["--resolve", &format!("{host}:443:{}", order.join(","))])
-            .arg(format!("https://{host}/"))
-            .output()
-            .unwrap();
-        let w = String::from_utf8_lossy(&o.stdout).to_string();
-        match w.strip_prefix("200 ") {
-            Some(rest) => Ok(rest
-                .split_whitespace()
-                .nth(1)
-                .and_then(|t| t.trim_end_matches('s').parse().ok())
-                .unwrap_or(0.0)),
-            None => Err(format!(
-                "{w} (curl exit {:?}, order {order:?})",
-                o.status.code()
-            )),
+/// Prometheus and Alertmanager at their names (`prometheus_host`,
+/// `alertmanager_host`) through any node, over HTTPS with Pebble's
+/// certificate: refused without the monitoring API's user, answering with
+/// it. Alertmanager's answer proves the edges reach its own overlay, which
+/// no application shares.
+fn monitoring_by_name(roots: &std::path::Path, nodes: &[String], dir: &std::path::Path) {
+    let cfg = dir.join("clusterkit.toml");
+    let pw = crate::sandbox::ck(&["monitor", "password", "--api", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(pw.code, 0, "{}", pw.stderr);
+    let pw = pw
+        .stdout
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    assert!(pw.len() >= 16, "the API password: {pw:?}");
+    let status = |host: &str, ip: &str, user: Option<&str>| -> String {
+        let mut c = std::process::Command::new("curl");
+        c.args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .arg("--cacert")
+        .arg(roots)
+        .args(["--resolve", &format!("{host}:443:{ip}")]);
+        if let Some(u) = user {
+            // On stdin, never in a command line.
+            c.args(["--config", "-"])
+                .stdin(std::process::Stdio::piped());
+            let mut child = c
+                .arg(format!("https://{host}/-/ready"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            writeln!(child.stdin.take().unwrap(), "user = \"{u}\"").unwrap();
+            let o = child.wait_with_output().unwrap();
+            return format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
+        let o = c.arg(format!("https://{host}/-/ready")).output().unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
     };
+    let user = format!("clusterkit:{pw}");
+    for host in ["prometheus.clusterkit.test", "alertmanager.clusterkit.test"] {
+        for ip in nodes {
+            crate::sandbox::wait_for(
+                &format!("https://{host} through {ip} with the API user"),
+                std::time::Duration::from_secs(60),
+                || status(host, ip, Some(&user)) == "200",
+            );
+            assert_eq!(
+                status(host, ip, None),
+                "401",
+                "{host} through {ip} without the user"
+            );
+            let wrong = status(host, ip, Some("clusterkit:not-the-password"));
+            assert_eq!(wrong, "401", "{host} through {ip} with a wrong password");
+        }
+    }
+}
+
+/// One request to `https://HOST/`, resolved to the addresses of `order`
+/// in turn as curl does with several (the next one when one does not
+/// answer): its time when answered 200, else what happened.
+fn https_get(roots: &std::path::Path, host: &str, order: &[String]) -> Result<f64, String> {
+    let o = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{remote_ip} %{time_total}s",
+        ])
+        // A dead node's address stalls a connection for about 3 s (the
+        // kernel's ARP retries) before the client tries the next one.
+        .args(["--connect-timeout", "10", "--max-time", "15", "--cacert"])
+        .arg(roots)
+        .args(["--resolve", &format!("{host}:443:{}", order.join(","))])
+        .arg(format!("https://{host}/"))
+        .output()
+        .unwrap();
+    let w = String::from_utf8_lossy(&o.stdout).to_string();
+    match w.strip_prefix("200 ") {
+        Some(rest) => Ok(rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|t| t.trim_end_matches('s').parse().ok())
+            .unwrap_or(0.0)),
+        None => Err(format!(
+            "{w} (curl exit {:?}, order {order:?})",
+            o.status.code()
+        )),
+    }
+}
+
+/// What a client asking every 50 ms saw.
+struct Counted {
+    /// Requests sent.
+    asked: usize,
+    /// The failed ones: when, and what happened.
+    failed: Vec<String>,
+    /// The answered ones' times, sorted.
+    times: Vec<f64>,
+    /// How long it asked.
+    seconds: f64,
+}
+
+impl Counted {
+    fn answered(&self) -> usize {
+        self.asked - self.failed.len()
+    }
+
+    /// The time at quantile `q` of the answered requests.
+    fn at(&self, q: f64) -> f64 {
+        self.times[((self.times.len() - 1) as f64 * q) as usize]
+    }
+}
+
+/// Runs `during` while a client sends a request to
+/// `https://app.clusterkit.test` every 50 ms, resolving it to every node of
+/// `nodes` in turn (first one node, then the next), as round-robin DNS
+/// would; the client stops when `during` returns or fails.
+fn counting_requests(roots: &std::path::Path, nodes: &[String], during: impl FnOnce()) -> Counted {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let stop = AtomicBool::new(false);
     let started = std::time::Instant::now();
     let (failed, asked, mut times) = std::thread::scope(|s| {
@@ -602,10 +703,10 @@ pub fn ingress_survives_the_issuers_node(sandbox: &'static str, dir: &std::path:
             let mut times = Vec::new();
             let mut asked = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let mut order = nodes.clone();
+                let mut order = nodes.to_vec();
                 order.rotate_left(asked % nodes.len());
                 asked += 1;
-                match get("app.clusterkit.test", &order) {
+                match https_get(roots, "app.clusterkit.test", &order) {
                     Ok(t) => times.push(t),
                     Err(why) => failed.push(format!(
                         "at {:.1} s: {why}",
@@ -626,6 +727,44 @@ pub fn ingress_survives_the_issuers_node(sandbox: &'static str, dir: &std::path:
         }
         let stopping = Stop(&stop);
         std::thread::sleep(std::time::Duration::from_secs(3));
+        during();
+        drop(stopping);
+        client.join().unwrap()
+    });
+    times.sort_by(f64::total_cmp);
+    Counted {
+        asked,
+        failed,
+        times,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// The node running the ingress's issuer (the one that obtained the
+/// certificate) is powered off while a client sends a request every 50 ms
+/// to `https://app.clusterkit.test`, resolving it to every node in turn as
+/// round-robin DNS would (curl tries the next address when one does not
+/// answer): at least 99 % are answered, counted. Meanwhile a stack deployed
+/// with a plain `docker stack deploy` asks for a new name: it is routed and
+/// gets its certificate from the issuer the swarm started elsewhere. The
+/// node is powered back on and the extra stack removed before returning.
+pub fn ingress_survives_the_issuers_node(sandbox: &'static str, dir: &std::path::Path) {
+    let roots = dir.join("pebble-roots.pem");
+    let nodes: Vec<String> = ["node1", "node2", "node3"].map(node_ip).to_vec();
+    let issuer_on = issuer_node();
+    assert!(
+        issuer_on.starts_with("node"),
+        "the issuer runs: {issuer_on}"
+    );
+    let survivor = if issuer_on == "node1" {
+        "node2"
+    } else {
+        "node1"
+    };
+    let survivor_ip = node_ip(survivor);
+    let get = |host: &str, order: &[String]| https_get(&roots, host, order);
+    let c = counting_requests(&roots, &nodes, || {
+        let started = std::time::Instant::now();
         let _back = crate::sandbox::PowerBack::of(sandbox, [issuer_on.clone()]);
         let off = crate::sandbox::ck(&["sandbox", "stop", "--name", sandbox, &issuer_on]);
         assert_eq!(off.code, 0, "{}", off.stderr);
@@ -671,25 +810,102 @@ pub fn ingress_survives_the_issuers_node(sandbox: &'static str, dir: &std::path:
             std::time::Duration::from_secs(120),
             || get("app.clusterkit.test", &[node_ip(&issuer_on)]).is_ok(),
         );
-        drop(stopping);
-        client.join().unwrap()
     });
-    let answered = asked - failed.len();
-    times.sort_by(f64::total_cmp);
-    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
     eprintln!(
-        "{answered} of {asked} requests answered while {issuer_on} (the issuer's node) was off and back, in {:.0} s; \
+        "{} of {} requests answered while {issuer_on} (the issuer's node) was off and back, in {:.0} s; \
          answered in {:.3} s (median), {:.3} s (p99), {:.3} s (slowest: a dead address tried first)",
-        started.elapsed().as_secs_f64(),
-        at(0.5),
-        at(0.99),
-        at(1.0)
+        c.answered(),
+        c.asked,
+        c.seconds,
+        c.at(0.5),
+        c.at(0.99),
+        c.at(1.0)
     );
-    assert!(asked >= 100, "the client asked {asked} times");
+    assert!(c.asked >= 100, "the client asked {} times", c.asked);
     assert!(
-        answered * 100 >= asked * 99,
-        "{answered} of {asked} answered, fewer than 99 %; the others:\n{}",
-        failed.join("\n")
+        c.answered() * 100 >= c.asked * 99,
+        "{} of {} answered, fewer than 99 %; the others:\n{}",
+        c.answered(),
+        c.asked,
+        c.failed.join("\n")
     );
     node_sh(survivor, "docker stack rm app2 >/dev/null");
+}
+
+/// `upgrade --component ingress` to another Caddy image (the same program
+/// under a new name, tagged on each node) while a client sends a request
+/// every 50 ms resolving the name to every node: the edges are replaced
+/// node by node and not one request fails. The edges and the issuer run
+/// the new image afterwards.
+pub fn ingress_upgrade_drops_no_request(dir: &std::path::Path) {
+    let roots = dir.join("pebble-roots.pem");
+    let nodes: Vec<String> = ["node1", "node2", "node3"].map(node_ip).to_vec();
+    let old = "clusterkit/caddy:sid";
+    let new = "clusterkit/caddy:sid-next";
+    for n in ["node1", "node2", "node3"] {
+        node_sh(n, &format!("docker tag {old} {new}"));
+    }
+    let cfg = std::fs::read_to_string(dir.join("clusterkit.toml")).unwrap();
+    // `image`, not `routes_image`: the route watcher's image stays.
+    let line = format!("\nimage = \"{old}\"\n");
+    assert_eq!(cfg.matches(&line).count(), 1, "one Caddy image line: {cfg}");
+    let next = dir.join("next.toml");
+    std::fs::write(&next, cfg.replace(&line, &format!("\nimage = \"{new}\"\n"))).unwrap();
+    let next = next.to_str().unwrap().to_string();
+    let mut out = None;
+    let c = counting_requests(&roots, &nodes, || {
+        out = Some(crate::sandbox::ck(&[
+            "upgrade",
+            "--component",
+            "ingress",
+            "-c",
+            &next,
+        ]));
+    });
+    let out = out.unwrap();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("ingress upgraded on 2 service(s), one task at a time"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains(&format!("edge: {old} → {new}")),
+        "{}",
+        out.stderr
+    );
+    eprintln!(
+        "{} of {} requests answered while the ingress was upgraded, in {:.0} s; {:.3} s (median), {:.3} s (p99)",
+        c.answered(),
+        c.asked,
+        c.seconds,
+        c.at(0.5),
+        c.at(0.99)
+    );
+    assert!(c.asked >= 100, "the client asked {} times", c.asked);
+    assert!(
+        c.failed.is_empty(),
+        "{} of {} failed during the upgrade:\n{}",
+        c.failed.len(),
+        c.asked,
+        c.failed.join("\n")
+    );
+    for svc in ["edge", "issuer"] {
+        let image = node_sh(
+            "node1",
+            &format!(
+                "docker service inspect -f '{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}' clusterkit-ingress_{svc}"
+            ),
+        );
+        assert!(image.trim().starts_with(new), "{svc}: {image}");
+    }
+    // Run again: nothing to roll.
+    let again = crate::sandbox::ck(&["upgrade", "--component", "ingress", "-c", &next]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stdout.contains("nothing to upgrade"),
+        "{}",
+        again.stdout
+    );
 }

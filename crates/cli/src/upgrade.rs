@@ -17,6 +17,7 @@ pub fn run(loaded: &Loaded, component: Option<Component>) -> anyhow::Result<u8> 
         } else {
             None
         },
+        clusterkit_exe: std::env::current_exe().ok(),
     };
     let lines = Lines::stderr();
     let session = clusterkit_ops::Session::new(loaded, crate::remote::options(), &lines);

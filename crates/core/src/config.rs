@@ -193,6 +193,14 @@ pub struct IngressSection {
     /// The image the route watcher runs in: clusterkit itself is mounted into it, so it
     /// needs the C library clusterkit was built against. Default: `debian:bookworm-slim`.
     pub routes_image: Option<Spanned<String>>,
+    /// Grafana by this name over HTTPS (its own login). Default: not routed.
+    pub grafana_host: Option<Spanned<String>>,
+    /// Prometheus by this name over HTTPS, behind the monitoring API's user
+    /// (`clusterkit monitor password --api`). Default: not routed.
+    pub prometheus_host: Option<Spanned<String>>,
+    /// Alertmanager by this name over HTTPS, behind the monitoring API's
+    /// user. Default: not routed.
+    pub alertmanager_host: Option<Spanned<String>>,
 }
 
 /// One application stack.
@@ -335,6 +343,9 @@ pub fn starter(inventory: Option<&str>, nodes: &[(String, String)]) -> String {
          # acme_email = \"ops@example.com\"\n\
          # acme_ca_root = \"ca-root.pem\"   # a private CA's root, trusted for its API\n\
          # image = \"caddy:2.10.2\"\n# routes_image = \"debian:bookworm-slim\"\n\
+         # grafana_host = \"grafana.example.com\"        # the monitoring UIs by name; Prometheus's and\n\
+         # prometheus_host = \"prometheus.example.com\"  # Alertmanager's ask for the monitoring API's user\n\
+         # alertmanager_host = \"alertmanager.example.com\"  # (clusterkit monitor password --api)\n\
          # A service is routed by its labels:  deploy: { labels: { clusterkit.ingress.host: app.example.com,\n\
          #                                     clusterkit.ingress.port: \"8000\", clusterkit.ingress.path: /api } }\n\
          \n[ssh]                           # how clusterkit reaches the nodes\n\

@@ -298,6 +298,21 @@ pub struct IngressSpec {
     pub image: String,
     /// The route watcher's image (clusterkit is mounted into it).
     pub routes_image: String,
+    /// The monitoring UIs served by name, when asked for.
+    pub monitoring: MonitoringHosts,
+}
+
+/// The monitoring UIs the ingress serves by name (`grafana_host`,
+/// `prometheus_host`, `alertmanager_host`): each a validated, lower-cased
+/// DNS name; `None`: not routed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitoringHosts {
+    /// Grafana's (its own login).
+    pub grafana: Option<String>,
+    /// Prometheus's (the monitoring API's user).
+    pub prometheus: Option<String>,
+    /// Alertmanager's (the monitoring API's user).
+    pub alertmanager: Option<String>,
 }
 
 impl Default for IngressSpec {
@@ -310,6 +325,7 @@ impl Default for IngressSpec {
             acme_ca_root: None,
             image: defaults::CADDY_IMAGE.into(),
             routes_image: defaults::ROUTES_IMAGE.into(),
+            monitoring: MonitoringHosts::default(),
         }
     }
 }
@@ -624,6 +640,7 @@ pub fn build(
         file,
         cfg.ingress,
         storage_backend,
+        &monitoring,
         stack_exists,
         &mut problems,
     );

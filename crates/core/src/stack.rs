@@ -76,6 +76,8 @@ impl StackFiles {
 #[cfg(feature = "remote")]
 mod remote;
 #[cfg(feature = "remote")]
+pub mod roll;
+#[cfg(feature = "remote")]
 pub use remote::*;
 
 /// The template environment every YAML file clusterkit renders goes

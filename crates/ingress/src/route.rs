@@ -203,44 +203,12 @@ fn check_service(name: &str) -> Result<(), String> {
 /// hyphens in labels of at most 63, at least two labels, no wildcard (the
 /// HTTP-01 challenge cannot prove one), no address.
 pub fn check_host(host: &str) -> Result<String, String> {
-    let h = host.trim_end_matches('.').to_ascii_lowercase();
-    let bad = |why: &str| {
-        Err(format!(
+    clusterkit_core::spec::checks::certificate_name(host).map_err(|why| {
+        format!(
             "{HOST_LABEL}=`{}`: {why}; write a DNS name such as app.example.com",
             shown(host)
-        ))
-    };
-    if h.is_empty() || h.len() > 253 {
-        return bad("not 1 to 253 characters");
-    }
-    if h.parse::<std::net::IpAddr>().is_ok() {
-        return bad("an address, not a name (no certificate is issued for it by HTTP-01)");
-    }
-    if h.starts_with("*.") {
-        return bad("a wildcard (the HTTP-01 challenge cannot prove one)");
-    }
-    let labels: Vec<&str> = h.split('.').collect();
-    if labels.len() < 2 {
-        return bad("a single label (a public CA issues only for a name with a domain)");
-    }
-    for l in &labels {
-        if l.is_empty() || l.len() > 63 {
-            return bad("a label empty or longer than 63 characters");
-        }
-        if !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return bad("a character other than letters, digits, `-` and `.`");
-        }
-        if l.starts_with('-') || l.ends_with('-') {
-            return bad("a label starting or ending with `-`");
-        }
-    }
-    if labels
-        .last()
-        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return bad("an all-numeric last label");
-    }
-    Ok(h)
+        )
+    })
 }
 
 fn check_port(p: &str) -> Result<u16, String> {

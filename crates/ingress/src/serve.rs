@@ -51,6 +51,11 @@ pub struct ServeOptions {
     /// The address this task listens on.
     #[serde(default = "any_address")]
     pub listen: String,
+    /// The edges' name on the overlay (`tasks.SERVICE`, every running
+    /// edge's address), asked in a handshake for the certificate each
+    /// serves; `None`: not asked.
+    #[serde(default)]
+    pub edges: Option<String>,
 }
 
 fn any_address() -> String {
@@ -71,6 +76,50 @@ pub struct HostStatus {
     /// When it expires (RFC 3339, UTC); the issuer renews it before.
     #[serde(default)]
     pub expires: Option<String>,
+    /// The stored certificate's own SHA-256 (hex, of its DER): what an edge
+    /// that loaded it shows in its handshake.
+    #[serde(default)]
+    pub leaf: Option<String>,
+    /// How many edges show it, asked by the route watcher in a handshake
+    /// with each; `None` until asked (or without a certificate).
+    #[serde(default)]
+    pub edges: Option<EdgeCount>,
+}
+
+/// How many of the running edges serve a host's stored certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeCount {
+    /// Edges whose handshake showed the stored certificate.
+    pub serving: usize,
+    /// The edges the swarm's DNS listed (running tasks).
+    pub of: usize,
+}
+
+/// What to say when fewer edges show a host's stored certificate than run
+/// (an edge that could not load it keeps the one it had, or none); `None`
+/// when every one shows it.
+pub fn edges_problem(host: &str, c: EdgeCount) -> Option<String> {
+    (c.serving < c.of).then(|| {
+        format!(
+            "{host}: {} of {} edges show the stored certificate (an edge loads it within seconds of its storing; \
+             one that still does not a minute later could not: `docker service logs clusterkit-ingress_edge` says why)",
+            c.serving, c.of
+        )
+    })
+}
+
+/// A PEM certificate chain's first certificate's SHA-256 (hex, of its DER),
+/// as a handshake shows it; `None` when it does not parse.
+pub fn leaf_fingerprint(pem: &[u8]) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    use x509_cert::der::{DecodePem, Encode};
+    let text = std::str::from_utf8(pem).ok()?;
+    let end = text.find("-----END CERTIFICATE-----")? + "-----END CERTIFICATE-----".len();
+    let der = x509_cert::Certificate::from_pem(&text[..end])
+        .ok()?
+        .to_der()
+        .ok()?;
+    Some(hex::encode(Sha256::digest(der)))
 }
 
 /// A PEM certificate chain's first certificate: its issuer and expiry.
@@ -192,7 +241,7 @@ pub fn render(o: &ServeOptions, services: &[Service], storage: &dyn Storage) -> 
     let mut hosts = Vec::new();
     for host in found.hosts() {
         let mut files = certificate_files(&o.tls, host);
-        let (mut stored, mut facts) = (None, None);
+        let (mut stored, mut facts, mut leaf) = (None, None, None);
         if let (Some(cert), Some(key)) =
             (storage.read(&files.certificate), storage.read(&files.key))
         {
@@ -200,6 +249,7 @@ pub fn render(o: &ServeOptions, services: &[Service], storage: &dyn Storage) -> 
                 use sha2::{Digest, Sha256};
                 stored = Some(hex::encode(Sha256::digest(&cert)));
                 facts = certificate_facts(&cert);
+                leaf = leaf_fingerprint(&cert);
             }
         }
         if let Some(f) = &stored {
@@ -212,6 +262,8 @@ pub fn render(o: &ServeOptions, services: &[Service], storage: &dyn Storage) -> 
             certificate: stored,
             issued_by,
             expires,
+            leaf,
+            edges: None,
         });
     }
     let admin = |path: &str| caddy::pulling(&format!("{}/{path}", o.url), &o.pull_every);
@@ -260,8 +312,19 @@ mod task {
     use http_body_util::Full;
     use hyper::{Request, Response, StatusCode};
 
-    use super::{render, Directory, ServeOptions, Served, WATCH_EVERY};
+    use super::{render, Directory, EdgeCount, ServeOptions, Served, WATCH_EVERY};
     use crate::route::Service;
+
+    /// How often the edges are asked which certificate they serve.
+    const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    /// How long one edge may take to connect and shake hands.
+    const HANDSHAKE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// The hosts with a stored certificate and its fingerprint (written by
+    /// the watch, read by the probe).
+    type Leaves = Arc<RwLock<Vec<(String, String)>>>;
+    /// Per host: the fingerprint asked for and how many edges showed it.
+    type Counts = Arc<RwLock<BTreeMap<String, (String, EdgeCount)>>>;
 
     /// The route watcher could not start.
     #[derive(Debug, thiserror::Error)]
@@ -300,6 +363,9 @@ mod task {
         ));
         let shared: Shared = Arc::new(RwLock::new(None));
         let server = serve(listener, Arc::clone(&shared));
+        let leaves: Leaves = Arc::default();
+        let counts: Counts = Arc::default();
+        let probe = probe_edges(o.edges.clone(), Arc::clone(&leaves), Arc::clone(&counts));
         let watch = async {
             let storage = Directory(o.storage_root.clone().into());
             let mut last_status = None;
@@ -311,7 +377,7 @@ mod task {
                         let Served {
                             edge,
                             issuer,
-                            status,
+                            mut status,
                         } = render(&o, &svcs, &storage);
                         if last_status.as_ref() != Some(&status) {
                             say(&format!(
@@ -319,6 +385,18 @@ mod task {
                                 serde_json::to_string(&status).unwrap_or_default()
                             ));
                             last_status = Some(status.clone());
+                        }
+                        *leaves.write().unwrap_or_else(|e| e.into_inner()) = status
+                            .hosts
+                            .iter()
+                            .filter_map(|h| Some((h.host.clone(), h.leaf.clone()?)))
+                            .collect();
+                        let counted = counts.read().unwrap_or_else(|e| e.into_inner()).clone();
+                        for h in &mut status.hosts {
+                            h.edges = counted
+                                .get(&h.host)
+                                .filter(|(leaf, _)| Some(leaf) == h.leaf.as_ref())
+                                .map(|(_, c)| *c);
                         }
                         let bytes = |v: &serde_json::Value| {
                             Bytes::from(serde_json::to_vec(v).unwrap_or_default())
@@ -346,6 +424,133 @@ mod task {
         tokio::select! {
             r = server => r,
             () = watch => Ok(()),
+            () = probe => Ok(()),
+        }
+    }
+
+    /// Every [`PROBE_EVERY`]: each running edge (every address `edges`
+    /// resolves to) asked in a TLS handshake, for each host with a stored
+    /// certificate, which certificate it shows; counted per host against
+    /// the stored one's fingerprint. Nothing is sent past the handshake, and
+    /// the certificate is not verified: it is only compared.
+    async fn probe_edges(edges: Option<String>, leaves: Leaves, counts: Counts) {
+        let Some(edges) = edges else {
+            return std::future::pending().await;
+        };
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(see_any_certificate()));
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            let wanted = leaves.read().unwrap_or_else(|e| e.into_inner()).clone();
+            if wanted.is_empty() {
+                continue;
+            }
+            let addrs: Vec<std::net::SocketAddr> =
+                match tokio::net::lookup_host((edges.as_str(), 443)).await {
+                    Ok(a) => a.collect(),
+                    Err(_) => continue,
+                };
+            let mut next = BTreeMap::new();
+            for (host, leaf) in wanted {
+                // Every edge at once: a dead one costs its timeout, not the sum.
+                let mut asked = tokio::task::JoinSet::new();
+                for a in &addrs {
+                    let (a, host, tls, leaf) = (*a, host.clone(), tls.clone(), leaf.clone());
+                    asked.spawn(async move { shown(a, &host, &tls).await == Some(leaf) });
+                }
+                let serving = asked.join_all().await.into_iter().filter(|&s| s).count();
+                next.insert(
+                    host,
+                    (
+                        leaf,
+                        EdgeCount {
+                            serving,
+                            of: addrs.len(),
+                        },
+                    ),
+                );
+            }
+            *counts.write().unwrap_or_else(|e| e.into_inner()) = next;
+        }
+    }
+
+    /// The SHA-256 (hex) of the certificate `addr` shows for `host`, or
+    /// `None` when it does not answer in time.
+    async fn shown(
+        addr: std::net::SocketAddr,
+        host: &str,
+        tls: &tokio_rustls::TlsConnector,
+    ) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let name = rustls::pki_types::ServerName::try_from(host.to_string()).ok()?;
+        let tcp = tokio::time::timeout(HANDSHAKE_PATIENCE, tokio::net::TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+        let s = tokio::time::timeout(HANDSHAKE_PATIENCE, tls.connect(name, tcp))
+            .await
+            .ok()?
+            .ok()?;
+        let der = s.get_ref().1.peer_certificates()?.first()?;
+        Some(hex::encode(Sha256::digest(der.as_ref())))
+    }
+
+    /// A TLS client that accepts any certificate: it only reads which one
+    /// an edge shows, to compare it with the stored one; it sends nothing.
+    fn see_any_certificate() -> rustls::ClientConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SeeAny(provider)))
+            .with_no_client_auth()
+    }
+
+    #[derive(Debug)]
+    struct SeeAny(Arc<rustls::crypto::CryptoProvider>);
+
+    impl rustls::client::danger::ServerCertVerifier for SeeAny {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &rustls::pki_types::CertificateDer<'_>,
+            _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+            _server_name: &rustls::pki_types::ServerName<'_>,
+            _ocsp: &[u8],
+            _now: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
         }
     }
 
@@ -446,6 +651,7 @@ mod tests {
             url: "http://tasks.clusterkit-ingress_routes:9390".into(),
             pull_every: "3s".into(),
             listen: any_address(),
+            edges: Some("tasks.clusterkit-ingress_edge".into()),
         }
     }
 
@@ -539,6 +745,15 @@ mod tests {
             None
         );
         assert_eq!(certificate_facts(b"\xff\xfe"), None);
+        // What a handshake shows: the DER's SHA-256 (`openssl x509 -outform der | sha256sum`).
+        assert_eq!(
+            leaf_fingerprint(CERT.as_bytes()).as_deref(),
+            Some("5a683bdb3566b332802652944de03eabb095e0d38ba668b6f738bd924e1ea4c3")
+        );
+        assert_eq!(
+            leaf_fingerprint(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+            None
+        );
         let o = options();
         let files = certificate_files(&o.tls, "app.clusterkit.test");
         let stored = Files(HashMap::from([
@@ -556,6 +771,24 @@ mod tests {
             st.hosts[0].issued_by.as_deref(),
             Some("CN=clusterkit test CA")
         );
+    }
+
+    #[test]
+    fn an_edge_that_does_not_show_the_stored_certificate_is_counted_and_said() {
+        assert_eq!(
+            edges_problem("a.example.com", EdgeCount { serving: 3, of: 3 }),
+            None
+        );
+        let p = edges_problem("a.example.com", EdgeCount { serving: 2, of: 3 }).unwrap();
+        assert!(
+            p.starts_with("a.example.com: 2 of 3 edges show the stored certificate")
+                && p.contains("docker service logs clusterkit-ingress_edge"),
+            "{p}"
+        );
+        // A status from before the count was kept still reads.
+        let old = r#"{"host": "a.example.com", "certificate": null}"#;
+        let h: HostStatus = serde_json::from_str(old).unwrap();
+        assert_eq!((h.leaf, h.edges), (None, None));
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub fn options(spec: &ClusterSpec) -> ServeOptions {
         url: format!("http://tasks.{STACK}_routes:{PORT}"),
         pull_every: PULL_EVERY.into(),
         listen: format!("0.0.0.0:{PORT}"),
+        edges: Some(format!("tasks.{STACK}_edge")),
     }
 }
 
@@ -65,6 +66,21 @@ fn short_hash(s: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(&Sha256::digest(s.as_bytes())[..6])
 }
+
+/// Each service's image, by compose name (what an upgrade rolls).
+pub fn service_images(spec: &ClusterSpec) -> Vec<(&'static str, String)> {
+    let i = &spec.ingress;
+    vec![
+        ("routes", i.routes_image.clone()),
+        ("issuer", i.image.clone()),
+        ("edge", i.image.clone()),
+    ]
+}
+
+/// The monitoring stack's own overlay, where Alertmanager listens (and
+/// only Prometheus reaches it): the edges join it when `alertmanager_host`
+/// is set, as no application can.
+pub const ALERTING_NETWORK: &str = "clusterkit-monitoring_alerting";
 
 /// The stack's files. `ca_root` is the content of `[ingress] acme_ca_root`
 /// when set (read by the caller: this function touches no file).
@@ -109,6 +125,14 @@ pub fn stack(spec: &ClusterSpec, ca_root: Option<&str>) -> StackFiles {
     let caddy_env = "\x20   environment:\n\
 \x20     XDG_DATA_HOME: /tmp/caddy-data\n\
 \x20     XDG_CONFIG_HOME: /tmp/caddy-config\n";
+    let (edge_nets, alerting_net) = if i.monitoring.alertmanager.is_some() {
+        (
+            "control, clusterkit, alerting",
+            format!("\x20 alerting:\n\x20   external: true\n\x20   name: {ALERTING_NETWORK}\n"),
+        )
+    } else {
+        ("control, clusterkit", String::new())
+    };
     let mut configs = String::new();
     for (file, content) in &files {
         let n = name(file, content);
@@ -165,7 +189,7 @@ services:\n\
 \x20   ports:\n\
 \x20     - {{ target: 80, published: 80, protocol: tcp, mode: host }}\n\
 \x20     - {{ target: 443, published: 443, protocol: tcp, mode: host }}\n\
-\x20   networks: [control, clusterkit]\n\
+\x20   networks: [{edge_nets}]\n\
 \x20   volumes:\n\
 \x20     - {{ type: volume, source: certs, target: {STORAGE_ROOT}, read_only: true }}\n\
 \x20   configs:\n\
@@ -185,6 +209,7 @@ networks:\n\
 \x20   driver_opts: {{ com.docker.network.driver.mtu: \"{mtu}\" }}\n\
 \x20 clusterkit:\n\
 \x20   external: true\n\
+{alerting_net}\
 volumes:\n\
 \x20 certs:\n\
 \x20   driver: clusterkit\n\
@@ -222,6 +247,34 @@ mod tests {
         let mut s = clusterkit_core::spec::example(3);
         s.ingress.enabled = true;
         s
+    }
+
+    #[test]
+    fn the_edges_join_alertmanagers_overlay_only_when_it_is_served_by_name() {
+        let mut s = spec();
+        let yaml =
+            |s: &ClusterSpec| json(&marked_yaml::parse_yaml(0, &stack(s, None).compose).unwrap());
+        let plain = yaml(&s);
+        assert_eq!(
+            plain["services"]["edge"]["networks"],
+            serde_json::json!(["control", "clusterkit"])
+        );
+        assert!(plain["networks"]["alerting"].is_null());
+        s.ingress.monitoring.alertmanager = Some("am.example.com".into());
+        let with = yaml(&s);
+        assert_eq!(
+            with["services"]["edge"]["networks"],
+            serde_json::json!(["control", "clusterkit", "alerting"])
+        );
+        assert_eq!(with["networks"]["alerting"]["external"], "true");
+        assert_eq!(with["networks"]["alerting"]["name"], ALERTING_NETWORK);
+        // Neither the issuer nor the route watcher reaches it.
+        for svc in ["issuer", "routes"] {
+            assert_eq!(
+                with["services"][svc]["networks"],
+                serde_json::json!(["control"])
+            );
+        }
     }
 
     #[test]

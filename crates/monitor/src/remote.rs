@@ -87,27 +87,9 @@ pub enum MonitorError {
     /// Services did not start.
     #[error("the monitoring services do not run after {patience} s:\n{0}\n(`docker service ps --no-trunc SERVICE` on a manager shows more; fix and re-run)", patience = RUN_PATIENCE.as_secs())]
     NotRunning(String),
-    /// Swarm paused or rolled back a service's update to a new image.
-    #[error("Swarm stopped the update of {service} to {wanted} ({state}: {message}); \
-             {}`docker service ps --no-trunc {service}` on a manager shows why the new task did not run: \
-             fix the image under [monitoring] (or put back {previous}) and run again",
-             if state.starts_with("rollback") { format!("Swarm puts its tasks back on {previous}. ") } else { String::new() })]
-    UpdateFailed {
-        /// The Swarm service.
-        service: String,
-        /// The image it was to run.
-        wanted: String,
-        /// The image it ran before.
-        previous: String,
-        /// Swarm's update state (`paused`, `rollback_completed`...).
-        state: String,
-        /// Swarm's message.
-        message: String,
-    },
-    /// Services did not take their new image in time.
-    #[error("{0}: the update to the new image made no progress for 180 s (`docker service ps --no-trunc SERVICE` \
-             on a manager shows where it stands); run again once it is unstuck")]
-    NotUpdated(String),
+    /// A roll to new images did not end (Swarm stopped it, or it made no progress).
+    #[error(transparent)]
+    Roll(Box<clusterkit_core::stack::roll::RollError>),
     /// A backup or restore step failed.
     #[error("{node}: {reason}")]
     Snapshot {
@@ -119,6 +101,12 @@ pub enum MonitorError {
     /// Local randomness failed.
     #[error("reading /dev/urandom: {0}")]
     Random(std::io::Error),
+}
+
+impl From<clusterkit_core::stack::roll::RollError> for MonitorError {
+    fn from(e: clusterkit_core::stack::roll::RollError) -> Self {
+        MonitorError::Roll(Box::new(e))
+    }
 }
 
 use clusterkit_core::stack::managers;

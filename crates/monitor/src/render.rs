@@ -201,6 +201,7 @@ pub fn stack(spec: &ClusterSpec) -> StackFiles {
                 cadvisor => m.cadvisor,
                 alertmanager => m.alertmanager,
                 grafana => m.grafana,
+                hosts => spec.ingress.monitoring,
                 // JSON is YAML: a quoted string whatever the login holds.
                 admin_user => minijinja::Value::from_safe_string(
                     serde_json::to_string(&m.grafana_admin_user).expect("a string serialises"),

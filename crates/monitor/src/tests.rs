@@ -467,3 +467,44 @@ fn ci_checks_the_dashboards_against_the_schema_of_the_default_grafana() {
         "the SDK pinned in .ci/run is not Grafana {version}'s"
     );
 }
+
+#[test]
+fn the_uis_named_in_the_ingress_carry_its_labels_and_the_others_none() {
+    let mut s = spec();
+    s.monitoring.alertmanager = true;
+    let c = yaml(&stack(&s).compose);
+    for svc in ["prometheus", "alertmanager", "grafana"] {
+        assert!(
+            get(
+                &c,
+                &[
+                    "services",
+                    svc,
+                    "deploy",
+                    "labels",
+                    "clusterkit.ingress.host"
+                ]
+            )
+            .is_none(),
+            "{svc} is not routed unless asked"
+        );
+    }
+    s.ingress.enabled = true;
+    s.ingress.monitoring = clusterkit_core::spec::MonitoringHosts {
+        grafana: Some("grafana.example.com".into()),
+        prometheus: Some("prometheus.example.com".into()),
+        alertmanager: Some("alertmanager.example.com".into()),
+    };
+    let c = yaml(&stack(&s).compose);
+    for (svc, host, port) in [
+        ("prometheus", "prometheus.example.com", "9090"),
+        ("alertmanager", "alertmanager.example.com", "9093"),
+        ("grafana", "grafana.example.com", "3000"),
+    ] {
+        let labels = ["services", svc, "deploy", "labels"];
+        let at = |k: &str| scalar(&c, &[labels[0], labels[1], labels[2], labels[3], k]);
+        assert_eq!(at("clusterkit.ingress.host"), host);
+        assert_eq!(at("clusterkit.ingress.port"), port);
+        assert_eq!(at("io.clusterkit.component"), "monitoring");
+    }
+}

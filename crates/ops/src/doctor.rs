@@ -380,6 +380,12 @@ async fn ingress(
                 format!("{}: no certificate yet (the issuer keeps asking)", h.host),
             );
         }
+        if let Some(p) = h
+            .edges
+            .and_then(|c| clusterkit_ingress::serve::edges_problem(&h.host, c))
+        {
+            add(Level::Warn, "ingress", p);
+        }
         let resolved = match tokio::time::timeout(
             std::time::Duration::from_secs(5),
             tokio::net::lookup_host((h.host.as_str(), 443)),

@@ -70,11 +70,15 @@ impl std::fmt::Display for IngressStatus {
             match &h.certificate {
                 Some(fp) => writeln!(
                     f,
-                    "{}: certificate stored (sha256 {}), issued by {}, expires {}",
+                    "{}: certificate stored (sha256 {}), issued by {}, expires {}{}",
                     h.host,
                     &fp[..16.min(fp.len())],
                     h.issued_by.as_deref().unwrap_or("an issuer it does not name"),
-                    h.expires.as_deref().unwrap_or("at a date it does not say")
+                    h.expires.as_deref().unwrap_or("at a date it does not say"),
+                    match h.edges {
+                        Some(c) => format!("; shown by {} of {} edges", c.serving, c.of),
+                        None => String::new(),
+                    }
                 )?,
 
                 None => writeln!(

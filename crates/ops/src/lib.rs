@@ -98,6 +98,9 @@ pub enum OpsError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// A roll to new images did not end.
+    #[error(transparent)]
+    Roll(Box<clusterkit_core::stack::roll::RollError>),
     /// A backup could not be read, or a destination is not one.
     #[error(transparent)]
     Backup(#[from] clusterkit_core::backup::BackupError),
@@ -111,6 +114,12 @@ impl OpsError {
     /// naming the file: `std::fs::read(p).map_err(OpsError::local(...))`.
     pub fn local(what: String) -> impl FnOnce(std::io::Error) -> OpsError {
         move |source| OpsError::Local { what, source }
+    }
+}
+
+impl From<clusterkit_core::stack::roll::RollError> for OpsError {
+    fn from(e: clusterkit_core::stack::roll::RollError) -> Self {
+        OpsError::Roll(Box::new(e))
     }
 }
 

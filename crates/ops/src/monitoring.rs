@@ -183,6 +183,19 @@ mod tests {
     use crate::testkit::loaded;
     use crate::Options;
 
+    #[test]
+    fn the_edges_join_the_overlay_the_monitoring_stack_makes_for_alertmanager() {
+        assert_eq!(
+            clusterkit_ingress::stack::ALERTING_NETWORK,
+            format!("{}_alerting", clusterkit_monitor::render::STACK)
+        );
+        let mut s = clusterkit_core::spec::example(3);
+        s.monitoring.alertmanager = true;
+        assert!(clusterkit_monitor::render::stack(&s)
+            .compose
+            .contains("\n  alerting:\n    driver: overlay"));
+    }
+
     #[tokio::test]
     async fn monitoring_switched_off_is_refused_before_any_node_is_asked() {
         let dir = tempfile::tempdir().unwrap();

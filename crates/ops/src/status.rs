@@ -282,7 +282,12 @@ impl std::fmt::Display for Status {
                     r.service,
                     r.port,
                     match cert.and_then(|h| h.expires.as_deref()) {
-                        Some(until) if ok => format!(" (certificate until {until})"),
+                        Some(until) if ok => format!(
+                            " (certificate until {until}{})",
+                            cert.and_then(|h| h.edges)
+                                .map(|c| format!(", on {} of {} edges", c.serving, c.of))
+                                .unwrap_or_default()
+                        ),
                         _ if ok => String::new(),
                         _ =>
                             " (no certificate yet: `clusterkit doctor` checks its DNS)".to_string(),

@@ -35,15 +35,21 @@ pub enum Component {
     /// The monitoring services' images: Swarm's own rolling update, one
     /// task at a time within a service.
     Monitoring,
+    /// The ingress's images (`[ingress] image`, `routes_image`): Swarm's
+    /// rolling update, the edges node by node, each stopped before its
+    /// successor binds the node's ports (a client that knows every node
+    /// tries the next one).
+    Ingress,
 }
 
 impl Component {
     /// Every component, in the order a whole upgrade rolls them.
-    pub const ALL: [Component; 4] = [
+    pub const ALL: [Component; 5] = [
         Component::Mesh,
         Component::Docker,
         Component::Storage,
         Component::Monitoring,
+        Component::Ingress,
     ];
 
     /// Its name.
@@ -53,6 +59,7 @@ impl Component {
             Component::Docker => "docker",
             Component::Storage => "storage",
             Component::Monitoring => "monitoring",
+            Component::Ingress => "ingress",
         }
     }
 
@@ -63,6 +70,9 @@ impl Component {
             Component::Docker => "Docker Engine (the node is drained and its tasks move)",
             Component::Storage => "Garage, the storage server, at [storage] image",
             Component::Monitoring => "The monitoring services' images, one task at a time",
+            Component::Ingress => {
+                "The ingress's Caddy and route watcher images, the edges node by node"
+            }
         }
     }
 }
@@ -82,7 +92,9 @@ impl std::fmt::Display for UpgradeReport {
         }
         for u in &self.upgraded {
             let what = match u.component {
-                Component::Monitoring => format!("{} service(s), one task at a time", u.count),
+                Component::Monitoring | Component::Ingress => {
+                    format!("{} service(s), one task at a time", u.count)
+                }
                 _ => format!("{} node(s), one at a time", u.count),
             };
             let (name, s) = (u.component.name(), self.seconds);
@@ -99,6 +111,9 @@ pub struct UpgradeOptions {
     pub components: Vec<Component>,
     /// The userspace WireGuard executable to roll out (the mesh's component).
     pub userspace: Option<Vec<u8>>,
+    /// clusterkit's executable, for the ingress's route watcher (the
+    /// ingress's component redeploys its stack, which runs it).
+    pub clusterkit_exe: Option<std::path::PathBuf>,
 }
 
 /// One component rolled.
@@ -159,6 +174,16 @@ pub async fn upgrade(
             Component::Docker => docker(&nodes, spec, &say).await?,
             Component::Storage => storage(&nodes, spec, &say).await?,
             Component::Monitoring => monitoring(&nodes, spec, &say).await?,
+            Component::Ingress => {
+                ingress(
+                    session,
+                    &nodes,
+                    spec,
+                    options.clusterkit_exe.as_deref(),
+                    &say,
+                )
+                .await?
+            }
         };
         if count > 0 {
             upgraded.push(Upgraded {
@@ -449,6 +474,52 @@ async fn monitoring(
     Ok(behind.len())
 }
 
+/// The ingress: the services whose image is not the one under [ingress].
+/// The images reach the nodes first; the ingress is deployed again (the
+/// ingress phase of `up`) and Swarm replaces the edges node by node, each
+/// stopped before its successor binds the node's ports, followed until
+/// every task runs its new image.
+async fn ingress(
+    session: &Session<'_>,
+    nodes: &[Arc<dyn Transport>],
+    spec: &ClusterSpec,
+    exe: Option<&std::path::Path>,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<usize, OpsError> {
+    use clusterkit_core::stack::roll;
+    if !spec.ingress.enabled {
+        return Ok(0);
+    }
+    let mgr = a_manager(nodes, spec, "the ingress").await?;
+    let wanted = clusterkit_ingress::stack::service_images(spec);
+    let behind = roll::behind(mgr.as_ref(), clusterkit_ingress::stack::STACK, &wanted).await?;
+    if behind.is_empty() {
+        say("ingress: every service runs the image under [ingress]: nothing to upgrade");
+        return Ok(0);
+    }
+    let exe = exe.ok_or_else(|| {
+        OpsError::Refused(
+            "the ingress's route watcher runs clusterkit's executable: set UpgradeOptions::clusterkit_exe (the CLI passes itself)"
+                .into(),
+        )
+    })?;
+    for b in &behind {
+        say(&format!("{}: {} → {}", b.service, b.running, b.wanted));
+    }
+    images::provide(&clusterkit_ingress::phase::image_targets(nodes, spec), say).await?;
+    crate::up::up(
+        session,
+        &UpOptions {
+            only: Some(Phase::Ingress),
+            clusterkit_exe: Some(exe.to_path_buf()),
+            ..UpOptions::default()
+        },
+    )
+    .await?;
+    roll::wait_updated(mgr.as_ref(), &behind, "[ingress]", say).await?;
+    Ok(behind.len())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -466,7 +537,7 @@ mod tests {
         assert_eq!("storage".parse::<Component>().unwrap(), Component::Storage);
         let e = "garage".parse::<Component>().unwrap_err().to_string();
         assert!(
-            e.contains("the components are mesh, docker, storage, monitoring"),
+            e.contains("the components are mesh, docker, storage, monitoring, ingress"),
             "{e}"
         );
         let none = UpgradeReport {

@@ -33,7 +33,11 @@ pub fn clusterkit_toml(name: &str, ca: Option<&crate::Ca>) -> String {
              acme_ca = \"{directory}\"\n\
              acme_ca_root = \"pebble-api-root.pem\"\n\
              image = \"{caddy}\"\n\
-             routes_image = \"{caddy}\"\n",
+             routes_image = \"{caddy}\"\n\
+             # Prometheus and Alertmanager by name too, behind the monitoring API's user\n\
+             # (`clusterkit monitor password --api`).\n\
+             prometheus_host = \"prometheus.{domain}\"\n\
+             alertmanager_host = \"alertmanager.{domain}\"\n",
             domain = crate::CA_DOMAIN,
             directory = ca.directory,
             caddy = crate::image::CADDY.alias_tag(),

@@ -286,6 +286,44 @@ pub fn https_url(s: &str) -> Result<(), crate::Invalid> {
     Ok(())
 }
 
+/// A name the ingress serves and obtains a certificate for (a route's
+/// host, `grafana_host`): lower-cased, a trailing dot dropped; else why
+/// not, to follow the name (`is a wildcard ...`).
+pub fn certificate_name(host: &str) -> Result<String, &'static str> {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    if h.is_empty() || h.len() > 253 {
+        return Err("not 1 to 253 characters");
+    }
+    if h.parse::<std::net::IpAddr>().is_ok() {
+        return Err("an address, not a name (no certificate is issued for it by HTTP-01)");
+    }
+    if h.starts_with("*.") {
+        return Err("a wildcard (the HTTP-01 challenge cannot prove one)");
+    }
+    let labels: Vec<&str> = h.split('.').collect();
+    if labels.len() < 2 {
+        return Err("a single label (a public CA issues only for a name with a domain)");
+    }
+    for l in &labels {
+        if l.is_empty() || l.len() > 63 {
+            return Err("a label empty or longer than 63 characters");
+        }
+        if !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err("a character other than letters, digits, `-` and `.`");
+        }
+        if l.starts_with('-') || l.ends_with('-') {
+            return Err("a label starting or ending with `-`");
+        }
+    }
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err("an all-numeric last label");
+    }
+    Ok(h)
+}
+
 /// A contact address written into the ingress's configuration: one `@`,
 /// a local part of letters, digits and `.!#$%&'*+/=?^_`{|}~-`, a domain of
 /// DNS labels; at most 254 characters.

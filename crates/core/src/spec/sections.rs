@@ -12,8 +12,8 @@ use ipnet::Ipv4Net;
 
 use super::{
     check, checks, defaults, image_of, in_range, is_duration, package_version, parse_cidr, Checked,
-    IngressSpec, IngressTls, Jump, MonitoringImages, MonitoringSpec, NodeInput, SshTarget,
-    StackSpec, StorageBackend, SwarmRole, WgBackend,
+    IngressSpec, IngressTls, Jump, MonitoringHosts, MonitoringImages, MonitoringSpec, NodeInput,
+    SshTarget, StackSpec, StorageBackend, SwarmRole, WgBackend,
 };
 use crate::alloc::{self, allocate};
 use crate::config::{
@@ -414,6 +414,7 @@ pub(super) fn ingress(
     file: &Arc<SourceFile>,
     c: IngressSection,
     storage_backend: StorageBackend,
+    monitoring: &MonitoringSpec,
     file_exists: &dyn Fn(&str) -> Option<PathBuf>,
     problems: &mut Problems,
 ) -> IngressSpec {
@@ -473,7 +474,82 @@ pub(super) fn ingress(
             None
         }
     });
+    // The monitoring UIs by name: each a name a certificate can be had
+    // for, of a UI that runs, on a ingress that runs.
+    let mut host = |v: Option<toml::Spanned<String>>, key: &str, runs: bool, turn_on: &str| {
+        let v = opt(file, v)?;
+        let name = check(
+            &v,
+            problems,
+            "bad name",
+            "write the DNS name the UI is served at, such as grafana.example.com",
+            |s: &String| {
+                checks::certificate_name(s)
+                    .map_err(|why| format!("ingress.{key} `{}` is {why}", crate::names::shown(s)))
+            },
+        )?;
+        let missing = if !enabled {
+            Some("the ingress is off (ingress.enabled)".to_string())
+        } else if !monitoring.enabled {
+            Some("monitoring is off (monitoring.enabled)".to_string())
+        } else if !runs {
+            Some(format!("it does not run ({turn_on} = false)"))
+        } else {
+            None
+        };
+        if let Some(why) = missing {
+            problems.push(
+                Problem::error(format!(
+                    "ingress.{key} names a UI that is not served: {why}"
+                ))
+                .at(v.loc.as_ref(), "asked for here")
+                .help(format!("turn it on, or remove ingress.{key}")),
+            );
+            return None;
+        }
+        Some(name)
+    };
+    let monitoring_hosts = MonitoringHosts {
+        grafana: host(
+            c.grafana_host,
+            "grafana_host",
+            monitoring.grafana,
+            "monitoring.grafana",
+        ),
+        prometheus: host(
+            c.prometheus_host,
+            "prometheus_host",
+            true,
+            "monitoring.enabled",
+        ),
+        alertmanager: host(
+            c.alertmanager_host,
+            "alertmanager_host",
+            monitoring.alertmanager,
+            "monitoring.alertmanager",
+        ),
+    };
+    let named: Vec<&String> = [
+        &monitoring_hosts.grafana,
+        &monitoring_hosts.prometheus,
+        &monitoring_hosts.alertmanager,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let Some(twice) = named
+        .iter()
+        .enumerate()
+        .find(|(i, h)| named[..*i].contains(h))
+        .map(|(_, h)| h)
+    {
+        problems.push(
+            Problem::error(format!("`{twice}` names two monitoring UIs in [ingress]"))
+                .help("give each UI its own name (a name serves one UI)"),
+        );
+    }
     IngressSpec {
+        monitoring: monitoring_hosts,
         enabled,
         tls,
         acme_ca,

@@ -386,3 +386,63 @@ fn ipv6_hosts_are_accepted_and_written_in_brackets() {
     assert_eq!(p.nodes[2].endpoint, "192.168.1.3:51820");
     assert_eq!(b.spec.nodes[1].ssh.to_string(), "root@[2001:db8::2]:2222");
 }
+
+#[test]
+fn the_monitoring_uis_are_named_only_where_they_run_and_each_name_is_checked() {
+    let on = "[ingress]\nenabled = true\n";
+    let b = hostile(
+        "clusterkit.toml",
+        &toml_with(&format!(
+            "[monitoring]\nalertmanager = true\n{on}prometheus_host = \"Prometheus.Example.com.\"\nalertmanager_host = \"am.example.com\"\ngrafana_host = \"grafana.example.com\"\n"
+        )),
+    )
+    .unwrap();
+    let h = &b.spec.ingress.monitoring;
+    assert_eq!(h.prometheus.as_deref(), Some("prometheus.example.com"));
+    assert_eq!(h.alertmanager.as_deref(), Some("am.example.com"));
+    assert_eq!(h.grafana.as_deref(), Some("grafana.example.com"));
+    assert_eq!(
+        hostile("clusterkit.toml", &toml_with(on))
+            .unwrap()
+            .spec
+            .ingress
+            .monitoring,
+        crate::spec::MonitoringHosts::default()
+    );
+    for (what, extra, says) in [
+        (
+            "a UI that does not run",
+            format!("[monitoring]\ngrafana = false\n{on}grafana_host = \"g.example.com\"\n"),
+            "ingress.grafana_host names a UI that is not served: it does not run (monitoring.grafana = false)",
+        ),
+        (
+            "the ingress off",
+            "[ingress]\nprometheus_host = \"p.example.com\"\n".to_string(),
+            "ingress.prometheus_host names a UI that is not served: the ingress is off (ingress.enabled)",
+        ),
+        (
+            "monitoring off",
+            format!("[monitoring]\nenabled = false\n{on}prometheus_host = \"p.example.com\"\n"),
+            "monitoring is off (monitoring.enabled)",
+        ),
+        (
+            "a wildcard",
+            format!("{on}prometheus_host = \"*.example.com\"\n"),
+            "ingress.prometheus_host `*.example.com` is a wildcard",
+        ),
+        (
+            "a line break",
+            format!("{on}prometheus_host = \"p.example.com\\n  evil: 1\"\n"),
+            "ingress.prometheus_host",
+        ),
+        (
+            "one name twice",
+            format!("[monitoring]\nalertmanager = true\n{on}prometheus_host = \"m.example.com\"\nalertmanager_host = \"M.example.com\"\n"),
+            "`m.example.com` names two monitoring UIs in [ingress]",
+        ),
+    ] {
+        let e = hostile("clusterkit.toml", &toml_with(&extra)).unwrap_err();
+        let text = format!("{e:?}");
+        assert!(text.contains(says), "{what}: {text}");
+    }
+}
