@@ -291,6 +291,8 @@ fn up_builds_mesh_swarm_storage_and_monitoring_from_bare_nodes_and_a_rerun_chang
         crate::up::ingress_survives_the_issuers_node(S, &dir);
         // Caddy upgraded node by node, not one request lost.
         crate::up::ingress_upgrade_drops_no_request(&dir);
+        // node3 out of the ingress and back.
+        crate::up::ingress_on_chosen_nodes(&dir);
 
         // A stack file `deploy` cannot use is explained before anything runs.
         let bad = dir.join("bad.yml");
@@ -907,5 +909,69 @@ pub fn ingress_upgrade_drops_no_request(dir: &std::path::Path) {
         again.stdout.contains("nothing to upgrade"),
         "{}",
         again.stdout
+    );
+}
+
+/// node3 no longer serves the ingress (`clusterkit_ingress=false` in the
+/// inventory): after `up`, nothing answers on its port 443 while node1 and
+/// node2 serve the app, and its swarm label says so; given back, it serves
+/// again.
+pub fn ingress_on_chosen_nodes(dir: &std::path::Path) {
+    let roots = dir.join("pebble-roots.pem");
+    let hosts = std::fs::read_to_string(dir.join("hosts.ini")).unwrap();
+    let node3 = node_ip("node3");
+    let line = format!("node3 ansible_host={node3}\n");
+    assert!(hosts.contains(&line), "{hosts}");
+    std::fs::write(
+        dir.join("hosts-two.ini"),
+        hosts.replace(
+            &line,
+            &format!("node3 ansible_host={node3} clusterkit_ingress=false\n"),
+        ),
+    )
+    .unwrap();
+    // On the configuration the cluster runs now (the upgraded Caddy).
+    let next = std::fs::read_to_string(dir.join("next.toml")).unwrap();
+    assert!(next.contains("inventory = \"hosts.ini\""), "{next}");
+    let two = dir.join("two.toml");
+    std::fs::write(
+        &two,
+        next.replace("inventory = \"hosts.ini\"", "inventory = \"hosts-two.ini\""),
+    )
+    .unwrap();
+    let up = crate::sandbox::ck(&["up", "-c", two.to_str().unwrap()]);
+    assert_eq!(up.code, 0, "{}{}", up.stdout, up.stderr);
+    assert!(
+        up.stdout.contains("HTTPS ingress on node1, node2 ("),
+        "{}",
+        up.stdout
+    );
+    let label = node_sh(
+        "node1",
+        "docker node inspect -f '{{index .Spec.Labels \"clusterkit.ingress\"}}' node3",
+    );
+    assert_eq!(label.trim(), "false");
+    crate::sandbox::wait_for(
+        "node3's edge gone",
+        std::time::Duration::from_secs(60),
+        || https_get(&roots, "app.clusterkit.test", std::slice::from_ref(&node3)).is_err(),
+    );
+    for n in ["node1", "node2"] {
+        let ip = node_ip(n);
+        https_get(&roots, "app.clusterkit.test", std::slice::from_ref(&ip))
+            .unwrap_or_else(|e| panic!("{n} serves no more: {e}"));
+    }
+    // Given back.
+    let back = crate::sandbox::ck(&["up", "-c", dir.join("next.toml").to_str().unwrap()]);
+    assert_eq!(back.code, 0, "{}{}", back.stdout, back.stderr);
+    assert!(
+        back.stdout.contains("HTTPS ingress on every node ("),
+        "{}",
+        back.stdout
+    );
+    crate::sandbox::wait_for(
+        "node3's edge back",
+        std::time::Duration::from_secs(90),
+        || https_get(&roots, "app.clusterkit.test", std::slice::from_ref(&node3)).is_ok(),
     );
 }

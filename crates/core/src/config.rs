@@ -82,6 +82,9 @@ pub struct NodeEntry {
     pub role: Option<Spanned<String>>,
     /// Whether it holds a share of the distributed storage. Default: true.
     pub storage: Option<Spanned<bool>>,
+    /// Whether it serves the ingress (Caddy on 80 and 443) when `[ingress]` is
+    /// on. Default: true.
+    pub ingress: Option<Spanned<bool>>,
     /// A jump host the node is reached through, `[user@]host[:port]` (as
     /// ssh's ProxyJump). Default: none, the node is reached directly.
     pub jump: Option<Spanned<String>>,
@@ -313,7 +316,7 @@ pub fn starter(inventory: Option<&str>, nodes: &[(String, String)]) -> String {
                     "[[nodes]]\nname = \"{name}\"                # required\naddress = \"{addr}\"      # required: SSH address\n\
                      # user = \"root\"\n# port = 22\n# key = \"~/.ssh/id_ed25519\"   # default: ssh-agent, then ~/.ssh/id_ed25519, ~/.ssh/id_rsa\n\
                      # become = false             # sudo for a non-root user\n# mesh_address = \"10.0.0.1\"  # default: allocated, then kept\n\
-                     # role = \"manager\"           # or \"worker\"\n# storage = true\n\n"
+                     # role = \"manager\"           # or \"worker\"\n# storage = true\n# ingress = true               # false: no HTTPS edge on this node\n\n"
                 ));
             }
         }

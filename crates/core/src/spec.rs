@@ -39,6 +39,8 @@ pub struct NodeInput {
     pub role: Option<Located<String>>,
     /// Holds storage (`true`/`false` as text).
     pub storage: Option<Located<String>>,
+    /// Serves the ingress (`true`/`false` as text).
+    pub ingress: Option<Located<String>>,
     /// A jump host, `[user@]host[:port]` (ProxyJump).
     pub jump: Option<Located<String>>,
 }
@@ -156,6 +158,14 @@ pub struct Node {
     pub role: SwarmRole,
     /// Whether it holds storage.
     pub storage: bool,
+    /// Whether it serves the ingress (an edge on 80 and 443) when
+    /// `[ingress]` is on.
+    #[serde(default = "yes")]
+    pub ingress: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Which WireGuard implementation to use.
@@ -455,6 +465,7 @@ struct Checked {
     pin: Option<Ipv4Addr>,
     role: Option<SwarmRole>,
     storage: bool,
+    ingress: bool,
 }
 
 /// A Debian package version as apt takes it after `=`: starts with a digit
@@ -723,6 +734,12 @@ pub fn build(
             )
         })
         .unwrap_or_else(|| "clusterkit".into());
+    if ingress.enabled && !nodes.is_empty() && !nodes.iter().any(|n| n.ingress) {
+        problems.push(
+            Problem::error("the ingress is on, but no node serves it (every node says ingress = false)")
+                .help("let one node or more serve it (clusterkit_ingress=true, or remove the setting), or turn the ingress off"),
+        );
+    }
     if problems.has_errors() {
         return Err(problems);
     }
@@ -734,7 +751,11 @@ pub fn build(
             .map(
                 |(
                     Checked {
-                        name, ssh, storage, ..
+                        name,
+                        ssh,
+                        storage,
+                        ingress,
+                        ..
                     },
                     role,
                 )| Node {
@@ -743,6 +764,7 @@ pub fn build(
                     ssh,
                     role,
                     storage,
+                    ingress,
                 },
             )
             .collect(),

@@ -51,6 +51,10 @@ pub enum IngressError {
     /// No manager answers.
     #[error("no manager answers: the ingress is deployed through one")]
     NoManager,
+    /// Swarm nodes whose `clusterkit.ingress` label is not what the
+    /// description says (the swarm phase labels them).
+    #[error("the swarm's labels do not say which nodes serve the ingress as the description does ({}): run `clusterkit up --only swarm` (it labels the nodes), then again", .0.join("; "))]
+    Labels(Vec<String>),
     /// A node's answer.
     #[error(transparent)]
     Transport(#[from] clusterkit_core::transport::TransportError),
@@ -79,6 +83,34 @@ pub struct IngressPhase {
     /// passes itself; an embedder passes the path of a clusterkit binary).
     /// `None`: an enabled ingress is refused with the way out.
     pub clusterkit: Option<PathBuf>,
+}
+
+/// The nodes whose `clusterkit.ingress` label differs from the
+/// description's `ingress`, from `NAME VALUE` lines (a node's
+/// `clusterkit.node` and `clusterkit.ingress` labels); nodes not in the
+/// swarm's answer are not judged.
+pub fn label_mismatches(spec: &ClusterSpec, text: &str) -> Vec<String> {
+    let labelled: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?, w.next().unwrap_or("")))
+        })
+        .collect();
+    spec.nodes
+        .iter()
+        .filter_map(|n| {
+            let (_, got) = labelled.iter().find(|(name, _)| *name == n.name.as_str())?;
+            let want = n.ingress.to_string();
+            (*got != want).then(|| {
+                format!(
+                    "{} is labelled clusterkit.ingress={}, the description says {want}",
+                    n.name,
+                    if got.is_empty() { "(none)" } else { got }
+                )
+            })
+        })
+        .collect()
 }
 
 /// The images the stack runs and where: Caddy everywhere, the route
@@ -134,6 +166,17 @@ impl Phase for IngressPhase {
         )
         .await?
         .ok_or(IngressError::NoManager)?;
+        // The edges run where the swarm's labels say: the swarm phase wrote
+        // them from the description (`ingress up` alone may come before it).
+        let labels = mgr
+            .exec(&Cmd::new(
+                "docker node inspect -f '{{index .Spec.Labels \"clusterkit.node\"}} {{index .Spec.Labels \"clusterkit.ingress\"}}' $(docker node ls -q)",
+            ))
+            .await?;
+        let wrong = label_mismatches(cx.spec, &labels.stdout_str());
+        if !wrong.is_empty() {
+            return Err(IngressError::Labels(wrong).into());
+        }
         let st = stack::stack(cx.spec, root.as_deref());
         let deployed = deploy(
             mgr.as_ref(),
@@ -172,8 +215,20 @@ impl Phase for IngressPhase {
                 missing.join(", ")
             ));
         }
+        let serving: Vec<&str> = cx
+            .spec
+            .nodes
+            .iter()
+            .filter(|n| n.ingress)
+            .map(|n| n.name.as_str())
+            .collect();
         out.summary = Some(format!(
-            "HTTPS ingress on every node ({} route(s), {} of {} host(s) with a certificate)",
+            "HTTPS ingress on {} ({} route(s), {} of {} host(s) with a certificate)",
+            if serving.len() == cx.spec.nodes.len() {
+                "every node".to_string()
+            } else {
+                serving.join(", ")
+            },
             status.routes.len(),
             status.hosts.len() - missing.len(),
             status.hosts.len()
@@ -292,5 +347,21 @@ mod tests {
         assert!(parse_status("HTTP/1.1 503 Service Unavailable\r\n\r\nnot yet").is_none());
         assert!(parse_status("").is_none());
         assert!(parse_status("HTTP/1.1 200 OK\r\n\r\n<html>").is_none());
+    }
+
+    #[test]
+    fn a_node_labelled_otherwise_than_described_is_named() {
+        let mut spec = clusterkit_core::spec::example(3);
+        spec.nodes[2].ingress = false;
+        assert!(label_mismatches(&spec, "node1 true\nnode2 true\nnode3 false\n").is_empty());
+        // A node not in the swarm's answer is not judged.
+        assert!(label_mismatches(&spec, "node1 true\nnode3 false\n").is_empty());
+        assert_eq!(
+            label_mismatches(&spec, "node1 true\nnode2 \nnode3 true\n"),
+            [
+                "node2 is labelled clusterkit.ingress=(none), the description says true",
+                "node3 is labelled clusterkit.ingress=true, the description says false"
+            ]
+        );
     }
 }

@@ -425,8 +425,8 @@ pub(crate) mod tests {
 }
 
 /// What is wrong with a routed host's DNS, as seen from where it was
-/// resolved: `None` when it points at an ingress node (at least one of
-/// `resolved` is one of `nodes`). `resolved` is `Err` with the resolver's
+/// resolved: `None` when it points at ingress nodes only (`nodes`: the
+/// nodes that serve the ingress). `resolved` is `Err` with the resolver's
 /// reason when it does not resolve.
 pub fn dns_problem(
     host: &str,
@@ -444,7 +444,18 @@ pub fn dns_problem(
             "{host} does not resolve here ({why}): the CA cannot validate it and clients cannot reach it; give it A records for the nodes ({})",
             list(nodes)
         )),
-        Ok(found) if found.iter().any(|a| nodes.contains(a)) => None,
+        Ok(found) if found.iter().any(|a| nodes.contains(a)) => {
+            let stray: Vec<std::net::IpAddr> =
+                found.iter().filter(|a| !nodes.contains(a)).copied().collect();
+            (!stray.is_empty()).then(|| {
+                format!(
+                    "{host} resolves to {} too, which serves no ingress (a client sent there finds no edge \
+                     and must try another address): keep its A records to the ingress nodes ({})",
+                    list(&stray),
+                    list(nodes)
+                )
+            })
+        }
         Ok(found) => Some(format!(
             "{host} resolves to {}, none of them a node: point its A records at the nodes ({})",
             list(found),
@@ -479,6 +490,21 @@ mod dns_tests {
             elsewhere.contains("resolves to 198.51.100.7, none of them a node")
                 && elsewhere.contains("192.0.2.11, 192.0.2.12"),
             "{elsewhere}"
+        );
+        // One address of a node that serves no ingress among them.
+        let stray = dns_problem(
+            "a.example.com",
+            &Ok(vec![
+                "192.0.2.11".parse().unwrap(),
+                "192.0.2.13".parse().unwrap(),
+            ]),
+            &nodes,
+        )
+        .unwrap();
+        assert!(
+            stray.starts_with("a.example.com resolves to 192.0.2.13 too, which serves no ingress")
+                && stray.contains("(192.0.2.11, 192.0.2.12)"),
+            "{stray}"
         );
         let missing = dns_problem("a.example.com", &Err("no such host".into()), &nodes).unwrap();
         assert!(

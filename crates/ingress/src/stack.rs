@@ -196,6 +196,9 @@ services:\n\
 \x20     - {{ source: {edge_boot}, target: /etc/clusterkit/caddy.json, mode: 0444 }}\n\
 \x20   deploy:\n\
 \x20     mode: global\n\
+\x20     # The nodes that serve the ingress (`clusterkit_ingress`, true by default).\n\
+\x20     placement:\n\
+\x20       constraints: [node.labels.clusterkit.ingress == true]\n\
 \x20     endpoint_mode: dnsrr\n\
 \x20     restart_policy: {{ condition: any, delay: 2s }}\n\
 \x20     # Host-mode ports: a node's new edge starts once its old one stopped.\n\

@@ -366,8 +366,9 @@ async fn ingress(
             st.hosts.len()
         ),
     );
+    // A name must point at the nodes that serve the ingress, not at others.
     let mut node_addrs = Vec::new();
-    for n in &spec.nodes {
+    for n in spec.nodes.iter().filter(|n| n.ingress) {
         if let Ok(found) = tokio::net::lookup_host((n.ssh.host.as_str(), 443)).await {
             node_addrs.extend(found.map(|a| a.ip()));
         }

@@ -210,6 +210,8 @@ pub fn labels(n: &Node) -> HashMap<String, String> {
     HashMap::from([
         ("clusterkit.node".to_string(), n.name.to_string()),
         ("clusterkit.storage".to_string(), n.storage.to_string()),
+        // Where the ingress's edges run (`clusterkit_ingress`).
+        ("clusterkit.ingress".to_string(), n.ingress.to_string()),
     ])
 }
 

@@ -135,6 +135,7 @@ pub const CLUSTERKIT_VARS: &[&str] = &[
     "clusterkit_mesh_address",
     "clusterkit_swarm_role",
     "clusterkit_storage",
+    "clusterkit_ingress",
 ];
 
 impl Inventory {
@@ -505,6 +506,7 @@ fn node_from_vars(host: Host, vars: &BTreeMap<String, Var>, problems: &mut Probl
         mesh_address: pick(vars, &["clusterkit_mesh_address"]).map(|v| v.value.clone()),
         role: pick(vars, &["clusterkit_swarm_role"]).map(|v| v.value.clone()),
         storage: pick(vars, &["clusterkit_storage"]).map(|v| v.value.clone()),
+        ingress: pick(vars, &["clusterkit_ingress"]).map(|v| v.value.clone()),
         jump: ["ansible_ssh_common_args", "ansible_ssh_extra_args"]
             .iter()
             .filter_map(|k| vars.get(*k))

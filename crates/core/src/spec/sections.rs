@@ -694,23 +694,25 @@ pub(super) fn nodes(
                 },
             )
         });
-        let storage = n
-            .storage
-            .as_ref()
-            .and_then(|s| {
-                check(
-                    s,
-                    problems,
-                    "not a boolean",
-                    "write true or false",
-                    |t: &String| match t.to_ascii_lowercase().as_str() {
-                        "true" | "yes" | "1" => Ok(true),
-                        "false" | "no" | "0" => Ok(false),
-                        other => Err(format!("storage must be true or false, not `{other}`")),
-                    },
-                )
-            })
-            .unwrap_or(true);
+        let flag = |v: &Option<Located<String>>, what: &str, problems: &mut Problems| {
+            v.as_ref()
+                .and_then(|s| {
+                    check(
+                        s,
+                        problems,
+                        "not a boolean",
+                        "write true or false",
+                        |t: &String| match t.to_ascii_lowercase().as_str() {
+                            "true" | "yes" | "1" => Ok(true),
+                            "false" | "no" | "0" => Ok(false),
+                            other => Err(format!("{what} must be true or false, not `{other}`")),
+                        },
+                    )
+                })
+                .unwrap_or(true)
+        };
+        let storage = flag(&n.storage, "storage", problems);
+        let ingress = flag(&n.ingress, "ingress", problems);
         let pin = n.mesh_address.as_ref().and_then(|m| {
             let addr = check(m, problems, "not an IPv4 address", "write an address inside mesh.cidr, e.g. 10.0.0.5", |t: &String| t.parse::<Ipv4Addr>().map_err(|_| format!("mesh address `{t}` is not an IPv4 address")))?;
             let cidr = mesh_cidr?;
@@ -774,6 +776,7 @@ pub(super) fn nodes(
                 pin,
                 role,
                 storage,
+                ingress,
             });
         }
     }
@@ -944,6 +947,10 @@ pub(super) fn inputs(
                 mesh_address: opt(file, n.mesh_address),
                 role: opt(file, n.role),
                 storage: opt(file, n.storage).map(|s| Located {
+                    value: s.value.to_string(),
+                    loc: s.loc,
+                }),
+                ingress: opt(file, n.ingress).map(|s| Located {
                     value: s.value.to_string(),
                     loc: s.loc,
                 }),

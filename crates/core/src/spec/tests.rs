@@ -446,3 +446,29 @@ fn the_monitoring_uis_are_named_only_where_they_run_and_each_name_is_checked() {
         assert!(text.contains(says), "{what}: {text}");
     }
 }
+
+#[test]
+fn a_node_may_stay_out_of_the_ingress_but_not_every_one() {
+    let b =
+        ini("[s]\nn1 ansible_host=192.0.2.1\nn2 ansible_host=192.0.2.2 clusterkit_ingress=false\n")
+            .unwrap();
+    let serving: Vec<bool> = b.spec.nodes.iter().map(|n| n.ingress).collect();
+    assert_eq!(serving, [true, false]);
+    let e = ini("[s]\nn1 ansible_host=192.0.2.1 clusterkit_ingress=perhaps\n").unwrap_err();
+    assert!(
+        format!("{e:?}").contains("ingress must be true or false, not `perhaps`"),
+        "{e:?}"
+    );
+    let none = "[[nodes]]\nname = \"node1\"\naddress = \"192.0.2.1\"\ningress = false\n";
+    let e = hostile(
+        "clusterkit.toml",
+        &format!("[ingress]\nenabled = true\n{none}"),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:?}").contains("the ingress is on, but no node serves it"),
+        "{e:?}"
+    );
+    // The ingress off: nothing to serve, nothing to say.
+    assert!(hostile("clusterkit.toml", none).is_ok());
+}
