@@ -497,8 +497,15 @@ pub fn https_everywhere(sandbox: &str, dir: &std::path::Path) {
             }
             std::thread::sleep(std::time::Duration::from_secs(1));
         }
-        let served =
-            served.unwrap_or_else(|| panic!("https://app.clusterkit.test through {ip}: {last}"));
+        let served = served.unwrap_or_else(|| {
+            // What the node's edge says of its configuration loads.
+            let n = format!("node{}", ip.rsplit('.').next().unwrap_or("0").parse::<u8>().unwrap_or(10) - 10);
+            let logs = node_sh(
+                &n,
+                "docker logs --tail 400 $(docker ps -q -f name=clusterkit-ingress_edge) 2>&1 | grep -v '\"level\":\"debug\"' | grep -v 'config was unchanged' | tail -n 30",
+            );
+            panic!("https://app.clusterkit.test through {ip}: {last}\n{n}'s edge:\n{logs}")
+        });
         assert!(
             served
                 .to_lowercase()

@@ -215,6 +215,14 @@ impl Phase for IngressPhase {
                 missing.join(", ")
             ));
         }
+        for h in status.hosts.iter().filter(|h| h.certificate.is_some()) {
+            if let Some(p) = h
+                .edges
+                .and_then(|c| crate::serve::edges_problem(&h.host, c))
+            {
+                cx.say(&p);
+            }
+        }
         let serving: Vec<&str> = cx
             .spec
             .nodes
@@ -304,8 +312,10 @@ pub fn parse_status(answer: &str) -> Option<Status> {
     serde_json::from_str(body).ok()
 }
 
-/// Waits until every routed host has a certificate stored, up to
-/// `patience`; returns the last status (with the hosts still missing one).
+/// Waits until every routed host has a certificate stored and every
+/// running edge shows it (the route watcher asks them), up to `patience`;
+/// returns the last status (with the hosts still missing one, or not shown
+/// everywhere).
 pub async fn wait_certificates(
     nodes: &[Arc<dyn Transport>],
     spec: &ClusterSpec,
@@ -316,14 +326,14 @@ pub async fn wait_certificates(
     let mut said = false;
     loop {
         let st = status(nodes, spec).await?;
-        let done = st
-            .as_ref()
-            .is_some_and(|s| s.missing_certificates().is_empty());
+        let done = st.as_ref().is_some_and(|s| {
+            s.missing_certificates().is_empty() && s.not_shown_everywhere().is_empty()
+        });
         if done || tokio::time::Instant::now() >= deadline {
             return Ok(st.unwrap_or_default());
         }
         if !said {
-            if let Some(s) = &st {
+            if let Some(s) = st.as_ref().filter(|s| !s.missing_certificates().is_empty()) {
                 say(&format!(
                     "waiting for the certificates of {} (the issuer orders each once for the cluster)",
                     s.missing_certificates().join(", ")

@@ -157,6 +157,17 @@ impl Status {
             .map(|h| h.host.as_str())
             .collect()
     }
+
+    /// The hosts whose stored certificate not every running edge shows
+    /// yet (or that the route watcher has not asked the edges about yet).
+    pub fn not_shown_everywhere(&self) -> Vec<&str> {
+        self.hosts
+            .iter()
+            .filter(|h| h.certificate.is_some())
+            .filter(|h| h.edges.is_none_or(|c| c.serving < c.of))
+            .map(|h| h.host.as_str())
+            .collect()
+    }
 }
 
 /// A route, as `GET /status` shows it.
@@ -785,6 +796,37 @@ mod tests {
                 && p.contains("docker service logs clusterkit-ingress_edge"),
             "{p}"
         );
+        // Waited for: a stored certificate not asked about yet, or not on every edge.
+        let host = |name: &str, stored: bool, edges: Option<EdgeCount>| HostStatus {
+            host: name.into(),
+            certificate: stored.then(|| "ab".into()),
+            issued_by: None,
+            expires: None,
+            leaf: stored.then(|| "cd".into()),
+            edges,
+        };
+        let st = Status {
+            hosts: vec![
+                host("asked.example.com", true, None),
+                host(
+                    "partly.example.com",
+                    true,
+                    Some(EdgeCount { serving: 1, of: 3 }),
+                ),
+                host(
+                    "everywhere.example.com",
+                    true,
+                    Some(EdgeCount { serving: 3, of: 3 }),
+                ),
+                host("missing.example.com", false, None),
+            ],
+            ..Status::default()
+        };
+        assert_eq!(
+            st.not_shown_everywhere(),
+            ["asked.example.com", "partly.example.com"]
+        );
+        assert_eq!(st.missing_certificates(), ["missing.example.com"]);
         // A status from before the count was kept still reads.
         let old = r#"{"host": "a.example.com", "certificate": null}"#;
         let h: HostStatus = serde_json::from_str(old).unwrap();
