@@ -731,25 +731,11 @@ mod tests {
         );
     }
 
-    fn two_managers() -> ClusterSpec {
-        let inv = crate::inventory::Inventory::parse(
-            crate::source::SourceFile::new(
-                "h.ini",
-                "[s]\nnode1 ansible_host=192.0.2.1\nnode2 ansible_host=192.0.2.2\n",
-            ),
-            crate::inventory::Format::Ini,
-            &mut Default::default(),
-        );
-        crate::spec::build(None, Some(&inv), &Default::default(), &|_| None)
-            .unwrap()
-            .spec
-    }
-
     const NO_LEADER: &str = "Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader.";
 
     #[tokio::test]
     async fn a_manager_that_knows_no_leader_is_passed_over_for_one_that_answers() {
-        let spec = two_managers();
+        let spec = crate::spec::example(2);
         let (a, b) = (Scripted::new("node1"), Scripted::new("node2"));
         a.on_exit("docker node ls", 1, "", NO_LEADER);
         b.on("docker node ls", "");
