@@ -112,23 +112,24 @@ pub fn edges_problem(host: &str, c: EdgeCount) -> Option<String> {
 /// as a handshake shows it; `None` when it does not parse.
 pub fn leaf_fingerprint(pem: &[u8]) -> Option<String> {
     use sha2::{Digest, Sha256};
-    use x509_cert::der::{DecodePem, Encode};
+    use x509_cert::der::Encode;
+    let der = first_certificate(pem)?.to_der().ok()?;
+    Some(hex::encode(Sha256::digest(der)))
+}
+
+/// A PEM certificate chain's first certificate, parsed; `None` when it
+/// does not parse.
+fn first_certificate(pem: &[u8]) -> Option<x509_cert::Certificate> {
+    use x509_cert::der::DecodePem;
     let text = std::str::from_utf8(pem).ok()?;
     let end = text.find("-----END CERTIFICATE-----")? + "-----END CERTIFICATE-----".len();
-    let der = x509_cert::Certificate::from_pem(&text[..end])
-        .ok()?
-        .to_der()
-        .ok()?;
-    Some(hex::encode(Sha256::digest(der)))
+    x509_cert::Certificate::from_pem(&text[..end]).ok()
 }
 
 /// A PEM certificate chain's first certificate: its issuer and expiry.
 /// `None` when it does not parse (a foreign file is not trusted to say).
 pub fn certificate_facts(pem: &[u8]) -> Option<(String, String)> {
-    use x509_cert::der::DecodePem;
-    let text = std::str::from_utf8(pem).ok()?;
-    let end = text.find("-----END CERTIFICATE-----")? + "-----END CERTIFICATE-----".len();
-    let cert = x509_cert::Certificate::from_pem(&text[..end]).ok()?;
+    let cert = first_certificate(pem)?;
     let tbs = &cert.tbs_certificate;
     let until = std::time::UNIX_EPOCH + tbs.validity.not_after.to_unix_duration();
     Some((
