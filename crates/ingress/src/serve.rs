@@ -95,15 +95,21 @@ pub struct EdgeCount {
     pub of: usize,
 }
 
+/// `2 of 3 edges`.
+impl std::fmt::Display for EdgeCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of {} edges", self.serving, self.of)
+    }
+}
+
 /// What to say when fewer edges show a host's stored certificate than run
 /// (an edge that could not load it keeps the one it had, or none); `None`
 /// when every one shows it.
 pub fn edges_problem(host: &str, c: EdgeCount) -> Option<String> {
     (c.serving < c.of).then(|| {
         format!(
-            "{host}: {} of {} edges show the stored certificate (an edge loads it within seconds of its storing; \
-             one that still does not a minute later could not: `docker service logs clusterkit-ingress_edge` says why)",
-            c.serving, c.of
+            "{host}: {c} show the stored certificate (an edge loads it within seconds of its storing; \
+             one that still does not a minute later could not: `docker service logs clusterkit-ingress_edge` says why)"
         )
     })
 }

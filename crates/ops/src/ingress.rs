@@ -76,7 +76,7 @@ impl std::fmt::Display for IngressStatus {
                     h.issued_by.as_deref().unwrap_or("an issuer it does not name"),
                     h.expires.as_deref().unwrap_or("at a date it does not say"),
                     match h.edges {
-                        Some(c) => format!("; shown by {} of {} edges", c.serving, c.of),
+                        Some(c) => format!("; shown by {c}"),
                         None => String::new(),
                     }
                 )?,

@@ -285,7 +285,7 @@ impl std::fmt::Display for Status {
                         Some(until) if ok => format!(
                             " (certificate until {until}{})",
                             cert.and_then(|h| h.edges)
-                                .map(|c| format!(", on {} of {} edges", c.serving, c.of))
+                                .map(|c| format!(", on {c}"))
                                 .unwrap_or_default()
                         ),
                         _ if ok => String::new(),
