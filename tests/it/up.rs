@@ -469,9 +469,10 @@ pub fn https_everywhere(sandbox: &str, dir: &std::path::Path) {
         String::from_utf8_lossy(&got.stderr)
     );
     std::fs::write(&roots, &got.stdout).unwrap();
-    let nodes = ["node1", "node2", "node3"].map(node_ip);
+    let names = ["node1", "node2", "node3"];
+    let nodes = names.map(node_ip);
     let mut serials = Vec::new();
-    for ip in &nodes {
+    for (n, ip) in names.iter().zip(&nodes) {
         // The edges pull their configuration every few seconds: the one
         // with the certificate may be a moment behind `up`'s last word.
         let mut last = String::new();
@@ -499,9 +500,8 @@ pub fn https_everywhere(sandbox: &str, dir: &std::path::Path) {
         }
         let served = served.unwrap_or_else(|| {
             // What the node's edge says of its configuration loads.
-            let n = format!("node{}", ip.rsplit('.').next().unwrap_or("0").parse::<u8>().unwrap_or(10) - 10);
             let logs = node_sh(
-                &n,
+                n,
                 "docker logs --tail 400 $(docker ps -q -f name=clusterkit-ingress_edge) 2>&1 | grep -v '\"level\":\"debug\"' | grep -v 'config was unchanged' | tail -n 30",
             );
             panic!("https://app.clusterkit.test through {ip}: {last}\n{n}'s edge:\n{logs}")
