@@ -454,24 +454,26 @@ async fn monitoring(
     spec: &ClusterSpec,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<usize, OpsError> {
-    use clusterkit_monitor::roll;
     if !spec.monitoring.enabled {
         return Ok(0);
     }
     let mgr = a_manager(nodes, spec, "monitoring").await?;
-    let behind = roll::behind(mgr.as_ref(), spec).await?;
-    if behind.is_empty() {
-        say("monitoring: every service runs the image under [monitoring]: nothing to upgrade");
-        return Ok(0);
-    }
-    for b in &behind {
-        say(&format!("{}: {} → {}", b.service, b.running, b.wanted));
-    }
-    // Every node holds the images before the first task is replaced.
-    images::provide(&clusterkit_monitor::phase::image_targets(nodes, spec), say).await?;
-    clusterkit_monitor::up(nodes, spec, say).await?;
-    roll::wait_updated(mgr.as_ref(), &behind, say).await?;
-    Ok(behind.len())
+    let behind = clusterkit_monitor::roll::behind(mgr.as_ref(), spec).await?;
+    let deploy = async {
+        clusterkit_monitor::up(nodes, spec, say).await?;
+        Ok(())
+    };
+    let targets = clusterkit_monitor::phase::image_targets(nodes, spec);
+    roll_services(
+        "monitoring",
+        "[monitoring]",
+        mgr.as_ref(),
+        &behind,
+        &targets,
+        deploy,
+        say,
+    )
+    .await
 }
 
 /// The ingress: the services whose image is not the one under [ingress].
@@ -493,30 +495,63 @@ async fn ingress(
     let mgr = a_manager(nodes, spec, "the ingress").await?;
     let wanted = clusterkit_ingress::stack::service_images(spec);
     let behind = roll::behind(mgr.as_ref(), clusterkit_ingress::stack::STACK, &wanted).await?;
-    if behind.is_empty() {
-        say("ingress: every service runs the image under [ingress]: nothing to upgrade");
-        return Ok(0);
-    }
-    let exe = exe.ok_or_else(|| {
-        OpsError::Refused(
+    if !behind.is_empty() && exe.is_none() {
+        return Err(OpsError::Refused(
             "the ingress's route watcher runs clusterkit's executable: set UpgradeOptions::clusterkit_exe (the CLI passes itself)"
                 .into(),
+        ));
+    }
+    let deploy = async {
+        crate::up::up(
+            session,
+            &UpOptions {
+                only: Some(Phase::Ingress),
+                clusterkit_exe: exe.map(std::path::Path::to_path_buf),
+                ..UpOptions::default()
+            },
         )
-    })?;
-    for b in &behind {
+        .await?;
+        Ok(())
+    };
+    let targets = clusterkit_ingress::phase::image_targets(nodes, spec);
+    roll_services(
+        "ingress",
+        "[ingress]",
+        mgr.as_ref(),
+        &behind,
+        &targets,
+        deploy,
+        say,
+    )
+    .await
+}
+
+/// A stack's services rolled by Swarm to the images under `section`:
+/// `behind` named (nothing to do when empty), every node given the images
+/// (`targets`) before the first task is replaced, the stack deployed again
+/// (`deploy`), Swarm's update followed until every task runs its new image.
+/// Returns how many services were rolled.
+async fn roll_services(
+    what: &str,
+    section: &'static str,
+    mgr: &dyn Transport,
+    behind: &[clusterkit_core::stack::roll::Behind],
+    targets: &[clusterkit_core::engine::ImageNeed],
+    deploy: impl std::future::Future<Output = Result<(), OpsError>>,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<usize, OpsError> {
+    if behind.is_empty() {
+        say(&format!(
+            "{what}: every service runs the image under {section}: nothing to upgrade"
+        ));
+        return Ok(0);
+    }
+    for b in behind {
         say(&format!("{}: {} → {}", b.service, b.running, b.wanted));
     }
-    images::provide(&clusterkit_ingress::phase::image_targets(nodes, spec), say).await?;
-    crate::up::up(
-        session,
-        &UpOptions {
-            only: Some(Phase::Ingress),
-            clusterkit_exe: Some(exe.to_path_buf()),
-            ..UpOptions::default()
-        },
-    )
-    .await?;
-    roll::wait_updated(mgr.as_ref(), &behind, "[ingress]", say).await?;
+    images::provide(targets, say).await?;
+    deploy.await?;
+    clusterkit_core::stack::roll::wait_updated(mgr, behind, section, say).await?;
     Ok(behind.len())
 }
 
